@@ -1,0 +1,311 @@
+// Hugging Face checkpoints: config.json + model.safetensors, or shards listed in
+// model.safetensors.index.json. Shards are opened (mapped) only when one of their tensors is
+// first asked for, so a rank that owns a few layers touches only the files that hold them.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "models/checkpoint.h"
+#include "models/safetensors.h"
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  require(in.good(), path, ": cannot open");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON (", e.what(), ")");
+  }
+}
+
+int64_t get_int(const json& j, const std::string& path, const char* key) {
+  require(j.contains(key), path, ": missing field ", key);
+  require(j[key].is_number_integer(), path, ": field ", key, " = ", j[key].dump(),
+          ", expected an integer");
+  return j[key].get<int64_t>();
+}
+
+int64_t get_int_or(const json& j, const std::string& path, const char* key, int64_t fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  return get_int(j, path, key);
+}
+
+double get_double_or(const json& j, const std::string& path, const char* key, double fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  require(j[key].is_number(), path, ": field ", key, " = ", j[key].dump(), ", expected a number");
+  return j[key].get<double>();
+}
+
+std::string dtype_from_torch_dtype(const std::string& s) {
+  if (s == "float32") return "float32";
+  if (s == "float16") return "float16";
+  if (s == "bfloat16") return "bfloat16";
+  return "float32";
+}
+
+RopeScaling parse_rope_scaling(const json& j, const std::string& path) {
+  RopeScaling rs;
+  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return rs;
+  const json& r = j["rope_scaling"];
+  require(r.is_object(), path, ": rope_scaling must be an object or null");
+  std::string type = r.value("rope_type", r.value("type", std::string("none")));
+  if (type == "default") type = "none";
+  require(type == "none" || type == "linear" || type == "llama3", path, ": rope_scaling type '",
+          type, "' unsupported (expected linear or llama3)");
+  rs.type = type;
+  rs.factor = get_double_or(r, path, "factor", 1.0);
+  rs.low_freq_factor = get_double_or(r, path, "low_freq_factor", 1.0);
+  rs.high_freq_factor = get_double_or(r, path, "high_freq_factor", 4.0);
+  rs.original_max_position = get_int_or(r, path, "original_max_position_embeddings", 8192);
+  return rs;
+}
+
+int32_t token_id_or(const json& j, const char* key, int32_t fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (j[key].is_number_integer()) return j[key].get<int32_t>();
+  if (j[key].is_array() && !j[key].empty() && j[key][0].is_number_integer()) {
+    return j[key][0].get<int32_t>();
+  }
+  return fallback;
+}
+
+ModelConfig parse_hf_config(const std::string& path) {
+  const json j = read_json(path);
+  require(j.is_object(), path, ": expected a JSON object");
+  ModelConfig c;
+  require(j.contains("architectures") && j["architectures"].is_array() &&
+              !j["architectures"].empty() && j["architectures"][0].is_string(),
+          path, ": missing field architectures (e.g. [\"LlamaForCausalLM\"])");
+  c.architecture = j["architectures"][0].get<std::string>();
+  arch_spec(c.architecture);
+  c.dim = get_int(j, path, "hidden_size");
+  c.hidden_dim = get_int(j, path, "intermediate_size");
+  c.n_layers = get_int(j, path, "num_hidden_layers");
+  c.n_heads = get_int(j, path, "num_attention_heads");
+  c.vocab_size = get_int(j, path, "vocab_size");
+  c.n_kv_heads = get_int_or(j, path, "num_key_value_heads", c.n_heads);
+  // head_dim is read, never re-derived, when the config has it (Qwen3: head_dim != dim/heads).
+  c.head_dim = get_int_or(j, path, "head_dim", c.n_heads > 0 ? c.dim / c.n_heads : 0);
+  c.max_seq_len = get_int_or(j, path, "max_position_embeddings", 2048);
+  c.rope_theta = get_double_or(j, path, "rope_theta", 10000.0);
+  c.norm_eps = get_double_or(j, path, "rms_norm_eps", 1e-6);
+  c.tie_embeddings = j.value("tie_word_embeddings", false);
+  c.rope_scaling = parse_rope_scaling(j, path);
+  c.dtype = dtype_from_torch_dtype(j.value("torch_dtype", std::string("float32")));
+  c.bos_id = token_id_or(j, "bos_token_id", 1);
+  c.eos_id = token_id_or(j, "eos_token_id", 2);
+  c.validate(path);
+  return c;
+}
+
+class HfReader final : public CheckpointReader {
+ public:
+  explicit HfReader(const std::string& dir) : dir_(dir) {
+    const std::string cfg_path = (fs::path(dir) / "config.json").string();
+    require(fs::exists(cfg_path), dir, ": no config.json (expected an HF checkpoint directory)");
+    cfg_ = parse_hf_config(cfg_path);
+    index_files();
+    // The storage dtype is what the weights really are, whatever torch_dtype claims.
+    cfg_.dtype = dtype_name_of(global_name(GlobalTensor::kEmbed));
+    if (!cfg_.tie_embeddings && !weight_map_.count(global_name(GlobalTensor::kLmHead))) {
+      fail(dir, ": lm_head.weight is missing and tie_word_embeddings is false");
+    }
+  }
+
+  const ModelConfig& config() const override { return cfg_; }
+  const std::string& source() const override { return dir_; }
+  std::string format() const override { return "hf"; }
+
+  at::Tensor global_tensor(GlobalTensor t) override {
+    if (t == GlobalTensor::kLmHead && cfg_.tie_embeddings) t = GlobalTensor::kEmbed;
+    const std::string name = global_name(t);
+    at::Tensor w = fetch(name);
+    check_shape(w, expected_shape(cfg_, t), name + " in " + dir_);
+    return w;
+  }
+
+  at::Tensor layer_tensor(int64_t layer, LayerTensor t) override {
+    require(layer >= 0 && layer < cfg_.n_layers, dir_, ": layer ", layer, " out of range");
+    if (!arch_has(arch_spec(cfg_.architecture), t)) return {};
+    const std::string name = hf_layer_tensor_name(t, layer);
+    at::Tensor w = fetch(name);
+    check_shape(w, expected_shape(cfg_, t), name + " in " + dir_);
+    return w;
+  }
+
+  std::string bundled_tokenizer() const override {
+    for (const char* f : {"tokenizer.model", "tokenizer.bin"}) {
+      fs::path p = fs::path(dir_) / f;
+      if (fs::exists(p)) return p.string();
+    }
+    return "";
+  }
+
+ private:
+  static std::string global_name(GlobalTensor t) { return hf_global_tensor_name(t); }
+
+  void index_files() {
+    const fs::path single = fs::path(dir_) / "model.safetensors";
+    const fs::path index = fs::path(dir_) / "model.safetensors.index.json";
+    if (fs::exists(index)) {
+      const json j = read_json(index.string());
+      require(j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
+              ": missing weight_map");
+      for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+        require(it.value().is_string(), index.string(), ": weight_map[", it.key(),
+                "] is not a file name");
+        weight_map_[it.key()] = (fs::path(dir_) / it.value().get<std::string>()).string();
+      }
+    } else if (fs::exists(single)) {
+      auto f = shard(single.string());
+      for (const std::string& n : f->names()) weight_map_[n] = single.string();
+    } else {
+      fail(dir_, ": no model.safetensors or model.safetensors.index.json (only safetensors "
+           "checkpoints are supported)");
+    }
+  }
+
+  std::shared_ptr<SafetensorsFile> shard(const std::string& file) {
+    auto it = shards_.find(file);
+    if (it != shards_.end()) return it->second;
+    auto f = SafetensorsFile::open(file);
+    shards_[file] = f;
+    return f;
+  }
+
+  at::Tensor fetch(const std::string& name) {
+    auto it = weight_map_.find(name);
+    require(it != weight_map_.end(), dir_, ": tensor ", name, " not found in the checkpoint");
+    auto f = shard(it->second);
+    require(f->has(name), it->second, ": tensor ", name, " listed in the index is not in the file");
+    at::Tensor t = f->tensor(name);
+    require(at::isFloatingType(t.scalar_type()), name, " in ", it->second, ": dtype ",
+            f->info(name).dtype, " is not a floating-point weight dtype");
+    return t;
+  }
+
+  std::string dtype_name_of(const std::string& name) {
+    auto it = weight_map_.find(name);
+    require(it != weight_map_.end(), dir_, ": tensor ", name, " not found in the checkpoint");
+    const std::string dt = shard(it->second)->info(name).dtype;
+    if (dt == "BF16") return "bfloat16";
+    if (dt == "F16") return "float16";
+    if (dt == "F32") return "float32";
+    fail(name, " in ", it->second, ": weight dtype ", dt, " unsupported (expected F32, F16 or BF16)");
+  }
+
+  std::string dir_;
+  ModelConfig cfg_;
+  std::map<std::string, std::string> weight_map_;
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> shards_;
+};
+
+json config_to_json(const ModelConfig& c) {
+  json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = arch_spec(c.architecture).family;
+  j["hidden_size"] = c.dim;
+  j["intermediate_size"] = c.hidden_dim;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab_size;
+  j["max_position_embeddings"] = c.max_seq_len;
+  j["rope_theta"] = c.rope_theta;
+  j["rms_norm_eps"] = c.norm_eps;
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["torch_dtype"] = c.dtype;
+  j["bos_token_id"] = c.bos_id;
+  j["eos_token_id"] = c.eos_id;
+  j["hidden_act"] = "silu";
+  if (arch_spec(c.architecture).qkv_bias) j["attention_bias"] = true;
+  if (c.rope_scaling.type == "none") {
+    j["rope_scaling"] = nullptr;
+  } else {
+    j["rope_scaling"] = {{"rope_type", c.rope_scaling.type},
+                         {"factor", c.rope_scaling.factor},
+                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
+  }
+  return j;
+}
+
+}  // namespace
+
+std::unique_ptr<CheckpointReader> open_hf_checkpoint(const std::string& dir) {
+  return std::make_unique<HfReader>(dir);
+}
+
+void save_hf_checkpoint(const Model& model, const std::string& dir, const SaveOptions& opts) {
+  const ModelConfig& c = model.config;
+  require(model.layer_offset == 0 && static_cast<int64_t>(model.weights.layers.size()) == c.n_layers,
+          "save_hf_checkpoint: the model holds only part of its layers");
+  const at::ScalarType st = scalar_type_from_name(opts.dtype);
+  fs::create_directories(dir);
+
+  std::vector<std::pair<std::string, at::Tensor>> all;
+  auto put = [&](const std::string& name, const at::Tensor& t) {
+    if (t.defined()) all.emplace_back(name, t.to(st).contiguous());
+  };
+  put(hf_global_tensor_name(GlobalTensor::kEmbed), model.weights.embed);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    for (size_t i = 0; i < model.weights.layers[l].tensors.size(); ++i) {
+      put(hf_layer_tensor_name(static_cast<LayerTensor>(i), l), model.weights.layers[l].tensors[i]);
+    }
+  }
+  put(hf_global_tensor_name(GlobalTensor::kFinalNorm), model.weights.final_norm);
+  if (!c.tie_embeddings) put(hf_global_tensor_name(GlobalTensor::kLmHead), model.weights.lm_head);
+
+  // Group into shards of at most max_shard_bytes (a tensor larger than that gets its own shard).
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  int64_t bytes = 0, total = 0;
+  for (auto& nt : all) {
+    const int64_t nb = nt.second.numel() * nt.second.element_size();
+    if (opts.max_shard_bytes > 0 && bytes > 0 && bytes + nb > opts.max_shard_bytes) {
+      shards.emplace_back();
+      bytes = 0;
+    }
+    shards.back().push_back(nt);
+    bytes += nb;
+    total += nb;
+  }
+  ModelConfig out_cfg = c;
+  out_cfg.dtype = opts.dtype;
+  const std::map<std::string, std::string> meta{{"format", "pt"}, {"producer", "rotq"}};
+  if (shards.size() == 1 && opts.max_shard_bytes == 0) {
+    write_safetensors((fs::path(dir) / "model.safetensors").string(), shards[0], meta);
+  } else {
+    json index;
+    index["metadata"] = {{"total_size", total}};
+    index["weight_map"] = json::object();
+    const size_t n = shards.size();
+    for (size_t s = 0; s < n; ++s) {
+      char name[64];
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, n);
+      write_safetensors((fs::path(dir) / name).string(), shards[s], meta);
+      for (auto& nt : shards[s]) index["weight_map"][nt.first] = name;
+    }
+    std::ofstream((fs::path(dir) / "model.safetensors.index.json").string()) << index.dump(2);
+  }
+  write_hf_config(out_cfg, dir);
+}
+
+void write_hf_config(const ModelConfig& cfg, const std::string& dir) {
+  std::ofstream out((fs::path(dir) / "config.json").string());
+  out << config_to_json(cfg).dump(2) << "\n";
+  require(out.good(), dir, "/config.json: write failed");
+}
+
+}  // namespace rotq

@@ -1,0 +1,171 @@
+#include "models/transformer.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+// Attention scores are formed for blocks of query rows so that [B, H, Tq, T] stays bounded.
+constexpr int64_t kMaxScoreElements = int64_t{1} << 26;  // 256 MiB of float32
+// Logit rows per chunk are chosen so a chunk's [rows, vocab] stays near this size.
+constexpr int64_t kMaxLogitElements = int64_t{1} << 24;
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return b.defined() ? at::linear(x, w, b) : at::matmul(x, w.t());
+}
+
+void hook(ForwardHooks* hooks, Site s, int64_t layer, at::Tensor& x) {
+  if (hooks) hooks->at_site(s, layer, x);
+}
+
+// Causal attention with grouped query heads: q [B, KVH, G, T, d], k/v [B, KVH, 1, T, d].
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t T = q.size(3);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(4)));
+  const int64_t rows_per_query = q.size(0) * q.size(1) * q.size(2) * T;
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(T, kMaxScoreElements / std::max<int64_t>(1, rows_per_query)));
+  at::Tensor kt = k.transpose(-1, -2);
+  if (block >= T) {
+    at::Tensor scores = at::matmul(q, kt).mul_(scale);
+    at::Tensor mask = at::ones({T, T}, at::TensorOptions().dtype(at::kBool)).triu_(1);
+    scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
+    return at::matmul(at::softmax(scores, -1), v);
+  }
+  std::vector<at::Tensor> outs;
+  for (int64_t q0 = 0; q0 < T; q0 += block) {
+    const int64_t q1 = std::min(T, q0 + block);
+    // Queries [q0, q1) attend to keys [0, q1).
+    at::Tensor scores = at::matmul(q.narrow(3, q0, q1 - q0), kt.narrow(-1, 0, q1)).mul_(scale);
+    at::Tensor mask = at::ones({q1 - q0, q1}, at::TensorOptions().dtype(at::kBool)).triu_(q0 + 1);
+    scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
+    outs.push_back(at::matmul(at::softmax(scores, -1), v.narrow(3, 0, q1)));
+  }
+  return at::cat(outs, 3);
+}
+
+}  // namespace
+
+const char* site_name(Site s) {
+  switch (s) {
+    case Site::kAttnIn: return "attn_in";
+    case Site::kQ: return "q";
+    case Site::kKCache: return "k_cache";
+    case Site::kVCache: return "v_cache";
+    case Site::kOProjIn: return "o_proj_in";
+    case Site::kMlpIn: return "mlp_in";
+    case Site::kDownIn: return "down_in";
+  }
+  return "?";
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  // Reduced precision inputs are normalized in float32, as HF does.
+  const bool upcast = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+  at::Tensor xf = upcast ? x.to(at::kFloat) : x;
+  at::Tensor inv = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  at::Tensor y = xf * inv;
+  if (upcast) y = y.to(x.scalar_type());
+  return weight.defined() ? y * weight : y;
+}
+
+Transformer::Transformer(const Model& model) : model_(model) {}
+
+const RopeCache& Transformer::rope(int64_t T) const {
+  if (rope_.max_pos() < T) {
+    const at::ScalarType dt = model_.weights.embed.scalar_type();
+    rope_ = make_rope_cache(model_.config, std::max(T, model_.config.max_seq_len), dt);
+  }
+  return rope_;
+}
+
+at::Tensor Transformer::embed(const at::Tensor& tokens) const {
+  require(tokens.dim() == 2, "forward: tokens must be [batch, seq]");
+  const int64_t V = model_.config.vocab_size;
+  if (tokens.numel() > 0) {
+    const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+    require(lo >= 0 && hi < V, "forward: token id ", lo < 0 ? lo : hi, " outside the vocabulary [0, ",
+            V, ")");
+  }
+  return at::embedding(model_.weights.embed, tokens);
+}
+
+at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
+                                      ForwardHooks* hooks) const {
+  const ModelConfig& c = model_.config;
+  const LayerWeights& w = model_.weights.layers.at(layer);
+  const int64_t li = layer + model_.layer_offset;
+  const int64_t B = x_in.size(0), T = x_in.size(1);
+  const int64_t H = c.n_heads, KVH = c.n_kv_heads, G = H / KVH, d = c.head_dim;
+
+  // Attention block.
+  at::Tensor h = rms_norm(x_in, w[LayerTensor::kAttnNorm], c.norm_eps);
+  hook(hooks, Site::kAttnIn, li, h);
+  at::Tensor q = linear(h, w[LayerTensor::kWq], w[LayerTensor::kBq]).view({B, T, H, d});
+  at::Tensor k = linear(h, w[LayerTensor::kWk], w[LayerTensor::kBk]).view({B, T, KVH, d});
+  at::Tensor v = linear(h, w[LayerTensor::kWv], w[LayerTensor::kBv]).view({B, T, KVH, d});
+  if (w[LayerTensor::kQNorm].defined()) {
+    q = rms_norm(q, w[LayerTensor::kQNorm], c.norm_eps);
+    k = rms_norm(k, w[LayerTensor::kKNorm], c.norm_eps);
+  }
+  const RopeCache& rc = rope(T);
+  q = apply_rope(q.transpose(1, 2), rc);  // [B, H, T, d]
+  k = apply_rope(k.transpose(1, 2), rc);  // [B, KVH, T, d]
+  v = v.transpose(1, 2);                  // [B, KVH, T, d]
+  hook(hooks, Site::kQ, li, q);
+  hook(hooks, Site::kKCache, li, k);
+  hook(hooks, Site::kVCache, li, v);
+  at::Tensor a = causal_attention(q.reshape({B, KVH, G, T, d}), k.unsqueeze(2), v.unsqueeze(2));
+  a = a.reshape({B, H, T, d}).transpose(1, 2).reshape({B, T, H * d});
+  hook(hooks, Site::kOProjIn, li, a);
+  at::Tensor x = x_in + at::matmul(a, w[LayerTensor::kWo].t());
+
+  // MLP block.
+  h = rms_norm(x, w[LayerTensor::kFfnNorm], c.norm_eps);
+  hook(hooks, Site::kMlpIn, li, h);
+  at::Tensor m = at::silu(at::matmul(h, w[LayerTensor::kWGate].t()))
+                     .mul_(at::matmul(h, w[LayerTensor::kWUp].t()));
+  hook(hooks, Site::kDownIn, li, m);
+  return x.add_(at::matmul(m, w[LayerTensor::kWDown].t()));
+}
+
+at::Tensor Transformer::final_norm(const at::Tensor& x) const {
+  return rms_norm(x, model_.weights.final_norm, model_.config.norm_eps);
+}
+
+at::Tensor Transformer::hidden_states(const at::Tensor& tokens, ForwardHooks* hooks) const {
+  at::Tensor x = embed(tokens);
+  for (int64_t l = 0; l < static_cast<int64_t>(model_.weights.layers.size()); ++l) {
+    x = layer_forward(x, l, hooks);
+  }
+  return final_norm(x);
+}
+
+at::Tensor Transformer::logits(const at::Tensor& hidden) const {
+  return at::matmul(hidden, model_.weights.lm_head.t());
+}
+
+at::Tensor token_nll(const at::Tensor& hidden, const at::Tensor& lm_head, const at::Tensor& targets) {
+  const int64_t N = hidden.size(0);
+  const int64_t V = lm_head.size(0);
+  const int64_t rows = std::max<int64_t>(1, kMaxLogitElements / V);
+  at::Tensor out = at::empty({N}, at::kDouble);
+  for (int64_t r0 = 0; r0 < N; r0 += rows) {
+    const int64_t n = std::min(rows, N - r0);
+    at::Tensor logits = at::matmul(hidden.narrow(0, r0, n), lm_head.t());
+    if (logits.scalar_type() != at::kDouble && logits.scalar_type() != at::kFloat) {
+      logits = logits.to(at::kFloat);
+    }
+    at::Tensor lse = at::logsumexp(logits, -1);
+    at::Tensor tgt = logits.gather(1, targets.narrow(0, r0, n).unsqueeze(1)).squeeze(1);
+    out.narrow(0, r0, n).copy_((lse - tgt).to(at::kDouble));
+  }
+  return out;
+}
+
+}  // namespace rotq

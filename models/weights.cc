@@ -1,0 +1,95 @@
+#include "models/weights.h"
+
+#include <ATen/ATen.h>
+
+#include <sstream>
+
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+}  // namespace
+
+std::vector<int64_t> expected_shape(const ModelConfig& c, LayerTensor t) {
+  if (!arch_has(arch_spec(c.architecture), t)) return {};
+  switch (t) {
+    case LayerTensor::kAttnNorm:
+    case LayerTensor::kFfnNorm: return {c.dim};
+    case LayerTensor::kWq: return {c.q_dim(), c.dim};
+    case LayerTensor::kWk:
+    case LayerTensor::kWv: return {c.kv_dim(), c.dim};
+    case LayerTensor::kWo: return {c.dim, c.q_dim()};
+    case LayerTensor::kBq: return {c.q_dim()};
+    case LayerTensor::kBk:
+    case LayerTensor::kBv: return {c.kv_dim()};
+    case LayerTensor::kQNorm:
+    case LayerTensor::kKNorm: return {c.head_dim};
+    case LayerTensor::kWGate:
+    case LayerTensor::kWUp: return {c.hidden_dim, c.dim};
+    case LayerTensor::kWDown: return {c.dim, c.hidden_dim};
+    case LayerTensor::kCount: break;
+  }
+  return {};
+}
+
+std::vector<int64_t> expected_shape(const ModelConfig& c, GlobalTensor t) {
+  switch (t) {
+    case GlobalTensor::kEmbed:
+    case GlobalTensor::kLmHead: return {c.vocab_size, c.dim};
+    case GlobalTensor::kFinalNorm: return {c.dim};
+  }
+  return {};
+}
+
+void check_shape(const at::Tensor& t, const std::vector<int64_t>& expected,
+                 const std::string& what) {
+  require(t.defined(), what, ": missing tensor");
+  require(t.sizes().vec() == expected, what, ": shape ", shape_str(t.sizes()), ", expected ",
+          shape_str(expected));
+}
+
+void cast_weights(ModelWeights& w, at::ScalarType dtype) {
+  const bool tied = w.lm_head.defined() && w.embed.defined() && w.lm_head.is_same(w.embed);
+  auto cast = [&](at::Tensor& t) {
+    if (t.defined() && t.scalar_type() != dtype) t = t.to(dtype);
+  };
+  cast(w.embed);
+  cast(w.final_norm);
+  if (tied) {
+    w.lm_head = w.embed;
+  } else {
+    cast(w.lm_head);
+  }
+  for (LayerWeights& l : w.layers) {
+    for (at::Tensor& t : l.tensors) cast(t);
+  }
+}
+
+at::ScalarType scalar_type_from_name(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "f32") return at::kFloat;
+  if (name == "float64" || name == "fp64" || name == "f64") return at::kDouble;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "f16") return at::kHalf;
+  fail("dtype ", name, ": expected float32, float64, bfloat16 or float16");
+}
+
+std::string scalar_type_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return c10::toString(t);
+  }
+}
+
+}  // namespace rotq

@@ -1,0 +1,100 @@
+// rotq bench ppl: forward-pass throughput of the perplexity path, reported as tokens/s and as a
+// fraction of this machine's measured float32 GEMM rate (the honest measure of efficiency).
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+
+#include "runner/cmd_common.h"
+#include "runner/perplexity.h"
+#include "runner/text.h"
+#include "solvers/error.h"
+#include "solvers/gemm_rate.h"
+
+namespace rotq {
+namespace {
+
+struct BenchArgs {
+  std::vector<std::string> models;
+  std::vector<std::string> tokenizers;
+  std::string text;
+  int64_t seqlen = 512;
+  int64_t max_windows = 8;
+  int64_t batch = 0;
+  int64_t gemm_n = 2048;
+  bool json = false;
+};
+
+// Useful FLOPs of one forward token at context T: the matmuls (2 per weight) and causal attention
+// (q·k and p·v over T/2 keys on average, per head).
+double forward_flops_per_token(const ModelConfig& c, int64_t T) {
+  const double linear = static_cast<double>(c.param_count()) -
+                        static_cast<double>(c.vocab_size * c.dim) * (c.tie_embeddings ? 1 : 2) -
+                        static_cast<double>(c.n_layers * 2 * c.dim + c.dim);
+  const double lm_head = static_cast<double>(c.vocab_size * c.dim);
+  const double attention = 2.0 * 2.0 * c.n_layers * c.q_dim() * (T + 1) / 2.0;
+  return 2.0 * (linear + lm_head) + attention;
+}
+
+void run_bench(Runtime& rt, const BenchArgs& a) {
+  rt.init();
+  require(!a.models.empty(), "bench ppl: give at least one --model");
+  require(a.tokenizers.empty() || a.tokenizers.size() == a.models.size(),
+          "bench ppl: give one --tokenizer per --model, or none");
+  const GemmRate gemm = measure_gemm_rate(a.gemm_n, at::kFloat);
+  spdlog::info("float32 GEMM {}³: {:.1f} GFLOP/s on {} threads", gemm.n, gemm.gflops,
+               at::get_num_threads());
+  std::vector<std::vector<std::string>> rows;
+  for (size_t i = 0; i < a.models.size(); ++i) {
+    ModelOptions mo;
+    mo.model = a.models[i];
+    if (!a.tokenizers.empty()) mo.tokenizer = a.tokenizers[i];
+    LoadedModel lm = load_for_command(mo, true);
+    const std::string text = read_text(a.text, TextFormat::kAuto);
+    std::vector<int32_t> tokens = encode_with_bos(*lm.tokenizer, text, true);
+    Transformer model(lm.model);
+    PplOptions po;
+    po.seqlen = a.seqlen;
+    po.max_windows = a.max_windows;
+    po.batch = a.batch;
+    perplexity(model, tokens, PplOptions{a.seqlen, 1, a.batch}, rt.c());  // warm-up
+    const PplResult r = perplexity(model, tokens, po, rt.c());
+    const double gflops = r.tokens_per_s * forward_flops_per_token(lm.model.config, a.seqlen) / 1e9;
+    const double ratio = gflops / gemm.gflops;
+    if (a.json) {
+      print_json_line(rt.c(), {{"command", "bench-ppl"}, {"model", mo.model},
+                               {"params", lm.model.config.param_count()}, {"seqlen", a.seqlen},
+                               {"windows", r.windows}, {"tokens_per_s", r.tokens_per_s},
+                               {"gflops", gflops}, {"gemm_gflops", gemm.gflops},
+                               {"ratio_to_gemm", ratio}, {"ppl", r.ppl},
+                               {"threads", at::get_num_threads()}});
+    }
+    rows.push_back({mo.model, fmt_double(lm.model.config.param_count() / 1e6, 2) + "M",
+                    std::to_string(a.seqlen), std::to_string(r.windows),
+                    fmt_double(r.tokens_per_s, 0), fmt_double(gflops, 1),
+                    fmt_double(gemm.gflops, 1), fmt_double(ratio, 3)});
+  }
+  if (!a.json) {
+    print_table(rt.c(), {"model", "params", "seqlen", "windows", "tok/s", "GFLOP/s",
+                         "GEMM GFLOP/s", "ratio"},
+                rows);
+  }
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app, Runtime& rt) {
+  CLI::App* bench = app.add_subcommand("bench", "benchmarks (speed vs the machine's GEMM rate)");
+  bench->require_subcommand(1);
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* ppl = bench->add_subcommand("ppl", "tokens/s of the perplexity forward pass");
+  ppl->add_option("--model", a->models, "model(s) to time")->required();
+  ppl->add_option("--tokenizer", a->tokenizers, "one per --model (default: bundled)");
+  ppl->add_option("--text", a->text, "text to score")->required();
+  ppl->add_option("--seqlen", a->seqlen, "window length")->capture_default_str();
+  ppl->add_option("--max-windows", a->max_windows, "windows timed")->capture_default_str();
+  ppl->add_option("--batch", a->batch, "windows per forward (0: auto)");
+  ppl->add_option("--gemm-n", a->gemm_n, "size of the reference GEMM")->capture_default_str();
+  ppl->add_flag("--json", a->json, "print JSON lines");
+  ppl->callback([a, &rt] { run_bench(rt, *a); });
+}
+
+}  // namespace rotq

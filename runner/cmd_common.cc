@@ -1,0 +1,105 @@
+#include "runner/cmd_common.h"
+
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "runner/comm.h"
+#include "runner/log.h"
+#include "solvers/error.h"
+
+namespace rotq {
+
+std::string rotq_version() { return std::string(ROTQ_VERSION) + " (git " + ROTQ_GIT_REV + ")"; }
+
+void Runtime::init() {
+  comm = make_comm(comm_backend);
+  init_logging(comm->rank(), comm->size(), log_level, log_all_ranks);
+  // LibTorch starts with one intra-op thread here; give each rank its share of the cores.
+  int n = threads;
+  if (n <= 0) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    n = std::max(1, cores / std::max(1, local_size_from_env()));
+  }
+  at::set_num_threads(n);
+  spdlog::debug("rotq {} comm={} rank {}/{} threads={}", rotq_version(), comm->backend(),
+                comm->rank(), comm->size(), n);
+}
+
+void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer) {
+  cmd->add_option("--model", o.model, "llama2.c .bin file or HF checkpoint directory")->required();
+  if (with_tokenizer) {
+    cmd->add_option("--tokenizer", o.tokenizer,
+                    "tokenizer.bin or tokenizer.model (default: the one in the model directory)");
+  }
+  cmd->add_option("--dtype", o.dtype, "compute dtype: float32, float64 or bfloat16")
+      ->capture_default_str();
+  cmd->add_flag("--json", o.json, "print one JSON object per result line");
+}
+
+std::unique_ptr<Tokenizer> open_tokenizer(const ModelOptions& o, const CheckpointReader& reader) {
+  std::string path = o.tokenizer.empty() ? reader.bundled_tokenizer() : o.tokenizer;
+  require(!path.empty(), reader.source(),
+          ": no tokenizer in the model directory; pass --tokenizer PATH (tokenizer.bin or "
+          "tokenizer.model)");
+  auto tok = load_tokenizer(path, static_cast<int32_t>(reader.config().vocab_size));
+  require(tok->vocab_size() <= reader.config().vocab_size, path, ": tokenizer has ",
+          tok->vocab_size(), " tokens, more than the model's vocabulary of ",
+          reader.config().vocab_size);
+  return tok;
+}
+
+LoadedModel load_for_command(const ModelOptions& o, bool need_tokenizer) {
+  LoadedModel lm;
+  lm.reader = open_checkpoint(o.model);
+  const at::ScalarType dt = scalar_type_from_name(o.dtype);
+  require(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16, "--dtype ", o.dtype,
+          ": expected float32, float64 or bfloat16 (float16 matmul is not available on CPU)");
+  LoadOptions lo;
+  lo.dtype = dt;
+  spdlog::info("loading {} ({}: {})", o.model, lm.reader->format(), lm.reader->config().summary());
+  lm.model = load_model(*lm.reader, lo);
+  if (need_tokenizer) lm.tokenizer = open_tokenizer(o, *lm.reader);
+  return lm;
+}
+
+void print_json_line(Comm& comm, const nlohmann::json& j) {
+  if (!comm.is_root()) return;
+  std::cout << j.dump() << std::endl;
+}
+
+void print_table(Comm& comm, const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
+  if (!comm.is_root()) return;
+  std::vector<size_t> w(header.size());
+  for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::ostringstream os;
+    os << "|";
+    for (size_t i = 0; i < w.size(); ++i) {
+      const std::string c = i < cells.size() ? cells[i] : "";
+      os << " " << c << std::string(w[i] - c.size(), ' ') << " |";
+    }
+    return os.str();
+  };
+  std::cout << line(header) << "\n|";
+  for (size_t i = 0; i < w.size(); ++i) std::cout << std::string(w[i] + 2, '-') << "|";
+  std::cout << "\n";
+  for (const auto& r : rows) std::cout << line(r) << "\n";
+  std::cout.flush();
+}
+
+std::string fmt_double(double v, int precision) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", precision, v);
+  return buf;
+}
+
+}  // namespace rotq

@@ -1,0 +1,68 @@
+// What every subcommand shares: the process runtime (comm, logging, threads), model/tokenizer
+// options, and result printing (tables for people, --json lines for scripts).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/checkpoint.h"
+#include "models/tokenizer.h"
+#include "solvers/comm.h"
+
+namespace rotq {
+
+struct Runtime {
+  std::string comm_backend = "auto";
+  std::string log_level = "info";
+  bool log_all_ranks = false;
+  int threads = 0;  // 0: the cores available to this rank
+  std::unique_ptr<Comm> comm;
+
+  // Creates the communicator, logging and the thread pool; called first by every subcommand.
+  void init();
+  Comm& c() { return *comm; }
+};
+
+struct ModelOptions {
+  std::string model;
+  std::string tokenizer;
+  std::string dtype = "float32";  // compute dtype
+  bool json = false;
+};
+
+void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer = true);
+
+// --tokenizer if given, else the tokenizer bundled in the HF directory, else an error.
+std::unique_ptr<Tokenizer> open_tokenizer(const ModelOptions& o, const CheckpointReader& reader);
+
+// A model opened for a command: its reader (for lazy access), weights in the compute dtype, and
+// its tokenizer (when asked for).
+struct LoadedModel {
+  std::unique_ptr<CheckpointReader> reader;
+  Model model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+LoadedModel load_for_command(const ModelOptions& o, bool need_tokenizer);
+
+// Rank 0 prints; others stay silent.
+void print_json_line(Comm& comm, const nlohmann::json& j);
+void print_table(Comm& comm, const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows);
+std::string fmt_double(double v, int precision = 3);
+
+using CommandRegistrar = void (*)(CLI::App& app, Runtime& rt);
+void register_ppl(CLI::App& app, Runtime& rt);
+void register_generate(CLI::App& app, Runtime& rt);
+void register_convert(CLI::App& app, Runtime& rt);
+void register_info(CLI::App& app, Runtime& rt);
+void register_synth(CLI::App& app, Runtime& rt);
+void register_tokenize(CLI::App& app, Runtime& rt);
+void register_bench(CLI::App& app, Runtime& rt);
+
+std::string rotq_version();  // "0.1.0 (git abc123)"
+
+}  // namespace rotq

@@ -1,0 +1,74 @@
+// rotq synth: a random-weight HF checkpoint of any LLaMA-family shape, for tests and benchmarks.
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "models/synth.h"
+#include "runner/cmd_common.h"
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+struct SynthArgs {
+  std::string like = "tiny";
+  std::string dims;
+  std::string out;
+  std::string dtype = "float32";
+  std::string tokenizer;
+  uint64_t seed = 0;
+  int64_t shard_bytes = 0;
+  bool json = false;
+};
+
+void run_synth(Runtime& rt, const SynthArgs& a) {
+  rt.init();
+  ModelConfig cfg = synth_preset(a.like);
+  apply_dims(cfg, a.dims);
+  scalar_type_from_name(a.dtype);
+  SaveOptions so;
+  so.dtype = a.dtype;
+  so.max_shard_bytes = a.shard_bytes;
+  spdlog::info("synth {} ({} parameters, seed {}) -> {}", cfg.summary(), cfg.param_count(), a.seed,
+               a.out);
+  if (rt.c().is_root()) {
+    write_synthetic_checkpoint(cfg, a.seed, a.out, so);
+    if (!a.tokenizer.empty()) {
+      auto tok = load_tokenizer(a.tokenizer);
+      require(tok->vocab_size() <= cfg.vocab_size, a.tokenizer, ": ", tok->vocab_size(),
+              " tokens do not fit the synthetic vocabulary of ", cfg.vocab_size);
+      const char* name = tok->kind() == "sentencepiece" ? "tokenizer.model" : "tokenizer.bin";
+      std::filesystem::copy_file(a.tokenizer, std::filesystem::path(a.out) / name,
+                                 std::filesystem::copy_options::overwrite_existing);
+    }
+  }
+  rt.c().barrier();
+  if (a.json) {
+    print_json_line(rt.c(), {{"command", "synth"}, {"out", a.out}, {"params", cfg.param_count()},
+                             {"config", cfg.summary()}, {"seed", a.seed}});
+  } else if (rt.c().is_root()) {
+    std::printf("wrote %s: %s, %lld parameters\n", a.out.c_str(), cfg.summary().c_str(),
+                static_cast<long long>(cfg.param_count()));
+  }
+}
+
+}  // namespace
+
+void register_synth(CLI::App& app, Runtime& rt) {
+  auto a = std::make_shared<SynthArgs>();
+  CLI::App* cmd = app.add_subcommand("synth", "write a random-weight LLaMA-family HF checkpoint");
+  cmd->add_option("--like", a->like, "shape preset (tiny, 100m, llama-2-7b, llama-3-8b, ...)")
+      ->capture_default_str();
+  cmd->add_option("--dims", a->dims,
+                  "overrides: dim=,hidden=,layers=,heads=,kv_heads=,head_dim=,vocab=,ctx=,theta=,"
+                  "eps=,tied=,arch=");
+  cmd->add_option("--out", a->out, "output directory")->required();
+  cmd->add_option("--dtype", a->dtype, "storage dtype")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "weights seed")->capture_default_str();
+  cmd->add_option("--shard-bytes", a->shard_bytes, "split into shards of at most this many bytes");
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer to copy into the directory");
+  cmd->add_flag("--json", a->json, "print one JSON object");
+  cmd->callback([a, &rt] { run_synth(rt, *a); });
+}
+
+}  // namespace rotq

@@ -1,0 +1,49 @@
+#include "runner/comm.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  return std::atoi(v);
+}
+
+}  // namespace
+
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"}) {
+    if (std::getenv(var)) return true;
+  }
+  return false;
+}
+
+int local_rank_from_env() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
+    int v = env_int(var, -1);
+    if (v >= 0) return v;
+  }
+  return 0;
+}
+
+int local_size_from_env() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"}) {
+    int v = env_int(var, -1);
+    if (v > 0) return v;
+  }
+  return 1;
+}
+
+std::unique_ptr<Comm> make_comm(const std::string& backend) {
+  if (backend == "local") return make_local_comm();
+  if (backend == "mpi") return make_mpi_comm();
+  if (backend == "auto") return launched_by_mpi() ? make_mpi_comm() : make_local_comm();
+  fail("--comm ", backend, ": expected auto, local or mpi");
+}
+
+}  // namespace rotq

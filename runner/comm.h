@@ -1,0 +1,24 @@
+// Creating the Comm backend for this process: local (one rank) or MPI (launched by mpirun/srun).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "solvers/comm.h"
+
+namespace rotq {
+
+// True when this process was started by an MPI launcher (Open MPI's mpirun, PMIx/srun, PMI).
+bool launched_by_mpi();
+
+// backend: "auto" (MPI when launched by an MPI launcher, else local), "local", "mpi".
+std::unique_ptr<Comm> make_comm(const std::string& backend);
+
+std::unique_ptr<Comm> make_local_comm();
+std::unique_ptr<Comm> make_mpi_comm();  // calls MPI_Init; MPI_Finalize when destroyed
+
+// Rank within the node, from the launcher's environment (Open MPI, Slurm, PMIx), else 0.
+int local_rank_from_env();
+int local_size_from_env();
+
+}  // namespace rotq

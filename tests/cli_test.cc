@@ -1,0 +1,168 @@
+// The rotq command line, end to end: results as JSON, the llama2.c vs HF equality, and bad inputs
+// that must end with one clear error line and a non-zero exit (never a crash or a hang).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "runner/text.h"
+#include "tests/test_util.h"
+
+namespace {
+
+using nlohmann::json;
+using rotq_test::run_command;
+
+const std::string kRotq = ROTQ_BINARY;
+const std::string kStories = rotq_test::project_data("stories260K/stories260K.bin");
+const std::string kTok = rotq_test::project_data("stories260K/tok512.bin");
+const std::string kText = rotq_test::project_data("tinystories_sample.txt");
+
+json last_json_line(const std::string& out) {
+  size_t end = out.find_last_not_of('\n');
+  size_t start = out.rfind('\n', end);
+  start = start == std::string::npos ? 0 : start + 1;
+  return json::parse(out.substr(start, end - start + 1));
+}
+
+std::string rotq(const std::string& args) { return kRotq + " --log-level error " + args; }
+
+TEST(Cli, PplSameFromLlama2cFileAndConvertedHfDirectory) {
+  rotq_test::TempDir dir;
+  auto conv = run_command(rotq("convert --model " + kStories + " --tokenizer " + kTok +
+                               " --out " + dir.str("hf") + " --json"));
+  ASSERT_EQ(conv.status, 0) << conv.output;
+  const std::string common = " --text " + kText + " --seqlen 256 --max-windows 4 --json";
+  auto a = run_command(rotq("ppl --model " + kStories + " --tokenizer " + kTok + common), false);
+  auto b = run_command(rotq("ppl --model " + dir.str("hf") + common), false);  // bundled tokenizer
+  ASSERT_EQ(a.status, 0) << a.output;
+  ASSERT_EQ(b.status, 0) << b.output;
+  const json ja = last_json_line(a.output), jb = last_json_line(b.output);
+  EXPECT_EQ(ja["windows"], 4);
+  EXPECT_EQ(ja["ppl"].get<double>(), jb["ppl"].get<double>()) << a.output << b.output;
+  EXPECT_GT(ja["ppl"].get<double>(), 1.0);
+}
+
+TEST(Cli, GenerateGreedyJsonMatchesGolden) {
+  auto r = run_command(rotq("generate --model " + kStories + " --tokenizer " + kTok +
+                            " --steps 200 --temperature 0 --json"),
+                       false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::string golden = rotq::read_file_bytes(rotq_test::shared_data("models/stories260K/greedy_t0_n200.txt"));
+  while (!golden.empty() && golden.back() == '\n') golden.pop_back();
+  EXPECT_EQ(last_json_line(r.output)["text"].get<std::string>(), golden);
+}
+
+TEST(Cli, InfoReportsTheConfig) {
+  auto r = run_command(rotq("info " + kStories + " --json"), false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json j = last_json_line(r.output);
+  EXPECT_EQ(j["dim"], 64);
+  EXPECT_EQ(j["n_kv_heads"], 4);
+  EXPECT_EQ(j["format"], "llama2c-v0");
+  EXPECT_EQ(j["params"], 260032);  // tied: the embedding counted once
+}
+
+TEST(Cli, SynthWritesALoadableCheckpoint) {
+  rotq_test::TempDir dir;
+  auto s = run_command(rotq("synth --like tiny --dims dim=32,heads=4,kv_heads=2,layers=2 --dtype bfloat16 --out " +
+                            dir.str("s") + " --tokenizer " + kTok + " --json"));
+  ASSERT_EQ(s.status, 0) << s.output;
+  auto i = run_command(rotq("info " + dir.str("s") + " --json"), false);
+  ASSERT_EQ(i.status, 0) << i.output;
+  EXPECT_EQ(last_json_line(i.output)["dtype"], "bfloat16");
+  auto p = run_command(rotq("ppl --model " + dir.str("s") + " --text " + kText +
+                            " --seqlen 64 --max-windows 2 --json"), false);
+  ASSERT_EQ(p.status, 0) << p.output;
+  // Random weights: perplexity near the vocabulary size, not near 1.
+  EXPECT_GT(last_json_line(p.output)["ppl"].get<double>(), 50.0);
+}
+
+// --- bad inputs: one line on stderr, exit status non-zero --------------------------------------
+
+struct BadInput {
+  std::string name;
+  std::string args;     // appended to rotq; "{dir}" is replaced by a fresh temp dir
+  std::string needle;   // must appear in the error line
+};
+
+class CliBadInput : public ::testing::TestWithParam<BadInput> {};
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary).write(bytes.data(), bytes.size());
+}
+
+// Fixtures the bad-input cases point at.
+void make_fixtures(const rotq_test::TempDir& d) {
+  const std::string model = rotq::read_file_bytes(kStories);
+  write_bytes(d.str("trunc.bin"), model.substr(0, 100000));
+  write_bytes(d.str("empty.txt"), "\n \n");
+  write_bytes(d.str("short.txt"), "Once upon a time.");
+  run_command(kRotq + " --log-level error synth --like tiny --out " + d.str("hf") + " --tokenizer " + kTok);
+  // Copies of the synthetic checkpoint, each broken in one way.
+  for (const char* name : {"nofield", "arch", "lying", "dtype"}) {
+    std::filesystem::copy(d.str("hf"), d.str(name), std::filesystem::copy_options::recursive);
+  }
+  auto patch_config = [&](const std::string& dir, const std::function<void(json&)>& f) {
+    std::ifstream in(d.str(dir + "/config.json"));
+    json j = json::parse(in);
+    f(j);
+    std::ofstream(d.str(dir + "/config.json")) << j.dump();
+  };
+  patch_config("nofield", [](json& j) { j.erase("num_attention_heads"); });
+  patch_config("arch", [](json& j) { j["architectures"] = {"FalconForCausalLM"}; });
+  // A safetensors header that claims more bytes than the file has.
+  std::string st = rotq::read_file_bytes(d.str("lying/model.safetensors"));
+  write_bytes(d.str("lying/model.safetensors"), st.substr(0, st.size() - 1000));
+  // A weight stored in a dtype rotq does not know.
+  std::string hd = rotq::read_file_bytes(d.str("dtype/model.safetensors"));
+  uint64_t n;
+  std::memcpy(&n, hd.data(), 8);
+  std::string header = hd.substr(8, n);
+  const size_t pos = header.find("\"F32\"");
+  header.replace(pos, 5, "\"F8X\"");
+  write_bytes(d.str("dtype/model.safetensors"), hd.substr(0, 8) + header + hd.substr(8 + n));
+}
+
+TEST_P(CliBadInput, OneErrorLineAndNonZeroExit) {
+  rotq_test::TempDir d;
+  make_fixtures(d);
+  std::string args = GetParam().args;
+  for (size_t p; (p = args.find("{dir}")) != std::string::npos;) args.replace(p, 5, d.str());
+  for (size_t p; (p = args.find("{model}")) != std::string::npos;) args.replace(p, 7, kStories);
+  for (size_t p; (p = args.find("{tok}")) != std::string::npos;) args.replace(p, 5, kTok);
+  for (size_t p; (p = args.find("{text}")) != std::string::npos;) args.replace(p, 6, kText);
+  auto r = run_command("timeout 60 " + kRotq + " --log-level error " + args + " 2>&1 >/dev/null", false);
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.status, 124) << "timed out: " << r.output;
+  EXPECT_LT(r.status, 128) << "crashed: " << r.output;
+  std::string out = r.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  EXPECT_EQ(out.find('\n'), std::string::npos) << "more than one line:\n" << r.output;
+  EXPECT_EQ(out.rfind("rotq: error", 0), 0u) << out;
+  EXPECT_NE(out.find(GetParam().needle), std::string::npos) << out;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CliBadInput,
+    ::testing::Values(
+        BadInput{"missing_model", "ppl --model {dir}/none.bin --tokenizer {tok} --text {text}", "none.bin"},
+        BadInput{"truncated_bin", "ppl --model {dir}/trunc.bin --tokenizer {tok} --text {text}", "truncated"},
+        BadInput{"lying_safetensors", "ppl --model {dir}/lying --text {text} --seqlen 64", "data section"},
+        BadInput{"unknown_dtype", "info {dir}/dtype", "unknown dtype F8X"},
+        BadInput{"config_missing_field", "info {dir}/nofield", "num_attention_heads"},
+        BadInput{"unsupported_arch", "info {dir}/arch", "FalconForCausalLM"},
+        BadInput{"seqlen_longer_than_text", "ppl --model {model} --tokenizer {tok} --text {dir}/short.txt --seqlen 256", "fewer than one window"},
+        BadInput{"seqlen_longer_than_context", "ppl --model {model} --tokenizer {tok} --text {text} --seqlen 4096", "context"},
+        BadInput{"empty_text", "ppl --model {model} --tokenizer {tok} --text {dir}/empty.txt", "empty"},
+        BadInput{"missing_text", "ppl --model {model} --tokenizer {tok} --text {dir}/nope.txt", "nope.txt"},
+        BadInput{"missing_tokenizer", "ppl --model {model} --text {text}", "tokenizer"},
+        BadInput{"bad_tokenizer", "ppl --model {model} --tokenizer {dir}/short.txt --text {text}", "short.txt"},
+        BadInput{"unknown_option", "ppl --model {model} --frobnicate", "frobnicate"},
+        BadInput{"bad_dtype", "ppl --model {model} --tokenizer {tok} --text {text} --dtype int4", "int4"},
+        BadInput{"bad_synth_dims", "synth --dims dim=abc --out {dir}/x", "dim=abc"},
+        BadInput{"bad_steps", "generate --model {model} --tokenizer {tok} --steps 0", "--steps"}),
+    [](const auto& info) { return info.param.name; });
+
+}  // namespace
