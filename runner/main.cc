@@ -2,14 +2,32 @@
 // runs as a plain process (one rank) or under mpirun/srun (N ranks, same code path).
 #include <CLI/CLI.hpp>
 
+#include <malloc.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
 #include "runner/cmd_common.h"
 #include "solvers/error.h"
 
+namespace {
+
+// Fresh pages cost ~15 us each to fault in on these VMs, and glibc serves every temporary of
+// 128 KiB or more with a fresh mmap: per-op tensors in a loop then cost more than the arithmetic
+// (3x on `rotq generate`). Keep freed memory in the heap instead. ROTQ_MALLOC_DEFAULTS=1 opts out.
+void keep_freed_memory_in_heap() {
+  const char* opt_out = std::getenv("ROTQ_MALLOC_DEFAULTS");
+  if (opt_out && std::string(opt_out) == "1") return;
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  keep_freed_memory_in_heap();
   rotq::Runtime rt;
   CLI::App app{"rotq " + rotq::rotq_version() +
                ": rotation-based post-training quantization of LLMs"};

@@ -159,7 +159,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"missing_text", "ppl --model {model} --tokenizer {tok} --text {dir}/nope.txt", "nope.txt"},
         BadInput{"missing_tokenizer", "ppl --model {model} --text {text}", "tokenizer"},
         BadInput{"bad_tokenizer", "ppl --model {model} --tokenizer {dir}/short.txt --text {text}", "short.txt"},
-        BadInput{"unknown_option", "ppl --model {model} --frobnicate", "frobnicate"},
+        BadInput{"unknown_option", "ppl --model {model} --tokenizer {tok} --text {text} --frobnicate", "frobnicate"},
         BadInput{"bad_dtype", "ppl --model {model} --tokenizer {tok} --text {text} --dtype int4", "int4"},
         BadInput{"bad_synth_dims", "synth --dims dim=abc --out {dir}/x", "dim=abc"},
         BadInput{"bad_steps", "generate --model {model} --tokenizer {tok} --steps 0", "--steps"}),
