@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", rt.threads, "intra-op threads per rank (0: cores / local ranks)");
   for (rotq::CommandRegistrar reg :
        {rotq::register_ppl, rotq::register_generate, rotq::register_convert, rotq::register_info,
-        rotq::register_synth, rotq::register_tokenize, rotq::register_bench}) {
+        rotq::register_synth, rotq::register_tokenize, rotq::register_bench,
+        rotq::register_hadamard}) {
     reg(app, rt);
   }
   // Subcommand callbacks run inside parse(); every failure is reported as one line.
