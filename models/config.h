@@ -33,6 +33,11 @@ struct ModelConfig {
   std::string dtype = "float32";  // storage dtype of the checkpoint: float32 | float16 | bfloat16
   int32_t bos_id = 1;
   int32_t eos_id = 2;
+  // Online Hadamards that a rotated checkpoint needs at run time, because their inverse was fused
+  // into the weights (R4 into down_proj) or they must act on both q and k (R3). Stored in
+  // config.json as "rotq_online_hadamard": {"qk": bool, "down": bool}.
+  bool online_hadamard_qk = false;
+  bool online_hadamard_down = false;
 
   int64_t q_dim() const { return n_heads * head_dim; }
   int64_t kv_dim() const { return n_kv_heads * head_dim; }

@@ -104,6 +104,12 @@ ModelConfig parse_hf_config(const std::string& path) {
   c.dtype = dtype_from_torch_dtype(j.value("torch_dtype", std::string("float32")));
   c.bos_id = token_id_or(j, "bos_token_id", 1);
   c.eos_id = token_id_or(j, "eos_token_id", 2);
+  if (j.contains("rotq_online_hadamard")) {
+    const json& h = j["rotq_online_hadamard"];
+    require(h.is_object(), path, ": rotq_online_hadamard must be an object {qk, down}");
+    c.online_hadamard_qk = h.value("qk", false);
+    c.online_hadamard_down = h.value("down", false);
+  }
   c.validate(path);
   return c;
 }
@@ -229,6 +235,9 @@ json config_to_json(const ModelConfig& c) {
   j["bos_token_id"] = c.bos_id;
   j["eos_token_id"] = c.eos_id;
   j["hidden_act"] = "silu";
+  if (c.online_hadamard_qk || c.online_hadamard_down) {
+    j["rotq_online_hadamard"] = {{"qk", c.online_hadamard_qk}, {"down", c.online_hadamard_down}};
+  }
   if (arch_spec(c.architecture).qkv_bias) j["attention_bias"] = true;
   if (c.rope_scaling.type == "none") {
     j["rope_scaling"] = nullptr;

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "solvers/error.h"
+#include "solvers/hadamard.h"
 
 namespace rotq {
 namespace {
@@ -117,6 +118,10 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
   q = apply_rope(q.transpose(1, 2), rc);  // [B, H, T, d]
   k = apply_rope(k.transpose(1, 2), rc);  // [B, KVH, T, d]
   v = v.transpose(1, 2);                  // [B, KVH, T, d]
+  if (c.online_hadamard_qk) {  // R3: q·kᵀ is unchanged, only what a KV quantizer sees
+    q = hadamard_transform(q);
+    k = hadamard_transform(k);
+  }
   hook(hooks, Site::kQ, li, q);
   hook(hooks, Site::kKCache, li, k);
   hook(hooks, Site::kVCache, li, v);
@@ -130,6 +135,7 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
   hook(hooks, Site::kMlpIn, li, h);
   at::Tensor m = at::silu(at::matmul(h, w[LayerTensor::kWGate].t()))
                      .mul_(at::matmul(h, w[LayerTensor::kWUp].t()));
+  if (c.online_hadamard_down) m = hadamard_transform(m);  // R4: its inverse is fused into Wd
   hook(hooks, Site::kDownIn, li, m);
   return x.add_(at::matmul(m, w[LayerTensor::kWDown].t()));
 }

@@ -4,11 +4,11 @@
 //   for each layer:                                   hook sites
 //     h = rmsnorm(x) · γ_attn                          kAttnIn    (input of q/k/v)
 //     q, k, v = h Wqᵀ, h Wkᵀ, h Wvᵀ  (+ biases; per-head q/k RMSNorm for Qwen3)
-//     q, k = rope(q), rope(k)                          kQ, kKCache, kVCache
+//     q, k = rope(q), rope(k)  (then ·Hᵀ/√d if R3)      kQ, kKCache, kVCache
 //     a = softmax(q kᵀ/√d + causal) v                  kOProjIn   (input of o_proj)
 //     x = x + a Woᵀ
 //     h = rmsnorm(x) · γ_ffn                           kMlpIn     (input of gate/up)
-//     m = silu(h Wgᵀ) ⊙ (h Wuᵀ)                         kDownIn    (input of down_proj)
+//     m = silu(h Wgᵀ) ⊙ (h Wuᵀ)  (then ·Hᵀ/√n if R4)     kDownIn    (input of down_proj)
 //     x = x + m Wdᵀ
 //   logits = rmsnorm(x) · γ_final  lm_headᵀ  (computed in row chunks; see token_nll)
 //

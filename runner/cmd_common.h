@@ -63,6 +63,7 @@ void register_synth(CLI::App& app, Runtime& rt);
 void register_tokenize(CLI::App& app, Runtime& rt);
 void register_bench(CLI::App& app, Runtime& rt);
 void register_hadamard(CLI::App& app, Runtime& rt);
+void register_quantize_eval(CLI::App& app, Runtime& rt);
 
 std::string rotq_version();  // "0.1.0 (git abc123)"
 

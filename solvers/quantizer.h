@@ -20,7 +20,7 @@
 namespace rotq {
 
 struct QuantSpec {
-  int bits = 16;            // >= 16: not quantized (the hook is a no-op)
+  int bits = 16;  // >= 16: not quantized (the hook is a no-op)
   bool symmetric = true;
   int64_t group = 0;        // 0: one scale per row; g > 0: groups of g consecutive last-dim columns
   double clip_ratio = 1.0;  // scales the row/group min and max (QuaRot's a/k/v_clip_ratio)

@@ -1,0 +1,72 @@
+#include "models/quant_hooks.h"
+
+#include <ATen/ATen.h>
+
+namespace rotq {
+namespace {
+
+std::string spec_or_fp(const QuantSpec& s) { return s.enabled() ? s.describe() : "fp"; }
+
+}  // namespace
+
+std::string ActivationQuant::describe() const {
+  std::string d = "act " + spec_or_fp(act);
+  if (o_proj_per_head && act.enabled()) d += " (o_proj per head)";
+  return d + ", k " + spec_or_fp(k_cache) + ", v " + spec_or_fp(v_cache);
+}
+
+ActivationQuant default_activation_quant(int a_bits, int kv_bits, double a_clip, double kv_clip) {
+  ActivationQuant q;
+  q.act.bits = a_bits;
+  q.act.symmetric = true;
+  q.act.clip_ratio = a_clip;
+  for (QuantSpec* kv : {&q.k_cache, &q.v_cache}) {
+    kv->bits = kv_bits;
+    kv->symmetric = false;
+    kv->group = 128;
+    kv->clip_ratio = kv_clip;
+  }
+  validate(q.act, "activation quantizer");
+  validate(q.k_cache, "KV-cache quantizer");
+  return q;
+}
+
+ActQuantHooks::ActQuantHooks(const ModelConfig& config, ActivationQuant quant, ForwardHooks* next)
+    : quant_(std::move(quant)), next_(next) {
+  o_proj_spec_ = quant_.act;
+  if (quant_.o_proj_per_head) o_proj_spec_.group = config.head_dim;
+}
+
+// x [B, KVH, T, d]: quantized per token over the KV heads' concatenation, in groups of
+// spec.group (capped at the row, so small models get one group per token).
+at::Tensor ActQuantHooks::quantize_kv(const at::Tensor& x, const QuantSpec& spec) const {
+  const int64_t B = x.size(0), KVH = x.size(1), T = x.size(2), d = x.size(3);
+  QuantSpec s = spec;
+  if (s.group <= 0 || s.group > KVH * d) s.group = 0;
+  at::Tensor rows = x.transpose(1, 2).reshape({B, T, KVH * d});
+  return fake_quantize(rows, s).view({B, T, KVH, d}).transpose(1, 2);
+}
+
+void ActQuantHooks::at_site(Site site, int64_t layer, at::Tensor& x) {
+  switch (site) {
+    case Site::kAttnIn:
+    case Site::kMlpIn:
+    case Site::kDownIn:
+      if (quant_.act.enabled()) x = fake_quantize(x, quant_.act);
+      break;
+    case Site::kOProjIn:
+      if (o_proj_spec_.enabled()) x = fake_quantize(x, o_proj_spec_);
+      break;
+    case Site::kQ:
+      break;
+    case Site::kKCache:
+      if (quant_.k_cache.enabled()) x = quantize_kv(x, quant_.k_cache);
+      break;
+    case Site::kVCache:
+      if (quant_.v_cache.enabled()) x = quantize_kv(x, quant_.v_cache);
+      break;
+  }
+  if (next_) next_->at_site(site, layer, x);
+}
+
+}  // namespace rotq

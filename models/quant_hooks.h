@@ -1,0 +1,45 @@
+// Fake quantization of activations and the KV cache in the forward pass, each site configured by
+// a QuantSpec. The online Hadamards (R3, R4) are part of the model (ModelConfig) and have already
+// been applied when these hooks run, so they quantize exactly what the next linear (or the KV
+// cache) sees. A downstream hook (activation capture for GPTQ) sees the quantized tensors.
+#pragma once
+
+#include <string>
+
+#include "models/transformer.h"
+#include "solvers/quantizer.h"
+
+namespace rotq {
+
+struct ActivationQuant {
+  QuantSpec act;                 // inputs of q/k/v, o_proj, gate/up, down_proj (per token)
+  bool o_proj_per_head = false;  // o_proj's input in groups of head_dim (one scale per head)
+  QuantSpec k_cache;             // keys after RoPE (and R3), per token in groups across KV heads
+  QuantSpec v_cache;             // values, same layout
+
+  bool any() const { return act.enabled() || k_cache.enabled() || v_cache.enabled(); }
+  std::string describe() const;
+};
+
+// QuaRot's defaults: activations symmetric per token (clip `a_clip`), KV asymmetric in groups of
+// 128 (capped at the KV row) with clip `kv_clip`; 16 bits disables a site.
+ActivationQuant default_activation_quant(int a_bits, int kv_bits, double a_clip = 1.0,
+                                         double kv_clip = 0.95);
+
+class ActQuantHooks final : public ForwardHooks {
+ public:
+  // `next` (optional, not owned) is called at every site after quantization.
+  ActQuantHooks(const ModelConfig& config, ActivationQuant quant, ForwardHooks* next = nullptr);
+
+  void at_site(Site site, int64_t layer, at::Tensor& x) override;
+  void set_next(ForwardHooks* next) { next_ = next; }
+
+ private:
+  at::Tensor quantize_kv(const at::Tensor& x, const QuantSpec& spec) const;
+
+  ActivationQuant quant_;
+  QuantSpec o_proj_spec_;
+  ForwardHooks* next_;
+};
+
+}  // namespace rotq

@@ -1,0 +1,43 @@
+#include "runner/calibration.h"
+
+#include <ATen/ATen.h>
+
+#include <random>
+
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+// Uniform integer in [0, n) by rejection: std::uniform_int_distribution's algorithm is
+// implementation-defined, and the same seed must give the same windows everywhere.
+uint64_t uniform_below(std::mt19937_64& gen, uint64_t n) {
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  uint64_t v;
+  do {
+    v = gen();
+  } while (v >= limit);
+  return v % n;
+}
+
+}  // namespace
+
+at::Tensor calibration_windows(const std::vector<int32_t>& tokens, int64_t nsamples,
+                               int64_t seqlen, uint64_t seed) {
+  require(nsamples > 0, "calibration: nsamples must be positive, got ", nsamples);
+  require(seqlen > 0, "calibration: seqlen must be positive, got ", seqlen);
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  require(n > seqlen, "calibration text has ", n, " tokens; a window of ", seqlen,
+          " needs more (use a longer text or a smaller --calib-seqlen)");
+  std::mt19937_64 gen(seed);
+  at::Tensor out = at::empty({nsamples, seqlen}, at::kLong);
+  int64_t* p = out.data_ptr<int64_t>();
+  for (int64_t s = 0; s < nsamples; ++s) {
+    // As GPTQ: start in [0, n - seqlen - 1], i.e. n - seqlen choices.
+    const auto start = static_cast<int64_t>(uniform_below(gen, static_cast<uint64_t>(n - seqlen)));
+    for (int64_t t = 0; t < seqlen; ++t) p[s * seqlen + t] = tokens[start + t];
+  }
+  return out;
+}
+
+}  // namespace rotq

@@ -1,0 +1,213 @@
+// rotq quantize-eval: one experiment cell from the command line (load → rotate → fuse → quantize
+// → perplexity), optionally saving the rotated, quantized model with its rotations.
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "runner/cmd_common.h"
+#include "runner/quant_pipeline.h"
+#include "runner/rotation_io.h"
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+struct QuantizeEvalArgs {
+  ModelOptions m;
+  std::string rotation = "none";
+  uint64_t seed = 0;
+  bool no_r2 = false;
+  bool no_online = false;
+  int w_bits = 16;
+  std::string w_quant = "rtn";
+  int64_t w_group = 0;
+  bool w_asym = false;
+  bool no_w_clip = false;
+  bool act_order = false;
+  bool static_groups = false;
+  double percdamp = 0.01;
+  int64_t gptq_block = 128;
+  int a_bits = 16;
+  double a_clip = 1.0;
+  bool a_asym = false;
+  bool o_proj_per_head = false;
+  int kv_bits = 16;
+  double kv_clip = 0.95;
+  int64_t kv_group = 128;
+  std::string calib;
+  int64_t nsamples = 128;
+  int64_t calib_seqlen = 0;
+  std::string ppl_text;
+  int64_t seqlen = 0;
+  int64_t max_windows = -1;
+  int64_t batch = 0;
+  std::string save;
+  std::string save_dtype = "float32";
+};
+
+QuantCell make_cell(const QuantizeEvalArgs& a) {
+  QuantCell cell;
+  cell.rotation = RotationSpec::parse(a.rotation);
+  cell.rotation.seed = a.seed;
+  if (a.no_r2) cell.rotation.r2 = false;
+  if (a.no_online) cell.rotation.online = false;
+
+  WeightQuantOptions& w = cell.weights;
+  w.method = parse_weight_method(a.w_quant);
+  w.spec.bits = a.w_bits;
+  w.spec.group = a.w_group;
+  w.spec.symmetric = !a.w_asym;
+  w.spec.mse_clip = !a.no_w_clip;
+  validate(w.spec, "weight quantizer (--w-bits/--w-group)");
+  w.gptq.act_order = a.act_order;
+  w.gptq.static_groups = a.static_groups;
+  w.gptq.percdamp = a.percdamp;
+  w.gptq.blocksize = a.gptq_block;
+
+  cell.acts = default_activation_quant(a.a_bits, a.kv_bits, a.a_clip, a.kv_clip);
+  cell.acts.act.symmetric = !a.a_asym;
+  cell.acts.o_proj_per_head = a.o_proj_per_head;
+  cell.acts.k_cache.group = cell.acts.v_cache.group = a.kv_group;
+  validate(cell.acts.act, "activation quantizer (--a-bits/--a-clip)");
+  validate(cell.acts.k_cache, "KV-cache quantizer (--kv-bits/--kv-clip/--kv-group)");
+
+  cell.calib_text = a.calib;
+  cell.calib.nsamples = a.nsamples;
+  cell.calib.seqlen = a.calib_seqlen;
+  cell.calib.seed = a.seed;
+  cell.ppl_text = a.ppl_text;
+  cell.ppl.seqlen = a.seqlen;
+  cell.ppl.max_windows = a.max_windows;
+  cell.ppl.batch = a.batch;
+  return cell;
+}
+
+nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell,
+                         const QuantCellResult& r, const Runtime& rt) {
+  nlohmann::json j = {
+      {"command", "quantize-eval"},
+      {"model", a.m.model},
+      {"rotation", cell.rotation.describe()},
+      {"seed", a.seed},
+      {"r2", cell.rotation.r2},
+      {"online_hadamard", cell.rotation.online},
+      {"w_bits", a.w_bits},
+      {"w_quant", a.w_quant},
+      {"w_spec", cell.weights.spec.enabled() ? cell.weights.spec.describe() : "fp"},
+      {"act_order", a.act_order},
+      {"a_bits", a.a_bits},
+      {"kv_bits", a.kv_bits},
+      {"acts", cell.acts.describe()},
+      {"calib", a.calib},
+      {"nsamples", a.nsamples},
+      {"ppl_text", a.ppl_text},
+      {"seqlen", cell.ppl.seqlen > 0 ? cell.ppl.seqlen : r.ppl.windows > 0 ? r.ppl.scored_tokens / r.ppl.windows + 1 : 0},
+      {"windows", r.ppl.windows},
+      {"ppl", r.ppl.ppl},
+      {"mean_nll", r.ppl.mean_nll},
+      {"seconds",
+       {{"rotate", r.seconds.rotate},
+        {"fuse", r.seconds.fuse},
+        {"calib", r.seconds.calib},
+        {"quantize", r.seconds.quantize},
+        {"eval", r.seconds.eval}}},
+      {"quant_seconds", r.weights.quant_seconds},
+      {"quant_gflops", r.weights.quant_seconds > 0 ? r.weights.quant_flops / r.weights.quant_seconds / 1e9 : 0.0},
+      {"ranks", rt.comm->size()},
+      {"dtype", a.m.dtype},
+      {"version", rotq_version()}};
+  return j;
+}
+
+void save_outputs(const QuantizeEvalArgs& a, const Model& model, const QuantCellResult& r,
+                  const nlohmann::json& record, const ModelOptions& mo, const CheckpointReader& reader) {
+  namespace fs = std::filesystem;
+  SaveOptions so;
+  so.dtype = a.save_dtype;
+  save_hf_checkpoint(model, a.save, so);
+  save_rotations(r.rotations, (fs::path(a.save) / "rotations.safetensors").string(),
+                 {{"rotation", record["rotation"].get<std::string>()}});
+  std::ofstream((fs::path(a.save) / "rotq_quant.json").string()) << record.dump(2) << "\n";
+  const std::string tok = mo.tokenizer.empty() ? reader.bundled_tokenizer() : mo.tokenizer;
+  if (!tok.empty()) {
+    const std::string name = load_tokenizer(tok)->kind() == "sentencepiece" ? "tokenizer.model"
+                                                                            : "tokenizer.bin";
+    fs::copy_file(tok, fs::path(a.save) / name, fs::copy_options::overwrite_existing);
+  }
+  spdlog::info("saved the rotated, quantized model to {}", a.save);
+}
+
+void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
+  rt.init();
+  const QuantCell cell = make_cell(a);  // options are checked before the model is read
+  require(!a.ppl_text.empty() || !a.save.empty(), "give --ppl-text to evaluate or --save to keep the result");
+  if (!a.save.empty()) scalar_type_from_name(a.save_dtype);
+  LoadedModel lm = load_for_command(a.m, /*need_tokenizer=*/true);
+  const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, rt.c());
+  const nlohmann::json record = cell_json(a, cell, r, rt);
+  if (!a.save.empty()) {
+    if (rt.c().is_root()) save_outputs(a, lm.model, r, record, a.m, *lm.reader);
+    rt.c().barrier();
+  }
+  if (a.m.json) {
+    print_json_line(rt.c(), record);
+    return;
+  }
+  print_table(rt.c(),
+              {"rotation", "weights", "acts/kv", "ppl", "rotate s", "fuse s", "quantize s",
+               "eval s"},
+              {{record["rotation"].get<std::string>(),
+                weight_method_name(cell.weights.method) + std::string(" ") +
+                    record["w_spec"].get<std::string>(),
+                cell.acts.describe(), fmt_double(r.ppl.ppl, 4), fmt_double(r.seconds.rotate, 2),
+                fmt_double(r.seconds.fuse, 2), fmt_double(r.seconds.quantize, 2),
+                fmt_double(r.seconds.eval, 2)}});
+}
+
+}  // namespace
+
+void register_quantize_eval(CLI::App& app, Runtime& rt) {
+  auto a = std::make_shared<QuantizeEvalArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "quantize-eval", "rotate, quantize and evaluate one configuration (16 bits: not quantized)");
+  add_model_options(cmd, a->m);
+  cmd->add_option("--rotation", a->rotation, "none | random | hadamard | file:PATH")
+      ->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed of the rotations and the calibration windows")
+      ->capture_default_str();
+  cmd->add_flag("--no-r2", a->no_r2, "no per-head R2 on v/o");
+  cmd->add_flag("--no-online-hadamard", a->no_online, "no online R3 (q/k) and R4 (down_proj)");
+  cmd->add_option("--w-bits", a->w_bits, "weight bits")->capture_default_str();
+  cmd->add_option("--w-quant", a->w_quant, "rtn | gptq")->capture_default_str();
+  cmd->add_option("--w-group", a->w_group, "weight group size (0: per output channel)")
+      ->capture_default_str();
+  cmd->add_flag("--w-asym", a->w_asym, "asymmetric weights");
+  cmd->add_flag("--no-w-clip", a->no_w_clip, "plain min/max weight range (no MSE clip search)");
+  cmd->add_flag("--act-order", a->act_order, "GPTQ: columns in decreasing Hessian diagonal order");
+  cmd->add_flag("--static-groups", a->static_groups, "GPTQ: group parameters from the full weight");
+  cmd->add_option("--percdamp", a->percdamp, "GPTQ damping, fraction of mean diag(H)")
+      ->capture_default_str();
+  cmd->add_option("--gptq-block", a->gptq_block, "GPTQ lazy-update block")->capture_default_str();
+  cmd->add_option("--a-bits", a->a_bits, "activation bits (per token)")->capture_default_str();
+  cmd->add_option("--a-clip", a->a_clip, "activation clip ratio")->capture_default_str();
+  cmd->add_flag("--a-asym", a->a_asym, "asymmetric activations");
+  cmd->add_flag("--o-proj-per-head", a->o_proj_per_head, "o_proj input: one scale per head");
+  cmd->add_option("--kv-bits", a->kv_bits, "KV-cache bits")->capture_default_str();
+  cmd->add_option("--kv-clip", a->kv_clip, "KV-cache clip ratio")->capture_default_str();
+  cmd->add_option("--kv-group", a->kv_group, "KV-cache group (capped at KV heads x head_dim)")
+      ->capture_default_str();
+  cmd->add_option("--calib", a->calib, "calibration text (GPTQ)");
+  cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str();
+  cmd->add_option("--calib-seqlen", a->calib_seqlen, "calibration window (0: min(2048, context))")
+      ->capture_default_str();
+  cmd->add_option("--ppl-text", a->ppl_text, "text to score");
+  cmd->add_option("--seqlen", a->seqlen, "perplexity window (0: min(2048, context))")
+      ->capture_default_str();
+  cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");
+  cmd->add_option("--batch", a->batch, "windows per forward (0: auto)");
+  cmd->add_option("--save", a->save, "write the rotated, quantized model (HF directory)");
+  cmd->add_option("--save-dtype", a->save_dtype, "storage dtype of --save")->capture_default_str();
+  cmd->callback([a, &rt] { run_quantize_eval(rt, *a); });
+}
+
+}  // namespace rotq

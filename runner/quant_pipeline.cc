@@ -1,0 +1,101 @@
+#include "runner/quant_pipeline.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "models/transformer.h"
+#include "runner/rotation_io.h"
+#include "runner/text.h"
+#include "solvers/error.h"
+#include "solvers/fusion.h"
+
+namespace rotq {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path) {
+  const TextFormat fmt = resolve_text_format(TextFormat::kAuto, path);
+  return encode_with_bos(tok, read_text(path, fmt), /*add_bos=*/true);
+}
+
+}  // namespace
+
+int64_t default_window(const ModelConfig& c) { return std::min<int64_t>(2048, c.max_seq_len); }
+
+Rotations resolve_rotations(const RotationSpec& spec, const ModelConfig& config) {
+  Rotations rot = spec.kind == RotationKind::kFile
+                      ? load_rotations(spec.path, config)
+                      : make_rotations(spec, config.dim, config.head_dim, config.n_layers);
+  if (spec.kind != RotationKind::kFile) {
+    rot.r3 = rot.r4 = spec.online;
+  }
+  if (!spec.r2) rot.r2.assign(config.n_layers, at::Tensor());
+  return rot;
+}
+
+void rotate_model(Model& model, const Rotations& rot, bool rotate) {
+  if (!rotate) return;
+  fuse_norms(model);
+  fuse_rotations(model, rot);
+}
+
+QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCell& cell,
+                               Comm& comm) {
+  QuantCellResult res;
+  const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
+
+  auto t = Clock::now();
+  res.rotations = resolve_rotations(cell.rotation, model.config);
+  res.seconds.rotate = seconds_since(t);
+
+  t = Clock::now();
+  rotate_model(model, res.rotations, rotate);
+  res.seconds.fuse = seconds_since(t);
+  spdlog::info("rotation {} ({:.2f}s), fused ({:.2f}s)", cell.rotation.describe(),
+               res.seconds.rotate, res.seconds.fuse);
+
+  if (cell.weights.spec.enabled()) {
+    if (cell.weights.method == WeightMethod::kGptq) {
+      require(!cell.calib_text.empty(), "GPTQ needs calibration text (--calib FILE)");
+      t = Clock::now();
+      const int64_t seqlen = cell.calib.seqlen > 0 ? cell.calib.seqlen : default_window(model.config);
+      require(seqlen <= model.config.max_seq_len, "--calib-seqlen ", seqlen,
+              " exceeds the model's context of ", model.config.max_seq_len, " tokens");
+      const at::Tensor windows = calibration_windows(tokenize_file(tok, cell.calib_text),
+                                                     cell.calib.nsamples, seqlen, cell.calib.seed);
+      res.seconds.calib = seconds_since(t);
+      spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), seqlen,
+                   cell.calib_text);
+      t = Clock::now();
+      res.weights = quantize_weights_gptq(model, windows, cell.weights, comm);
+    } else {
+      t = Clock::now();
+      res.weights = quantize_weights_rtn(model, cell.weights);
+    }
+    res.seconds.quantize = seconds_since(t);
+    spdlog::info("weights {} {} in {:.2f}s", weight_method_name(cell.weights.method),
+                 cell.weights.spec.describe(), res.seconds.quantize);
+  }
+
+  if (!cell.ppl_text.empty()) {
+    t = Clock::now();
+    const std::vector<int32_t> tokens = tokenize_file(tok, cell.ppl_text);
+    PplOptions po = cell.ppl;
+    if (po.seqlen <= 0) po.seqlen = default_window(model.config);
+    Transformer tf(model);
+    ActQuantHooks hooks(model.config, cell.acts);
+    res.ppl = perplexity(tf, tokens, po, comm, cell.acts.any() ? &hooks : nullptr);
+    res.seconds.eval = seconds_since(t);
+  }
+  return res;
+}
+
+}  // namespace rotq

@@ -1,0 +1,56 @@
+// One experiment cell: rotate → fuse → quantize weights → evaluate perplexity with quantized
+// activations and KV cache, with the time of each stage. The model is modified in place.
+#pragma once
+
+#include <string>
+
+#include "models/quant_hooks.h"
+#include "models/tokenizer.h"
+#include "models/weights.h"
+#include "runner/calibration.h"
+#include "runner/perplexity.h"
+#include "runner/weight_quant.h"
+#include "solvers/comm.h"
+#include "solvers/rotation.h"
+
+namespace rotq {
+
+struct QuantCell {
+  RotationSpec rotation;
+  WeightQuantOptions weights;
+  ActivationQuant acts;
+  std::string calib_text;  // GPTQ only
+  CalibOptions calib;
+  std::string ppl_text;
+  PplOptions ppl;  // seqlen 0: min(2048, context)
+};
+
+struct StageSeconds {
+  double rotate = 0;    // building (or loading) R1/R2
+  double fuse = 0;      // norm and rotation fusion
+  double calib = 0;     // reading and tokenizing the calibration text
+  double quantize = 0;  // weight quantization, calibration forwards included
+  double eval = 0;      // perplexity
+};
+
+struct QuantCellResult {
+  Rotations rotations;
+  WeightQuantReport weights;
+  PplResult ppl;
+  StageSeconds seconds;
+};
+
+// min(2048, the model's context): the papers' window, or the whole context of smaller models.
+int64_t default_window(const ModelConfig& c);
+
+// Rotation (R1, R2, R3/R4 flags) for `model` as the spec says (file rotations loaded and checked).
+Rotations resolve_rotations(const RotationSpec& spec, const ModelConfig& config);
+
+// Fuses norms and rotations when the spec rotates anything (as QuaRot: an unrotated baseline
+// keeps its norms).
+void rotate_model(Model& model, const Rotations& rot, bool rotate);
+
+QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCell& cell,
+                               Comm& comm);
+
+}  // namespace rotq

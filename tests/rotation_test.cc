@@ -1,0 +1,215 @@
+// Rotations and their fusion: a rotated model computes the same function as the original (the
+// premise of every method rotq compares), rotations are deterministic and checked on load, and
+// the online Hadamards survive a save/load round trip.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "models/checkpoint.h"
+#include "models/synth.h"
+#include "models/transformer.h"
+#include "runner/quant_pipeline.h"
+#include "runner/rotation_io.h"
+#include "models/safetensors.h"
+#include "solvers/error.h"
+#include "solvers/fusion.h"
+#include "solvers/rotation.h"
+#include "tests/test_util.h"
+
+namespace {
+
+using rotq::Model;
+using rotq::RotationKind;
+using rotq::RotationSpec;
+
+const std::string kStories = rotq_test::shared_data("models/stories260K/stories260K.bin");
+
+// A synthetic model whose sizes need non-power-of-two Hadamards: dim 192 = 12·16 (R1),
+// intermediate 688 = 172·4 (R4), head_dim 32 (R2, R3), GQA 6 heads over 2 KV heads, untied.
+Model synthetic_model(at::ScalarType dtype) {
+  rotq::ModelConfig cfg = rotq::synth_preset("tiny");
+  rotq::apply_dims(cfg, "dim=192,hidden=688,layers=2,heads=6,kv_heads=2,vocab=300,tied=0,ctx=128");
+  Model m = rotq::make_synthetic_model(cfg, 5, dtype);
+  // Non-trivial norm scales, so that norm fusion is exercised.
+  for (auto& l : m.weights.layers) {
+    for (auto t : {rotq::LayerTensor::kAttnNorm, rotq::LayerTensor::kFfnNorm}) {
+      l[t] = (at::rand_like(l[t]) + 0.5);
+    }
+  }
+  m.weights.final_norm = at::rand_like(m.weights.final_norm) + 0.5;
+  return m;
+}
+
+Model stories(at::ScalarType dtype) {
+  rotq::LoadOptions lo;
+  lo.dtype = dtype;
+  return rotq::load_model(kStories, lo);
+}
+
+at::Tensor logits_of(const Model& m, int64_t T = 48) {
+  at::Tensor tokens = (at::arange(2 * T, at::kLong) * 37 + 1).remainder(m.config.vocab_size).view({2, T});
+  rotq::Transformer tf(m);
+  at::Tensor h = tf.hidden_states(tokens);
+  return tf.logits(h.reshape({-1, h.size(-1)}));
+}
+
+double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble);
+  return (ad - bd).abs().max().item<double>() / bd.abs().max().item<double>();
+}
+
+RotationSpec spec_of(const std::string& kind, uint64_t seed) {
+  RotationSpec s = RotationSpec::parse(kind);
+  s.seed = seed;
+  s.r2 = true;
+  s.online = true;  // R3 and R4 on for every kind, "none" included
+  return s;
+}
+
+struct InvarianceCase {
+  const char* model;
+  at::ScalarType dtype;
+  double tol;  // relative to max |logit|
+};
+
+class RotationInvariance : public ::testing::TestWithParam<InvarianceCase> {};
+
+TEST_P(RotationInvariance, RotatedModelHasTheSameLogits) {
+  const InvarianceCase& p = GetParam();
+  const auto load = [&] {
+    return std::string(p.model) == "stories260K" ? stories(p.dtype) : synthetic_model(p.dtype);
+  };
+  const Model original = load();
+  const at::Tensor want = logits_of(original);
+  rotq_test::TempDir dir;
+  for (const std::string kind : {"none", "random", "hadamard", "file"}) {
+    Model m = load();
+    rotq::Rotations rot;
+    if (kind == "file") {
+      // A file written from a random rotation (different seed): loaded, checked, fused.
+      const RotationSpec src = spec_of("random", 99);
+      rotq::save_rotations(rotq::resolve_rotations(src, m.config), dir.str("rot.safetensors"));
+      rot = rotq::resolve_rotations(RotationSpec::parse("file:" + dir.str("rot.safetensors")),
+                                    m.config);
+      ASSERT_TRUE(rot.r1.defined());
+      EXPECT_TRUE(rot.r3 && rot.r4);
+    } else {
+      rot = rotq::resolve_rotations(spec_of(kind, 7), m.config);
+    }
+    rotq::rotate_model(m, rot, true);
+    EXPECT_TRUE(m.config.online_hadamard_down && m.config.online_hadamard_qk);
+    EXPECT_FALSE(m.config.tie_embeddings);
+    const double err = relative_error(logits_of(m), want);
+    EXPECT_LE(err, p.tol) << p.model << " " << kind;
+    // The rotation did change the weights (except the identity R1 of "none").
+    if (kind != "none") {
+      EXPECT_GT((m.weights.layers[0][rotq::LayerTensor::kWq].to(at::kDouble) -
+                 original.weights.layers[0][rotq::LayerTensor::kWq].to(at::kDouble))
+                    .abs()
+                    .max()
+                    .item<double>(),
+                1e-3);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, RotationInvariance,
+    ::testing::Values(InvarianceCase{"stories260K", at::kFloat, 1e-5},
+                      InvarianceCase{"stories260K", at::kDouble, 1e-10},
+                      InvarianceCase{"synthetic", at::kFloat, 1e-5},
+                      InvarianceCase{"synthetic", at::kDouble, 1e-10}),
+    [](const auto& info) {
+      return std::string(info.param.model) + (info.param.dtype == at::kFloat ? "_f32" : "_f64");
+    });
+
+TEST(Rotation, NormFusionAloneKeepsLogitsAndUntiesTheHead) {
+  Model m = stories(at::kDouble);
+  ASSERT_TRUE(m.config.tie_embeddings);
+  const at::Tensor want = logits_of(m);
+  rotq::fuse_norms(m);
+  EXPECT_TRUE(rotq::norms_are_fused(m));
+  EXPECT_FALSE(m.weights.lm_head.is_same(m.weights.embed));
+  EXPECT_LE(relative_error(logits_of(m), want), 1e-12);
+}
+
+TEST(Rotation, FusingIntoUnfusedNormsIsRefused) {
+  Model m = stories(at::kFloat);
+  rotq::Rotations rot = rotq::resolve_rotations(spec_of("random", 1), m.config);
+  EXPECT_THROW(rotq::fuse_rotations(m, rot), rotq::Error);
+}
+
+TEST(Rotation, SameSeedSameMatricesAndOrthogonal) {
+  for (const std::string kind : {"random", "hadamard"}) {
+    const auto a = rotq::make_rotations(spec_of(kind, 3), 192, 32, 2);
+    const auto b = rotq::make_rotations(spec_of(kind, 3), 192, 32, 2);
+    const auto c = rotq::make_rotations(spec_of(kind, 4), 192, 32, 2);
+    EXPECT_TRUE(at::equal(a.r1, b.r1)) << kind;
+    EXPECT_TRUE(at::equal(a.r2[1], b.r2[1])) << kind;
+    EXPECT_FALSE(at::equal(a.r1, c.r1)) << kind;
+    EXPECT_FALSE(at::equal(a.r2[0], a.r2[1])) << kind << ": layers get their own R2";
+    EXPECT_LT(rotq::orthogonality_error(a.r1), 1e-12) << kind;
+    EXPECT_LT(rotq::orthogonality_error(a.r2[0]), 1e-12) << kind;
+    EXPECT_EQ(a.r1.scalar_type(), at::kDouble);
+  }
+  // A fixed draw: guards against accidental changes of the generator (results/ depend on it).
+  const at::Tensor g = rotq::seeded_gaussian(1, 2, 0);
+  EXPECT_NEAR(g[0][0].item<double>(), rotq::seeded_gaussian(1, 2, 0)[0][0].item<double>(), 0);
+  EXPECT_TRUE(std::isfinite(g[0][1].item<double>()));
+}
+
+TEST(Rotation, RandomOrthogonalIsSignFixedQr) {
+  const at::Tensor q = rotq::random_orthogonal(16, 11);
+  // Q·R = G with diag(R) > 0: R = Qᵀ G is upper triangular with a positive diagonal.
+  const at::Tensor r = at::matmul(q.t(), rotq::seeded_gaussian(16, 16, 11));
+  EXPECT_LT(at::tril(r, -1).abs().max().item<double>(), 1e-12);
+  EXPECT_GT(r.diagonal().min().item<double>(), 0);
+}
+
+TEST(Rotation, SpecParsing) {
+  EXPECT_EQ(RotationSpec::parse("hadamard").kind, RotationKind::kHadamard);
+  EXPECT_EQ(RotationSpec::parse("file:/x/y").path, "/x/y");
+  EXPECT_FALSE(RotationSpec::parse("none").online);
+  EXPECT_TRUE(RotationSpec::parse("random").online);
+  EXPECT_THROW(RotationSpec::parse("spin"), rotq::Error);
+  EXPECT_THROW(RotationSpec::parse("file:"), rotq::Error);
+}
+
+TEST(Rotation, BadRotationFilesAreRejected) {
+  rotq_test::TempDir dir;
+  const Model m = stories(at::kFloat);
+  const auto write = [&](const std::string& name, at::Tensor r1) {
+    rotq::write_safetensors(dir.str(name), {{"R1", r1}});
+    return dir.str(name);
+  };
+  const auto expect_error = [&](const std::string& path, const std::string& needle) {
+    try {
+      rotq::load_rotations(path, m.config);
+      ADD_FAILURE() << "no error for " << path;
+    } catch (const rotq::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error(write("shape.safetensors", at::eye(32, at::kDouble)), "expected 64x64");
+  expect_error(write("skew.safetensors", at::eye(64, at::kDouble) * 1.01), "not orthogonal");
+  at::Tensor nan = at::eye(64, at::kDouble);
+  nan[3][3] = std::nan("");
+  expect_error(write("nan.safetensors", nan), "NaN");
+  expect_error(dir.str("missing.safetensors"), "missing.safetensors");
+}
+
+TEST(Rotation, SavedRotatedModelReloadsWithItsOnlineHadamards) {
+  rotq_test::TempDir dir;
+  Model m = synthetic_model(at::kFloat);
+  const at::Tensor want = logits_of(m);
+  rotq::rotate_model(m, rotq::resolve_rotations(spec_of("hadamard", 2), m.config), true);
+  rotq::save_hf_checkpoint(m, dir.str("rotated"));
+  Model back = rotq::load_model(dir.str("rotated"));
+  EXPECT_TRUE(back.config.online_hadamard_down);
+  EXPECT_TRUE(back.config.online_hadamard_qk);
+  EXPECT_LE(relative_error(logits_of(back), want), 1e-5);
+  // Rotating twice would need the online transforms twice: refused.
+  EXPECT_THROW(rotq::rotate_model(back, rotq::resolve_rotations(spec_of("random", 1), back.config), true),
+               rotq::Error);
+}
+
+}  // namespace
