@@ -5,6 +5,7 @@
 
 #include "runner/cmd_common.h"
 #include "runner/perplexity.h"
+#include "runner/quant_pipeline.h"
 #include "runner/text.h"
 #include "solvers/error.h"
 #include "solvers/gemm_rate.h"
@@ -79,6 +80,90 @@ void run_bench(Runtime& rt, const BenchArgs& a) {
   }
 }
 
+struct QuantBenchArgs {
+  std::vector<std::string> models;
+  std::vector<std::string> tokenizers;
+  std::string rotation = "hadamard";
+  std::string calib;
+  std::string text;
+  int64_t nsamples = 32;
+  int64_t seqlen = 512;
+  int64_t max_windows = 8;
+  int w_bits = 4;
+  int a_bits = 4;
+  int kv_bits = 4;
+  int64_t gemm_n = 2048;
+  bool json = false;
+};
+
+// Time of each stage of one W·A·KV GPTQ cell, per model, and GPTQ's achieved GFLOP/s next to the
+// machine's GEMM rate.
+void run_quant_bench(Runtime& rt, const QuantBenchArgs& a) {
+  rt.init();
+  require(a.tokenizers.empty() || a.tokenizers.size() == a.models.size(),
+          "bench quant: give one --tokenizer per --model, or none");
+  const GemmRate gemm = measure_gemm_rate(a.gemm_n, at::kFloat);
+  spdlog::info("float32 GEMM {}³: {:.1f} GFLOP/s on {} threads", gemm.n, gemm.gflops,
+               at::get_num_threads());
+  std::vector<std::vector<std::string>> rows, layer_rows;
+  for (size_t i = 0; i < a.models.size(); ++i) {
+    ModelOptions mo;
+    mo.model = a.models[i];
+    if (!a.tokenizers.empty()) mo.tokenizer = a.tokenizers[i];
+    LoadedModel lm = load_for_command(mo, true);
+    QuantCell cell;
+    cell.rotation = RotationSpec::parse(a.rotation);
+    cell.weights.method = WeightMethod::kGptq;
+    cell.weights.spec.bits = a.w_bits;
+    cell.weights.spec.mse_clip = true;
+    cell.acts = {default_activation_quant(a.a_bits, a.kv_bits)};
+    cell.calib_text = a.calib;
+    cell.calib.nsamples = a.nsamples;
+    cell.calib.seqlen = std::min(a.seqlen, lm.model.config.max_seq_len);
+    cell.ppl_texts = {a.text};
+    cell.ppl.seqlen = cell.calib.seqlen;
+    cell.ppl.max_windows = a.max_windows;
+    const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, rt.c());
+    const double gptq_gflops =
+        r.weights.quant_seconds > 0 ? r.weights.quant_flops / r.weights.quant_seconds / 1e9 : 0;
+    const double layer_mean = r.weights.layers.empty() ? 0 : r.weights.seconds / r.weights.layers.size();
+    if (a.json) {
+      nlohmann::json layers = nlohmann::json::array();
+      for (const LayerQuantStats& s : r.weights.layers) {
+        layers.push_back({{"layer", s.layer}, {"seconds", s.seconds}, {"gptq_seconds", s.quant_seconds},
+                          {"gptq_gflops", s.quant_seconds > 0 ? s.quant_flops / s.quant_seconds / 1e9 : 0}});
+      }
+      print_json_line(rt.c(), {{"command", "bench-quant"}, {"model", mo.model},
+                               {"params", lm.model.config.param_count()},
+                               {"rotate_s", r.seconds.rotate}, {"fuse_s", r.seconds.fuse},
+                               {"calib_s", r.seconds.calib}, {"quantize_s", r.seconds.quantize},
+                               {"eval_s", r.seconds.eval}, {"gptq_s", r.weights.quant_seconds},
+                               {"gptq_gflops", gptq_gflops}, {"gemm_gflops", gemm.gflops},
+                               {"ratio_to_gemm", gptq_gflops / gemm.gflops},
+                               {"nsamples", a.nsamples}, {"seqlen", cell.calib.seqlen},
+                               {"ppl", r.ppl.at(0).ppl}, {"layers", layers}});
+      continue;
+    }
+    rows.push_back({mo.model, fmt_double(lm.model.config.param_count() / 1e6, 1) + "M",
+                    fmt_double(r.seconds.rotate, 2), fmt_double(r.seconds.fuse, 2),
+                    fmt_double(r.seconds.quantize, 2), fmt_double(layer_mean, 2),
+                    fmt_double(r.weights.quant_seconds, 2), fmt_double(r.seconds.eval, 2),
+                    fmt_double(gptq_gflops, 1), fmt_double(gemm.gflops, 1),
+                    fmt_double(gptq_gflops / gemm.gflops, 3)});
+    for (const LayerQuantStats& s : r.weights.layers) {
+      layer_rows.push_back({mo.model, std::to_string(s.layer), fmt_double(s.seconds, 3),
+                            fmt_double(s.quant_seconds, 3),
+                            fmt_double(s.quant_seconds > 0 ? s.quant_flops / s.quant_seconds / 1e9 : 0, 1)});
+    }
+  }
+  if (!a.json) {
+    print_table(rt.c(), {"model", "params", "rotate s", "fuse s", "quantize s", "s/layer",
+                         "gptq s", "eval s", "GPTQ GFLOP/s", "GEMM GFLOP/s", "ratio"},
+                rows);
+    print_table(rt.c(), {"model", "layer", "layer s", "gptq s", "GPTQ GFLOP/s"}, layer_rows);
+  }
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app, Runtime& rt) {
@@ -95,6 +180,24 @@ void register_bench(CLI::App& app, Runtime& rt) {
   ppl->add_option("--gemm-n", a->gemm_n, "size of the reference GEMM")->capture_default_str();
   ppl->add_flag("--json", a->json, "print JSON lines");
   ppl->callback([a, &rt] { run_bench(rt, *a); });
+
+  auto q = std::make_shared<QuantBenchArgs>();
+  CLI::App* quant = bench->add_subcommand("quant", "time of each stage of a rotated GPTQ cell");
+  quant->add_option("--model", q->models, "model(s) to time")->required();
+  quant->add_option("--tokenizer", q->tokenizers, "one per --model (default: bundled)");
+  quant->add_option("--rotation", q->rotation, "none | random | hadamard")->capture_default_str();
+  quant->add_option("--calib", q->calib, "calibration text")->required();
+  quant->add_option("--text", q->text, "text to score")->required();
+  quant->add_option("--nsamples", q->nsamples, "calibration windows")->capture_default_str();
+  quant->add_option("--seqlen", q->seqlen, "calibration and evaluation window (capped at context)")
+      ->capture_default_str();
+  quant->add_option("--max-windows", q->max_windows, "evaluation windows")->capture_default_str();
+  quant->add_option("--w-bits", q->w_bits, "weight bits")->capture_default_str();
+  quant->add_option("--a-bits", q->a_bits, "activation bits")->capture_default_str();
+  quant->add_option("--kv-bits", q->kv_bits, "KV-cache bits")->capture_default_str();
+  quant->add_option("--gemm-n", q->gemm_n, "size of the reference GEMM")->capture_default_str();
+  quant->add_flag("--json", q->json, "print JSON lines");
+  quant->callback([q, &rt] { run_quant_bench(rt, *q); });
 }
 
 }  // namespace rotq

@@ -86,7 +86,7 @@ void run_hadamard(Runtime& rt, const HadamardArgs& a) {
     }
   }
   if (!a.json) {
-    print_table(rt.c(), {"n", "m", "pow2", "construction", "max|HHᵀ/n − I|", "seconds"}, rows);
+    print_table(rt.c(), {"n", "m", "pow2", "construction", "max|HH^T/n - I|", "seconds"}, rows);
   }
   if (!failures.empty()) {
     std::string list;

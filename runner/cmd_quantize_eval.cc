@@ -32,18 +32,31 @@ struct QuantizeEvalArgs {
   bool a_asym = false;
   bool o_proj_per_head = false;
   int kv_bits = 16;
+  std::vector<std::string> acts_list;
   double kv_clip = 0.95;
   int64_t kv_group = 128;
   std::string calib;
   int64_t nsamples = 128;
   int64_t calib_seqlen = 0;
-  std::string ppl_text;
+  std::vector<std::string> ppl_texts;
   int64_t seqlen = 0;
   int64_t max_windows = -1;
   int64_t batch = 0;
   std::string save;
   std::string save_dtype = "float32";
 };
+
+// "4/16" -> (4, 16): activation bits / KV-cache bits.
+std::pair<int, int> parse_acts_pair(const std::string& text) {
+  const size_t slash = text.find('/');
+  const auto number = [&](const std::string& s) {
+    require(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos, "--acts '", text,
+            "': expected A/KV bit widths such as 4/16");
+    return std::stoi(s);
+  };
+  require(slash != std::string::npos, "--acts '", text, "': expected A/KV bit widths such as 4/16");
+  return {number(text.substr(0, slash)), number(text.substr(slash + 1))};
+}
 
 QuantCell make_cell(const QuantizeEvalArgs& a) {
   QuantCell cell;
@@ -64,18 +77,24 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
   w.gptq.percdamp = a.percdamp;
   w.gptq.blocksize = a.gptq_block;
 
-  cell.acts = default_activation_quant(a.a_bits, a.kv_bits, a.a_clip, a.kv_clip);
-  cell.acts.act.symmetric = !a.a_asym;
-  cell.acts.o_proj_per_head = a.o_proj_per_head;
-  cell.acts.k_cache.group = cell.acts.v_cache.group = a.kv_group;
-  validate(cell.acts.act, "activation quantizer (--a-bits/--a-clip)");
-  validate(cell.acts.k_cache, "KV-cache quantizer (--kv-bits/--kv-clip/--kv-group)");
+  std::vector<std::pair<int, int>> bits;
+  for (const std::string& pair : a.acts_list) bits.push_back(parse_acts_pair(pair));
+  if (bits.empty()) bits.emplace_back(a.a_bits, a.kv_bits);
+  for (auto [a_bits, kv_bits] : bits) {
+    ActivationQuant q = default_activation_quant(a_bits, kv_bits, a.a_clip, a.kv_clip);
+    q.act.symmetric = !a.a_asym;
+    q.o_proj_per_head = a.o_proj_per_head;
+    q.k_cache.group = q.v_cache.group = a.kv_group;
+    validate(q.act, "activation quantizer (--a-bits/--a-clip)");
+    validate(q.k_cache, "KV-cache quantizer (--kv-bits/--kv-clip/--kv-group)");
+    cell.acts.push_back(q);
+  }
 
   cell.calib_text = a.calib;
   cell.calib.nsamples = a.nsamples;
   cell.calib.seqlen = a.calib_seqlen;
   cell.calib.seed = a.seed;
-  cell.ppl_text = a.ppl_text;
+  cell.ppl_texts = a.ppl_texts;
   cell.ppl.seqlen = a.seqlen;
   cell.ppl.max_windows = a.max_windows;
   cell.ppl.batch = a.batch;
@@ -83,36 +102,42 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
 }
 
 nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell,
-                         const QuantCellResult& r, const Runtime& rt) {
+                         const QuantCellResult& r, size_t eval, const Runtime& rt) {
+  const ActivationQuant& acts = cell.acts.at(eval % cell.acts.size());
+  const std::string text = cell.ppl_texts.empty() ? "" : cell.ppl_texts.at(eval / cell.acts.size());
+  const PplResult ppl = eval < r.ppl.size() ? r.ppl[eval] : PplResult{};
   nlohmann::json j = {
       {"command", "quantize-eval"},
       {"model", a.m.model},
       {"rotation", cell.rotation.describe()},
+      {"rotation_kind", rotation_kind_name(cell.rotation.kind)},
       {"seed", a.seed},
       {"r2", cell.rotation.r2},
       {"online_hadamard", cell.rotation.online},
-      {"w_bits", a.w_bits},
-      {"w_quant", a.w_quant},
-      {"w_spec", cell.weights.spec.enabled() ? cell.weights.spec.describe() : "fp"},
-      {"act_order", a.act_order},
-      {"a_bits", a.a_bits},
-      {"kv_bits", a.kv_bits},
-      {"acts", cell.acts.describe()},
+      {"w_bits", cell.weights.spec.bits},
+      {"w_quant", weight_method_name(cell.weights.method)},
+      {"w_spec", cell.weights.spec.describe()},
+      {"act_order", cell.weights.gptq.act_order},
+      {"a_bits", acts.act.bits},
+      {"kv_bits", acts.k_cache.bits},
+      {"acts", acts.describe()},
       {"calib", a.calib},
       {"nsamples", a.nsamples},
-      {"ppl_text", a.ppl_text},
-      {"seqlen", cell.ppl.seqlen > 0 ? cell.ppl.seqlen : r.ppl.windows > 0 ? r.ppl.scored_tokens / r.ppl.windows + 1 : 0},
-      {"windows", r.ppl.windows},
-      {"ppl", r.ppl.ppl},
-      {"mean_nll", r.ppl.mean_nll},
+      {"ppl_text", text},
+      {"seqlen", ppl.windows > 0 ? ppl.scored_tokens / ppl.windows + 1 : 0},
+      {"windows", ppl.windows},
+      {"scored_tokens", ppl.scored_tokens},
+      {"ppl", ppl.ppl},
+      {"mean_nll", ppl.mean_nll},
       {"seconds",
        {{"rotate", r.seconds.rotate},
         {"fuse", r.seconds.fuse},
         {"calib", r.seconds.calib},
         {"quantize", r.seconds.quantize},
-        {"eval", r.seconds.eval}}},
+        {"eval", ppl.seconds}}},
       {"quant_seconds", r.weights.quant_seconds},
-      {"quant_gflops", r.weights.quant_seconds > 0 ? r.weights.quant_flops / r.weights.quant_seconds / 1e9 : 0.0},
+      {"quant_gflops",
+       r.weights.quant_seconds > 0 ? r.weights.quant_flops / r.weights.quant_seconds / 1e9 : 0.0},
       {"ranks", rt.comm->size()},
       {"dtype", a.m.dtype},
       {"version", rotq_version()}};
@@ -140,28 +165,36 @@ void save_outputs(const QuantizeEvalArgs& a, const Model& model, const QuantCell
 void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
   rt.init();
   const QuantCell cell = make_cell(a);  // options are checked before the model is read
-  require(!a.ppl_text.empty() || !a.save.empty(), "give --ppl-text to evaluate or --save to keep the result");
+  require(!a.ppl_texts.empty() || !a.save.empty(),
+          "give --ppl-text to evaluate or --save to keep the result");
   if (!a.save.empty()) scalar_type_from_name(a.save_dtype);
   LoadedModel lm = load_for_command(a.m, /*need_tokenizer=*/true);
   const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, rt.c());
-  const nlohmann::json record = cell_json(a, cell, r, rt);
   if (!a.save.empty()) {
-    if (rt.c().is_root()) save_outputs(a, lm.model, r, record, a.m, *lm.reader);
+    if (rt.c().is_root()) save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
     rt.c().barrier();
   }
-  if (a.m.json) {
-    print_json_line(rt.c(), record);
-    return;
+  if (a.ppl_texts.empty()) return;
+  std::vector<std::vector<std::string>> rows;
+  for (size_t e = 0; e < r.ppl.size(); ++e) {
+    const nlohmann::json j = cell_json(a, cell, r, e, rt);
+    if (a.m.json) {
+      print_json_line(rt.c(), j);
+      continue;
+    }
+    rows.push_back({j["ppl_text"].get<std::string>(), j["rotation"].get<std::string>(),
+                    std::string(weight_method_name(cell.weights.method)) + " " +
+                        j["w_spec"].get<std::string>(),
+                    j["acts"].get<std::string>(), fmt_double(r.ppl[e].ppl, 4),
+                    fmt_double(r.seconds.rotate, 2), fmt_double(r.seconds.fuse, 2),
+                    fmt_double(r.seconds.quantize, 2), fmt_double(r.ppl[e].seconds, 2)});
   }
-  print_table(rt.c(),
-              {"rotation", "weights", "acts/kv", "ppl", "rotate s", "fuse s", "quantize s",
-               "eval s"},
-              {{record["rotation"].get<std::string>(),
-                weight_method_name(cell.weights.method) + std::string(" ") +
-                    record["w_spec"].get<std::string>(),
-                cell.acts.describe(), fmt_double(r.ppl.ppl, 4), fmt_double(r.seconds.rotate, 2),
-                fmt_double(r.seconds.fuse, 2), fmt_double(r.seconds.quantize, 2),
-                fmt_double(r.seconds.eval, 2)}});
+  if (!a.m.json) {
+    print_table(rt.c(),
+                {"text", "rotation", "weights", "acts/kv", "ppl", "rotate s", "fuse s",
+                 "quantize s", "eval s"},
+                rows);
+  }
 }
 
 }  // namespace
@@ -193,6 +226,9 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_flag("--a-asym", a->a_asym, "asymmetric activations");
   cmd->add_flag("--o-proj-per-head", a->o_proj_per_head, "o_proj input: one scale per head");
   cmd->add_option("--kv-bits", a->kv_bits, "KV-cache bits")->capture_default_str();
+  cmd->add_option("--acts", a->acts_list,
+                  "A/KV bit pairs evaluated on the same quantized weights, e.g. --acts 16/16 "
+                  "--acts 4/4 (overrides --a-bits/--kv-bits)");
   cmd->add_option("--kv-clip", a->kv_clip, "KV-cache clip ratio")->capture_default_str();
   cmd->add_option("--kv-group", a->kv_group, "KV-cache group (capped at KV heads x head_dim)")
       ->capture_default_str();
@@ -200,7 +236,7 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str();
   cmd->add_option("--calib-seqlen", a->calib_seqlen, "calibration window (0: min(2048, context))")
       ->capture_default_str();
-  cmd->add_option("--ppl-text", a->ppl_text, "text to score");
+  cmd->add_option("--ppl-text", a->ppl_texts, "text(s) to score");
   cmd->add_option("--seqlen", a->seqlen, "perplexity window (0: min(2048, context))")
       ->capture_default_str();
   cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");

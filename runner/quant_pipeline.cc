@@ -85,14 +85,20 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
                  cell.weights.spec.describe(), res.seconds.quantize);
   }
 
-  if (!cell.ppl_text.empty()) {
+  if (!cell.ppl_texts.empty()) {
+    require(!cell.acts.empty(), "quantize-eval: no activation configuration to evaluate");
     t = Clock::now();
-    const std::vector<int32_t> tokens = tokenize_file(tok, cell.ppl_text);
     PplOptions po = cell.ppl;
     if (po.seqlen <= 0) po.seqlen = default_window(model.config);
     Transformer tf(model);
-    ActQuantHooks hooks(model.config, cell.acts);
-    res.ppl = perplexity(tf, tokens, po, comm, cell.acts.any() ? &hooks : nullptr);
+    for (const std::string& text : cell.ppl_texts) {
+      const std::vector<int32_t> tokens = tokenize_file(tok, text);
+      for (const ActivationQuant& acts : cell.acts) {
+        ActQuantHooks hooks(model.config, acts);
+        res.ppl.push_back(perplexity(tf, tokens, po, comm, acts.any() ? &hooks : nullptr));
+        spdlog::info("{} | {}: ppl {:.4f}", text, acts.describe(), res.ppl.back().ppl);
+      }
+    }
     res.seconds.eval = seconds_since(t);
   }
   return res;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "models/quant_hooks.h"
 #include "models/tokenizer.h"
@@ -18,11 +19,13 @@ namespace rotq {
 struct QuantCell {
   RotationSpec rotation;
   WeightQuantOptions weights;
-  ActivationQuant acts;
+  // Activation/KV configurations evaluated on the same quantized weights (GPTQ calibrates on
+  // floating-point activations, so its weights do not depend on them); at least one.
+  std::vector<ActivationQuant> acts;
   std::string calib_text;  // GPTQ only
   CalibOptions calib;
-  std::string ppl_text;
-  PplOptions ppl;  // seqlen 0: min(2048, context)
+  std::vector<std::string> ppl_texts;  // each scored under every activation configuration
+  PplOptions ppl;                      // seqlen 0: min(2048, context)
 };
 
 struct StageSeconds {
@@ -30,13 +33,14 @@ struct StageSeconds {
   double fuse = 0;      // norm and rotation fusion
   double calib = 0;     // reading and tokenizing the calibration text
   double quantize = 0;  // weight quantization, calibration forwards included
-  double eval = 0;      // perplexity
+  double eval = 0;      // perplexity, all activation configurations
 };
 
 struct QuantCellResult {
   Rotations rotations;
   WeightQuantReport weights;
-  PplResult ppl;
+  // ppl[t * acts.size() + a]: text t under activation configuration a.
+  std::vector<PplResult> ppl;
   StageSeconds seconds;
 };
 

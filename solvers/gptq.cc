@@ -198,7 +198,7 @@ class ColumnParams {
 int64_t block_end(int64_t i1, int64_t cols, const QuantSpec& spec, const GptqOptions& opts,
                   bool dynamic_groups) {
   int64_t i2 = std::min(i1 + opts.blocksize, cols);
-  if (false) i2 = std::min(i2, (i1 / spec.group + 1) * spec.group);
+  if (dynamic_groups) i2 = std::min(i2, (i1 / spec.group + 1) * spec.group);
   return i2;
 }
 

@@ -56,7 +56,7 @@ TEST(Calibration, SeededWindowsAreSlicesOfTheText) {
 // Σ x xᵀ of the input of `layer`'s linears at `site` over calibration windows, FP model.
 class Capture final : public rotq::ForwardHooks {
  public:
-  Capture(Site site, int64_t layer, int64_t cols) : site_(site), layer_(layer), acc_(cols, at::kDouble) {}
+  Capture(Site site, int64_t layer, int64_t cols) : acc_(cols, at::kDouble), site_(site), layer_(layer) {}
   void at_site(Site site, int64_t layer, at::Tensor& x) override {
     if (site == site_ && layer == layer_) acc_.add(x);
   }
@@ -159,11 +159,11 @@ rotq::QuantCell cell(const std::string& rotation, int w_bits, const std::string&
   c.weights.method = rotq::parse_weight_method(method);
   c.weights.spec.bits = w_bits;
   c.weights.spec.mse_clip = true;
-  c.acts = rotq::default_activation_quant(a_bits, kv_bits);
+  c.acts = {rotq::default_activation_quant(a_bits, kv_bits)};
   c.calib_text = kText;
   c.calib.nsamples = 16;
   c.calib.seqlen = 256;
-  c.ppl_text = kText;
+  c.ppl_texts = {kText};
   c.ppl.seqlen = 256;
   c.ppl.max_windows = 16;
   return c;
@@ -174,10 +174,10 @@ TEST(Pipeline, UnquantizedCellsReproduceTheFloatingPointPerplexity) {
   auto comm = rotq::make_local_comm();
   Model fp = rotq::load_model(kStories);
   const double want =
-      rotq::run_quant_cell(fp, *tok, cell("none", 16, "rtn", 16, 16), *comm).ppl.ppl;
+      rotq::run_quant_cell(fp, *tok, cell("none", 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
   for (const std::string rotation : {"random", "hadamard"}) {
     Model m = rotq::load_model(kStories);
-    const double got = rotq::run_quant_cell(m, *tok, cell(rotation, 16, "rtn", 16, 16), *comm).ppl.ppl;
+    const double got = rotq::run_quant_cell(m, *tok, cell(rotation, 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
     EXPECT_NEAR(got, want, 1e-4 * want) << rotation;
   }
 }
@@ -186,13 +186,13 @@ TEST(Pipeline, EightBitsIsCloseAndFourBitsIsNot) {
   auto tok = rotq::load_tokenizer(kTok, 512);
   auto comm = rotq::make_local_comm();
   Model fp = rotq::load_model(kStories);
-  const double base = rotq::run_quant_cell(fp, *tok, cell("none", 16, "rtn", 16, 16), *comm).ppl.ppl;
+  const double base = rotq::run_quant_cell(fp, *tok, cell("none", 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
   Model m8 = rotq::load_model(kStories);
-  const double w8a8 = rotq::run_quant_cell(m8, *tok, cell("hadamard", 8, "gptq", 8, 8), *comm).ppl.ppl;
+  const double w8a8 = rotq::run_quant_cell(m8, *tok, cell("hadamard", 8, "gptq", 8, 8), *comm).ppl.at(0).ppl;
   EXPECT_NEAR(w8a8, base, 0.03 * base);
   Model m4 = rotq::load_model(kStories);
   const auto r4 = rotq::run_quant_cell(m4, *tok, cell("hadamard", 4, "gptq", 4, 4), *comm);
-  EXPECT_GT(r4.ppl.ppl, base * 1.05);
+  EXPECT_GT(r4.ppl.at(0).ppl, base * 1.05);
   EXPECT_EQ(r4.weights.layers.size(), 5u);
   EXPECT_GT(r4.weights.quant_flops, 0);
 }

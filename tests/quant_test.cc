@@ -412,6 +412,15 @@ TEST(QuantMse, MatchesFloat64FindParamsLoop) {
       }
     }
   }
+  // The grid's last point (shrink 0.21) is searched: a row whose bulk sits exactly on the 2-bit
+  // grid of 0.21·max, next to a lone outlier at max, picks it.
+  at::Tensor row = at::empty({1, 4096}, at::kDouble);
+  for (int64_t c = 0; c < 4096; ++c) row[0][c] = 0.21 * static_cast<double>(c % 4 - 2);
+  row[0][0] = 1.0;
+  const QuantParams p = find_quant_params(row, make_spec(2, true, 0, true));
+  EXPECT_NEAR(p.scale.item<double>(), 0.21, 1e-15);
+  EXPECT_DOUBLE_EQ(p.scale.item<double>(),
+                   ref_weight_params(row, make_spec(2, true, 0, true)).scale[0]);
 }
 
 TEST(QuantMse, Float32SearchPicksTheFloat64Optimum) {

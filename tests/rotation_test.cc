@@ -29,13 +29,15 @@ Model synthetic_model(at::ScalarType dtype) {
   rotq::ModelConfig cfg = rotq::synth_preset("tiny");
   rotq::apply_dims(cfg, "dim=192,hidden=688,layers=2,heads=6,kv_heads=2,vocab=300,tied=0,ctx=128");
   Model m = rotq::make_synthetic_model(cfg, 5, dtype);
-  // Non-trivial norm scales, so that norm fusion is exercised.
+  // Non-trivial (seeded) norm scales, so that norm fusion is exercised.
+  uint64_t stream = 0;
+  const auto scales = [&](const at::Tensor& like) {
+    return (rotq::seeded_gaussian(1, like.numel(), ++stream).abs() + 0.5).view(like.sizes()).to(dtype);
+  };
   for (auto& l : m.weights.layers) {
-    for (auto t : {rotq::LayerTensor::kAttnNorm, rotq::LayerTensor::kFfnNorm}) {
-      l[t] = (at::rand_like(l[t]) + 0.5);
-    }
+    for (auto t : {rotq::LayerTensor::kAttnNorm, rotq::LayerTensor::kFfnNorm}) l[t] = scales(l[t]);
   }
-  m.weights.final_norm = at::rand_like(m.weights.final_norm) + 0.5;
+  m.weights.final_norm = scales(m.weights.final_norm);
   return m;
 }
 
