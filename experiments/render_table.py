@@ -14,13 +14,13 @@ ROWS = [("none", "NR"), ("random", "RO"), ("hadamard", "RH")]
 def column(rec):
     w_bits, a_bits, kv_bits = rec["w_bits"], rec["a_bits"], rec["kv_bits"]
     if w_bits >= 16 and a_bits >= 16 and kv_bits >= 16:
-        return "FP"
+        return "FP32"
     name = f"W{w_bits}A{a_bits}" + (f"KV{kv_bits}" if kv_bits < 16 else "")
     return f"{name} {rec['w_quant'].upper()}"
 
 
 def column_order(name):
-    if name == "FP":
+    if name == "FP32":
         return (0, 0, 0, 0, "")
     w, rest = name[1:].split("A", 1)
     a = rest.split(" ")[0].split("KV")[0]

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -79,6 +80,39 @@ TEST(Cli, SynthWritesALoadableCheckpoint) {
   EXPECT_GT(last_json_line(p.output)["ppl"].get<double>(), 50.0);
 }
 
+TEST(Cli, QuantizeEvalSavesAModelThatScoresTheSame) {
+  rotq_test::TempDir dir;
+  const std::string eval = " --ppl-text " + kText + " --seqlen 256 --max-windows 4 --json";
+  auto q = run_command(rotq("quantize-eval --model " + kStories + " --tokenizer " + kTok +
+                            " --rotation hadamard --seed 3 --w-bits 4 --w-quant rtn --acts 16/16"
+                            " --acts 4/4 --save " + dir.str("q") + eval), false);
+  ASSERT_EQ(q.status, 0) << q.output;
+  // Two JSON lines, one per activation configuration, same quantized weights.
+  const size_t first_nl = q.output.find('\n');
+  const json fp_acts = json::parse(q.output.substr(0, first_nl));
+  const json a4 = last_json_line(q.output);
+  EXPECT_EQ(fp_acts["a_bits"], 16);
+  EXPECT_EQ(a4["a_bits"], 4);
+  EXPECT_GT(a4["ppl"].get<double>(), fp_acts["ppl"].get<double>());
+  for (const char* f : {"config.json", "model.safetensors", "rotations.safetensors",
+                        "rotq_quant.json", "tokenizer.bin"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir.str(std::string("q/") + f))) << f;
+  }
+  // The saved model carries its online Hadamards: plain `rotq ppl` reproduces the W4A16 number.
+  auto p = run_command(rotq("ppl --model " + dir.str("q") + " --text " + kText +
+                            " --seqlen 256 --max-windows 4 --json"), false);
+  ASSERT_EQ(p.status, 0) << p.output;
+  EXPECT_NEAR(last_json_line(p.output)["ppl"].get<double>(), fp_acts["ppl"].get<double>(),
+              1e-9 * fp_acts["ppl"].get<double>());
+  // Its rotations reload as a file rotation and give the same model again.
+  auto f = run_command(rotq("quantize-eval --model " + kStories + " --tokenizer " + kTok +
+                            " --rotation file:" + dir.str("q/rotations.safetensors") +
+                            " --w-bits 4 --w-quant rtn" + eval), false);
+  ASSERT_EQ(f.status, 0) << f.output;
+  EXPECT_NEAR(last_json_line(f.output)["ppl"].get<double>(), fp_acts["ppl"].get<double>(),
+              1e-9 * fp_acts["ppl"].get<double>());
+}
+
 // --- bad inputs: one line on stderr, exit status non-zero --------------------------------------
 
 struct BadInput {
@@ -86,6 +120,9 @@ struct BadInput {
   std::string args;     // appended to rotq; "{dir}" is replaced by a fresh temp dir
   std::string needle;   // must appear in the error line
 };
+
+// Keeps CTest's test names readable (gtest would print the struct's bytes).
+void PrintTo(const BadInput& c, std::ostream* os) { *os << c.name; }
 
 class CliBadInput : public ::testing::TestWithParam<BadInput> {};
 
@@ -162,7 +199,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"unknown_option", "ppl --model {model} --tokenizer {tok} --text {text} --frobnicate", "frobnicate"},
         BadInput{"bad_dtype", "ppl --model {model} --tokenizer {tok} --text {text} --dtype int4", "int4"},
         BadInput{"bad_synth_dims", "synth --dims dim=abc --out {dir}/x", "dim=abc"},
-        BadInput{"bad_steps", "generate --model {model} --tokenizer {tok} --steps 0", "--steps"}),
+        BadInput{"bad_steps", "generate --model {model} --tokenizer {tok} --steps 0", "--steps"},
+        BadInput{"bad_rotation", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation spin", "spin"},
+        BadInput{"bad_w_bits", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 0", "weight quantizer"},
+        BadInput{"bad_group", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 --w-group 48", "48"},
+        BadInput{"bad_acts", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --acts 4x4", "4x4"},
+        BadInput{"gptq_without_calib", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 --w-quant gptq", "--calib"},
+        BadInput{"rotation_file_wrong_model", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation file:{dir}/hf/model.safetensors", "unexpected tensor"}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -69,6 +69,9 @@ struct ArchCase {
   std::string rope;
 };
 
+// Keeps CTest's test names readable (gtest would print the struct's bytes).
+void PrintTo(const ArchCase& c, std::ostream* os) { *os << c.name; }
+
 class ForwardArch : public ::testing::TestWithParam<ArchCase> {};
 
 TEST_P(ForwardArch, SyntheticMatchesFloat64Reference) {

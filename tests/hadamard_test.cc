@@ -38,13 +38,17 @@ void expect_hadamard(const at::Tensor& H, int64_t n, const std::string& what) {
 
 double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
 
-// x · Hᵀ / sqrt(n) from the Kronecker structure H = sylvester(pow2) ⊗ H_m, with dense factors:
-// an independent path to what hadamard_transform must compute, also for sizes too big for dense H.
+// x · Hᵀ / sqrt(n) from the Kronecker structure H = sylvester(pow2) ⊗ H_m with small dense
+// factors (sylvester(2^k) = sylvester(a) ⊗ sylvester(b), a·b = 2^k): an independent path to what
+// hadamard_transform must compute, also for sizes too big for a dense H.
 at::Tensor kron_reference(const at::Tensor& x, const HadamardPlan& plan) {
-  const at::Tensor xd = x.to(at::kDouble).reshape({-1, plan.pow2, plan.m});
-  const at::Tensor hp = sylvester(plan.pow2);
-  const at::Tensor hm = hadamard_core(plan.m);
-  const at::Tensor y = at::matmul(at::matmul(hp, xd), hm.t());
+  const int k = __builtin_ctzll(static_cast<uint64_t>(plan.pow2));
+  const int64_t a = int64_t{1} << ((k + 1) / 2), b = plan.pow2 / a;
+  const at::Tensor xd = x.to(at::kDouble).reshape({-1, a, b * plan.m});
+  const int64_t r = xd.size(0);
+  at::Tensor y = at::matmul(sylvester(a), xd).reshape({r * a, b, plan.m});
+  y = at::matmul(sylvester(b), y);
+  y = at::matmul(y, hadamard_core(plan.m).t());
   return (y / std::sqrt(static_cast<double>(plan.n))).reshape(x.sizes());
 }
 
@@ -317,19 +321,22 @@ TEST(HadamardTest, TransformFloat32LeadingDimsAndStrides) {
             2e-5);
 }
 
-TEST(HadamardTest, TransformBFloat16) {
+TEST(HadamardTest, TransformBFloat16AndFloat16) {
   at::manual_seed(1);
-  for (int64_t n : {64, 172, 768, 896, 6144}) {
-    // 6144: 60 rows are two row chunks.
-    const at::Tensor x = randn({n == 6144 ? 3 : 2, n == 6144 ? 20 : 5, n}, at::kBFloat16);
-    const at::Tensor y = hadamard_transform(x);
-    EXPECT_EQ(y.scalar_type(), at::kBFloat16);
-    EXPECT_EQ(y.sizes(), x.sizes());
-    const at::Tensor ref = kron_reference(x, hadamard_plan(n));
-    // float32 compute, then one rounding to bfloat16 (8-bit significand): half an ulp is at most
-    // 2^-8 of the value; the float32 error is far below 1e-4.
-    const at::Tensor err = (y.to(at::kDouble) - ref).abs() - (ref.abs() * (1.0 / 256) + 1e-4);
-    EXPECT_LE(err.max().item<double>(), 0.0) << n;
+  // float32 compute, then one rounding to the narrow type: half an ulp is at most 2^-8 of the value
+  // for bfloat16 (8-bit significand) and 2^-11 for float16; the float32 error is far below 1e-4.
+  for (const auto& [dt, rel] :
+       {std::make_pair(at::kBFloat16, 1.0 / 256), std::make_pair(at::kHalf, 1.0 / 2048)}) {
+    for (int64_t n : {64, 172, 768, 896, 6144}) {
+      // 6144: 60 rows are two row chunks.
+      const at::Tensor x = randn({n == 6144 ? 3 : 2, n == 6144 ? 20 : 5, n}, dt);
+      const at::Tensor y = hadamard_transform(x);
+      EXPECT_EQ(y.scalar_type(), dt);
+      EXPECT_EQ(y.sizes(), x.sizes());
+      const at::Tensor ref = kron_reference(x, hadamard_plan(n));
+      const at::Tensor err = (y.to(at::kDouble) - ref).abs() - (ref.abs() * rel + 1e-4);
+      EXPECT_LE(err.max().item<double>(), 0.0) << n << " " << c10::toString(dt);
+    }
   }
 }
 

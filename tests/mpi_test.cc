@@ -10,7 +10,9 @@
 #include "models/tokenizer.h"
 #include "runner/comm.h"
 #include "runner/perplexity.h"
+#include "runner/calibration.h"
 #include "runner/text.h"
+#include "runner/weight_quant.h"
 #include "solvers/error.h"
 #include "tests/test_util.h"
 
@@ -98,6 +100,41 @@ TEST(Mpi, PerplexityOverRanksEqualsOneProcess) {
   // Each window is computed by one rank exactly as the single process computes it.
   EXPECT_EQ(dist.window_nll, one.window_nll);
   EXPECT_EQ(dist.ppl, one.ppl);
+}
+
+TEST(Mpi, DataParallelGptqMatchesOneProcess) {
+  const auto load = [] { return rotq::load_model(rotq_test::project_data("stories260K/stories260K.bin")); };
+  auto tok = rotq::load_tokenizer(rotq_test::project_data("stories260K/tok512.bin"), 512);
+  const auto tokens = rotq::encode_with_bos(
+      *tok, rotq::read_text(rotq_test::project_data("tinystories_sample.txt"), rotq::TextFormat::kRaw), true);
+  const at::Tensor calib = rotq::calibration_windows(tokens, 7, 128, 5);  // uneven shares
+  rotq::WeightQuantOptions o;
+  o.method = rotq::WeightMethod::kGptq;
+  o.spec.bits = 4;
+  o.spec.mse_clip = true;
+  o.calib_batch = 2;
+  rotq::Model dist = load();
+  const auto rep = rotq::quantize_weights_gptq(dist, calib, o, *g_comm);
+  EXPECT_EQ(rep.layers.size(), 5u);
+  rotq::Model one = load();
+  auto local = rotq::make_local_comm();
+  rotq::quantize_weights_gptq(one, calib, o, *local);
+  // Hessians are float64 sums in another order: equal up to rounding, so the quantized weights
+  // agree except for rare ties on the grid.
+  int64_t same = 0, total = 0;
+  for (size_t l = 0; l < one.weights.layers.size(); ++l) {
+    for (rotq::LayerTensor t : rotq::quantized_linears()) {
+      const at::Tensor a = dist.weights.layers[l][t], b = one.weights.layers[l][t];
+      same += (a == b).sum().item<int64_t>();
+      total += a.numel();
+    }
+  }
+  EXPECT_GE(static_cast<double>(same) / total, 0.999) << same << " of " << total;
+  // And every rank holds the same weights.
+  at::Tensor w = dist.weights.layers[4][rotq::LayerTensor::kWDown].clone();
+  at::Tensor w0 = w.clone();
+  g_comm->broadcast(w0, 0);
+  EXPECT_TRUE(at::equal(w, w0));
 }
 
 }  // namespace

@@ -73,6 +73,10 @@ struct InvarianceCase {
   double tol;  // relative to max |logit|
 };
 
+void PrintTo(const InvarianceCase& c, std::ostream* os) {
+  *os << c.model << (c.dtype == at::kFloat ? " float32" : " float64");
+}
+
 class RotationInvariance : public ::testing::TestWithParam<InvarianceCase> {};
 
 TEST_P(RotationInvariance, RotatedModelHasTheSameLogits) {
