@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "solvers/error.h"
+
 namespace rotq {
 namespace {
 
@@ -38,13 +40,23 @@ ActQuantHooks::ActQuantHooks(const ModelConfig& config, ActivationQuant quant, F
 }
 
 // x [B, KVH, T, d]: quantized per token over the KV heads' concatenation, in groups of
-// spec.group (capped at the row, so small models get one group per token).
-at::Tensor ActQuantHooks::quantize_kv(const at::Tensor& x, const QuantSpec& spec) const {
+// spec.group (capped at the row, so small models get one group per token). Keys follow QuaRot's
+// QKRotationWrapper, which reshapes each group into a row of its own (so the range includes 0);
+// values its grouped output quantizer (the group's raw range).
+at::Tensor ActQuantHooks::quantize_kv(const at::Tensor& x, const QuantSpec& spec,
+                                      bool group_as_row) const {
   const int64_t B = x.size(0), KVH = x.size(1), T = x.size(2), d = x.size(3);
   QuantSpec s = spec;
-  if (s.group <= 0 || s.group > KVH * d) s.group = 0;
-  at::Tensor rows = x.transpose(1, 2).reshape({B, T, KVH * d});
-  return fake_quantize(rows, s).view({B, T, KVH, d}).transpose(1, 2);
+  const int64_t row = KVH * d;
+  if (s.group <= 0 || s.group > row) s.group = 0;
+  at::Tensor rows = x.transpose(1, 2).reshape({B, T, row});
+  if (group_as_row && s.group > 0) {
+    require(row % s.group == 0, "KV-cache group ", s.group, " does not divide the KV row of ",
+            row, " (KV heads x head_dim)");
+    rows = rows.reshape({B, T, row / s.group, s.group});
+    s.group = 0;
+  }
+  return fake_quantize(rows, s).reshape({B, T, KVH, d}).transpose(1, 2);
 }
 
 void ActQuantHooks::at_site(Site site, int64_t layer, at::Tensor& x) {
@@ -60,10 +72,10 @@ void ActQuantHooks::at_site(Site site, int64_t layer, at::Tensor& x) {
     case Site::kQ:
       break;
     case Site::kKCache:
-      if (quant_.k_cache.enabled()) x = quantize_kv(x, quant_.k_cache);
+      if (quant_.k_cache.enabled()) x = quantize_kv(x, quant_.k_cache, /*group_as_row=*/true);
       break;
     case Site::kVCache:
-      if (quant_.v_cache.enabled()) x = quantize_kv(x, quant_.v_cache);
+      if (quant_.v_cache.enabled()) x = quantize_kv(x, quant_.v_cache, /*group_as_row=*/false);
       break;
   }
   if (next_) next_->at_site(site, layer, x);

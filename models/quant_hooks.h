@@ -35,7 +35,7 @@ class ActQuantHooks final : public ForwardHooks {
   void set_next(ForwardHooks* next) { next_ = next; }
 
  private:
-  at::Tensor quantize_kv(const at::Tensor& x, const QuantSpec& spec) const;
+  at::Tensor quantize_kv(const at::Tensor& x, const QuantSpec& spec, bool group_as_row) const;
 
   ActivationQuant quant_;
   QuantSpec o_proj_spec_;

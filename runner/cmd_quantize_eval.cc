@@ -27,6 +27,7 @@ struct QuantizeEvalArgs {
   bool static_groups = false;
   double percdamp = 0.01;
   int64_t gptq_block = 128;
+  std::string hessian_dtype = "float64";
   int a_bits = 16;
   double a_clip = 1.0;
   bool a_asym = false;
@@ -76,6 +77,9 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
   w.gptq.static_groups = a.static_groups;
   w.gptq.percdamp = a.percdamp;
   w.gptq.blocksize = a.gptq_block;
+  require(a.hessian_dtype == "float64" || a.hessian_dtype == "float32", "--hessian-dtype '",
+          a.hessian_dtype, "': expected float64 or float32");
+  w.hessian_dtype = a.hessian_dtype == "float64" ? at::kDouble : at::kFloat;
 
   std::vector<std::pair<int, int>> bits;
   for (const std::string& pair : a.acts_list) bits.push_back(parse_acts_pair(pair));
@@ -221,6 +225,9 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--percdamp", a->percdamp, "GPTQ damping, fraction of mean diag(H)")
       ->capture_default_str();
   cmd->add_option("--gptq-block", a->gptq_block, "GPTQ lazy-update block")->capture_default_str();
+  cmd->add_option("--hessian-dtype", a->hessian_dtype,
+                  "GPTQ Hessian and arithmetic: float64, or float32 as the reference code")
+      ->capture_default_str();
   cmd->add_option("--a-bits", a->a_bits, "activation bits (per token)")->capture_default_str();
   cmd->add_option("--a-clip", a->a_clip, "activation clip ratio")->capture_default_str();
   cmd->add_flag("--a-asym", a->a_asym, "asymmetric activations");

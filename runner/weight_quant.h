@@ -25,6 +25,9 @@ struct WeightQuantOptions {
   WeightMethod method = WeightMethod::kRtn;
   QuantSpec spec;                 // bits 16: weights stay in floating point
   GptqOptions gptq;
+  // Accumulation of Σxxᵀ and GPTQ's arithmetic (GPTQ follows H's dtype). float64 by default, so
+  // that sums over 128×2048 tokens and the Cholesky factors lose nothing to rounding and results
+  // do not depend on the number of ranks; float32 reproduces the reference code.
   at::ScalarType hessian_dtype = at::kDouble;
   int64_t calib_batch = 8;        // windows per calibration forward
 };

@@ -144,9 +144,10 @@ at::Tensor to_tensor(const std::vector<int>& v, int64_t n) {
 // 4t. Only the orders the Paley constructions miss among 4t <= 236 are listed (4t = 92, 116, 156,
 // 172; 188 and 236 have no Williamson matrices). Sequences as tabulated in SageMath's
 // williamson_type_quadruples_smallcases, which takes t = 23, 29, 43 from M. Hall, Combinatorial
-// Theory, 2nd ed., Wiley 1983 (t = 23 is Baumert, Golomb and Hall's order-92 matrix, 1962), and
-// t = 39 from S. London, Constructing New Turyn Type Sequences, T-Sequences and Hadamard Matrices,
-// PhD thesis, University of Illinois at Chicago, 2013. The tests check symmetry and HHᵀ = nI.
+// Theory, 2nd ed., Wiley 1983, and t = 39 from S. London, Constructing New Turyn Type Sequences,
+// T-Sequences and Hadamard Matrices, PhD thesis, University of Illinois at Chicago, 2013 (order 92
+// = 4 · 23 was first reached this way by Baumert, Golomb and Hall, 1962). The tests check that the
+// four blocks are symmetric circulants and that HHᵀ = nI.
 struct WilliamsonQuadruple {
   int t;
   const char* rows[4];
@@ -449,7 +450,7 @@ void transform_into(at::Tensor& out, const at::Tensor& x, bool normalized) {
 
 // First-touch page faults dominate building a dense matrix of order ~10^4 on these VMs (filling
 // 1.5 GiB took 9-12 s with 4 KiB pages, 6-7 s with 2 MiB pages): ask for transparent huge pages,
-// which Debian's default THP mode ("madvise") grants only on request. Purely a hint.
+// which the THP mode here ("madvise") grants only on request. Purely a hint.
 void advise_huge_pages(void* p, size_t bytes) {
 #ifdef __linux__
   constexpr uintptr_t kHuge = uintptr_t{1} << 21;
