@@ -16,7 +16,7 @@ common=(
   --model data/stories260K/stories260K.bin --tokenizer data/stories260K/tok512.bin
   --calib data/wikitext-2-raw/wiki.train.part.txt --nsamples 128 --calib-seqlen 512
   --ppl-text data/tinystories_sample.txt --ppl-text data/wikitext-2-raw/wiki.test.raw
-  --seqlen 512 --max-windows 128 --json
+  --seqlen 512 --max-windows 128 --kv-clip 0.95 --json
 )
 mkdir -p "$(dirname "$OUT")"
 tmp=$(mktemp)

@@ -34,7 +34,7 @@ struct QuantizeEvalArgs {
   bool o_proj_per_head = false;
   int kv_bits = 16;
   std::vector<std::string> acts_list;
-  double kv_clip = 0.95;
+  double kv_clip = 1.0;
   int64_t kv_group = 128;
   std::string calib;
   int64_t nsamples = 128;
