@@ -35,7 +35,7 @@ quickstart() {
 run_tests() {
   build
   # shellcheck disable=SC2086
-  ctest --test-dir "$BUILD_DIR" --output-on-failure ${CTEST_ARGS:-}
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" ${CTEST_ARGS:-}
 }
 
 case "${1:-}" in
