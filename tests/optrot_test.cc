@@ -1,0 +1,126 @@
+// Rotation optimizers on O(C): Procrustes and the Cayley retraction, and OptRot's fourth-power
+// objective (gradient against finite differences, descent, orthogonality, determinism).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "models/checkpoint.h"
+#include "runner/comm.h"
+#include "solvers/error.h"
+#include "solvers/fusion.h"
+#include "solvers/hadamard.h"
+#include "solvers/optrot.h"
+#include "solvers/orthogonal.h"
+#include "solvers/rotation.h"
+#include "tests/test_util.h"
+
+namespace {
+
+using rotq::FourthPowerObjective;
+using rotq::OptRotNorm;
+
+TEST(Orthogonal, ProcrustesRecoversAPlantedRotation) {
+  const at::Tensor x = rotq::seeded_gaussian(200, 24, 1);
+  const at::Tensor q = rotq::random_orthogonal(24, 2);
+  const at::Tensor r = rotq::procrustes(at::matmul(x.t(), at::matmul(x, q)));
+  EXPECT_LT((r - q).abs().max().item<double>(), 1e-12);
+}
+
+TEST(Orthogonal, CayleyRetractionStaysOrthogonalAndDescends) {
+  const at::Tensor r = rotq::random_orthogonal(16, 3);
+  const at::Tensor g = rotq::seeded_gaussian(16, 16, 4);
+  const at::Tensor a = rotq::skew_gradient(r, g);
+  EXPECT_LT((a + a.t()).abs().max().item<double>(), 1e-14) << "skew";
+  for (double t : {1e-3, 0.5, 10.0}) {
+    EXPECT_LT(rotq::orthogonality_error(rotq::cayley_retract(r, a, t)), 1e-12) << t;
+  }
+  // f(R) = <G, R> decreases along the retraction for a small step.
+  const auto f = [&](const at::Tensor& x) { return (g * x).sum().item<double>(); };
+  EXPECT_LT(f(rotq::cayley_retract(r, a, 1e-3)), f(r));
+  EXPECT_LT(rotq::orthogonality_error(rotq::polar_project(r + 1e-3 * g)), 1e-12);
+}
+
+FourthPowerObjective random_objective(OptRotNorm norm) {
+  FourthPowerObjective obj(12, norm);
+  obj.add(rotq::seeded_gaussian(30, 12, 5));
+  // A matrix with an outlier column, as rotation is meant to spread.
+  at::Tensor w = rotq::seeded_gaussian(20, 12, 6);
+  w.select(1, 3).mul_(20);
+  obj.add(w.to(at::kFloat), 2.0);
+  return obj;
+}
+
+TEST(OptRot, GradientMatchesFiniteDifferences) {
+  for (OptRotNorm norm : {OptRotNorm::kNone, OptRotNorm::kFrobenius4, OptRotNorm::kNumel}) {
+    const FourthPowerObjective obj = random_objective(norm);
+    const at::Tensor r = rotq::random_orthogonal(12, 7);
+    const at::Tensor g = obj.local_gradient(r);
+    // The objective is defined on all matrices: check directional derivatives along random E.
+    for (uint64_t s = 0; s < 3; ++s) {
+      const at::Tensor e = rotq::seeded_gaussian(12, 12, 100 + s);
+      const double h = 1e-5;
+      const double fd = (obj.local_loss(r + h * e) - obj.local_loss(r - h * e)) / (2 * h);
+      const double an = (g * e).sum().item<double>();
+      EXPECT_NEAR(fd, an, 1e-7 * std::max(1.0, std::abs(an)));
+    }
+  }
+}
+
+TEST(OptRot, CayleySgdDecreasesTheObjectiveAndStaysOrthogonal) {
+  auto comm = rotq::make_local_comm();
+  const FourthPowerObjective obj = random_objective(OptRotNorm::kNumel);
+  const at::Tensor r0 = rotq::random_hadamard_matrix(12, 1);
+  rotq::CayleySgdOptions o;
+  o.steps = 200;
+  o.lr = 0.02;
+  o.log_every = 0;
+  rotq::RotationTrace trace;
+  const at::Tensor r = rotq::minimize_fourth_power(obj, r0, o, *comm, &trace);
+  const double start = rotq::fourth_power_loss(obj, r0, *comm);
+  const double end = rotq::fourth_power_loss(obj, r, *comm);
+  EXPECT_LT(end, 0.9 * start);
+  EXPECT_EQ(trace.loss.size(), 201u);
+  EXPECT_DOUBLE_EQ(trace.loss.front(), start);
+  EXPECT_LT(rotq::orthogonality_error(r), 1e-12);
+  EXPECT_LT(rotq::orthogonality_error(r.to(at::kFloat)), 1e-6);
+  // Same inputs, same rotation, bit for bit.
+  EXPECT_TRUE(at::equal(r, rotq::minimize_fourth_power(obj, r0, o, *comm)));
+}
+
+TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
+  auto comm = rotq::make_local_comm();
+  rotq::LoadOptions lo;
+  lo.dtype = at::kDouble;
+  rotq::Model m = rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
+  rotq::fuse_norms(m);
+  FourthPowerObjective obj(m.config.dim, OptRotNorm::kNumel);
+  for (const auto& l : m.weights.layers) {
+    for (auto t : {rotq::LayerTensor::kWq, rotq::LayerTensor::kWk, rotq::LayerTensor::kWv,
+                   rotq::LayerTensor::kWGate, rotq::LayerTensor::kWUp}) {
+      obj.add(l[t]);
+    }
+    obj.add(l[rotq::LayerTensor::kWo].t());
+    obj.add(l[rotq::LayerTensor::kWDown].t());
+  }
+  const at::Tensor rh = rotq::random_hadamard_matrix(m.config.dim, 0);
+  rotq::CayleySgdOptions o;
+  o.steps = 50;
+  o.lr = 0.02;
+  o.log_every = 0;
+  const at::Tensor r = rotq::minimize_fourth_power(obj, rh, o, *comm);
+  EXPECT_LT(rotq::fourth_power_loss(obj, r, *comm), rotq::fourth_power_loss(obj, rh, *comm));
+  EXPECT_LT(rotq::orthogonality_error(r), 1e-12);
+}
+
+TEST(OptRot, BadInputsAreErrors) {
+  FourthPowerObjective obj(8, OptRotNorm::kNone);
+  EXPECT_THROW(obj.add(at::ones({3, 7}, at::kDouble)), rotq::Error);
+  at::Tensor nan = at::ones({3, 8}, at::kDouble);
+  nan[0][0] = std::nan("");
+  EXPECT_THROW(obj.add(nan), rotq::Error);
+  EXPECT_THROW(rotq::parse_optrot_norm("l2"), rotq::Error);
+  auto comm = rotq::make_local_comm();
+  obj.add(at::ones({3, 8}, at::kDouble));
+  EXPECT_THROW(rotq::minimize_fourth_power(obj, at::eye(7, at::kDouble), {}, *comm), rotq::Error);
+}
+
+}  // namespace
