@@ -8,6 +8,7 @@
 #include "runner/quant_pipeline.h"
 #include "runner/rotation_io.h"
 #include "solvers/error.h"
+#include "solvers/optrot.h"
 
 namespace rotq {
 namespace {
@@ -18,6 +19,9 @@ struct QuantizeEvalArgs {
   uint64_t seed = 0;
   bool no_r2 = false;
   bool no_online = false;
+  int64_t optrot_steps = 1000;
+  double optrot_lr = 0.02;
+  std::string optrot_norm = "numel";
   int w_bits = 16;
   std::string w_quant = "rtn";
   int64_t w_group = 0;
@@ -65,6 +69,11 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
   cell.rotation.seed = a.seed;
   if (a.no_r2) cell.rotation.r2 = false;
   if (a.no_online) cell.rotation.online = false;
+  cell.rotation.optrot_steps = a.optrot_steps;
+  cell.rotation.optrot_lr = a.optrot_lr;
+  cell.rotation.optrot_norm = a.optrot_norm;
+  parse_optrot_norm(a.optrot_norm);
+  require(a.optrot_steps >= 0 && a.optrot_lr > 0, "--optrot-steps must be >= 0 and --optrot-lr > 0");
 
   WeightQuantOptions& w = cell.weights;
   w.method = parse_weight_method(a.w_quant);
@@ -208,11 +217,16 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   CLI::App* cmd = app.add_subcommand(
       "quantize-eval", "rotate, quantize and evaluate one configuration (16 bits: not quantized)");
   add_model_options(cmd, a->m);
-  cmd->add_option("--rotation", a->rotation, "none | random | hadamard | file:PATH")
+  cmd->add_option("--rotation", a->rotation, "none | random | hadamard | optrot | file:PATH")
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed of the rotations and the calibration windows")
       ->capture_default_str();
   cmd->add_flag("--no-r2", a->no_r2, "no per-head R2 on v/o");
+  cmd->add_option("--optrot-steps", a->optrot_steps, "OptRot: Cayley SGD steps")
+      ->capture_default_str();
+  cmd->add_option("--optrot-lr", a->optrot_lr, "OptRot: learning rate")->capture_default_str();
+  cmd->add_option("--optrot-norm", a->optrot_norm, "OptRot: per-matrix normalisation none | fro4 | numel")
+      ->capture_default_str();
   cmd->add_flag("--no-online-hadamard", a->no_online, "no online R3 (q/k) and R4 (down_proj)");
   cmd->add_option("--w-bits", a->w_bits, "weight bits")->capture_default_str();
   cmd->add_option("--w-quant", a->w_quant, "rtn | gptq")->capture_default_str();

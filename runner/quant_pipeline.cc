@@ -11,6 +11,7 @@
 #include "runner/text.h"
 #include "solvers/error.h"
 #include "solvers/fusion.h"
+#include "solvers/optrot_model.h"
 
 namespace rotq {
 namespace {
@@ -53,7 +54,19 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
 
   auto t = Clock::now();
-  res.rotations = resolve_rotations(cell.rotation, model.config);
+  if (cell.rotation.kind == RotationKind::kOptRot) {
+    // Learned from the weights the rotation will act on: the norm-fused ones.
+    fuse_norms(model);
+    OptRotOptions o;
+    o.sgd.steps = cell.rotation.optrot_steps;
+    o.sgd.lr = cell.rotation.optrot_lr;
+    o.norm = parse_optrot_norm(cell.rotation.optrot_norm);
+    o.r2 = cell.rotation.r2;
+    res.rotations = optrot_rotations(model, o, cell.rotation.seed, comm);
+    res.rotations.r3 = res.rotations.r4 = cell.rotation.online;
+  } else {
+    res.rotations = resolve_rotations(cell.rotation, model.config);
+  }
   res.seconds.rotate = seconds_since(t);
 
   t = Clock::now();

@@ -58,14 +58,14 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
   return grad;
 }
 
-double fourth_power_loss(const FourthPowerObjective& obj, const at::Tensor& r, Comm& comm) {
+double fourth_power_loss(const FourthPowerObjective& obj, const at::Tensor& r, Comm* comm) {
   at::Tensor l = at::full({1}, obj.local_loss(r.to(at::kDouble)), at::kDouble);
-  comm.all_reduce(l, ReduceOp::kSum);
+  if (comm) comm->all_reduce(l, ReduceOp::kSum);
   return l.item<double>();
 }
 
 at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tensor& r0,
-                                 const CayleySgdOptions& opts, Comm& comm, RotationTrace* trace) {
+                                 const CayleySgdOptions& opts, Comm* comm, RotationTrace* trace) {
   require(r0.dim() == 2 && r0.size(0) == obj.dim() && r0.size(1) == obj.dim(),
           "OptRot: the initial rotation must be ", obj.dim(), "x", obj.dim());
   require(opts.steps >= 0 && opts.lr > 0, "OptRot: steps must be >= 0 and lr > 0");
@@ -80,7 +80,7 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
     at::Tensor grad = obj.local_gradient(r, &local);
     // One reduction for both: the gradient and, in an extra row, the loss.
     at::Tensor packed = at::cat({grad.reshape({-1}), at::full({1}, local, at::kDouble)});
-    comm.all_reduce(packed, ReduceOp::kSum);
+    if (comm) comm->all_reduce(packed, ReduceOp::kSum);
     const double loss = packed[-1].item<double>();
     require(std::isfinite(loss), "OptRot: the loss became non-finite at step ", step,
             " (learning rate ", opts.lr, " too large?)");

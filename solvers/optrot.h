@@ -72,12 +72,13 @@ struct RotationTrace {
 
 // Cayley SGD on O(C) from `r0`: R ← cayley(−lr·A)·R with A the skew Riemannian gradient (with
 // momentum on A); the best rotation by loss is kept and returned after a float64 polar
-// projection. Loss and gradient are all-reduced over `comm`.
+// projection. Loss and gradient are all-reduced over `comm` when given (each rank holding a
+// disjoint share of the terms); nullptr optimizes this rank's terms alone.
 at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tensor& r0,
-                                 const CayleySgdOptions& opts, Comm& comm,
+                                 const CayleySgdOptions& opts, Comm* comm,
                                  RotationTrace* trace = nullptr);
 
-// All-reduced loss at R.
-double fourth_power_loss(const FourthPowerObjective& obj, const at::Tensor& r, Comm& comm);
+// Loss at R, all-reduced over `comm` when given.
+double fourth_power_loss(const FourthPowerObjective& obj, const at::Tensor& r, Comm* comm);
 
 }  // namespace rotq

@@ -20,6 +20,8 @@ const char* rotation_kind_name(RotationKind k) {
       return "hadamard";
     case RotationKind::kFile:
       return "file";
+    case RotationKind::kOptRot:
+      return "optrot";
   }
   return "?";
 }
@@ -32,11 +34,13 @@ RotationSpec RotationSpec::parse(const std::string& text) {
     s.kind = RotationKind::kRandom;
   } else if (text == "hadamard") {
     s.kind = RotationKind::kHadamard;
+  } else if (text == "optrot") {
+    s.kind = RotationKind::kOptRot;
   } else if (text.rfind("file:", 0) == 0 && text.size() > 5) {
     s.kind = RotationKind::kFile;
     s.path = text.substr(5);
   } else {
-    fail("rotation '", text, "' is not one of none, random, hadamard, file:PATH");
+    fail("rotation '", text, "' is not one of none, random, hadamard, optrot, file:PATH");
   }
   s.online = s.kind != RotationKind::kNone;
   s.r2 = s.kind != RotationKind::kNone;
@@ -47,6 +51,10 @@ std::string RotationSpec::describe() const {
   std::string d = kind == RotationKind::kFile ? "file:" + path : rotation_kind_name(kind);
   if (kind != RotationKind::kNone && kind != RotationKind::kFile) {
     d += " seed " + std::to_string(seed);
+  }
+  if (kind == RotationKind::kOptRot) {
+    d += " steps " + std::to_string(optrot_steps) + " lr " + std::to_string(optrot_lr).substr(0, 6) +
+         " " + optrot_norm;
   }
   if (!r2 && kind != RotationKind::kNone) d += " no-R2";
   if (online) d += " +R3R4";
@@ -101,6 +109,8 @@ Rotations make_rotations(const RotationSpec& spec, int64_t dim, int64_t head_dim
         return at::Tensor();
       case RotationKind::kFile:
         fail("make_rotations: file rotations are loaded by load_rotations()");
+      case RotationKind::kOptRot:
+        fail("make_rotations: OptRot rotations are learned from the model (optrot_rotations())");
     }
     return at::Tensor();
   };

@@ -5,6 +5,7 @@
 //   random    Q of the QR of a Gaussian matrix, columns sign-fixed by diag(R) (Haar-distributed)
 //   hadamard  QuaRot's randomized Hadamard diag(±1)·H/√n
 //   file      matrices saved by an earlier run (see runner/rotation_io.h)
+//   optrot    learned from the weights (solvers/optrot_model.h), started from `hadamard`
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,7 +16,7 @@
 
 namespace rotq {
 
-enum class RotationKind { kNone, kRandom, kHadamard, kFile };
+enum class RotationKind { kNone, kRandom, kHadamard, kFile, kOptRot };
 const char* rotation_kind_name(RotationKind k);
 
 struct RotationSpec {
@@ -24,8 +25,12 @@ struct RotationSpec {
   std::string path;     // kFile: the rotations file
   bool r2 = true;       // per-head R2 on v/o (same kind as R1)
   bool online = true;   // R3 (q/k after RoPE) and R4 (down_proj input) online Hadamards
+  // kOptRot: Cayley SGD steps, learning rate, per-matrix normalisation (none | fro4 | numel).
+  int64_t optrot_steps = 1000;
+  double optrot_lr = 0.02;
+  std::string optrot_norm = "numel";
 
-  // "none" | "random" | "hadamard" | "file:PATH"; throws rotq::Error otherwise.
+  // "none" | "random" | "hadamard" | "optrot" | "file:PATH"; throws rotq::Error otherwise.
   static RotationSpec parse(const std::string& text);
   std::string describe() const;
 };

@@ -8,7 +8,9 @@
 #include "solvers/error.h"
 #include "solvers/fusion.h"
 #include "solvers/hadamard.h"
+#include "models/transformer.h"
 #include "solvers/optrot.h"
+#include "solvers/optrot_model.h"
 #include "solvers/orthogonal.h"
 #include "solvers/rotation.h"
 #include "tests/test_util.h"
@@ -74,16 +76,16 @@ TEST(OptRot, CayleySgdDecreasesTheObjectiveAndStaysOrthogonal) {
   o.lr = 0.02;
   o.log_every = 0;
   rotq::RotationTrace trace;
-  const at::Tensor r = rotq::minimize_fourth_power(obj, r0, o, *comm, &trace);
-  const double start = rotq::fourth_power_loss(obj, r0, *comm);
-  const double end = rotq::fourth_power_loss(obj, r, *comm);
+  const at::Tensor r = rotq::minimize_fourth_power(obj, r0, o, comm.get(), &trace);
+  const double start = rotq::fourth_power_loss(obj, r0, comm.get());
+  const double end = rotq::fourth_power_loss(obj, r, comm.get());
   EXPECT_LT(end, 0.9 * start);
   EXPECT_EQ(trace.loss.size(), 201u);
   EXPECT_DOUBLE_EQ(trace.loss.front(), start);
   EXPECT_LT(rotq::orthogonality_error(r), 1e-12);
   EXPECT_LT(rotq::orthogonality_error(r.to(at::kFloat)), 1e-6);
   // Same inputs, same rotation, bit for bit.
-  EXPECT_TRUE(at::equal(r, rotq::minimize_fourth_power(obj, r0, o, *comm)));
+  EXPECT_TRUE(at::equal(r, rotq::minimize_fourth_power(obj, r0, o, comm.get())));
 }
 
 TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
@@ -106,9 +108,38 @@ TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
   o.steps = 50;
   o.lr = 0.02;
   o.log_every = 0;
-  const at::Tensor r = rotq::minimize_fourth_power(obj, rh, o, *comm);
-  EXPECT_LT(rotq::fourth_power_loss(obj, r, *comm), rotq::fourth_power_loss(obj, rh, *comm));
+  const at::Tensor r = rotq::minimize_fourth_power(obj, rh, o, comm.get());
+  EXPECT_LT(rotq::fourth_power_loss(obj, r, comm.get()), rotq::fourth_power_loss(obj, rh, comm.get()));
   EXPECT_LT(rotq::orthogonality_error(r), 1e-12);
+}
+
+TEST(OptRot, LearnedRotationsKeepTheModelAndLowerTheObjective) {
+  auto comm = rotq::make_local_comm();
+  rotq::LoadOptions lo;
+  lo.dtype = at::kDouble;
+  const std::string path = rotq_test::shared_data("models/stories260K/stories260K.bin");
+  rotq::Model m = rotq::load_model(path, lo);
+  const rotq::Model original = rotq::load_model(path, lo);
+  rotq::fuse_norms(m);
+  rotq::OptRotOptions o;
+  o.sgd.steps = 30;
+  o.sgd.log_every = 0;
+  const rotq::Rotations rot = rotq::optrot_rotations(m, o, 0, *comm);
+  const rotq::Rotations rh = rotq::make_rotations(
+      rotq::RotationSpec::parse("hadamard"), m.config.dim, m.config.head_dim, m.config.n_layers);
+  const auto obj = rotq::r1_objective(m, o.norm);
+  EXPECT_LE(rotq::fourth_power_loss(obj, rot.r1, nullptr), rotq::fourth_power_loss(obj, rh.r1, nullptr));
+  for (int64_t l = 0; l < m.config.n_layers; ++l) {
+    const auto o2 = rotq::r2_objective(m, l, rot.r1, o.norm);
+    EXPECT_LE(rotq::fourth_power_loss(o2, rot.r2[l], nullptr),
+              rotq::fourth_power_loss(o2, rh.r2[l], nullptr)) << l;
+    EXPECT_LT(rotq::orthogonality_error(rot.r2[l]), 1e-12);
+  }
+  rotq::fuse_rotations(m, rot);
+  const at::Tensor tokens = (at::arange(64, at::kLong) * 13 + 1).remainder(512).view({1, 64});
+  rotq::Transformer a(m), b(original);
+  const at::Tensor la = a.logits(a.hidden_states(tokens)[0]), lb = b.logits(b.hidden_states(tokens)[0]);
+  EXPECT_LE((la - lb).abs().max().item<double>() / lb.abs().max().item<double>(), 1e-10);
 }
 
 TEST(OptRot, BadInputsAreErrors) {
@@ -120,7 +151,7 @@ TEST(OptRot, BadInputsAreErrors) {
   EXPECT_THROW(rotq::parse_optrot_norm("l2"), rotq::Error);
   auto comm = rotq::make_local_comm();
   obj.add(at::ones({3, 8}, at::kDouble));
-  EXPECT_THROW(rotq::minimize_fourth_power(obj, at::eye(7, at::kDouble), {}, *comm), rotq::Error);
+  EXPECT_THROW(rotq::minimize_fourth_power(obj, at::eye(7, at::kDouble), {}, comm.get()), rotq::Error);
 }
 
 }  // namespace

@@ -1,0 +1,72 @@
+#include "solvers/optrot_model.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include "solvers/error.h"
+#include "solvers/fusion.h"
+
+namespace rotq {
+
+FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank, int size) {
+  require(norms_are_fused(model), "OptRot: fold the RMSNorm scales first (fuse_norms)");
+  FourthPowerObjective obj(model.config.dim, norm);
+  for (size_t i = 0; i < model.weights.layers.size(); ++i) {
+    if (static_cast<int>(i % size) != rank) continue;
+    const LayerWeights& l = model.weights.layers[i];
+    for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv,
+                          LayerTensor::kWGate, LayerTensor::kWUp}) {
+      obj.add(l[t]);
+    }
+    obj.add(l[LayerTensor::kWo].t());
+    obj.add(l[LayerTensor::kWDown].t());
+  }
+  return obj;
+}
+
+FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
+                                  OptRotNorm norm) {
+  const ModelConfig& c = model.config;
+  const LayerWeights& l = model.weights.layers.at(layer);
+  at::Tensor wv = l[LayerTensor::kWv].to(at::kDouble);  // [KVH·d, C]
+  at::Tensor wo = l[LayerTensor::kWo].to(at::kDouble);  // [C, H·d]
+  if (r1.defined()) {
+    wv = at::matmul(wv, r1);
+    wo = at::matmul(r1.t(), wo);
+  }
+  const int64_t d = c.head_dim;
+  FourthPowerObjective obj(d, norm);
+  // R2ᵀ·Wv_h rotates head h's rows: reader form Wv_hᵀ [C, d]. Wo_h·R2: reader form Wo_h [C, d].
+  for (int64_t h = 0; h < c.n_kv_heads; ++h) obj.add(wv.narrow(0, h * d, d).t());
+  for (int64_t h = 0; h < c.n_heads; ++h) obj.add(wo.narrow(1, h * d, d));
+  return obj;
+}
+
+Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
+                           RotationTrace* trace) {
+  const ModelConfig& c = model.config;
+  RotationSpec start;
+  start.kind = RotationKind::kHadamard;
+  start.seed = seed;
+  start.r2 = opts.r2;
+  Rotations init = make_rotations(start, c.dim, c.head_dim, c.n_layers);
+  Rotations rot;
+  rot.r2.resize(c.n_layers);
+  const FourthPowerObjective obj1 = r1_objective(model, opts.norm, comm.rank(), comm.size());
+  rot.r1 = minimize_fourth_power(obj1, init.r1, opts.sgd, &comm, trace);
+  spdlog::info("optrot R1: loss {:.6g} (randomized Hadamard start: {:.6g})",
+               fourth_power_loss(obj1, rot.r1, &comm), fourth_power_loss(obj1, init.r1, &comm));
+  if (opts.r2) {
+    CayleySgdOptions quiet = opts.sgd;
+    quiet.log_every = 0;
+    for (int64_t l = 0; l < static_cast<int64_t>(model.weights.layers.size()); ++l) {
+      const FourthPowerObjective obj2 = r2_objective(model, l, rot.r1, opts.norm);
+      // head_dim × head_dim problems: every rank solves each one alone, identically.
+      rot.r2[l + model.layer_offset] =
+          minimize_fourth_power(obj2, init.r2[l + model.layer_offset], quiet, nullptr);
+    }
+  }
+  return rot;
+}
+
+}  // namespace rotq

@@ -1,0 +1,34 @@
+// OptRot on a model: the matrices R1 and each layer's R2 touch, in reader form (optrot.h), and the
+// optimisation of both from a randomized Hadamard start. R1 first (with R2 = I), then each R2 on
+// the R1-rotated v/o weights, so that every objective sees the weights it will actually rotate.
+#pragma once
+
+#include "models/weights.h"
+#include "solvers/comm.h"
+#include "solvers/optrot.h"
+#include "solvers/rotation.h"
+
+namespace rotq {
+
+struct OptRotOptions {
+  CayleySgdOptions sgd;
+  OptRotNorm norm = OptRotNorm::kNumel;
+  bool r2 = true;
+};
+
+// q/k/v/gate/up as themselves, o/down transposed: the R1 objective's terms, from the layers
+// l ≡ rank (mod size) of `model` (every rank holds the whole model; the shares are disjoint, so
+// an all-reduce sums each term once). The model's norms must be fused.
+FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank = 0, int size = 1);
+
+// Layer `layer`'s R2 terms on weights already rotated by `r1` (undefined = identity): the
+// per-head blocks of Wv·R1 (transposed) and of R1ᵀ·Wo.
+FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
+                                  OptRotNorm norm);
+
+// R1 and R2 by OptRot, each started from the randomized Hadamard of `seed` (as make_rotations
+// draws it). `trace` (optional) receives R1's optimisation trace.
+Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
+                           RotationTrace* trace = nullptr);
+
+}  // namespace rotq
