@@ -24,6 +24,17 @@ struct BenchArgs {
   bool json = false;
 };
 
+// The i-th benchmarked model with its tokenizer (bundled when none is given).
+ModelOptions nth_model(const std::vector<std::string>& models,
+                       const std::vector<std::string>& tokenizers, size_t i) {
+  require(tokenizers.empty() || tokenizers.size() == models.size(),
+          "bench: give one --tokenizer per --model, or none");
+  ModelOptions mo;
+  mo.model = models[i];
+  if (!tokenizers.empty()) mo.tokenizer = tokenizers[i];
+  return mo;
+}
+
 // Useful FLOPs of one forward token at context T: the matmuls (2 per weight) and causal attention
 // (q·k and p·v over T/2 keys on average, per head).
 double forward_flops_per_token(const ModelConfig& c, int64_t T) {
@@ -38,16 +49,12 @@ double forward_flops_per_token(const ModelConfig& c, int64_t T) {
 void run_bench(Runtime& rt, const BenchArgs& a) {
   rt.init();
   require(!a.models.empty(), "bench ppl: give at least one --model");
-  require(a.tokenizers.empty() || a.tokenizers.size() == a.models.size(),
-          "bench ppl: give one --tokenizer per --model, or none");
   const GemmRate gemm = measure_gemm_rate(a.gemm_n, at::kFloat);
   spdlog::info("float32 GEMM {}³: {:.1f} GFLOP/s on {} threads", gemm.n, gemm.gflops,
                at::get_num_threads());
   std::vector<std::vector<std::string>> rows;
   for (size_t i = 0; i < a.models.size(); ++i) {
-    ModelOptions mo;
-    mo.model = a.models[i];
-    if (!a.tokenizers.empty()) mo.tokenizer = a.tokenizers[i];
+    const ModelOptions mo = nth_model(a.models, a.tokenizers, i);
     LoadedModel lm = load_for_command(mo, true);
     const std::string text = read_text(a.text, TextFormat::kAuto);
     std::vector<int32_t> tokens = encode_with_bos(*lm.tokenizer, text, true);
@@ -100,16 +107,12 @@ struct QuantBenchArgs {
 // machine's GEMM rate.
 void run_quant_bench(Runtime& rt, const QuantBenchArgs& a) {
   rt.init();
-  require(a.tokenizers.empty() || a.tokenizers.size() == a.models.size(),
-          "bench quant: give one --tokenizer per --model, or none");
   const GemmRate gemm = measure_gemm_rate(a.gemm_n, at::kFloat);
   spdlog::info("float32 GEMM {}³: {:.1f} GFLOP/s on {} threads", gemm.n, gemm.gflops,
                at::get_num_threads());
   std::vector<std::vector<std::string>> rows, layer_rows;
   for (size_t i = 0; i < a.models.size(); ++i) {
-    ModelOptions mo;
-    mo.model = a.models[i];
-    if (!a.tokenizers.empty()) mo.tokenizer = a.tokenizers[i];
+    const ModelOptions mo = nth_model(a.models, a.tokenizers, i);
     LoadedModel lm = load_for_command(mo, true);
     QuantCell cell;
     cell.rotation = RotationSpec::parse(a.rotation);

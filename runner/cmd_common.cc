@@ -1,5 +1,7 @@
 #include "runner/cmd_common.h"
 
+#include <filesystem>
+
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
@@ -100,6 +102,13 @@ std::string fmt_double(double v, int precision) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", precision, v);
   return buf;
+}
+
+void copy_tokenizer(const std::string& path, const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  auto tok = load_tokenizer(path);  // validates it before it is copied
+  const std::string name = tok->kind() == "sentencepiece" ? "tokenizer.model" : "tokenizer.bin";
+  fs::copy_file(path, fs::path(out_dir) / name, fs::copy_options::overwrite_existing);
 }
 
 }  // namespace rotq

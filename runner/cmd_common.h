@@ -48,6 +48,10 @@ struct LoadedModel {
 };
 LoadedModel load_for_command(const ModelOptions& o, bool need_tokenizer);
 
+// Copies a tokenizer file into an HF directory under its conventional name (tokenizer.model or
+// tokenizer.bin), after checking that it loads.
+void copy_tokenizer(const std::string& path, const std::string& out_dir);
+
 // Rank 0 prints; others stay silent.
 void print_json_line(Comm& comm, const nlohmann::json& j);
 void print_table(Comm& comm, const std::vector<std::string>& header,

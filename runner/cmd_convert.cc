@@ -17,13 +17,6 @@ struct ConvertArgs {
   int64_t shard_bytes = 0;
 };
 
-void copy_tokenizer(const std::string& path, const std::string& out_dir) {
-  namespace fs = std::filesystem;
-  auto tok = load_tokenizer(path);  // validates it before it is copied
-  const std::string name = tok->kind() == "sentencepiece" ? "tokenizer.model" : "tokenizer.bin";
-  fs::copy_file(path, fs::path(out_dir) / name, fs::copy_options::overwrite_existing);
-}
-
 void run_convert(Runtime& rt, const ConvertArgs& a) {
   rt.init();
   require(!a.out.empty(), "--out: expected an output directory");

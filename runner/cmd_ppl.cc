@@ -22,13 +22,10 @@ struct PplArgs {
   bool no_bos = false;
 };
 
-// The papers score 2048-token windows; a model with a shorter context gets its full context.
-int64_t default_seqlen(const ModelConfig& c) { return std::min<int64_t>(2048, c.max_seq_len); }
-
 void run_ppl(Runtime& rt, const PplArgs& a) {
   rt.init();
   LoadedModel lm = load_for_command(a.m, /*need_tokenizer=*/true);
-  const int64_t seqlen = a.seqlen > 0 ? a.seqlen : default_seqlen(lm.model.config);
+  const int64_t seqlen = a.seqlen > 0 ? a.seqlen : default_window(lm.model.config);
   Transformer model(lm.model);
   std::vector<std::vector<std::string>> rows;
   for (const std::string& path : a.texts) {

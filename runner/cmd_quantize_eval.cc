@@ -137,7 +137,7 @@ nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell,
       {"calib", a.calib},
       {"nsamples", a.nsamples},
       {"ppl_text", text},
-      {"seqlen", ppl.windows > 0 ? ppl.scored_tokens / ppl.windows + 1 : 0},
+      {"seqlen", ppl.seqlen},
       {"windows", ppl.windows},
       {"scored_tokens", ppl.scored_tokens},
       {"ppl", ppl.ppl},
@@ -167,11 +167,7 @@ void save_outputs(const QuantizeEvalArgs& a, const Model& model, const QuantCell
                  {{"rotation", record["rotation"].get<std::string>()}});
   std::ofstream((fs::path(a.save) / "rotq_quant.json").string()) << record.dump(2) << "\n";
   const std::string tok = mo.tokenizer.empty() ? reader.bundled_tokenizer() : mo.tokenizer;
-  if (!tok.empty()) {
-    const std::string name = load_tokenizer(tok)->kind() == "sentencepiece" ? "tokenizer.model"
-                                                                            : "tokenizer.bin";
-    fs::copy_file(tok, fs::path(a.save) / name, fs::copy_options::overwrite_existing);
-  }
+  if (!tok.empty()) copy_tokenizer(tok, a.save);
   spdlog::info("saved the rotated, quantized model to {}", a.save);
 }
 

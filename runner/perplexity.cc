@@ -11,6 +11,8 @@
 
 namespace rotq {
 
+int64_t default_window(const ModelConfig& c) { return std::min<int64_t>(2048, c.max_seq_len); }
+
 PplResult perplexity(const Transformer& model, const std::vector<int32_t>& tokens,
                      const PplOptions& opts, Comm& comm, ForwardHooks* hooks) {
   const int64_t T = opts.seqlen;
@@ -48,6 +50,7 @@ PplResult perplexity(const Transformer& model, const std::vector<int32_t>& token
   comm.all_reduce(window_nll, ReduceOp::kSum);
 
   PplResult r;
+  r.seqlen = T;
   r.windows = windows;
   r.text_tokens = n;
   r.scored_tokens = windows * (T - 1);

@@ -18,7 +18,11 @@ struct PplOptions {
   int64_t batch = 0;         // windows per forward; 0: chosen from seqlen
 };
 
+// min(2048, the model's context): the papers' window, or the whole context of smaller models.
+int64_t default_window(const ModelConfig& c);
+
 struct PplResult {
+  int64_t seqlen = 0;
   double ppl = 0;
   double mean_nll = 0;
   int64_t windows = 0;

@@ -29,8 +29,6 @@ std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path
 
 }  // namespace
 
-int64_t default_window(const ModelConfig& c) { return std::min<int64_t>(2048, c.max_seq_len); }
-
 Rotations resolve_rotations(const RotationSpec& spec, const ModelConfig& config) {
   Rotations rot = spec.kind == RotationKind::kFile
                       ? load_rotations(spec.path, config)
@@ -53,10 +51,13 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   QuantCellResult res;
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
 
+  // Norms are folded first: OptRot learns its rotations from the norm-fused weights.
   auto t = Clock::now();
+  if (rotate) fuse_norms(model);
+  res.seconds.fuse = seconds_since(t);
+
+  t = Clock::now();
   if (cell.rotation.kind == RotationKind::kOptRot) {
-    // Learned from the weights the rotation will act on: the norm-fused ones.
-    fuse_norms(model);
     OptRotOptions o;
     o.sgd.steps = cell.rotation.optrot_steps;
     o.sgd.lr = cell.rotation.optrot_lr;
@@ -70,8 +71,8 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   res.seconds.rotate = seconds_since(t);
 
   t = Clock::now();
-  rotate_model(model, res.rotations, rotate);
-  res.seconds.fuse = seconds_since(t);
+  if (rotate) fuse_rotations(model, res.rotations);
+  res.seconds.fuse += seconds_since(t);
   spdlog::info("rotation {} ({:.2f}s), fused ({:.2f}s)", cell.rotation.describe(),
                res.seconds.rotate, res.seconds.fuse);
 

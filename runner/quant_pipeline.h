@@ -44,9 +44,6 @@ struct QuantCellResult {
   StageSeconds seconds;
 };
 
-// min(2048, the model's context): the papers' window, or the whole context of smaller models.
-int64_t default_window(const ModelConfig& c);
-
 // Rotation (R1, R2, R3/R4 flags) for `model` as the spec says (file rotations loaded and checked).
 Rotations resolve_rotations(const RotationSpec& spec, const ModelConfig& config);
 

@@ -145,13 +145,8 @@ WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
       // after GPTQ), but the online Hadamards are part of the forward.
       run_layer(tf, states, l, opts.calib_batch, &capture, /*keep_outputs=*/false);
       HessianAccumulator& acc = capture.accumulator();
-      at::Tensor sum = acc.sum().clone();
-      at::Tensor count = at::full({1}, acc.count(), at::kLong);
-      comm.all_reduce(sum, ReduceOp::kSum);
-      comm.all_reduce(count, ReduceOp::kSum);
-      HessianAccumulator total(sum.size(0), opts.hessian_dtype);
-      total.merge(sum, count.item<int64_t>());
-      const at::Tensor H = total.hessian();
+      acc.all_reduce(comm);
+      const at::Tensor H = acc.hessian();
       for (LayerTensor t : step.linears) {
         at::Tensor& w = model.weights.layers[l][t];
         GptqResult r = gptq_quantize(w, H, opts.spec, opts.gptq, linear_name(s.layer, t));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates data/tinystories_sample.txt: TinyStories-like text sampled from stories260K itself
-# (no TinyStories text may be shipped here; ../shared/data/README.md suggests exactly this).
+# (no TinyStories text is available to ship; sampling the model itself is the documented substitute).
 # Usage: scripts/make_sample_text.sh [rotq binary] [count]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -301,6 +301,13 @@ void HessianAccumulator::merge(const at::Tensor& sum, int64_t count) {
   count_ += count;
 }
 
+void HessianAccumulator::all_reduce(Comm& comm) {
+  comm.all_reduce(sum_, ReduceOp::kSum);
+  at::Tensor count = at::full({1}, count_, at::kLong);
+  comm.all_reduce(count, ReduceOp::kSum);
+  count_ = count.item<int64_t>();
+}
+
 at::Tensor HessianAccumulator::hessian() const {
   require(count_ > 0, "HessianAccumulator: no calibration rows were added");
   return sum_.mul(2.0 / static_cast<double>(count_));

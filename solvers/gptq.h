@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "solvers/comm.h"
 #include "solvers/quantizer.h"
 
 namespace rotq {
@@ -26,6 +27,9 @@ class HessianAccumulator {
   int64_t count() const { return count_; }
   // Adds another accumulator's (e.g. another rank's) sum and row count.
   void merge(const at::Tensor& sum, int64_t count);
+  // Sums the sums and row counts of every rank in place, so that hessian() is the whole
+  // calibration set's on each rank.
+  void all_reduce(Comm& comm);
   // 2/count · sum in the accumulation dtype; rotq::Error when no row was added.
   at::Tensor hessian() const;
 
