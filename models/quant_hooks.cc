@@ -14,6 +14,9 @@ std::string spec_or_fp(const QuantSpec& s) { return s.enabled() ? s.describe() :
 std::string ActivationQuant::describe() const {
   std::string d = "act " + spec_or_fp(act);
   if (o_proj_per_head && act.enabled()) d += " (o_proj per head)";
+  if (fp_massive > 0 && act.enabled()) {
+    d += " (massive tokens fp < " + std::to_string(fp_massive).substr(0, 5) + ")";
+  }
   return d + ", k " + spec_or_fp(k_cache) + ", v " + spec_or_fp(v_cache);
 }
 
@@ -51,18 +54,33 @@ at::Tensor ActQuantHooks::quantize_kv(const at::Tensor& x, const QuantSpec& spec
   if (s.group <= 0 || s.group > row) s.group = 0;
   at::Tensor rows = x.transpose(1, 2).reshape({B, T, row});
   if (group_as_row && s.group > 0) {
-    require(row % s.group == 0, "KV-cache group ", s.group, " does not divide the KV row of ",
-            row, " (KV heads x head_dim)");
+    require(row % s.group == 0, "KV-cache group ", s.group, " does not divide the KV row of ", row,
+            " (KV heads x head_dim)");
     rows = rows.reshape({B, T, row / s.group, s.group});
     s.group = 0;
   }
   return fake_quantize(rows, s).reshape({B, T, KVH, d}).transpose(1, 2);
 }
 
+void ActQuantHooks::set_residual_rotation(const at::Tensor& r1) {
+  r1t_ = r1.defined() ? r1.t().contiguous() : at::Tensor();
+}
+
+at::Tensor ActQuantHooks::quantize_block_input(const at::Tensor& x) const {
+  at::Tensor q = fake_quantize(x, quant_.act);
+  if (quant_.fp_massive <= 0) return q;
+  const at::Tensor orig = r1t_.defined() ? at::matmul(x, r1t_.to(x.scalar_type())) : x;
+  const at::Tensor err = (orig - fake_quantize(orig, quant_.act)).pow(2).sum(-1, true).sqrt();
+  const at::Tensor norm = orig.pow(2).sum(-1, true).sqrt();
+  return at::where(err < quant_.fp_massive * norm, x, q);
+}
+
 void ActQuantHooks::at_site(Site site, int64_t layer, at::Tensor& x) {
   switch (site) {
     case Site::kAttnIn:
     case Site::kMlpIn:
+      if (quant_.act.enabled()) x = quantize_block_input(x);
+      break;
     case Site::kDownIn:
       if (quant_.act.enabled()) x = fake_quantize(x, quant_.act);
       break;

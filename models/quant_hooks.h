@@ -16,6 +16,10 @@ struct ActivationQuant {
   bool o_proj_per_head = false;  // o_proj's input in groups of head_dim (one scale per head)
   QuantSpec k_cache;             // keys after RoPE (and R3), per token in groups across KV heads
   QuantSpec v_cache;             // values, same layout
+  // DFRot's "QuaRot.FP16()" ablation: at the inputs of q/k/v and gate/up, tokens whose per-token
+  // error under `act` without rotation is below fp_massive·‖x‖ (massive-activation tokens) stay in
+  // floating point. 0 disables it; the reference uses 9.5 on ‖x‖ = 64, i.e. 0.148.
+  double fp_massive = 0;
 
   bool any() const { return act.enabled() || k_cache.enabled() || v_cache.enabled(); }
   std::string describe() const;
@@ -34,11 +38,17 @@ class ActQuantHooks final : public ForwardHooks {
 
   void at_site(Site site, int64_t layer, at::Tensor& x) override;
   void set_next(ForwardHooks* next) { next_ = next; }
+  // The residual rotation R1 fused into the model (undefined: none), so that fp_massive can judge
+  // tokens unrotated (x·R1ᵀ).
+  void set_residual_rotation(const at::Tensor& r1);
 
  private:
   at::Tensor quantize_kv(const at::Tensor& x, const QuantSpec& spec, bool group_as_row) const;
 
+  at::Tensor quantize_block_input(const at::Tensor& x) const;
+
   ActivationQuant quant_;
+  at::Tensor r1t_;  // R1ᵀ in the compute dtype
   QuantSpec o_proj_spec_;
   ForwardHooks* next_;
 };

@@ -2,7 +2,10 @@
 // → perplexity), optionally saving the rotated, quantized model with its rotations.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "runner/cmd_common.h"
 #include "runner/quant_pipeline.h"
@@ -22,6 +25,19 @@ struct QuantizeEvalArgs {
   int64_t optrot_steps = 1000;
   double optrot_lr = 0.02;
   std::string optrot_norm = "numel";
+  std::string optrot_optimizer = "cayley";
+  bool optrot_constant_lr = false;
+  std::string dfrot_gamma = "100";
+  int64_t dfrot_iters = 100;
+  std::string dfrot_init = "hadamard";
+  std::string dfrot_rule = "quant-error";
+  double dfrot_threshold = 8.5 / 64.0;
+  bool dfrot_sym = false;
+  bool dfrot_sum = false;
+  int64_t dfrot_layers = 0;
+  int64_t dfrot_nsamples = 1;
+  int64_t dfrot_seqlen = 0;
+  double fp_massive = 0;
   int w_bits = 16;
   std::string w_quant = "rtn";
   int64_t w_group = 0;
@@ -51,6 +67,21 @@ struct QuantizeEvalArgs {
   std::string save_dtype = "float32";
 };
 
+// "100" -> 100, "inf" -> +inf (only the massive tokens count).
+double parse_gamma(const std::string& text) {
+  if (text == "inf") return std::numeric_limits<double>::infinity();
+  size_t used = 0;
+  double g = -1;
+  try {
+    g = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  require(used == text.size() && std::isfinite(g) && g >= 0, "--dfrot-gamma '", text,
+          "': expected a number >= 0 or inf");
+  return g;
+}
+
 // "4/16" -> (4, 16): activation bits / KV-cache bits.
 std::pair<int, int> parse_acts_pair(const std::string& text) {
   const size_t slash = text.find('/');
@@ -73,7 +104,32 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
   cell.rotation.optrot_lr = a.optrot_lr;
   cell.rotation.optrot_norm = a.optrot_norm;
   parse_optrot_norm(a.optrot_norm);
-  require(a.optrot_steps >= 0 && a.optrot_lr > 0, "--optrot-steps must be >= 0 and --optrot-lr > 0");
+  require(a.optrot_steps >= 0 && a.optrot_lr > 0,
+          "--optrot-steps must be >= 0 and --optrot-lr > 0");
+  cell.rotation.optrot_optimizer = a.optrot_optimizer;
+  parse_manifold_optimizer(a.optrot_optimizer);
+  cell.rotation.optrot_cosine = !a.optrot_constant_lr;
+  DfrotOptions& d = cell.rotation.dfrot;
+  d.gamma = parse_gamma(a.dfrot_gamma);
+  d.iters = a.dfrot_iters;
+  require(d.iters >= 0, "--dfrot-iters must be >= 0, got ", d.iters);
+  d.symmetric = a.dfrot_sym;
+  d.weighting = a.dfrot_sum ? DfrotWeighting::kSum : DfrotWeighting::kMean;
+  d.massive.rule = parse_massive_rule(a.dfrot_rule);
+  d.massive.threshold = a.dfrot_threshold;
+  d.massive.seed = a.seed;
+  require(a.dfrot_threshold > 0, "--dfrot-threshold must be positive, got ", a.dfrot_threshold);
+  const RotationSpec init = RotationSpec::parse(a.dfrot_init);
+  require(init.kind == RotationKind::kHadamard || init.kind == RotationKind::kRandom ||
+              init.kind == RotationKind::kNone,
+          "--dfrot-init '", a.dfrot_init, "': expected hadamard, random or none");
+  cell.rotation.dfrot_init = init.kind;
+  require(a.dfrot_layers >= 0 && a.dfrot_nsamples > 0 && a.dfrot_seqlen >= 0,
+          "--dfrot-layers/--dfrot-seqlen must be >= 0 and --dfrot-nsamples > 0");
+  cell.rotation.dfrot_layers = a.dfrot_layers;
+  cell.rotation.dfrot_nsamples = a.dfrot_nsamples;
+  cell.rotation.dfrot_seqlen = a.dfrot_seqlen;
+  require(a.fp_massive >= 0, "--fp-massive must be >= 0, got ", a.fp_massive);
 
   WeightQuantOptions& w = cell.weights;
   w.method = parse_weight_method(a.w_quant);
@@ -97,6 +153,7 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
     ActivationQuant q = default_activation_quant(a_bits, kv_bits, a.a_clip, a.kv_clip);
     q.act.symmetric = !a.a_asym;
     q.o_proj_per_head = a.o_proj_per_head;
+    q.fp_massive = a.fp_massive;
     q.k_cache.group = q.v_cache.group = a.kv_group;
     validate(q.act, "activation quantizer (--a-bits/--a-clip)");
     validate(q.k_cache, "KV-cache quantizer (--kv-bits/--kv-clip/--kv-group)");
@@ -114,8 +171,23 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
   return cell;
 }
 
-nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell,
-                         const QuantCellResult& r, size_t eval, const Runtime& rt) {
+nlohmann::json learning_json(const RotationLearning& l) {
+  if (l.loss.empty()) return nullptr;
+  nlohmann::json j = {{"start_loss", l.loss.front()},
+                      {"final_loss", l.loss.back()},
+                      {"best_loss", *std::min_element(l.loss.begin(), l.loss.end())},
+                      {"steps", l.loss.size() - 1},
+                      {"seconds", l.seconds},
+                      {"gflops", l.flops / 1e9}};
+  if (l.calib_tokens > 0) {
+    j["calib_tokens"] = l.calib_tokens;
+    j["massive_tokens"] = l.massive_tokens;
+  }
+  return j;
+}
+
+nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell, const QuantCellResult& r,
+                         size_t eval, const Runtime& rt) {
   const ActivationQuant& acts = cell.acts.at(eval % cell.acts.size());
   const std::string text = cell.ppl_texts.empty() ? "" : cell.ppl_texts.at(eval / cell.acts.size());
   const PplResult ppl = eval < r.ppl.size() ? r.ppl[eval] : PplResult{};
@@ -125,6 +197,7 @@ nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell,
       {"rotation", cell.rotation.describe()},
       {"rotation_kind", rotation_kind_name(cell.rotation.kind)},
       {"seed", a.seed},
+      {"rotation_learning", learning_json(r.learning)},
       {"r2", cell.rotation.r2},
       {"online_hadamard", cell.rotation.online},
       {"w_bits", cell.weights.spec.bits},
@@ -158,7 +231,8 @@ nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell,
 }
 
 void save_outputs(const QuantizeEvalArgs& a, const Model& model, const QuantCellResult& r,
-                  const nlohmann::json& record, const ModelOptions& mo, const CheckpointReader& reader) {
+                  const nlohmann::json& record, const ModelOptions& mo,
+                  const CheckpointReader& reader) {
   namespace fs = std::filesystem;
   SaveOptions so;
   so.dtype = a.save_dtype;
@@ -180,7 +254,8 @@ void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
   LoadedModel lm = load_for_command(a.m, /*need_tokenizer=*/true);
   const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, rt.c());
   if (!a.save.empty()) {
-    if (rt.c().is_root()) save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
+    if (rt.c().is_root())
+      save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
     rt.c().barrier();
   }
   if (a.ppl_texts.empty()) return;
@@ -213,7 +288,8 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   CLI::App* cmd = app.add_subcommand(
       "quantize-eval", "rotate, quantize and evaluate one configuration (16 bits: not quantized)");
   add_model_options(cmd, a->m);
-  cmd->add_option("--rotation", a->rotation, "none | random | hadamard | optrot | file:PATH")
+  cmd->add_option("--rotation", a->rotation,
+                  "none | random | hadamard | optrot | optrot+ | dfrot | file:PATH")
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed of the rotations and the calibration windows")
       ->capture_default_str();
@@ -221,7 +297,41 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--optrot-steps", a->optrot_steps, "OptRot: Cayley SGD steps")
       ->capture_default_str();
   cmd->add_option("--optrot-lr", a->optrot_lr, "OptRot: learning rate")->capture_default_str();
-  cmd->add_option("--optrot-norm", a->optrot_norm, "OptRot: per-matrix normalisation none | fro4 | numel")
+  cmd->add_option("--optrot-norm", a->optrot_norm,
+                  "OptRot: per-matrix normalisation none | fro4 | numel")
+      ->capture_default_str();
+  cmd->add_option("--optrot-optimizer", a->optrot_optimizer,
+                  "OptRot: cayley (Cayley SGD) | adam (Riemannian Adam)")
+      ->capture_default_str();
+  cmd->add_flag("--optrot-constant-lr", a->optrot_constant_lr,
+                "OptRot: no cosine decay of the learning rate");
+  cmd->add_option("--dfrot-gamma", a->dfrot_gamma,
+                  "DFRot: weight of the massive-activation tokens (a number or inf)")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-iters", a->dfrot_iters, "DFRot: alternating iterations")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-init", a->dfrot_init, "DFRot: start rotation hadamard | random | none")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-rule", a->dfrot_rule, "DFRot: massive-token rule quant-error | random")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-threshold", a->dfrot_threshold,
+                  "DFRot quant-error rule: massive if the unrotated 4-bit error < THRESH*|x|")
+      ->capture_default_str();
+  cmd->add_flag("--dfrot-sym", a->dfrot_sym,
+                "DFRot: symmetric per-token quantizer in the objective (the reference code's)");
+  cmd->add_flag("--dfrot-sum", a->dfrot_sum,
+                "DFRot: sum each token set (the reference code's weighting) instead of averaging");
+  cmd->add_option("--dfrot-layers", a->dfrot_layers,
+                  "DFRot: calibration tokens from the first N layers (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-nsamples", a->dfrot_nsamples, "DFRot: calibration windows")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-seqlen", a->dfrot_seqlen,
+                  "DFRot: calibration window (0: min(2048, context))")
+      ->capture_default_str();
+  cmd->add_option("--fp-massive", a->fp_massive,
+                  "keep massive-activation tokens (unrotated error < THRESH*|x|) of q/k/v and "
+                  "gate/up inputs in floating point (DFRot's QuaRot.FP16 ablation; 0: off)")
       ->capture_default_str();
   cmd->add_flag("--no-online-hadamard", a->no_online, "no online R3 (q/k) and R4 (down_proj)");
   cmd->add_option("--w-bits", a->w_bits, "weight bits")->capture_default_str();
@@ -249,7 +359,7 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--kv-clip", a->kv_clip, "KV-cache clip ratio")->capture_default_str();
   cmd->add_option("--kv-group", a->kv_group, "KV-cache group (capped at KV heads x head_dim)")
       ->capture_default_str();
-  cmd->add_option("--calib", a->calib, "calibration text (GPTQ)");
+  cmd->add_option("--calib", a->calib, "calibration text (GPTQ, DFRot, OptRot+)");
   cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str();
   cmd->add_option("--calib-seqlen", a->calib_seqlen, "calibration window (0: min(2048, context))")
       ->capture_default_str();

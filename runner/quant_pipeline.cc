@@ -7,6 +7,8 @@
 #include <chrono>
 
 #include "models/transformer.h"
+#include "runner/covariances.h"
+#include "runner/dfrot_model.h"
 #include "runner/rotation_io.h"
 #include "runner/text.h"
 #include "solvers/error.h"
@@ -25,6 +27,62 @@ double seconds_since(Clock::time_point t0) {
 std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path) {
   const TextFormat fmt = resolve_text_format(TextFormat::kAuto, path);
   return encode_with_bos(tok, read_text(path, fmt), /*add_bos=*/true);
+}
+
+at::Tensor calib_windows_for(const Model& model, const Tokenizer& tok, const std::string& text,
+                             int64_t nsamples, int64_t seqlen, uint64_t seed, const char* who) {
+  require(!text.empty(), who, " needs calibration text (--calib FILE)");
+  if (seqlen <= 0) seqlen = default_window(model.config);
+  require(seqlen <= model.config.max_seq_len, who, ": calibration window of ", seqlen,
+          " tokens exceeds the model's context of ", model.config.max_seq_len);
+  return calibration_windows(tokenize_file(tok, text), nsamples, seqlen, seed);
+}
+
+OptRotOptions optrot_options(const RotationSpec& spec) {
+  OptRotOptions o;
+  o.sgd.steps = spec.optrot_steps;
+  o.sgd.lr = spec.optrot_lr;
+  o.sgd.method = parse_manifold_optimizer(spec.optrot_optimizer);
+  o.sgd.cosine = spec.optrot_cosine;
+  o.norm = parse_optrot_norm(spec.optrot_norm);
+  o.r2 = spec.r2;
+  return o;
+}
+
+// The learned rotations: OptRot from the weights, OptRot+ with calibration covariances, DFRot
+// from calibration activations. The model's norms are fused.
+Rotations learn_rotations(const Model& model, const Tokenizer& tok, const QuantCell& cell,
+                          Comm& comm, RotationLearning& learned) {
+  const RotationSpec& spec = cell.rotation;
+  Rotations rot;
+  if (spec.kind == RotationKind::kDfrot) {
+    const at::Tensor windows = calib_windows_for(model, tok, cell.calib_text, spec.dfrot_nsamples,
+                                                 spec.dfrot_seqlen, cell.calib.seed, "DFRot");
+    DfrotModelResult d = dfrot_rotations(model, windows, spec, comm, &tok);
+    rot = d.rotations;
+    learned.loss = d.trace.loss;
+    learned.seconds = d.trace.seconds;
+    learned.flops = d.trace.flops;
+    learned.calib_tokens = d.trace.tokens;
+    learned.massive_tokens = d.trace.massive;
+    learned.massive_report = d.massive_report;
+  } else {
+    std::vector<LayerCovariances> covs;
+    if (spec.kind == RotationKind::kOptRotPlus) {
+      const at::Tensor windows = calib_windows_for(model, tok, cell.calib_text, cell.calib.nsamples,
+                                                   cell.calib.seqlen, cell.calib.seed, "OptRot+");
+      covs = collect_layer_covariances(model, windows, comm);
+    }
+    RotationTrace trace;
+    rot = optrot_rotations(model, optrot_options(spec), spec.seed, comm, &trace,
+                           covs.empty() ? nullptr : &covs);
+    learned.loss = trace.loss;
+    learned.seconds = trace.seconds;
+    learned.flops = trace.flops;
+  }
+  rot.r3 = rot.r4 = spec.online;
+  if (!spec.r2) rot.r2.assign(model.config.n_layers, at::Tensor());
+  return rot;
 }
 
 }  // namespace
@@ -51,20 +109,14 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   QuantCellResult res;
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
 
-  // Norms are folded first: OptRot learns its rotations from the norm-fused weights.
+  // Norms are folded first: the learned rotations see the norm-fused weights and x/rms(x).
   auto t = Clock::now();
   if (rotate) fuse_norms(model);
   res.seconds.fuse = seconds_since(t);
 
   t = Clock::now();
-  if (cell.rotation.kind == RotationKind::kOptRot) {
-    OptRotOptions o;
-    o.sgd.steps = cell.rotation.optrot_steps;
-    o.sgd.lr = cell.rotation.optrot_lr;
-    o.norm = parse_optrot_norm(cell.rotation.optrot_norm);
-    o.r2 = cell.rotation.r2;
-    res.rotations = optrot_rotations(model, o, cell.rotation.seed, comm);
-    res.rotations.r3 = res.rotations.r4 = cell.rotation.online;
+  if (cell.rotation.learned()) {
+    res.rotations = learn_rotations(model, tok, cell, comm, res.learning);
   } else {
     res.rotations = resolve_rotations(cell.rotation, model.config);
   }
@@ -80,7 +132,8 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
     if (cell.weights.method == WeightMethod::kGptq) {
       require(!cell.calib_text.empty(), "GPTQ needs calibration text (--calib FILE)");
       t = Clock::now();
-      const int64_t seqlen = cell.calib.seqlen > 0 ? cell.calib.seqlen : default_window(model.config);
+      const int64_t seqlen =
+          cell.calib.seqlen > 0 ? cell.calib.seqlen : default_window(model.config);
       require(seqlen <= model.config.max_seq_len, "--calib-seqlen ", seqlen,
               " exceeds the model's context of ", model.config.max_seq_len, " tokens");
       const at::Tensor windows = calibration_windows(tokenize_file(tok, cell.calib_text),
@@ -109,6 +162,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
       const std::vector<int32_t> tokens = tokenize_file(tok, text);
       for (const ActivationQuant& acts : cell.acts) {
         ActQuantHooks hooks(model.config, acts);
+        hooks.set_residual_rotation(res.rotations.r1);
         res.ppl.push_back(perplexity(tf, tokens, po, comm, acts.any() ? &hooks : nullptr));
         spdlog::info("{} | {}: ppl {:.4f}", text, acts.describe(), res.ppl.back().ppl);
       }

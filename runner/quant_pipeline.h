@@ -22,7 +22,7 @@ struct QuantCell {
   // Activation/KV configurations evaluated on the same quantized weights (GPTQ calibrates on
   // floating-point activations, so its weights do not depend on them); at least one.
   std::vector<ActivationQuant> acts;
-  std::string calib_text;  // GPTQ only
+  std::string calib_text;  // GPTQ, DFRot and OptRot+
   CalibOptions calib;
   std::vector<std::string> ppl_texts;  // each scored under every activation configuration
   PplOptions ppl;                      // seqlen 0: min(2048, context)
@@ -36,8 +36,19 @@ struct StageSeconds {
   double eval = 0;      // perplexity, all activation configurations
 };
 
+// What a learned rotation's optimisation did (empty for fixed rotations).
+struct RotationLearning {
+  std::vector<double> loss;  // per step/iteration (OptRot's R1 or DFRot's R1)
+  double seconds = 0;
+  double flops = 0;
+  int64_t calib_tokens = 0;  // DFRot
+  int64_t massive_tokens = 0;
+  std::vector<std::string> massive_report;
+};
+
 struct QuantCellResult {
   Rotations rotations;
+  RotationLearning learning;
   WeightQuantReport weights;
   // ppl[t * acts.size() + a]: text t under activation configuration a.
   std::vector<PplResult> ppl;

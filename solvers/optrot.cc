@@ -19,7 +19,29 @@ OptRotNorm parse_optrot_norm(const std::string& name) {
   fail("OptRot normalisation '", name, "' is not one of none, fro4, numel");
 }
 
-void FourthPowerObjective::add(const at::Tensor& reader_form, double weight) {
+ManifoldOptimizer parse_manifold_optimizer(const std::string& name) {
+  if (name == "cayley") return ManifoldOptimizer::kCayleySgd;
+  if (name == "adam") return ManifoldOptimizer::kRiemannianAdam;
+  fail("rotation optimizer '", name, "' is not one of cayley, adam");
+}
+
+int FourthPowerObjective::add_covariance(const at::Tensor& sigma) {
+  require(sigma.dim() == 2 && sigma.size(0) == dim_ && sigma.size(1) == dim_,
+          "OptRot+: a covariance of shape ", sigma.sizes(), " for a ", dim_, "x", dim_,
+          " rotation");
+  at::Tensor s = sigma.to(at::kDouble);
+  s = (s + s.t()) / 2;
+  const double tr = s.trace().item<double>();
+  require(std::isfinite(tr) && tr > 0, "OptRot+: a covariance has trace ", tr,
+          " (no calibration data reached this input?)");
+  covariances_.push_back(s * (static_cast<double>(dim_) / tr));
+  flops_ += 8.0 * std::pow(static_cast<double>(dim_), 3);
+  return static_cast<int>(covariances_.size()) - 1;
+}
+
+void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int group) {
+  require(group >= -1 && group < static_cast<int>(covariances_.size()), "OptRot: group ", group,
+          " does not exist");
   require(reader_form.dim() == 2 && reader_form.size(1) == dim_, "OptRot: a matrix of shape ",
           reader_form.sizes(), " cannot be rotated by a ", dim_, "x", dim_, " rotation");
   const at::Tensor a = reader_form.to(at::kDouble);
@@ -31,28 +53,50 @@ void FourthPowerObjective::add(const at::Tensor& reader_form, double weight) {
     const double n = static_cast<double>(a.numel());
     c /= n * (sq / n) * (sq / n);
   }
-  terms_.push_back({reader_form, c});
+  terms_.push_back({reader_form, c, group});
   flops_ += 4.0 * static_cast<double>(a.size(0)) * dim_ * dim_;
 }
 
 double FourthPowerObjective::local_loss(const at::Tensor& r) const {
   double loss = 0;
-  for (const Term& t : terms_) {
-    const at::Tensor ar = at::matmul(t.a.to(at::kDouble), r);
-    loss += t.c * ar.pow(4).sum().item<double>();
-  }
+  local_gradient(r, &loss, /*want_gradient=*/false);
   return loss;
 }
 
-at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* loss) const {
+at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* loss,
+                                                bool want_gradient) const {
+  const at::Tensor rd = r.to(at::kDouble);
+  const size_t groups = covariances_.size();
+  // Per group g: F_g and ∂F_g; the ungrouped terms go straight into the total.
+  std::vector<double> f(groups, 0.0);
+  std::vector<at::Tensor> df(groups);
   at::Tensor grad = at::zeros({dim_, dim_}, at::kDouble);
   double total = 0;
   for (const Term& t : terms_) {
     const at::Tensor a = t.a.to(at::kDouble);
-    const at::Tensor ar = at::matmul(a, r);
+    const at::Tensor ar = at::matmul(a, rd);
     const at::Tensor cube = ar.pow(3);
-    if (loss) total += t.c * at::sum(cube * ar).item<double>();
-    grad.add_(at::matmul(a.t(), cube), 4.0 * t.c);
+    const double value = t.c * at::sum(cube * ar).item<double>();
+    at::Tensor g = want_gradient ? at::matmul(a.t(), cube).mul_(4.0 * t.c) : at::Tensor();
+    if (t.group < 0) {
+      total += value;
+      if (want_gradient) grad.add_(g);
+    } else {
+      f[t.group] += value;
+      if (want_gradient) df[t.group] = df[t.group].defined() ? df[t.group].add_(g) : g;
+    }
+  }
+  const double inv_c = 1.0 / static_cast<double>(dim_);
+  for (size_t g = 0; g < groups; ++g) {
+    const at::Tensor sr = at::matmul(covariances_[g], rd);
+    const at::Tensor m = at::matmul(rd.t(), sr);
+    const at::Tensor m3 = m.pow(3);
+    const double phi = inv_c * at::sum(m3 * m).item<double>();
+    total += phi * f[g];
+    if (want_gradient) {
+      if (df[g].defined()) grad.add_(df[g], phi);
+      grad.add_(at::matmul(sr, m3), 8.0 * inv_c * f[g]);
+    }
   }
   if (loss) *loss = total;
   return grad;
@@ -73,7 +117,7 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
   at::Tensor r = r0.to(at::kDouble).clone();
   at::Tensor best = r.clone();
   double best_loss = std::numeric_limits<double>::infinity();
-  at::Tensor velocity;
+  at::Tensor velocity, second;  // momentum (SGD) or Adam's first moment; Adam's second moment
   std::vector<double> losses;
   for (int64_t step = 0; step <= opts.steps; ++step) {
     double local = 0;
@@ -94,15 +138,33 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
       spdlog::info("optrot step {}/{}: loss {:.6g}", step, opts.steps, loss);
     }
     if (step == opts.steps) break;
-    at::Tensor skew = skew_gradient(r, grad);
-    velocity = velocity.defined() && opts.momentum > 0 ? velocity.mul_(opts.momentum).add_(skew)
-                                                        : skew;
-    r = cayley_retract(r, velocity, opts.lr);
+    const at::Tensor skew = skew_gradient(r, grad);
+    const double lr = opts.cosine && opts.steps > 0
+                          ? opts.lr * 0.5 *
+                                (1.0 + std::cos(M_PI * static_cast<double>(step) /
+                                                static_cast<double>(opts.steps)))
+                          : opts.lr;
+    at::Tensor direction;
+    if (opts.method == ManifoldOptimizer::kRiemannianAdam) {
+      if (!velocity.defined()) {
+        velocity = at::zeros_like(skew);
+        second = at::zeros_like(skew);
+      }
+      velocity.mul_(opts.adam_beta1).add_(skew, 1.0 - opts.adam_beta1);
+      second.mul_(opts.adam_beta2).addcmul_(skew, skew, 1.0 - opts.adam_beta2);
+      const double t = static_cast<double>(step + 1);
+      const double c1 = 1.0 - std::pow(opts.adam_beta1, t), c2 = 1.0 - std::pow(opts.adam_beta2, t);
+      direction = (velocity / c1) / ((second / c2).sqrt() + opts.adam_eps);
+    } else {
+      velocity =
+          velocity.defined() && opts.momentum > 0 ? velocity.mul_(opts.momentum).add_(skew) : skew;
+      direction = velocity;
+    }
+    r = cayley_retract(r, direction, lr);
   }
   if (trace) {
     trace->loss = losses;
-    trace->seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    trace->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double c3 = std::pow(static_cast<double>(obj.dim()), 3);
     trace->flops = static_cast<double>(losses.size()) * obj.gradient_flops() +
                    static_cast<double>(opts.steps) * 9.0 * c3;

@@ -13,6 +13,21 @@
 //
 // Matrices may be split across ranks: each rank passes its share and the loss and gradient (C×C)
 // are all-reduced, so every rank takes the same step.
+//
+// OptRot+ (covariance groups). GPTQ's error on a linear with input covariance Σ is not RTN's: by
+// QuIP's bound (Chee et al. 2023, Thm. 1) it scales with the product μ_W²·μ_H² of the incoherence
+// of the rotated weight and of the rotated Hessian RᵀΣR, so a rotation should make both incoherent.
+// We take the matching smooth proxies and multiply them per group of matrices sharing one input:
+//
+//   L⁺(R) = Σ_g φ_g(R) · Σ_{A∈g} c_A Σ_ij (A R)_ij⁴  +  Σ_{A ungrouped} c_A Σ_ij (A R)_ij⁴
+//   φ_g(R) = (1/C) Σ_ij (Rᵀ Ŝ_g R)_ij⁴,   Ŝ_g = Σ_g · C / tr Σ_g   (unit mean eigenvalue)
+//
+// φ is the fourth-power proxy applied to the Hessian: Σ_ij M_ij⁴ = Σ_ij (Σ_k λ_k u_ki u_kj)⁴ with
+// u_k = Rᵀq_k the rotated eigenvectors, which grows with max|u_ki| on the large-λ directions
+// (those the activation outliers live in), and φ = 1 exactly when Σ ∝ I (RᵀR = I), so OptRot⁺
+// reduces to OptRot for white inputs. Writers (o, down) are ungrouped for R1: their inputs do not
+// depend on R1. ∂φ/∂R = (8/C)·Ŝ R M^∘3 (M = RᵀŜR symmetric), and
+// ∂L⁺/∂R = Σ_g (φ_g ∂F_g + F_g ∂φ_g) + Σ_ungrouped ∂f_A.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,33 +49,51 @@ class FourthPowerObjective {
  public:
   FourthPowerObjective(int64_t dim, OptRotNorm norm) : dim_(dim), norm_(norm) {}
 
-  void add(const at::Tensor& reader_form, double weight = 1.0);
+  // A term; `group` (from add_covariance) multiplies it by that covariance's φ (OptRot+).
+  void add(const at::Tensor& reader_form, double weight = 1.0, int group = -1);
+  // OptRot+: the covariance [C, C] of the input the group's terms read; returns the group id.
+  int add_covariance(const at::Tensor& sigma);
   int64_t dim() const { return dim_; }
   size_t size() const { return terms_.size(); }
+  size_t covariances() const { return covariances_.size(); }
   // FLOPs of one local_gradient: A·R and Aᵀ·(A·R)^∘3 per term.
   double gradient_flops() const { return flops_; }
 
   // Loss and Euclidean gradient at R (float64), summed over this rank's terms only.
   double local_loss(const at::Tensor& r) const;
-  at::Tensor local_gradient(const at::Tensor& r, double* loss = nullptr) const;
+  at::Tensor local_gradient(const at::Tensor& r, double* loss = nullptr,
+                            bool want_gradient = true) const;
 
  private:
   struct Term {
     at::Tensor a;  // [m, C]
     double c;
+    int group;
   };
   int64_t dim_;
   OptRotNorm norm_;
   std::vector<Term> terms_;
+  std::vector<at::Tensor> covariances_;  // Ŝ_g, float64
   double flops_ = 0;
 };
 
+// How a step moves on O(C). Both step along the Cayley retraction R ← cayley(−η·D)·R of a skew
+// direction D: Cayley SGD takes D = the Riemannian gradient A = G Rᵀ − R Gᵀ (with momentum), as
+// SpinQuant; Riemannian Adam takes D = m̂/(√v̂ + ε) from Adam's moments of A's entries (the
+// moments live in the Lie algebra, a fixed frame, so no vector transport is needed; elementwise
+// ratios of a skew m and a symmetric v stay skew).
+enum class ManifoldOptimizer { kCayleySgd, kRiemannianAdam };
+ManifoldOptimizer parse_manifold_optimizer(const std::string& name);  // "cayley" | "adam"
+
 struct CayleySgdOptions {
+  ManifoldOptimizer method = ManifoldOptimizer::kCayleySgd;
   int64_t steps = 1000;
   // The step is relative to the objective's scale. With the kNumel normalisation the paper's lr of
   // 1.0 overshoots on stories260K (no step improves on the start); 0.02 descends steadily.
   double lr = 0.02;
   double momentum = 0.0;
+  bool cosine = true;  // lr·(1 + cos(π·step/steps))/2: large early steps, then settle
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   int64_t log_every = 100;  // info line every k steps (0: never)
 };
 
@@ -70,10 +103,10 @@ struct RotationTrace {
   double flops = 0;  // gradients + Cayley steps (LU solve and products, ~9·C³ per step)
 };
 
-// Cayley SGD on O(C) from `r0`: R ← cayley(−lr·A)·R with A the skew Riemannian gradient (with
-// momentum on A); the best rotation by loss is kept and returned after a float64 polar
-// projection. Loss and gradient are all-reduced over `comm` when given (each rank holding a
-// disjoint share of the terms); nullptr optimizes this rank's terms alone.
+// Cayley SGD or Riemannian Adam on O(C) from `r0` (see ManifoldOptimizer); the best rotation by
+// loss is kept and returned after a float64 polar projection. Loss and gradient are all-reduced
+// over `comm` when given (each rank holding a disjoint share of the terms); nullptr optimizes this
+// rank's terms alone.
 at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tensor& r0,
                                  const CayleySgdOptions& opts, Comm* comm,
                                  RotationTrace* trace = nullptr);

@@ -8,16 +8,22 @@
 
 namespace rotq {
 
-FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank, int size) {
+FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank, int size,
+                                  const std::vector<LayerCovariances>* covs) {
   require(norms_are_fused(model), "OptRot: fold the RMSNorm scales first (fuse_norms)");
+  require(!covs || covs->size() == model.weights.layers.size(),
+          "OptRot+: ", covs ? covs->size() : 0, " layer covariances for ",
+          model.weights.layers.size(), " layers");
   FourthPowerObjective obj(model.config.dim, norm);
   for (size_t i = 0; i < model.weights.layers.size(); ++i) {
     if (static_cast<int>(i % size) != rank) continue;
     const LayerWeights& l = model.weights.layers[i];
-    for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv,
-                          LayerTensor::kWGate, LayerTensor::kWUp}) {
-      obj.add(l[t]);
+    const int attn = covs ? obj.add_covariance((*covs)[i].attn) : -1;
+    const int mlp = covs ? obj.add_covariance((*covs)[i].mlp) : -1;
+    for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv}) {
+      obj.add(l[t], 1.0, attn);
     }
+    for (LayerTensor t : {LayerTensor::kWGate, LayerTensor::kWUp}) obj.add(l[t], 1.0, mlp);
     obj.add(l[LayerTensor::kWo].t());
     obj.add(l[LayerTensor::kWDown].t());
   }
@@ -25,7 +31,7 @@ FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank,
 }
 
 FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
-                                  OptRotNorm norm) {
+                                  OptRotNorm norm, const LayerCovariances* cov) {
   const ModelConfig& c = model.config;
   const LayerWeights& l = model.weights.layers.at(layer);
   at::Tensor wv = l[LayerTensor::kWv].to(at::kDouble);  // [KVH·d, C]
@@ -38,12 +44,18 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
   FourthPowerObjective obj(d, norm);
   // R2ᵀ·Wv_h rotates head h's rows: reader form Wv_hᵀ [C, d]. Wo_h·R2: reader form Wo_h [C, d].
   for (int64_t h = 0; h < c.n_kv_heads; ++h) obj.add(wv.narrow(0, h * d, d).t());
-  for (int64_t h = 0; h < c.n_heads; ++h) obj.add(wo.narrow(1, h * d, d));
+  require(!cov || static_cast<int64_t>(cov->o_heads.size()) == c.n_heads,
+          "OptRot+: ", cov ? cov->o_heads.size() : 0, " o_proj head covariances for ", c.n_heads,
+          " heads");
+  for (int64_t h = 0; h < c.n_heads; ++h) {
+    const int g = cov ? obj.add_covariance(cov->o_heads[h]) : -1;
+    obj.add(wo.narrow(1, h * d, d), 1.0, g);
+  }
   return obj;
 }
 
 Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
-                           RotationTrace* trace) {
+                           RotationTrace* trace, const std::vector<LayerCovariances>* covs) {
   const ModelConfig& c = model.config;
   RotationSpec start;
   start.kind = RotationKind::kHadamard;
@@ -52,15 +64,17 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
   Rotations init = make_rotations(start, c.dim, c.head_dim, c.n_layers);
   Rotations rot;
   rot.r2.resize(c.n_layers);
-  const FourthPowerObjective obj1 = r1_objective(model, opts.norm, comm.rank(), comm.size());
+  const FourthPowerObjective obj1 = r1_objective(model, opts.norm, comm.rank(), comm.size(), covs);
   rot.r1 = minimize_fourth_power(obj1, init.r1, opts.sgd, &comm, trace);
-  spdlog::info("optrot R1: loss {:.6g} (randomized Hadamard start: {:.6g})",
-               fourth_power_loss(obj1, rot.r1, &comm), fourth_power_loss(obj1, init.r1, &comm));
+  spdlog::info("{} R1: loss {:.6g} (randomized Hadamard start: {:.6g})",
+               covs ? "optrot+" : "optrot", fourth_power_loss(obj1, rot.r1, &comm),
+               fourth_power_loss(obj1, init.r1, &comm));
   if (opts.r2) {
     CayleySgdOptions quiet = opts.sgd;
     quiet.log_every = 0;
     for (int64_t l = 0; l < static_cast<int64_t>(model.weights.layers.size()); ++l) {
-      const FourthPowerObjective obj2 = r2_objective(model, l, rot.r1, opts.norm);
+      const FourthPowerObjective obj2 =
+          r2_objective(model, l, rot.r1, opts.norm, covs ? &(*covs)[l] : nullptr);
       // head_dim × head_dim problems: every rank solves each one alone, identically.
       rot.r2[l + model.layer_offset] =
           minimize_fourth_power(obj2, init.r2[l + model.layer_offset], quiet, nullptr);

@@ -10,6 +10,14 @@
 
 namespace rotq {
 
+// OptRot+: a layer's input covariances Σ xᵀx from calibration data on the unrotated, norm-fused
+// model: the attention block's input (q/k/v read it), the FFN block's (gate/up) and o_proj's, per
+// head ([head_dim, head_dim] blocks of its input, which R2 rotates).
+struct LayerCovariances {
+  at::Tensor attn, mlp;
+  std::vector<at::Tensor> o_heads;
+};
+
 struct OptRotOptions {
   CayleySgdOptions sgd;
   OptRotNorm norm = OptRotNorm::kNumel;
@@ -19,16 +27,21 @@ struct OptRotOptions {
 // q/k/v/gate/up as themselves, o/down transposed: the R1 objective's terms, from the layers
 // l ≡ rank (mod size) of `model` (every rank holds the whole model; the shares are disjoint, so
 // an all-reduce sums each term once). The model's norms must be fused.
-FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank = 0, int size = 1);
+// With `covs` (one per layer of the model, OptRot+), q/k/v are grouped with their layer's attn
+// covariance and gate/up with its mlp covariance.
+FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank = 0, int size = 1,
+                                  const std::vector<LayerCovariances>* covs = nullptr);
 
 // Layer `layer`'s R2 terms on weights already rotated by `r1` (undefined = identity): the
 // per-head blocks of Wv·R1 (transposed) and of R1ᵀ·Wo.
 FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
-                                  OptRotNorm norm);
+                                  OptRotNorm norm, const LayerCovariances* cov = nullptr);
 
 // R1 and R2 by OptRot, each started from the randomized Hadamard of `seed` (as make_rotations
 // draws it). `trace` (optional) receives R1's optimisation trace.
+// `covs` (optional, OptRot+): one per layer of `model`.
 Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
-                           RotationTrace* trace = nullptr);
+                           RotationTrace* trace = nullptr,
+                           const std::vector<LayerCovariances>* covs = nullptr);
 
 }  // namespace rotq

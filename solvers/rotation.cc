@@ -22,6 +22,10 @@ const char* rotation_kind_name(RotationKind k) {
       return "file";
     case RotationKind::kOptRot:
       return "optrot";
+    case RotationKind::kOptRotPlus:
+      return "optrot+";
+    case RotationKind::kDfrot:
+      return "dfrot";
   }
   return "?";
 }
@@ -36,11 +40,16 @@ RotationSpec RotationSpec::parse(const std::string& text) {
     s.kind = RotationKind::kHadamard;
   } else if (text == "optrot") {
     s.kind = RotationKind::kOptRot;
+  } else if (text == "optrot+") {
+    s.kind = RotationKind::kOptRotPlus;
+  } else if (text == "dfrot") {
+    s.kind = RotationKind::kDfrot;
   } else if (text.rfind("file:", 0) == 0 && text.size() > 5) {
     s.kind = RotationKind::kFile;
     s.path = text.substr(5);
   } else {
-    fail("rotation '", text, "' is not one of none, random, hadamard, optrot, file:PATH");
+    fail("rotation '", text,
+         "' is not one of none, random, hadamard, optrot, optrot+, dfrot, file:PATH");
   }
   s.online = s.kind != RotationKind::kNone;
   s.r2 = s.kind != RotationKind::kNone;
@@ -52,9 +61,16 @@ std::string RotationSpec::describe() const {
   if (kind != RotationKind::kNone && kind != RotationKind::kFile) {
     d += " seed " + std::to_string(seed);
   }
-  if (kind == RotationKind::kOptRot) {
-    d += " steps " + std::to_string(optrot_steps) + " lr " + std::to_string(optrot_lr).substr(0, 6) +
-         " " + optrot_norm;
+  if (kind == RotationKind::kOptRot || kind == RotationKind::kOptRotPlus) {
+    d += " " + optrot_optimizer + " steps " + std::to_string(optrot_steps) + " lr " +
+         std::to_string(optrot_lr).substr(0, 6) + " " + optrot_norm;
+  }
+  if (kind == RotationKind::kDfrot) {
+    const std::string g =
+        std::isinf(dfrot.gamma) ? "inf" : std::to_string(dfrot.gamma).substr(0, 6);
+    d += std::string(" from ") + rotation_kind_name(dfrot_init) + " gamma " + g + " iters " +
+         std::to_string(dfrot.iters) + (dfrot.symmetric ? " sym" : " asym") + " " +
+         massive_rule_name(dfrot.massive.rule);
   }
   if (!r2 && kind != RotationKind::kNone) d += " no-R2";
   if (online) d += " +R3R4";
@@ -110,7 +126,10 @@ Rotations make_rotations(const RotationSpec& spec, int64_t dim, int64_t head_dim
       case RotationKind::kFile:
         fail("make_rotations: file rotations are loaded by load_rotations()");
       case RotationKind::kOptRot:
-        fail("make_rotations: OptRot rotations are learned from the model (optrot_rotations())");
+      case RotationKind::kOptRotPlus:
+      case RotationKind::kDfrot:
+        fail("make_rotations: ", rotation_kind_name(spec.kind),
+             " rotations are learned from the model (runner/quant_pipeline)");
     }
     return at::Tensor();
   };

@@ -6,6 +6,8 @@
 //   hadamard  QuaRot's randomized Hadamard diag(±1)·H/√n
 //   file      matrices saved by an earlier run (see runner/rotation_io.h)
 //   optrot    learned from the weights (solvers/optrot_model.h), started from `hadamard`
+//   optrot+   OptRot with the calibration inputs' covariance (solvers/optrot_model.h)
+//   dfrot     R1 learned from calibration activations (solvers/dfrot.h), from `hadamard`
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,23 +16,40 @@
 #include <string>
 #include <vector>
 
+#include "solvers/dfrot.h"
+
 namespace rotq {
 
-enum class RotationKind { kNone, kRandom, kHadamard, kFile, kOptRot };
+enum class RotationKind { kNone, kRandom, kHadamard, kFile, kOptRot, kOptRotPlus, kDfrot };
 const char* rotation_kind_name(RotationKind k);
 
 struct RotationSpec {
   RotationKind kind = RotationKind::kNone;
   uint64_t seed = 0;
-  std::string path;     // kFile: the rotations file
-  bool r2 = true;       // per-head R2 on v/o (same kind as R1)
-  bool online = true;   // R3 (q/k after RoPE) and R4 (down_proj input) online Hadamards
+  std::string path;    // kFile: the rotations file
+  bool r2 = true;      // per-head R2 on v/o (same kind as R1)
+  bool online = true;  // R3 (q/k after RoPE) and R4 (down_proj input) online Hadamards
   // kOptRot: Cayley SGD steps, learning rate, per-matrix normalisation (none | fro4 | numel).
   int64_t optrot_steps = 1000;
   double optrot_lr = 0.02;
   std::string optrot_norm = "numel";
+  std::string optrot_optimizer = "cayley";  // "cayley" (SGD) | "adam" (Riemannian Adam)
+  bool optrot_cosine = true;                // cosine learning-rate decay
+  // kDfrot: the solver's options, its start (hadamard | random | none), how many layers give
+  // calibration tokens (0: all) and the calibration windows (1 × min(2048, context) by default).
+  DfrotOptions dfrot;
+  RotationKind dfrot_init = RotationKind::kHadamard;
+  int64_t dfrot_layers = 0;
+  int64_t dfrot_nsamples = 1;
+  int64_t dfrot_seqlen = 0;
 
-  // "none" | "random" | "hadamard" | "optrot" | "file:PATH"; throws rotq::Error otherwise.
+  bool learned() const {
+    return kind == RotationKind::kOptRot || kind == RotationKind::kOptRotPlus ||
+           kind == RotationKind::kDfrot;
+  }
+
+  // "none" | "random" | "hadamard" | "optrot" | "optrot+" | "dfrot" | "file:PATH"; throws
+  // rotq::Error otherwise.
   static RotationSpec parse(const std::string& text);
   std::string describe() const;
 };

@@ -1,0 +1,21 @@
+// OptRot+'s calibration statistics: per layer, Σ xᵀx of the attention block's input, the FFN
+// block's input and o_proj's input (kept as per-head blocks), from one floating-point pass over
+// the calibration windows. Data-parallel: each rank runs its share of the windows and the sums are
+// all-reduced.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "models/weights.h"
+#include "solvers/comm.h"
+#include "solvers/optrot_model.h"
+
+namespace rotq {
+
+std::vector<LayerCovariances> collect_layer_covariances(const Model& model,
+                                                        const at::Tensor& windows, Comm& comm,
+                                                        int64_t batch = 8);
+
+}  // namespace rotq

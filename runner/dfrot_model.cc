@@ -1,0 +1,52 @@
+#include "runner/dfrot_model.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include "runner/block_inputs.h"
+#include "solvers/error.h"
+
+namespace rotq {
+
+DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
+                                 const RotationSpec& spec, Comm& comm, const Tokenizer* tok) {
+  const ModelConfig& c = model.config;
+  require(spec.dfrot_init == RotationKind::kHadamard || spec.dfrot_init == RotationKind::kRandom ||
+              spec.dfrot_init == RotationKind::kNone,
+          "DFRot: the start must be hadamard, random or none");
+  RotationSpec start;
+  start.kind = spec.dfrot_init;
+  start.seed = spec.seed;
+  start.r2 = spec.r2;
+  DfrotModelResult res;
+  res.rotations = make_rotations(start, c.dim, c.head_dim, c.n_layers);
+  at::Tensor r0 = res.rotations.r1.defined() ? res.rotations.r1 : at::eye(c.dim, at::kDouble);
+  if (!res.rotations.r2.empty() && spec.dfrot_init == RotationKind::kNone && spec.r2) {
+    RotationSpec had = start;
+    had.kind = RotationKind::kHadamard;
+    res.rotations.r2 = make_rotations(had, c.dim, c.head_dim, c.n_layers).r2;
+  }
+
+  const BlockInputs all = collect_block_inputs(model, windows, spec.dfrot_layers);
+  const at::Tensor massive = flag_massive_tokens(all.x, spec.dfrot.massive);
+  res.massive_report = describe_massive_tokens(all, massive, tok);
+  res.massive_fraction = massive.to(at::kDouble).mean().item<double>();
+  for (const std::string& line : res.massive_report) spdlog::info("dfrot {}", line);
+  if (res.massive_fraction > 0.5) {
+    spdlog::warn(
+        "dfrot: the {} rule flags {:.0f}% of the tokens as massive: it is not finding massive "
+        "activations on this model (try --dfrot-rule random or a smaller --dfrot-threshold)",
+        massive_rule_name(spec.dfrot.massive.rule), 100 * res.massive_fraction);
+  }
+  const int64_t n = all.size(), r = comm.rank(), p = comm.size();
+  const int64_t begin = n * r / p, end = n * (r + 1) / p;
+  const at::Tensor x = all.x.narrow(0, begin, end - begin);
+  const at::Tensor m = massive.narrow(0, begin, end - begin);
+  res.rotations.r1 = dfrot_optimize(x, m, r0, spec.dfrot, &comm, &res.trace);
+  spdlog::info("dfrot R1: loss {:.6g} -> {:.6g} in {} iterations ({:.2f}s)", res.trace.loss.front(),
+               *std::min_element(res.trace.loss.begin(), res.trace.loss.end()), spec.dfrot.iters,
+               res.trace.seconds);
+  return res;
+}
+
+}  // namespace rotq

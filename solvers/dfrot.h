@@ -1,0 +1,78 @@
+// DFRot (Xiang & Zhang, COLM 2025): refine a rotation R1 so that per-token activation quantization
+// hurts the calibration tokens least, up-weighting the tokens that carry massive activations.
+//
+//   L(R) = E_{x∉X_m} ‖xR − Q(xR)‖² + γ² · E_{x∈X_m} ‖xR − Q(xR)‖²
+//
+// minimized by alternation: quantize the rotated tokens (the centroids η = Q(xR)), then solve the
+// orthogonal Procrustes problem argmin_R Σ w‖xR − η‖² = UVᵀ with UΣVᵀ = Σ w xᵀη (C×C, float64);
+// the best rotation by loss is kept. Tokens may be split across ranks: the C×C sum, the loss and
+// the token counts are all-reduced and R is broadcast from rank 0, so every rank holds the same R.
+//
+// Massive tokens X_m are flagged once, from the unrotated tokens (as the reference code does):
+//   quant-error  ‖x − Q₄(x)‖ / ‖x‖ < τ with Q₄ 4-bit symmetric per token. The reference uses an
+//                absolute 8.5 on LLaMA's unit-RMS d = 4096 tokens (‖x‖ = 64): τ = 8.5/64.
+//   random       the error under a random orthogonal rotation is at least the error without one
+//                (the reference's rule for Mistral).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "solvers/comm.h"
+#include "solvers/quantizer.h"
+
+namespace rotq {
+
+enum class MassiveRule { kQuantError, kRandomRotation };
+MassiveRule parse_massive_rule(const std::string& name);  // "quant-error" | "random"
+const char* massive_rule_name(MassiveRule r);
+
+struct MassiveOptions {
+  MassiveRule rule = MassiveRule::kQuantError;
+  double threshold = 8.5 / 64.0;  // kQuantError: relative per-token error
+  uint64_t seed = 0;              // kRandomRotation: the random rotation's seed
+};
+
+// The reference's weighting sums each set (γ² multiplies the massive tokens' total); the paper's
+// formula (our default) averages each set, so γ does not depend on how many tokens were flagged.
+enum class DfrotWeighting { kMean, kSum };
+
+struct DfrotOptions {
+  int64_t iters = 100;
+  double gamma = 100;      // +inf: only the massive tokens count (all tokens when none are flagged)
+  bool symmetric = false;  // the objective's 4-bit per-token quantizer (asymmetric as the paper)
+  int bits = 4;
+  DfrotWeighting weighting = DfrotWeighting::kMean;
+  MassiveOptions massive;
+  int64_t chunk_rows = 8192;  // tokens per product (bounds the temporaries)
+  int64_t log_every = 10;     // info line every k iterations (0: never)
+};
+
+// ‖x − Q(x)‖₂ per row of x [N, C] (float64 [N]); Q per row as `spec`.
+at::Tensor per_token_quant_error(const at::Tensor& x, const QuantSpec& spec);
+
+// Boolean [N]: which rows of x [N, C] (unrotated) are massive-activation tokens.
+at::Tensor flag_massive_tokens(const at::Tensor& x, const MassiveOptions& opts);
+
+struct DfrotTrace {
+  std::vector<double> loss;  // per iteration, at the rotation before its Procrustes step
+  int64_t tokens = 0;        // over all ranks
+  int64_t massive = 0;
+  double seconds = 0;
+  double flops = 0;  // xR and xᵀη products (4·N·C² per iteration) + SVDs (~22·C³)
+};
+
+// The weighted loss L(R) (all-reduced over `comm` when given).
+double dfrot_loss(const at::Tensor& x, const at::Tensor& massive, const at::Tensor& r,
+                  const DfrotOptions& opts, Comm* comm);
+
+// The alternating optimisation from `r0` on this rank's tokens x [N, C] with flags `massive` [N];
+// returns the best rotation (float64, orthogonal to rounding).
+at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const at::Tensor& r0,
+                          const DfrotOptions& opts, Comm* comm, DfrotTrace* trace = nullptr);
+
+}  // namespace rotq
