@@ -59,22 +59,26 @@ const std::map<std::string, std::function<ModelConfig()>>& presets() {
          c.rope_scaling = {"llama3", 32.0, 1.0, 4.0, 8192};
          return c;
        }},
-      {"mistral-7b", [] {
+      {"mistral-7b",
+       [] {
          ModelConfig c = base(4096, 14336, 32, 32, 8, 32000, 32768, 1e4, 1e-5);
          c.architecture = "MistralForCausalLM";
          return c;
        }},
-      {"qwen2-7b", [] {
+      {"qwen2-7b",
+       [] {
          ModelConfig c = base(3584, 18944, 28, 28, 4, 152064, 32768, 1e6, 1e-6);
          c.architecture = "Qwen2ForCausalLM";
          return c;
        }},
-      {"qwen2-72b", [] {
+      {"qwen2-72b",
+       [] {
          ModelConfig c = base(8192, 29568, 80, 64, 8, 152064, 32768, 1e6, 1e-6);
          c.architecture = "Qwen2ForCausalLM";
          return c;
        }},
-      {"qwen3-8b", [] {
+      {"qwen3-8b",
+       [] {
          ModelConfig c = base(4096, 12288, 36, 32, 8, 151936, 40960, 1e6, 1e-6);
          c.architecture = "Qwen3ForCausalLM";
          c.head_dim = 128;
@@ -109,7 +113,8 @@ double parse_double(const std::string& key, const std::string& v) {
 // Names and tensors of one layer / the globals, in checkpoint order.
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
-Named synth_layer(const ModelConfig& cfg, int64_t l, uint64_t seed, at::ScalarType dt) {
+Named synth_layer(const ModelConfig& cfg, int64_t l, uint64_t seed, at::ScalarType dt,
+                  const MassiveSpec& massive) {
   Named out;
   for (int i = 0; i < static_cast<int>(LayerTensor::kCount); ++i) {
     const LayerTensor t = static_cast<LayerTensor>(i);
@@ -121,6 +126,7 @@ Named synth_layer(const ModelConfig& cfg, int64_t l, uint64_t seed, at::ScalarTy
     at::Tensor w = synth_tensor(name, shape, norm, seed);
     // Biases are small, as in trained Qwen2 models.
     if (t == LayerTensor::kBq || t == LayerTensor::kBk || t == LayerTensor::kBv) w.mul_(0.1);
+    plant_massive(cfg, massive, seed, name, w);
     out.emplace_back(name, w.to(dt));
   }
   return out;
@@ -153,20 +159,35 @@ void apply_dims(ModelConfig& c, const std::string& dims) {
     const size_t eq = item.find('=');
     require(eq != std::string::npos, "--dims ", item, ": expected key=value");
     const std::string k = item.substr(0, eq), v = item.substr(eq + 1);
-    if (k == "dim") c.dim = parse_int(k, v);
-    else if (k == "hidden") c.hidden_dim = parse_int(k, v);
-    else if (k == "layers") c.n_layers = parse_int(k, v);
-    else if (k == "heads") c.n_heads = parse_int(k, v);
-    else if (k == "kv_heads") c.n_kv_heads = parse_int(k, v);
-    else if (k == "head_dim") { c.head_dim = parse_int(k, v); head_dim_set = true; }
-    else if (k == "vocab") c.vocab_size = parse_int(k, v);
-    else if (k == "ctx") c.max_seq_len = parse_int(k, v);
-    else if (k == "theta") c.rope_theta = parse_double(k, v);
-    else if (k == "eps") c.norm_eps = parse_double(k, v);
-    else if (k == "tied") c.tie_embeddings = parse_int(k, v) != 0;
-    else if (k == "arch") c.architecture = v;
-    else fail("--dims ", k, ": unknown key (expected dim, hidden, layers, heads, kv_heads, "
-              "head_dim, vocab, ctx, theta, eps, tied, arch)");
+    if (k == "dim")
+      c.dim = parse_int(k, v);
+    else if (k == "hidden")
+      c.hidden_dim = parse_int(k, v);
+    else if (k == "layers")
+      c.n_layers = parse_int(k, v);
+    else if (k == "heads")
+      c.n_heads = parse_int(k, v);
+    else if (k == "kv_heads")
+      c.n_kv_heads = parse_int(k, v);
+    else if (k == "head_dim") {
+      c.head_dim = parse_int(k, v);
+      head_dim_set = true;
+    } else if (k == "vocab")
+      c.vocab_size = parse_int(k, v);
+    else if (k == "ctx")
+      c.max_seq_len = parse_int(k, v);
+    else if (k == "theta")
+      c.rope_theta = parse_double(k, v);
+    else if (k == "eps")
+      c.norm_eps = parse_double(k, v);
+    else if (k == "tied")
+      c.tie_embeddings = parse_int(k, v) != 0;
+    else if (k == "arch")
+      c.architecture = v;
+    else
+      fail("--dims ", k,
+           ": unknown key (expected dim, hidden, layers, heads, kv_heads, "
+           "head_dim, vocab, ctx, theta, eps, tied, arch)");
   }
   if (!head_dim_set && c.n_heads > 0 && c.architecture != "Qwen3ForCausalLM") {
     c.head_dim = c.dim / c.n_heads;
@@ -184,20 +205,34 @@ at::Tensor synth_tensor(const std::string& name, const std::vector<int64_t>& sha
   return at::normal(0.0, std, shape, gen, at::TensorOptions().dtype(at::kFloat));
 }
 
-Model make_synthetic_model(const ModelConfig& cfg, uint64_t seed, at::ScalarType dtype) {
+void require_massive_fits(const ModelConfig& cfg, const MassiveSpec& massive) {
+  if (!massive.enabled) return;
+  require(!cfg.tie_embeddings || (massive.logit_scale == 1 && massive.outliers == 0),
+          "--massive: logit_scale and outliers need untied embeddings (tied=0)");
+  massive_channels(cfg, massive, 0);
+  require(massive.layer < cfg.n_layers, "--massive layer=", massive.layer, " but the model has ",
+          cfg.n_layers, " layers");
+}
+
+Model make_synthetic_model(const ModelConfig& cfg, uint64_t seed, at::ScalarType dtype,
+                           const MassiveSpec& massive) {
   cfg.validate("synthetic model");
+  require_massive_fits(cfg, massive);
   Model m;
   m.config = cfg;
   m.source = "synthetic(seed=" + std::to_string(seed) + ")";
   auto global = [&](GlobalTensor t, bool norm) {
-    return synth_tensor(hf_global_tensor_name(t), expected_shape(cfg, t), norm, seed).to(dtype);
+    const std::string name = hf_global_tensor_name(t);
+    at::Tensor w = synth_tensor(name, expected_shape(cfg, t), norm, seed);
+    plant_massive(cfg, massive, seed, name, w);
+    return w.to(dtype);
   };
   m.weights.embed = global(GlobalTensor::kEmbed, false);
   m.weights.final_norm = global(GlobalTensor::kFinalNorm, true);
   m.weights.lm_head = cfg.tie_embeddings ? m.weights.embed : global(GlobalTensor::kLmHead, false);
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     LayerWeights lw;
-    for (auto& [name, t] : synth_layer(cfg, l, seed, dtype)) {
+    for (auto& [name, t] : synth_layer(cfg, l, seed, dtype, massive)) {
       for (int i = 0; i < static_cast<int>(LayerTensor::kCount); ++i) {
         if (hf_layer_tensor_name(static_cast<LayerTensor>(i), l) == name) lw.tensors[i] = t;
       }
@@ -208,9 +243,10 @@ Model make_synthetic_model(const ModelConfig& cfg, uint64_t seed, at::ScalarType
 }
 
 void write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t seed, const std::string& dir,
-                                const SaveOptions& opts) {
+                                const SaveOptions& opts, const MassiveSpec& massive) {
   namespace fs = std::filesystem;
   cfg.validate("synthetic model");
+  require_massive_fits(cfg, massive);
   const at::ScalarType dt = scalar_type_from_name(opts.dtype);
   fs::create_directories(dir);
   const int64_t shard_limit = opts.max_shard_bytes > 0 ? opts.max_shard_bytes : (int64_t{1} << 62);
@@ -240,10 +276,12 @@ void write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t seed, const std
   };
   auto global = [&](GlobalTensor t, bool norm) {
     const std::string name = hf_global_tensor_name(t);
-    return Named{{name, synth_tensor(name, expected_shape(cfg, t), norm, seed).to(dt)}};
+    at::Tensor w = synth_tensor(name, expected_shape(cfg, t), norm, seed);
+    plant_massive(cfg, massive, seed, name, w);
+    return Named{{name, w.to(dt)}};
   };
   add(global(GlobalTensor::kEmbed, false));
-  for (int64_t l = 0; l < cfg.n_layers; ++l) add(synth_layer(cfg, l, seed, dt));
+  for (int64_t l = 0; l < cfg.n_layers; ++l) add(synth_layer(cfg, l, seed, dt, massive));
   add(global(GlobalTensor::kFinalNorm, true));
   if (!cfg.tie_embeddings) add(global(GlobalTensor::kLmHead, false));
   flush();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "models/checkpoint.h"
+#include "models/massive.h"
 
 namespace rotq {
 
@@ -26,11 +27,13 @@ at::Tensor synth_tensor(const std::string& name, const std::vector<int64_t>& sha
                         uint64_t seed);
 
 // An in-memory synthetic model (for small shapes).
-Model make_synthetic_model(const ModelConfig& cfg, uint64_t seed, at::ScalarType dtype = at::kFloat);
+// `massive` (optional) plants massive activations (models/massive.h).
+Model make_synthetic_model(const ModelConfig& cfg, uint64_t seed, at::ScalarType dtype = at::kFloat,
+                           const MassiveSpec& massive = {});
 
 // Streams a synthetic HF checkpoint to `dir` layer by layer (memory ~ one shard), so that
 // 7B/70B-shaped checkpoints can be written without holding the model.
 void write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t seed, const std::string& dir,
-                                const SaveOptions& opts);
+                                const SaveOptions& opts, const MassiveSpec& massive = {});
 
 }  // namespace rotq

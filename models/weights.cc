@@ -23,20 +23,30 @@ std::vector<int64_t> expected_shape(const ModelConfig& c, LayerTensor t) {
   if (!arch_has(arch_spec(c.architecture), t)) return {};
   switch (t) {
     case LayerTensor::kAttnNorm:
-    case LayerTensor::kFfnNorm: return {c.dim};
-    case LayerTensor::kWq: return {c.q_dim(), c.dim};
+    case LayerTensor::kFfnNorm:
+      return {c.dim};
+    case LayerTensor::kWq:
+      return {c.q_dim(), c.dim};
     case LayerTensor::kWk:
-    case LayerTensor::kWv: return {c.kv_dim(), c.dim};
-    case LayerTensor::kWo: return {c.dim, c.q_dim()};
-    case LayerTensor::kBq: return {c.q_dim()};
+    case LayerTensor::kWv:
+      return {c.kv_dim(), c.dim};
+    case LayerTensor::kWo:
+      return {c.dim, c.q_dim()};
+    case LayerTensor::kBq:
+      return {c.q_dim()};
     case LayerTensor::kBk:
-    case LayerTensor::kBv: return {c.kv_dim()};
+    case LayerTensor::kBv:
+      return {c.kv_dim()};
     case LayerTensor::kQNorm:
-    case LayerTensor::kKNorm: return {c.head_dim};
+    case LayerTensor::kKNorm:
+      return {c.head_dim};
     case LayerTensor::kWGate:
-    case LayerTensor::kWUp: return {c.hidden_dim, c.dim};
-    case LayerTensor::kWDown: return {c.dim, c.hidden_dim};
-    case LayerTensor::kCount: break;
+    case LayerTensor::kWUp:
+      return {c.hidden_dim, c.dim};
+    case LayerTensor::kWDown:
+      return {c.dim, c.hidden_dim};
+    case LayerTensor::kCount:
+      break;
   }
   return {};
 }
@@ -44,8 +54,10 @@ std::vector<int64_t> expected_shape(const ModelConfig& c, LayerTensor t) {
 std::vector<int64_t> expected_shape(const ModelConfig& c, GlobalTensor t) {
   switch (t) {
     case GlobalTensor::kEmbed:
-    case GlobalTensor::kLmHead: return {c.vocab_size, c.dim};
-    case GlobalTensor::kFinalNorm: return {c.dim};
+    case GlobalTensor::kLmHead:
+      return {c.vocab_size, c.dim};
+    case GlobalTensor::kFinalNorm:
+      return {c.dim};
   }
   return {};
 }
@@ -84,12 +96,33 @@ at::ScalarType scalar_type_from_name(const std::string& name) {
 
 std::string scalar_type_name(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: return c10::toString(t);
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    default:
+      return c10::toString(t);
   }
+}
+
+Model clone_model(const Model& m) {
+  Model out = m;
+  const auto copy = [](const at::Tensor& t) { return t.defined() ? t.clone() : t; };
+  const bool tied = m.weights.lm_head.defined() && m.weights.embed.defined() &&
+                    m.weights.lm_head.is_same(m.weights.embed);
+  out.weights.embed = copy(m.weights.embed);
+  out.weights.final_norm = copy(m.weights.final_norm);
+  out.weights.lm_head = tied ? out.weights.embed : copy(m.weights.lm_head);
+  for (size_t l = 0; l < m.weights.layers.size(); ++l) {
+    for (size_t i = 0; i < m.weights.layers[l].tensors.size(); ++i) {
+      out.weights.layers[l].tensors[i] = copy(m.weights.layers[l].tensors[i]);
+    }
+  }
+  return out;
 }
 
 }  // namespace rotq

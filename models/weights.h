@@ -36,12 +36,17 @@ struct Model {
 };
 
 // The shape a layer tensor must have under `cfg` ({} when the architecture lacks it).
+// A deep copy (tied embeddings stay tied): e.g. the floating-point reference of a model that is
+// about to be quantized in place.
+Model clone_model(const Model& m);
+
 std::vector<int64_t> expected_shape(const ModelConfig& cfg, LayerTensor t);
 std::vector<int64_t> expected_shape(const ModelConfig& cfg, GlobalTensor t);
 
 // Throws rotq::Error naming `what` (e.g. "model.layers.3.self_attn.q_proj.weight in DIR") when the
 // shape differs from `expected`.
-void check_shape(const at::Tensor& t, const std::vector<int64_t>& expected, const std::string& what);
+void check_shape(const at::Tensor& t, const std::vector<int64_t>& expected,
+                 const std::string& what);
 
 // Converts every tensor to `dtype` (no copy when it already is).
 void cast_weights(ModelWeights& w, at::ScalarType dtype);

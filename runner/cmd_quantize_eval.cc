@@ -38,6 +38,7 @@ struct QuantizeEvalArgs {
   int64_t dfrot_nsamples = 1;
   int64_t dfrot_seqlen = 0;
   double fp_massive = 0;
+  bool kl = false;
   int w_bits = 16;
   std::string w_quant = "rtn";
   int64_t w_group = 0;
@@ -168,6 +169,7 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
   cell.ppl.seqlen = a.seqlen;
   cell.ppl.max_windows = a.max_windows;
   cell.ppl.batch = a.batch;
+  cell.kl = a.kl;
   return cell;
 }
 
@@ -214,6 +216,7 @@ nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell, const
       {"windows", ppl.windows},
       {"scored_tokens", ppl.scored_tokens},
       {"ppl", ppl.ppl},
+      {"kl", ppl.kl >= 0 ? nlohmann::json(ppl.kl) : nlohmann::json(nullptr)},
       {"mean_nll", ppl.mean_nll},
       {"seconds",
        {{"rotate", r.seconds.rotate},
@@ -367,6 +370,8 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--seqlen", a->seqlen, "perplexity window (0: min(2048, context))")
       ->capture_default_str();
   cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");
+  cmd->add_flag("--kl", a->kl,
+                "also report the mean KL divergence from the floating-point model's predictions");
   cmd->add_option("--batch", a->batch, "windows per forward (0: auto)");
   cmd->add_option("--save", a->save, "write the rotated, quantized model (HF directory)");
   cmd->add_option("--save-dtype", a->save_dtype, "storage dtype of --save")->capture_default_str();

@@ -19,6 +19,8 @@ struct SynthArgs {
   uint64_t seed = 0;
   int64_t shard_bytes = 0;
   bool json = false;
+  std::string massive;
+  bool massive_set = false;
 };
 
 void run_synth(Runtime& rt, const SynthArgs& a) {
@@ -26,13 +28,21 @@ void run_synth(Runtime& rt, const SynthArgs& a) {
   ModelConfig cfg = synth_preset(a.like);
   apply_dims(cfg, a.dims);
   scalar_type_from_name(a.dtype);
+  const MassiveSpec massive = a.massive_set ? MassiveSpec::parse(a.massive) : MassiveSpec{};
   SaveOptions so;
   so.dtype = a.dtype;
   so.max_shard_bytes = a.shard_bytes;
   spdlog::info("synth {} ({} parameters, seed {}) -> {}", cfg.summary(), cfg.param_count(), a.seed,
                a.out);
+  if (massive.enabled) {
+    const MassiveChannels ch = massive_channels(cfg, massive, a.seed);
+    std::string chans;
+    for (int64_t c : ch.massive) chans += (chans.empty() ? "" : ",") + std::to_string(c);
+    spdlog::info("{}: massive channels {}, signature {}, dc {}", massive.describe(), chans,
+                 ch.signature, ch.dc);
+  }
   if (rt.c().is_root()) {
-    write_synthetic_checkpoint(cfg, a.seed, a.out, so);
+    write_synthetic_checkpoint(cfg, a.seed, a.out, so, massive);
     if (!a.tokenizer.empty()) {
       auto tok = load_tokenizer(a.tokenizer);
       require(tok->vocab_size() <= cfg.vocab_size, a.tokenizer, ": ", tok->vocab_size(),
@@ -44,8 +54,11 @@ void run_synth(Runtime& rt, const SynthArgs& a) {
   }
   rt.c().barrier();
   if (a.json) {
-    print_json_line(rt.c(), {{"command", "synth"}, {"out", a.out}, {"params", cfg.param_count()},
-                             {"config", cfg.summary()}, {"seed", a.seed}});
+    print_json_line(rt.c(), {{"command", "synth"},
+                             {"out", a.out},
+                             {"params", cfg.param_count()},
+                             {"config", cfg.summary()},
+                             {"seed", a.seed}});
   } else if (rt.c().is_root()) {
     std::printf("wrote %s: %s, %lld parameters\n", a.out.c_str(), cfg.summary().c_str(),
                 static_cast<long long>(cfg.param_count()));
@@ -68,7 +81,16 @@ void register_synth(CLI::App& app, Runtime& rt) {
   cmd->add_option("--shard-bytes", a->shard_bytes, "split into shards of at most this many bytes");
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer to copy into the directory");
   cmd->add_flag("--json", a->json, "print one JSON object");
-  cmd->callback([a, &rt] { run_synth(rt, *a); });
+  CLI::Option* massive =
+      cmd->add_option("--massive", a->massive,
+                      "plant massive activations and attention sinks (models/massive.h): "
+                      "layer=,channels=,magnitude=,tokens=ID;ID,outliers=,outlier_scale=,sinks=,"
+                      "sink_logit=,logit_scale= (empty: defaults)")
+          ->expected(0, 1);
+  cmd->callback([a, &rt, massive] {
+    a->massive_set = massive->count() > 0;
+    run_synth(rt, *a);
+  });
 }
 
 }  // namespace rotq

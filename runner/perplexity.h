@@ -29,12 +29,18 @@ struct PplResult {
   int64_t text_tokens = 0;
   int64_t scored_tokens = 0;  // windows * (seqlen - 1)
   double seconds = 0;
-  double tokens_per_s = 0;    // window tokens processed per second (all ranks)
+  double tokens_per_s = 0;  // window tokens processed per second (all ranks)
   std::vector<double> window_nll;
+  // With a reference model: mean KL(p_ref ‖ p_model) per scored token, in nats (-1: not computed).
+  // On synthetic models, whose perplexity on real text means nothing, it measures how far a
+  // quantized model's predictions moved from the floating-point ones.
+  double kl = -1;
 };
 
 // `tokens` is the whole tokenized text (BOS already prepended by the caller's policy).
+// `reference` (optional, unhooked) adds the KL divergence from its predictions.
 PplResult perplexity(const Transformer& model, const std::vector<int32_t>& tokens,
-                     const PplOptions& opts, Comm& comm, ForwardHooks* hooks = nullptr);
+                     const PplOptions& opts, Comm& comm, ForwardHooks* hooks = nullptr,
+                     const Transformer* reference = nullptr);
 
 }  // namespace rotq

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 #include "models/transformer.h"
 #include "runner/covariances.h"
@@ -128,6 +129,10 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   spdlog::info("rotation {} ({:.2f}s), fused ({:.2f}s)", cell.rotation.describe(),
                res.seconds.rotate, res.seconds.fuse);
 
+  // The rotated floating-point model predicts exactly as the original: the KL reference.
+  std::unique_ptr<Model> reference;
+  if (cell.kl && !cell.ppl_texts.empty()) reference = std::make_unique<Model>(clone_model(model));
+
   if (cell.weights.spec.enabled()) {
     if (cell.weights.method == WeightMethod::kGptq) {
       require(!cell.calib_text.empty(), "GPTQ needs calibration text (--calib FILE)");
@@ -158,13 +163,17 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
     PplOptions po = cell.ppl;
     if (po.seqlen <= 0) po.seqlen = default_window(model.config);
     Transformer tf(model);
+    std::unique_ptr<Transformer> ref_tf;
+    if (reference) ref_tf = std::make_unique<Transformer>(*reference);
     for (const std::string& text : cell.ppl_texts) {
       const std::vector<int32_t> tokens = tokenize_file(tok, text);
       for (const ActivationQuant& acts : cell.acts) {
         ActQuantHooks hooks(model.config, acts);
         hooks.set_residual_rotation(res.rotations.r1);
-        res.ppl.push_back(perplexity(tf, tokens, po, comm, acts.any() ? &hooks : nullptr));
-        spdlog::info("{} | {}: ppl {:.4f}", text, acts.describe(), res.ppl.back().ppl);
+        res.ppl.push_back(
+            perplexity(tf, tokens, po, comm, acts.any() ? &hooks : nullptr, ref_tf.get()));
+        spdlog::info("{} | {}: ppl {:.4f}{}", text, acts.describe(), res.ppl.back().ppl,
+                     reference ? ", KL " + std::to_string(res.ppl.back().kl) : "");
       }
     }
     res.seconds.eval = seconds_since(t);

@@ -26,6 +26,7 @@ struct QuantCell {
   CalibOptions calib;
   std::vector<std::string> ppl_texts;  // each scored under every activation configuration
   PplOptions ppl;                      // seqlen 0: min(2048, context)
+  bool kl = false;  // also the KL divergence from the floating-point model's predictions
 };
 
 struct StageSeconds {
