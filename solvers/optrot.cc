@@ -34,6 +34,7 @@ int FourthPowerObjective::add_covariance(const at::Tensor& sigma) {
   const double tr = s.trace().item<double>();
   require(std::isfinite(tr) && tr > 0, "OptRot+: a covariance has trace ", tr,
           " (no calibration data reached this input?)");
+  // φ is scale-free; dividing by the mean eigenvalue only keeps the numbers O(1).
   covariances_.push_back(s * (static_cast<double>(dim_) / tr));
   flops_ += 8.0 * std::pow(static_cast<double>(dim_), 3);
   return static_cast<int>(covariances_.size()) - 1;
@@ -86,16 +87,22 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
       if (want_gradient) df[t.group] = df[t.group].defined() ? df[t.group].add_(g) : g;
     }
   }
-  const double inv_c = 1.0 / static_cast<double>(dim_);
+  const double c = static_cast<double>(dim_);
   for (size_t g = 0; g < groups; ++g) {
+    // φ = C·Q/P², Q = Σ M⁴, P = Σ M² (= tr Ŝ² on the group); ∂Q = 8 Ŝ R M³, ∂P = 4 Ŝ R M.
     const at::Tensor sr = at::matmul(covariances_[g], rd);
     const at::Tensor m = at::matmul(rd.t(), sr);
     const at::Tensor m3 = m.pow(3);
-    const double phi = inv_c * at::sum(m3 * m).item<double>();
+    const double q = at::sum(m3 * m).item<double>();
+    const double p = at::sum(m * m).item<double>();
+    const double phi = c * q / (p * p);
     total += phi * f[g];
     if (want_gradient) {
       if (df[g].defined()) grad.add_(df[g], phi);
-      grad.add_(at::matmul(sr, m3), 8.0 * inv_c * f[g]);
+      const at::Tensor dphi = at::matmul(sr, m3)
+                                  .mul_(8.0 * c / (p * p))
+                                  .sub_(at::matmul(sr, m), 8.0 * c * q / (p * p * p));
+      grad.add_(dphi, f[g]);
     }
   }
   if (loss) *loss = total;

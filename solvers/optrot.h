@@ -20,13 +20,16 @@
 // We take the matching smooth proxies and multiply them per group of matrices sharing one input:
 //
 //   L⁺(R) = Σ_g φ_g(R) · Σ_{A∈g} c_A Σ_ij (A R)_ij⁴  +  Σ_{A ungrouped} c_A Σ_ij (A R)_ij⁴
-//   φ_g(R) = (1/C) Σ_ij (Rᵀ Ŝ_g R)_ij⁴,   Ŝ_g = Σ_g · C / tr Σ_g   (unit mean eigenvalue)
+//   φ_g(R) = C · Σ_ij M_ij⁴ / (Σ_ij M_ij²)²,   M = Rᵀ Σ_g R
 //
-// φ is the fourth-power proxy applied to the Hessian: Σ_ij M_ij⁴ = Σ_ij (Σ_k λ_k u_ki u_kj)⁴ with
-// u_k = Rᵀq_k the rotated eigenvectors, which grows with max|u_ki| on the large-λ directions
-// (those the activation outliers live in), and φ = 1 exactly when Σ ∝ I (RᵀR = I), so OptRot⁺
-// reduces to OptRot for white inputs. Writers (o, down) are ungrouped for R1: their inputs do not
-// depend on R1. ∂φ/∂R = (8/C)·Ŝ R M^∘3 (M = RᵀŜR symmetric), and
+// φ is the fourth-power proxy applied to the Hessian, made scale-free: the denominator is
+// tr(Σ²)² on the group (rotation-invariant), so φ is the flatness of M's entries. With eigenpairs
+// (λ_k, q_k), M_ij = Σ_k λ_k u_ki u_kj for the rotated eigenvectors u_k = Rᵀq_k, so φ grows with
+// max|u_ki| on the large-λ directions (where the activation outliers live): for one dominant
+// direction u, φ = C·(Σ_i u_i⁴)², from 1/C (u flat, incoherent) to C (u a basis vector). φ = 1
+// exactly when Σ ∝ I, so OptRot⁺ is OptRot for white inputs. Writers (o, down) are ungrouped for
+// R1: their inputs do not depend on R1. With Q = Σ M⁴ and P = Σ M²,
+// ∂φ/∂R = C·(8·Σ R M^∘3 / P² − 8·Q·Σ R M / P³)  (M symmetric), and
 // ∂L⁺/∂R = Σ_g (φ_g ∂F_g + F_g ∂φ_g) + Σ_ungrouped ∂f_A.
 #pragma once
 

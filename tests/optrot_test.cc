@@ -1,15 +1,16 @@
 // Rotation optimizers on O(C): Procrustes and the Cayley retraction, and OptRot's fourth-power
 // objective (gradient against finite differences, descent, orthogonality, determinism).
+#include "solvers/optrot.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "models/checkpoint.h"
+#include "models/transformer.h"
 #include "runner/comm.h"
 #include "solvers/error.h"
 #include "solvers/fusion.h"
 #include "solvers/hadamard.h"
-#include "models/transformer.h"
-#include "solvers/optrot.h"
 #include "solvers/optrot_model.h"
 #include "solvers/orthogonal.h"
 #include "solvers/rotation.h"
@@ -74,6 +75,7 @@ TEST(OptRot, CayleySgdDecreasesTheObjectiveAndStaysOrthogonal) {
   rotq::CayleySgdOptions o;
   o.steps = 200;
   o.lr = 0.02;
+  o.cosine = false;
   o.log_every = 0;
   rotq::RotationTrace trace;
   const at::Tensor r = rotq::minimize_fourth_power(obj, r0, o, comm.get(), &trace);
@@ -92,7 +94,8 @@ TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
   auto comm = rotq::make_local_comm();
   rotq::LoadOptions lo;
   lo.dtype = at::kDouble;
-  rotq::Model m = rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
+  rotq::Model m =
+      rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
   rotq::fuse_norms(m);
   FourthPowerObjective obj(m.config.dim, OptRotNorm::kNumel);
   for (const auto& l : m.weights.layers) {
@@ -109,7 +112,8 @@ TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
   o.lr = 0.02;
   o.log_every = 0;
   const at::Tensor r = rotq::minimize_fourth_power(obj, rh, o, comm.get());
-  EXPECT_LT(rotq::fourth_power_loss(obj, r, comm.get()), rotq::fourth_power_loss(obj, rh, comm.get()));
+  EXPECT_LT(rotq::fourth_power_loss(obj, r, comm.get()),
+            rotq::fourth_power_loss(obj, rh, comm.get()));
   EXPECT_LT(rotq::orthogonality_error(r), 1e-12);
 }
 
@@ -128,17 +132,20 @@ TEST(OptRot, LearnedRotationsKeepTheModelAndLowerTheObjective) {
   const rotq::Rotations rh = rotq::make_rotations(
       rotq::RotationSpec::parse("hadamard"), m.config.dim, m.config.head_dim, m.config.n_layers);
   const auto obj = rotq::r1_objective(m, o.norm);
-  EXPECT_LE(rotq::fourth_power_loss(obj, rot.r1, nullptr), rotq::fourth_power_loss(obj, rh.r1, nullptr));
+  EXPECT_LE(rotq::fourth_power_loss(obj, rot.r1, nullptr),
+            rotq::fourth_power_loss(obj, rh.r1, nullptr));
   for (int64_t l = 0; l < m.config.n_layers; ++l) {
     const auto o2 = rotq::r2_objective(m, l, rot.r1, o.norm);
     EXPECT_LE(rotq::fourth_power_loss(o2, rot.r2[l], nullptr),
-              rotq::fourth_power_loss(o2, rh.r2[l], nullptr)) << l;
+              rotq::fourth_power_loss(o2, rh.r2[l], nullptr))
+        << l;
     EXPECT_LT(rotq::orthogonality_error(rot.r2[l]), 1e-12);
   }
   rotq::fuse_rotations(m, rot);
   const at::Tensor tokens = (at::arange(64, at::kLong) * 13 + 1).remainder(512).view({1, 64});
   rotq::Transformer a(m), b(original);
-  const at::Tensor la = a.logits(a.hidden_states(tokens)[0]), lb = b.logits(b.hidden_states(tokens)[0]);
+  const at::Tensor la = a.logits(a.hidden_states(tokens)[0]),
+                   lb = b.logits(b.hidden_states(tokens)[0]);
   EXPECT_LE((la - lb).abs().max().item<double>() / lb.abs().max().item<double>(), 1e-10);
 }
 
@@ -151,7 +158,83 @@ TEST(OptRot, BadInputsAreErrors) {
   EXPECT_THROW(rotq::parse_optrot_norm("l2"), rotq::Error);
   auto comm = rotq::make_local_comm();
   obj.add(at::ones({3, 8}, at::kDouble));
-  EXPECT_THROW(rotq::minimize_fourth_power(obj, at::eye(7, at::kDouble), {}, comm.get()), rotq::Error);
+  EXPECT_THROW(rotq::minimize_fourth_power(obj, at::eye(7, at::kDouble), {}, comm.get()),
+               rotq::Error);
+}
+
+// A random SPD covariance with a few large directions, as activation outliers make.
+at::Tensor spiky_covariance(int64_t c, uint64_t seed) {
+  const at::Tensor x = rotq::seeded_gaussian(4 * c, c, seed);
+  at::Tensor scale = at::ones({c}, at::kDouble);
+  scale[0] = 20;
+  scale[c / 2] = 8;
+  const at::Tensor xs = x * scale;
+  return at::matmul(xs.t(), xs);
+}
+
+TEST(OptRotPlus, WithIdentityCovariancesItIsOptRot) {
+  const FourthPowerObjective plain = random_objective(OptRotNorm::kNumel);
+  FourthPowerObjective plus(12, OptRotNorm::kNumel);
+  // The same terms as random_objective, in one group whose covariance is 5·I.
+  const int g = plus.add_covariance(5.0 * at::eye(12, at::kDouble));
+  plus.add(rotq::seeded_gaussian(30, 12, 5), 1.0, g);
+  at::Tensor w = rotq::seeded_gaussian(20, 12, 6);
+  w.select(1, 3).mul_(20);
+  plus.add(w.to(at::kFloat), 2.0, g);
+  const at::Tensor r = rotq::random_orthogonal(12, 8);
+  double lp = 0, lq = 0;
+  const at::Tensor gp = plain.local_gradient(r, &lp), gq = plus.local_gradient(r, &lq);
+  EXPECT_NEAR(lp, lq, 1e-12 * lp);
+  // On the group the gradients differ only along directions the manifold ignores (φ's gradient is
+  // R·sym); the Riemannian gradients agree.
+  EXPECT_LT((rotq::skew_gradient(r, gp) - rotq::skew_gradient(r, gq)).abs().max().item<double>(),
+            1e-10 * gp.abs().max().item<double>());
+}
+
+TEST(OptRotPlus, GradientMatchesFiniteDifferences) {
+  FourthPowerObjective obj(12, OptRotNorm::kNumel);
+  const int g0 = obj.add_covariance(spiky_covariance(12, 3));
+  const int g1 = obj.add_covariance(spiky_covariance(12, 4));
+  obj.add(rotq::seeded_gaussian(9, 12, 20), 1.0, g0);
+  obj.add(rotq::seeded_gaussian(5, 12, 21), 1.0, g0);
+  obj.add(rotq::seeded_gaussian(6, 12, 22), 1.0, g1);
+  obj.add(rotq::seeded_gaussian(8, 12, 23));  // ungrouped (a writer)
+  const at::Tensor r = rotq::random_orthogonal(12, 9);
+  const at::Tensor grad = obj.local_gradient(r);
+  for (uint64_t s = 0; s < 3; ++s) {
+    const at::Tensor e = rotq::seeded_gaussian(12, 12, 200 + s);
+    const double h = 1e-6;
+    const double fd = (obj.local_loss(r + h * e) - obj.local_loss(r - h * e)) / (2 * h);
+    const double an = (grad * e).sum().item<double>();
+    EXPECT_NEAR(fd, an, 1e-6 * std::max(1.0, std::abs(an)));
+  }
+}
+
+TEST(OptRotPlus, BothOptimizersDescendFromHadamardAndStayOrthogonal) {
+  auto comm = rotq::make_local_comm();
+  FourthPowerObjective obj(16, OptRotNorm::kNumel);
+  const int g = obj.add_covariance(spiky_covariance(16, 5));
+  obj.add(rotq::seeded_gaussian(24, 16, 30), 1.0, g);
+  obj.add(rotq::seeded_gaussian(24, 16, 31));
+  const at::Tensor r0 = rotq::random_hadamard_matrix(16, 2);
+  for (auto method :
+       {rotq::ManifoldOptimizer::kCayleySgd, rotq::ManifoldOptimizer::kRiemannianAdam}) {
+    rotq::CayleySgdOptions o;
+    o.method = method;
+    o.steps = 150;
+    o.lr = method == rotq::ManifoldOptimizer::kCayleySgd ? 0.02 : 0.01;
+    o.log_every = 0;
+    const at::Tensor r = rotq::minimize_fourth_power(obj, r0, o, comm.get());
+    EXPECT_LT(rotq::fourth_power_loss(obj, r, comm.get()),
+              0.95 * rotq::fourth_power_loss(obj, r0, comm.get()))
+        << static_cast<int>(method);
+    EXPECT_LT(rotq::orthogonality_error(r), 1e-12);
+    EXPECT_TRUE(at::equal(r, rotq::minimize_fourth_power(obj, r0, o, comm.get())));
+  }
+  EXPECT_EQ(rotq::parse_manifold_optimizer("adam"), rotq::ManifoldOptimizer::kRiemannianAdam);
+  EXPECT_THROW(rotq::parse_manifold_optimizer("lbfgs"), rotq::Error);
+  EXPECT_THROW(obj.add_covariance(at::zeros({16, 16}, at::kDouble)), rotq::Error);
+  EXPECT_THROW(obj.add(rotq::seeded_gaussian(2, 16, 1), 1.0, 7), rotq::Error);
 }
 
 }  // namespace
