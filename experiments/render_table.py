@@ -2,6 +2,10 @@
 """Renders quantize-eval JSON lines as method tables (mean ± sample std over seeds), one per text.
 
     experiments/render_table.py results/stories260k_methods.jsonl > results/stories260k_methods.md
+    experiments/render_table.py --metric kl results/methods_planted.jsonl
+
+Rows are the records' --label when they have one (in the order of LABELS, then first seen),
+else the rotation kind; with labels, a last column gives the rotation's optimisation time.
 """
 import collections
 import json
@@ -9,6 +13,9 @@ import statistics
 import sys
 
 ROWS = [("none", "NR"), ("random", "RO"), ("hadamard", "RH")]
+LABELS = {"none": "NR", "random": "RO", "hadamard": "RH", "dfrot:1": "DFRot γ=1",
+          "dfrot:50": "DFRot γ=50", "dfrot:100": "DFRot γ=100", "dfrot:200": "DFRot γ=200",
+          "dfrot:inf": "DFRot γ=∞", "optrot": "OptRot", "optrot+": "OptRot+"}
 
 
 def column(rec):
@@ -29,9 +36,10 @@ def column_order(name):
     return (1, -int(w), -int(a), -int(kv), method != "RTN", method)
 
 
-def main(path):
+def main(path, metric="ppl"):
     cells = collections.defaultdict(list)
-    texts, columns = [], set()
+    rot_seconds = collections.defaultdict(list)
+    texts, columns, rows = [], set(), []
     for line in open(path):
         line = line.strip()
         if not line:
@@ -42,14 +50,27 @@ def main(path):
             texts.append(text)
         col = column(rec)
         columns.add(col)
-        cells[(text, rec["rotation_kind"], col)].append((rec["seed"], rec["ppl"]))
+        row = rec.get("label") or rec["rotation_kind"]
+        if row not in rows:
+            rows.append(row)
+        cells[(text, row, col)].append((rec["seed"], rec[metric]))
+        if rec.get("rotation_learning") and col.startswith("W4A16"):
+            rot_seconds[row].append(rec["rotation_learning"]["seconds"])
+        elif col.startswith("W4A16"):
+            rot_seconds[row].append(rec["seconds"]["rotate"])
     cols = sorted(columns, key=column_order)
     for text in texts:
         seeds = sorted({s for (t, _, _), v in cells.items() if t == text for s, _ in v})
-        print(f"### {text} (perplexity; mean ± std over seeds {', '.join(map(str, seeds))})\n")
-        print("| rotation | " + " | ".join(cols) + " |")
-        print("|---|" + "---|" * len(cols))
-        for kind, label in ROWS:
+        what = "perplexity" if metric == "ppl" else "KL from the FP model, nats/token"
+        print(f"### {text} ({what}; mean ± std over seeds {', '.join(map(str, seeds))})\n")
+        labelled = any(r in LABELS for r in rows)
+        order = ([(r, LABELS.get(r, r)) for r in sorted(rows, key=lambda r: list(LABELS).index(r)
+                                                         if r in LABELS else len(LABELS))]
+                 if labelled else [(k, n) for k, n in ROWS if k in rows])
+        extra = " rotation s |" if labelled else ""
+        print("| rotation | " + " | ".join(cols) + " |" + extra)
+        print("|---|" + "---|" * len(cols) + ("---|" if labelled else ""))
+        for kind, label in order:
             out = []
             for col in cols:
                 vals = [p for _, p in cells.get((text, kind, col), [])]
@@ -59,11 +80,19 @@ def main(path):
                     out.append(f"{vals[0]:.3f}")
                 else:
                     out.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
-            print(f"| {label} | " + " | ".join(out) + " |")
+            tail = ""
+            if labelled:
+                t = rot_seconds.get(kind, [])
+                tail = f" {statistics.mean(t):.2f} |" if t else " – |"
+            print(f"| {label} | " + " | ".join(out) + " |" + tail)
         print()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: render_table.py RESULTS.jsonl")
-    main(sys.argv[1])
+    args = sys.argv[1:]
+    metric = "ppl"
+    if len(args) == 3 and args[0] == "--metric" and args[1] in ("ppl", "kl"):
+        metric, args = args[1], args[2:]
+    if len(args) != 1:
+        sys.exit("usage: render_table.py [--metric ppl|kl] RESULTS.jsonl")
+    main(args[0], metric)

@@ -68,11 +68,16 @@ void run_bench(Runtime& rt, const BenchArgs& a) {
     const double gflops = r.tokens_per_s * forward_flops_per_token(lm.model.config, a.seqlen) / 1e9;
     const double ratio = gflops / gemm.gflops;
     if (a.json) {
-      print_json_line(rt.c(), {{"command", "bench-ppl"}, {"model", mo.model},
-                               {"params", lm.model.config.param_count()}, {"seqlen", a.seqlen},
-                               {"windows", r.windows}, {"tokens_per_s", r.tokens_per_s},
-                               {"gflops", gflops}, {"gemm_gflops", gemm.gflops},
-                               {"ratio_to_gemm", ratio}, {"ppl", r.ppl},
+      print_json_line(rt.c(), {{"command", "bench-ppl"},
+                               {"model", mo.model},
+                               {"params", lm.model.config.param_count()},
+                               {"seqlen", a.seqlen},
+                               {"windows", r.windows},
+                               {"tokens_per_s", r.tokens_per_s},
+                               {"gflops", gflops},
+                               {"gemm_gflops", gemm.gflops},
+                               {"ratio_to_gemm", ratio},
+                               {"ppl", r.ppl},
                                {"threads", at::get_num_threads()}});
     }
     rows.push_back({mo.model, fmt_double(lm.model.config.param_count() / 1e6, 2) + "M",
@@ -81,9 +86,10 @@ void run_bench(Runtime& rt, const BenchArgs& a) {
                     fmt_double(gemm.gflops, 1), fmt_double(ratio, 3)});
   }
   if (!a.json) {
-    print_table(rt.c(), {"model", "params", "seqlen", "windows", "tok/s", "GFLOP/s",
-                         "GEMM GFLOP/s", "ratio"},
-                rows);
+    print_table(
+        rt.c(),
+        {"model", "params", "seqlen", "windows", "tok/s", "GFLOP/s", "GEMM GFLOP/s", "ratio"},
+        rows);
   }
 }
 
@@ -129,22 +135,33 @@ void run_quant_bench(Runtime& rt, const QuantBenchArgs& a) {
     const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, rt.c());
     const double gptq_gflops =
         r.weights.quant_seconds > 0 ? r.weights.quant_flops / r.weights.quant_seconds / 1e9 : 0;
-    const double layer_mean = r.weights.layers.empty() ? 0 : r.weights.seconds / r.weights.layers.size();
+    const double layer_mean =
+        r.weights.layers.empty() ? 0 : r.weights.seconds / r.weights.layers.size();
     if (a.json) {
       nlohmann::json layers = nlohmann::json::array();
       for (const LayerQuantStats& s : r.weights.layers) {
-        layers.push_back({{"layer", s.layer}, {"seconds", s.seconds}, {"gptq_seconds", s.quant_seconds},
-                          {"gptq_gflops", s.quant_seconds > 0 ? s.quant_flops / s.quant_seconds / 1e9 : 0}});
+        layers.push_back(
+            {{"layer", s.layer},
+             {"seconds", s.seconds},
+             {"gptq_seconds", s.quant_seconds},
+             {"gptq_gflops", s.quant_seconds > 0 ? s.quant_flops / s.quant_seconds / 1e9 : 0}});
       }
-      print_json_line(rt.c(), {{"command", "bench-quant"}, {"model", mo.model},
+      print_json_line(rt.c(), {{"command", "bench-quant"},
+                               {"model", mo.model},
                                {"params", lm.model.config.param_count()},
-                               {"rotate_s", r.seconds.rotate}, {"fuse_s", r.seconds.fuse},
-                               {"calib_s", r.seconds.calib}, {"quantize_s", r.seconds.quantize},
-                               {"eval_s", r.seconds.eval}, {"gptq_s", r.weights.quant_seconds},
-                               {"gptq_gflops", gptq_gflops}, {"gemm_gflops", gemm.gflops},
+                               {"rotate_s", r.seconds.rotate},
+                               {"fuse_s", r.seconds.fuse},
+                               {"calib_s", r.seconds.calib},
+                               {"quantize_s", r.seconds.quantize},
+                               {"eval_s", r.seconds.eval},
+                               {"gptq_s", r.weights.quant_seconds},
+                               {"gptq_gflops", gptq_gflops},
+                               {"gemm_gflops", gemm.gflops},
                                {"ratio_to_gemm", gptq_gflops / gemm.gflops},
-                               {"nsamples", a.nsamples}, {"seqlen", cell.calib.seqlen},
-                               {"ppl", r.ppl.at(0).ppl}, {"layers", layers}});
+                               {"nsamples", a.nsamples},
+                               {"seqlen", cell.calib.seqlen},
+                               {"ppl", r.ppl.at(0).ppl},
+                               {"layers", layers}});
       continue;
     }
     rows.push_back({mo.model, fmt_double(lm.model.config.param_count() / 1e6, 1) + "M",
@@ -154,14 +171,16 @@ void run_quant_bench(Runtime& rt, const QuantBenchArgs& a) {
                     fmt_double(gptq_gflops, 1), fmt_double(gemm.gflops, 1),
                     fmt_double(gptq_gflops / gemm.gflops, 3)});
     for (const LayerQuantStats& s : r.weights.layers) {
-      layer_rows.push_back({mo.model, std::to_string(s.layer), fmt_double(s.seconds, 3),
-                            fmt_double(s.quant_seconds, 3),
-                            fmt_double(s.quant_seconds > 0 ? s.quant_flops / s.quant_seconds / 1e9 : 0, 1)});
+      layer_rows.push_back(
+          {mo.model, std::to_string(s.layer), fmt_double(s.seconds, 3),
+           fmt_double(s.quant_seconds, 3),
+           fmt_double(s.quant_seconds > 0 ? s.quant_flops / s.quant_seconds / 1e9 : 0, 1)});
     }
   }
   if (!a.json) {
-    print_table(rt.c(), {"model", "params", "rotate s", "fuse s", "quantize s", "s/layer",
-                         "gptq s", "eval s", "GPTQ GFLOP/s", "GEMM GFLOP/s", "ratio"},
+    print_table(rt.c(),
+                {"model", "params", "rotate s", "fuse s", "quantize s", "s/layer", "gptq s",
+                 "eval s", "GPTQ GFLOP/s", "GEMM GFLOP/s", "ratio"},
                 rows);
     print_table(rt.c(), {"model", "layer", "layer s", "gptq s", "GPTQ GFLOP/s"}, layer_rows);
   }
@@ -201,6 +220,7 @@ void register_bench(CLI::App& app, Runtime& rt) {
   quant->add_option("--gemm-n", q->gemm_n, "size of the reference GEMM")->capture_default_str();
   quant->add_flag("--json", q->json, "print JSON lines");
   quant->callback([q, &rt] { run_quant_bench(rt, *q); });
+  register_bench_rotation(bench, rt);
 }
 
 }  // namespace rotq

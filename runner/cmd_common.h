@@ -3,9 +3,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -68,6 +67,8 @@ void register_tokenize(CLI::App& app, Runtime& rt);
 void register_bench(CLI::App& app, Runtime& rt);
 void register_hadamard(CLI::App& app, Runtime& rt);
 void register_quantize_eval(CLI::App& app, Runtime& rt);
+void register_inspect(CLI::App& app, Runtime& rt);
+void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 
 std::string rotq_version();  // "0.1.0 (git abc123)"
 

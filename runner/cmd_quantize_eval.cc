@@ -39,6 +39,7 @@ struct QuantizeEvalArgs {
   int64_t dfrot_seqlen = 0;
   double fp_massive = 0;
   bool kl = false;
+  std::string label;
   int w_bits = 16;
   std::string w_quant = "rtn";
   int64_t w_group = 0;
@@ -195,6 +196,7 @@ nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell, const
   const PplResult ppl = eval < r.ppl.size() ? r.ppl[eval] : PplResult{};
   nlohmann::json j = {
       {"command", "quantize-eval"},
+      {"label", a.label},
       {"model", a.m.model},
       {"rotation", cell.rotation.describe()},
       {"rotation_kind", rotation_kind_name(cell.rotation.kind)},
@@ -370,6 +372,7 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--seqlen", a->seqlen, "perplexity window (0: min(2048, context))")
       ->capture_default_str();
   cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");
+  cmd->add_option("--label", a->label, "a name for this configuration, recorded in --json output");
   cmd->add_flag("--kl", a->kl,
                 "also report the mean KL divergence from the floating-point model's predictions");
   cmd->add_option("--batch", a->batch, "windows per forward (0: auto)");

@@ -10,6 +10,7 @@ ROTQ_DEB_PACKAGES=(
   libyaml-cpp-dev libhdf5-dev libspdlog-dev libgtest-dev libcli11-dev nlohmann-json3-dev
   sentencepiece python3-sentencepiece       # spm_encode and the Python bindings: independent references for the tokenizer tests
   slurm-wlm                                 # a real single-node Slurm cluster for the submission tests
+  python3-matplotlib                        # rotq inspect draws its PNGs with scripts/plot_inspect.py
 )
 
 missing=()

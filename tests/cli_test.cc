@@ -31,8 +31,8 @@ std::string rotq(const std::string& args) { return kRotq + " --log-level error "
 
 TEST(Cli, PplSameFromLlama2cFileAndConvertedHfDirectory) {
   rotq_test::TempDir dir;
-  auto conv = run_command(rotq("convert --model " + kStories + " --tokenizer " + kTok +
-                               " --out " + dir.str("hf") + " --json"));
+  auto conv = run_command(rotq("convert --model " + kStories + " --tokenizer " + kTok + " --out " +
+                               dir.str("hf") + " --json"));
   ASSERT_EQ(conv.status, 0) << conv.output;
   const std::string common = " --text " + kText + " --seqlen 256 --max-windows 4 --json";
   auto a = run_command(rotq("ppl --model " + kStories + " --tokenizer " + kTok + common), false);
@@ -50,7 +50,8 @@ TEST(Cli, GenerateGreedyJsonMatchesGolden) {
                             " --steps 200 --temperature 0 --json"),
                        false);
   ASSERT_EQ(r.status, 0) << r.output;
-  std::string golden = rotq::read_file_bytes(rotq_test::shared_data("models/stories260K/greedy_t0_n200.txt"));
+  std::string golden =
+      rotq::read_file_bytes(rotq_test::shared_data("models/stories260K/greedy_t0_n200.txt"));
   while (!golden.empty() && golden.back() == '\n') golden.pop_back();
   EXPECT_EQ(last_json_line(r.output)["text"].get<std::string>(), golden);
 }
@@ -67,14 +68,16 @@ TEST(Cli, InfoReportsTheConfig) {
 
 TEST(Cli, SynthWritesALoadableCheckpoint) {
   rotq_test::TempDir dir;
-  auto s = run_command(rotq("synth --like tiny --dims dim=32,heads=4,kv_heads=2,layers=2 --dtype bfloat16 --out " +
-                            dir.str("s") + " --tokenizer " + kTok + " --json"));
+  auto s = run_command(
+      rotq("synth --like tiny --dims dim=32,heads=4,kv_heads=2,layers=2 --dtype bfloat16 --out " +
+           dir.str("s") + " --tokenizer " + kTok + " --json"));
   ASSERT_EQ(s.status, 0) << s.output;
   auto i = run_command(rotq("info " + dir.str("s") + " --json"), false);
   ASSERT_EQ(i.status, 0) << i.output;
   EXPECT_EQ(last_json_line(i.output)["dtype"], "bfloat16");
   auto p = run_command(rotq("ppl --model " + dir.str("s") + " --text " + kText +
-                            " --seqlen 64 --max-windows 2 --json"), false);
+                            " --seqlen 64 --max-windows 2 --json"),
+                       false);
   ASSERT_EQ(p.status, 0) << p.output;
   // Random weights: perplexity near the vocabulary size, not near 1.
   EXPECT_GT(last_json_line(p.output)["ppl"].get<double>(), 50.0);
@@ -85,7 +88,9 @@ TEST(Cli, QuantizeEvalSavesAModelThatScoresTheSame) {
   const std::string eval = " --ppl-text " + kText + " --seqlen 256 --max-windows 4 --json";
   auto q = run_command(rotq("quantize-eval --model " + kStories + " --tokenizer " + kTok +
                             " --rotation hadamard --seed 3 --w-bits 4 --w-quant rtn --acts 16/16"
-                            " --acts 4/4 --save " + dir.str("q") + eval), false);
+                            " --acts 4/4 --save " +
+                            dir.str("q") + eval),
+                       false);
   ASSERT_EQ(q.status, 0) << q.output;
   // Two JSON lines, one per activation configuration, same quantized weights.
   const size_t first_nl = q.output.find('\n');
@@ -100,25 +105,57 @@ TEST(Cli, QuantizeEvalSavesAModelThatScoresTheSame) {
   }
   // The saved model carries its online Hadamards: plain `rotq ppl` reproduces the W4A16 number.
   auto p = run_command(rotq("ppl --model " + dir.str("q") + " --text " + kText +
-                            " --seqlen 256 --max-windows 4 --json"), false);
+                            " --seqlen 256 --max-windows 4 --json"),
+                       false);
   ASSERT_EQ(p.status, 0) << p.output;
   EXPECT_NEAR(last_json_line(p.output)["ppl"].get<double>(), fp_acts["ppl"].get<double>(),
               1e-9 * fp_acts["ppl"].get<double>());
   // Its rotations reload as a file rotation and give the same model again.
   auto f = run_command(rotq("quantize-eval --model " + kStories + " --tokenizer " + kTok +
                             " --rotation file:" + dir.str("q/rotations.safetensors") +
-                            " --w-bits 4 --w-quant rtn" + eval), false);
+                            " --w-bits 4 --w-quant rtn" + eval),
+                       false);
   ASSERT_EQ(f.status, 0) << f.output;
   EXPECT_NEAR(last_json_line(f.output)["ppl"].get<double>(), fp_acts["ppl"].get<double>(),
               1e-9 * fp_acts["ppl"].get<double>());
+}
+
+TEST(Cli, InspectWritesItsTablesAndPlots) {
+  rotq_test::TempDir dir;
+  auto r = run_command(rotq("inspect --model " + kStories + " --tokenizer " + kTok + " --calib " +
+                            kText + " --seqlen 128 --out " + dir.str("i")),
+                       false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* f : {"activations.csv", "massive.csv", "token_error.csv", "weights.csv",
+                        "objectives.csv", "token_error.png", "activations.png", "weights.png"}) {
+    EXPECT_GT(std::filesystem::file_size(dir.str(std::string("i/") + f)), 100u) << f;
+  }
+  // One row per block input: 5 layers x 2 blocks x 128 positions, and RH beats no rotation on the
+  // mean per-token error.
+  std::ifstream errs(dir.str("i/token_error.csv"));
+  std::string line;
+  int n = -1;
+  while (std::getline(errs, line)) ++n;
+  EXPECT_EQ(n, 5 * 2 * 128);
+  EXPECT_NE(r.output.find("| RH "), std::string::npos) << r.output;
+}
+
+TEST(Cli, BenchRotationPrintsCostsAtAGivenWidth) {
+  auto r = run_command(
+      rotq("bench rotation --models tiny --tokens 256 --rows 128 --gemm-n 256 --json"), false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json j = last_json_line(r.output);
+  EXPECT_EQ(j["dim"].get<int64_t>(), 64);
+  EXPECT_EQ(j["dfrot_full_tokens"].get<int64_t>(), 2 * 2 * 2048);
+  EXPECT_GT(j["optrot_full_step_seconds"].get<double>(), 0);
 }
 
 // --- bad inputs: one line on stderr, exit status non-zero --------------------------------------
 
 struct BadInput {
   std::string name;
-  std::string args;     // appended to rotq; "{dir}" is replaced by a fresh temp dir
-  std::string needle;   // must appear in the error line
+  std::string args;    // appended to rotq; "{dir}" is replaced by a fresh temp dir
+  std::string needle;  // must appear in the error line
 };
 
 // Keeps CTest's test names readable (gtest would print the struct's bytes).
@@ -136,7 +173,8 @@ void make_fixtures(const rotq_test::TempDir& d) {
   write_bytes(d.str("trunc.bin"), model.substr(0, 100000));
   write_bytes(d.str("empty.txt"), "\n \n");
   write_bytes(d.str("short.txt"), "Once upon a time.");
-  run_command(kRotq + " --log-level error synth --like tiny --out " + d.str("hf") + " --tokenizer " + kTok);
+  run_command(kRotq + " --log-level error synth --like tiny --out " + d.str("hf") +
+              " --tokenizer " + kTok);
   // Copies of the synthetic checkpoint, each broken in one way.
   for (const char* name : {"nofield", "arch", "lying", "dtype"}) {
     std::filesystem::copy(d.str("hf"), d.str(name), std::filesystem::copy_options::recursive);
@@ -170,7 +208,8 @@ TEST_P(CliBadInput, OneErrorLineAndNonZeroExit) {
   for (size_t p; (p = args.find("{model}")) != std::string::npos;) args.replace(p, 7, kStories);
   for (size_t p; (p = args.find("{tok}")) != std::string::npos;) args.replace(p, 5, kTok);
   for (size_t p; (p = args.find("{text}")) != std::string::npos;) args.replace(p, 6, kText);
-  auto r = run_command("timeout 60 " + kRotq + " --log-level error " + args + " 2>&1 >/dev/null", false);
+  auto r =
+      run_command("timeout 60 " + kRotq + " --log-level error " + args + " 2>&1 >/dev/null", false);
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.status, 124) << "timed out: " << r.output;
   EXPECT_LT(r.status, 128) << "crashed: " << r.output;
@@ -184,28 +223,77 @@ TEST_P(CliBadInput, OneErrorLineAndNonZeroExit) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, CliBadInput,
     ::testing::Values(
-        BadInput{"missing_model", "ppl --model {dir}/none.bin --tokenizer {tok} --text {text}", "none.bin"},
-        BadInput{"truncated_bin", "ppl --model {dir}/trunc.bin --tokenizer {tok} --text {text}", "truncated"},
-        BadInput{"lying_safetensors", "ppl --model {dir}/lying --text {text} --seqlen 64", "data section"},
+        BadInput{"missing_model", "ppl --model {dir}/none.bin --tokenizer {tok} --text {text}",
+                 "none.bin"},
+        BadInput{"truncated_bin", "ppl --model {dir}/trunc.bin --tokenizer {tok} --text {text}",
+                 "truncated"},
+        BadInput{"lying_safetensors", "ppl --model {dir}/lying --text {text} --seqlen 64",
+                 "data section"},
         BadInput{"unknown_dtype", "info {dir}/dtype", "unknown dtype F8X"},
         BadInput{"config_missing_field", "info {dir}/nofield", "num_attention_heads"},
         BadInput{"unsupported_arch", "info {dir}/arch", "FalconForCausalLM"},
-        BadInput{"seqlen_longer_than_text", "ppl --model {model} --tokenizer {tok} --text {dir}/short.txt --seqlen 256", "fewer than one window"},
-        BadInput{"seqlen_longer_than_context", "ppl --model {model} --tokenizer {tok} --text {text} --seqlen 4096", "context"},
-        BadInput{"empty_text", "ppl --model {model} --tokenizer {tok} --text {dir}/empty.txt", "empty"},
-        BadInput{"missing_text", "ppl --model {model} --tokenizer {tok} --text {dir}/nope.txt", "nope.txt"},
+        BadInput{"seqlen_longer_than_text",
+                 "ppl --model {model} --tokenizer {tok} --text {dir}/short.txt --seqlen 256",
+                 "fewer than one window"},
+        BadInput{"seqlen_longer_than_context",
+                 "ppl --model {model} --tokenizer {tok} --text {text} --seqlen 4096", "context"},
+        BadInput{"empty_text", "ppl --model {model} --tokenizer {tok} --text {dir}/empty.txt",
+                 "empty"},
+        BadInput{"missing_text", "ppl --model {model} --tokenizer {tok} --text {dir}/nope.txt",
+                 "nope.txt"},
         BadInput{"missing_tokenizer", "ppl --model {model} --text {text}", "tokenizer"},
-        BadInput{"bad_tokenizer", "ppl --model {model} --tokenizer {dir}/short.txt --text {text}", "short.txt"},
-        BadInput{"unknown_option", "ppl --model {model} --tokenizer {tok} --text {text} --frobnicate", "frobnicate"},
-        BadInput{"bad_dtype", "ppl --model {model} --tokenizer {tok} --text {text} --dtype int4", "int4"},
+        BadInput{"bad_tokenizer", "ppl --model {model} --tokenizer {dir}/short.txt --text {text}",
+                 "short.txt"},
+        BadInput{"unknown_option",
+                 "ppl --model {model} --tokenizer {tok} --text {text} --frobnicate", "frobnicate"},
+        BadInput{"bad_dtype", "ppl --model {model} --tokenizer {tok} --text {text} --dtype int4",
+                 "int4"},
         BadInput{"bad_synth_dims", "synth --dims dim=abc --out {dir}/x", "dim=abc"},
         BadInput{"bad_steps", "generate --model {model} --tokenizer {tok} --steps 0", "--steps"},
-        BadInput{"bad_rotation", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation spin", "spin"},
-        BadInput{"bad_w_bits", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 0", "weight quantizer"},
-        BadInput{"bad_group", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 --w-group 48", "48"},
-        BadInput{"bad_acts", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --acts 4x4", "4x4"},
-        BadInput{"gptq_without_calib", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 --w-quant gptq", "--calib"},
-        BadInput{"rotation_file_wrong_model", "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation file:{dir}/hf/model.safetensors", "unexpected tensor"}),
+        BadInput{
+            "bad_rotation",
+            "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation spin",
+            "spin"},
+        BadInput{"bad_w_bits",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 0",
+                 "weight quantizer"},
+        BadInput{"bad_group",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 "
+                 "--w-group 48",
+                 "48"},
+        BadInput{"bad_acts",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --acts 4x4",
+                 "4x4"},
+        BadInput{"gptq_without_calib",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 "
+                 "--w-quant gptq",
+                 "--calib"},
+        BadInput{
+            "dfrot_without_calib",
+            "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation dfrot",
+            "--calib"},
+        BadInput{"bad_dfrot_gamma",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
+                 "dfrot --dfrot-gamma lots",
+                 "lots"},
+        BadInput{"bad_dfrot_rule",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
+                 "dfrot --dfrot-rule big",
+                 "big"},
+        BadInput{"bad_optimizer",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
+                 "optrot --optrot-optimizer lbfgs",
+                 "lbfgs"},
+        BadInput{"bad_massive_layer", "synth --like tiny --massive layer=7 --out {dir}/m",
+                 "layer=7"},
+        BadInput{"bad_massive_key", "synth --like tiny --massive size=3 --out {dir}/m", "size"},
+        BadInput{"inspect_missing_text",
+                 "inspect --model {model} --tokenizer {tok} --calib {dir}/nope.txt --out {dir}/i",
+                 "nope.txt"},
+        BadInput{"rotation_file_wrong_model",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
+                 "file:{dir}/hf/model.safetensors",
+                 "unexpected tensor"}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

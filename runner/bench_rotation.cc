@@ -1,0 +1,155 @@
+// rotq bench rotation: the cost of one DFRot iteration and one OptRot step at real model widths
+// (C = 4096 for 7B-class, 8192 for 70B-class), on synthetic data, so that the price of the
+// rotation optimizers at scale is known before a GPU is used. Both are GEMM-bound and linear in
+// their data (tokens for DFRot, matrix rows for OptRot): a measured share is timed and the full
+// model's cost extrapolated from it; the C×C parts (SVD, Cayley solve) are timed whole.
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "models/synth.h"
+#include "runner/cmd_common.h"
+#include "solvers/dfrot.h"
+#include "solvers/error.h"
+#include "solvers/gemm_rate.h"
+#include "solvers/hadamard.h"
+#include "solvers/optrot.h"
+#include "solvers/orthogonal.h"
+#include "solvers/rotation.h"
+
+namespace rotq {
+namespace {
+
+struct RotationBenchArgs {
+  std::vector<std::string> models = {"llama-2-7b", "llama-2-70b"};
+  int64_t tokens = 4096;  // DFRot tokens timed
+  int64_t rows = 4096;    // OptRot matrix rows timed
+  int64_t window = 2048;  // DFRot's calibration window
+  int64_t gemm_n = 2048;
+  bool json = false;
+};
+
+using Clock = std::chrono::steady_clock;
+
+template <class F>
+double timed(F&& f) {
+  const auto t0 = Clock::now();
+  f();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Rows of a 7B/70B layer that R1 touches (q, k, v, gate, up as readers; o, down transposed).
+int64_t r1_rows_per_layer(const ModelConfig& c) {
+  return c.q_dim() + 2 * c.kv_dim() + c.dim + 3 * c.hidden_dim;
+}
+
+void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
+  rt.init();
+  require(a.tokens > 0 && a.rows > 0 && a.window > 0, "bench rotation: sizes must be positive");
+  const GemmRate g64 = measure_gemm_rate(a.gemm_n, at::kDouble);
+  const GemmRate g32 = measure_gemm_rate(a.gemm_n, at::kFloat);
+  spdlog::info("GEMM {}³: float64 {:.1f} GFLOP/s, float32 {:.1f} GFLOP/s", a.gemm_n, g64.gflops,
+               g32.gflops);
+  std::vector<std::vector<std::string>> rows;
+  for (const std::string& name : a.models) {
+    const ModelConfig c = synth_preset(name);
+    const int64_t C = c.dim;
+    // DFRot: unit-RMS Gaussian tokens with a few massive ones, as the calibration tokens look.
+    at::Tensor x = seeded_gaussian(a.tokens, C, 7).to(at::kFloat);
+    x.narrow(0, 0, 8).select(1, 5).fill_(std::sqrt(static_cast<double>(C)));
+    const at::Tensor massive = flag_massive_tokens(x, {});
+    const at::Tensor r0 = random_hadamard_matrix(C, 0);
+    DfrotOptions o;
+    o.log_every = 0;
+    o.iters = 0;
+    const double t_loss = timed([&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+    o.iters = 1;
+    const double t_one = timed([&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+    const at::Tensor m = seeded_gaussian(C, C, 9);
+    const double t_svd = timed([&] { procrustes(m); });
+    const double t_iter = t_one - t_loss;  // one pass with xᵀη, the SVD, the polar step
+    const double t_tokens = std::max(0.0, t_iter - 2 * t_svd);  // polar_project is an SVD too
+    const double n = static_cast<double>(a.tokens), cd = static_cast<double>(C);
+    const double iter_flops = 4.0 * n * cd * cd;
+    const int64_t full_tokens = 2 * c.n_layers * a.window;
+    const double full_iter = t_tokens * static_cast<double>(full_tokens) / n + t_svd;
+    rows.push_back({name, std::to_string(C), "DFRot iteration",
+                    std::to_string(a.tokens) + " tokens", fmt_double(t_tokens, 2),
+                    fmt_double(iter_flops / 1e9, 1), fmt_double(iter_flops / t_tokens / 1e9, 1),
+                    fmt_double(iter_flops / t_tokens / 1e9 / g64.gflops, 3),
+                    std::to_string(full_tokens) + " tokens", fmt_double(full_iter, 1)});
+    rows.push_back({name, std::to_string(C), "SVD (Procrustes)", "C×C", fmt_double(t_svd, 2),
+                    fmt_double(22.0 * cd * cd * cd / 1e9, 1),
+                    fmt_double(22.0 * cd * cd * cd / t_svd / 1e9, 1),
+                    fmt_double(22.0 * cd * cd * cd / t_svd / 1e9 / g64.gflops, 3), "-", "-"});
+
+    // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
+    FourthPowerObjective obj(C, OptRotNorm::kNumel);
+    obj.add(seeded_gaussian(a.rows, C, 11).to(at::kFloat));
+    const double t_grad = timed([&] { obj.local_gradient(r0); });
+    const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12));
+    const double t_cayley = timed([&] { cayley_retract(r0, skew, 1e-3); });
+    const double grad_flops = obj.gradient_flops();
+    const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
+    const double full_step =
+        t_grad * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
+    rows.push_back({name, std::to_string(C), "OptRot gradient", std::to_string(a.rows) + " rows",
+                    fmt_double(t_grad, 2), fmt_double(grad_flops / 1e9, 1),
+                    fmt_double(grad_flops / t_grad / 1e9, 1),
+                    fmt_double(grad_flops / t_grad / 1e9 / g64.gflops, 3),
+                    std::to_string(full_rows) + " rows", fmt_double(full_step, 1)});
+    rows.push_back({name, std::to_string(C), "Cayley step", "C×C", fmt_double(t_cayley, 2),
+                    fmt_double(2.7 * cd * cd * cd / 1e9, 1),
+                    fmt_double(2.7 * cd * cd * cd / t_cayley / 1e9, 1),
+                    fmt_double(2.7 * cd * cd * cd / t_cayley / 1e9 / g64.gflops, 3), "-", "-"});
+    if (a.json) {
+      print_json_line(rt.c(), {{"command", "bench rotation"},
+                               {"model", name},
+                               {"dim", C},
+                               {"dfrot_tokens_timed", a.tokens},
+                               {"dfrot_token_seconds", t_tokens},
+                               {"svd_seconds", t_svd},
+                               {"dfrot_full_tokens", full_tokens},
+                               {"dfrot_full_iteration_seconds", full_iter},
+                               {"optrot_rows_timed", a.rows},
+                               {"optrot_gradient_seconds", t_grad},
+                               {"cayley_seconds", t_cayley},
+                               {"optrot_full_rows", full_rows},
+                               {"optrot_full_step_seconds", full_step},
+                               {"gemm64_gflops", g64.gflops},
+                               {"gemm32_gflops", g32.gflops}});
+    }
+  }
+  if (!a.json) {
+    print_table(rt.c(),
+                {"model", "C", "operation", "timed", "seconds", "GFLOP", "GFLOP/s",
+                 "ratio to f64 GEMM", "full model", "full model s"},
+                rows);
+    if (rt.c().is_root()) {
+      std::printf(
+          "float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s (rotation work is float64)\n",
+          static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops);
+    }
+  }
+}
+
+}  // namespace
+
+void register_bench_rotation(CLI::App* bench, Runtime& rt) {
+  auto a = std::make_shared<RotationBenchArgs>();
+  CLI::App* cmd = bench->add_subcommand(
+      "rotation", "one DFRot iteration and one OptRot step at 7B/70B widths (synthetic data)");
+  cmd->add_option("--models", a->models, "shape presets (their dim is C)")->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "DFRot tokens timed (the full count is extrapolated)")
+      ->capture_default_str();
+  cmd->add_option("--rows", a->rows, "OptRot matrix rows timed (the full count is extrapolated)")
+      ->capture_default_str();
+  cmd->add_option("--window", a->window, "DFRot calibration window (tokens per block input)")
+      ->capture_default_str();
+  cmd->add_option("--gemm-n", a->gemm_n, "size of the reference GEMMs")->capture_default_str();
+  cmd->add_flag("--json", a->json, "print JSON lines");
+  cmd->callback([a, &rt] { run_rotation_bench(rt, *a); });
+}
+
+}  // namespace rotq
