@@ -8,12 +8,16 @@
 
 #include "models/checkpoint.h"
 #include "models/tokenizer.h"
+#include "runner/calibration.h"
 #include "runner/comm.h"
 #include "runner/perplexity.h"
-#include "runner/calibration.h"
 #include "runner/text.h"
 #include "runner/weight_quant.h"
+#include "solvers/dfrot.h"
 #include "solvers/error.h"
+#include "solvers/hadamard.h"
+#include "solvers/optrot.h"
+#include "solvers/rotation.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -38,7 +42,8 @@ TEST(Mpi, AllReduceSumMaxMinAcrossDtypes) {
 TEST(Mpi, BroadcastFromEveryRoot) {
   rotq::Comm& c = *g_comm;
   for (int root = 0; root < c.size(); ++root) {
-    at::Tensor t = c.rank() == root ? at::arange(777, at::kDouble) * (root + 1) : at::zeros({777}, at::kDouble);
+    at::Tensor t = c.rank() == root ? at::arange(777, at::kDouble) * (root + 1)
+                                    : at::zeros({777}, at::kDouble);
     c.broadcast(t, root);
     EXPECT_TRUE(at::equal(t, at::arange(777, at::kDouble) * (root + 1)));
   }
@@ -82,12 +87,45 @@ TEST(Mpi, ReducingBf16IsAClearError) {
   }
 }
 
+// DFRot with the tokens split across ranks (Σ xᵀη and the loss all-reduced, R broadcast) and OptRot
+// with the matrices split: the same rotation as one process, within float64 summation order.
+TEST(Mpi, RotationOptimizersOverRanksEqualOneProcess) {
+  rotq::Comm& c = *g_comm;
+  auto local = rotq::make_local_comm();
+  const int64_t C = 32, N = 401;  // N not divisible by the rank count
+  at::Tensor x = rotq::seeded_gaussian(N, C, 3);
+  x.narrow(0, 0, 5).mul_(0.05).select(1, 7).fill_(40);
+  const at::Tensor massive = rotq::flag_massive_tokens(x, {});
+  const at::Tensor r0 = rotq::random_hadamard_matrix(C, 1);
+  rotq::DfrotOptions o;
+  o.iters = 10;
+  o.log_every = 0;
+  const at::Tensor one = rotq::dfrot_optimize(x, massive, r0, o, local.get());
+  const int64_t b = N * c.rank() / c.size(), e = N * (c.rank() + 1) / c.size();
+  const at::Tensor many =
+      rotq::dfrot_optimize(x.narrow(0, b, e - b), massive.narrow(0, b, e - b), r0, o, &c);
+  EXPECT_LT((one - many).abs().max().item<double>(), 1e-9);
+
+  rotq::FourthPowerObjective all(C, rotq::OptRotNorm::kNumel), mine(C, rotq::OptRotNorm::kNumel);
+  for (int k = 0; k < 6; ++k) {
+    const at::Tensor w = rotq::seeded_gaussian(20 + k, C, 50 + k);
+    all.add(w);
+    if (k % c.size() == c.rank()) mine.add(w);
+  }
+  rotq::CayleySgdOptions so;
+  so.steps = 20;
+  so.log_every = 0;
+  const at::Tensor r1 = rotq::minimize_fourth_power(all, r0, so, local.get());
+  const at::Tensor r2 = rotq::minimize_fourth_power(mine, r0, so, &c);
+  EXPECT_LT((r1 - r2).abs().max().item<double>(), 1e-9);
+}
+
 TEST(Mpi, PerplexityOverRanksEqualsOneProcess) {
   rotq::Model m = rotq::load_model(rotq_test::project_data("stories260K/stories260K.bin"));
   rotq::Transformer tf(m);
   auto tok = rotq::load_tokenizer(rotq_test::project_data("stories260K/tok512.bin"), 512);
-  const std::string text = rotq::read_text(rotq_test::project_data("tinystories_sample.txt"),
-                                           rotq::TextFormat::kRaw);
+  const std::string text =
+      rotq::read_text(rotq_test::project_data("tinystories_sample.txt"), rotq::TextFormat::kRaw);
   const auto tokens = rotq::encode_with_bos(*tok, text, true);
   rotq::PplOptions o;
   o.seqlen = 128;
@@ -103,10 +141,14 @@ TEST(Mpi, PerplexityOverRanksEqualsOneProcess) {
 }
 
 TEST(Mpi, DataParallelGptqMatchesOneProcess) {
-  const auto load = [] { return rotq::load_model(rotq_test::project_data("stories260K/stories260K.bin")); };
+  const auto load = [] {
+    return rotq::load_model(rotq_test::project_data("stories260K/stories260K.bin"));
+  };
   auto tok = rotq::load_tokenizer(rotq_test::project_data("stories260K/tok512.bin"), 512);
   const auto tokens = rotq::encode_with_bos(
-      *tok, rotq::read_text(rotq_test::project_data("tinystories_sample.txt"), rotq::TextFormat::kRaw), true);
+      *tok,
+      rotq::read_text(rotq_test::project_data("tinystories_sample.txt"), rotq::TextFormat::kRaw),
+      true);
   const at::Tensor calib = rotq::calibration_windows(tokens, 7, 128, 5);  // uneven shares
   rotq::WeightQuantOptions o;
   o.method = rotq::WeightMethod::kGptq;
