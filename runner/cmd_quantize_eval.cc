@@ -12,6 +12,7 @@
 #include "runner/rotation_io.h"
 #include "solvers/error.h"
 #include "solvers/optrot.h"
+#include "solvers/optrot_model.h"
 
 namespace rotq {
 namespace {
@@ -27,6 +28,7 @@ struct QuantizeEvalArgs {
   std::string optrot_norm = "numel";
   std::string optrot_optimizer = "cayley";
   bool optrot_constant_lr = false;
+  std::string optrot_matrices = "q,k,v,o,gate,up,down";
   std::string dfrot_gamma = "100";
   int64_t dfrot_iters = 100;
   std::string dfrot_init = "hadamard";
@@ -111,6 +113,8 @@ QuantCell make_cell(const QuantizeEvalArgs& a) {
   cell.rotation.optrot_optimizer = a.optrot_optimizer;
   parse_manifold_optimizer(a.optrot_optimizer);
   cell.rotation.optrot_cosine = !a.optrot_constant_lr;
+  parse_optrot_matrices(a.optrot_matrices);
+  cell.rotation.optrot_matrices = a.optrot_matrices;
   DfrotOptions& d = cell.rotation.dfrot;
   d.gamma = parse_gamma(a.dfrot_gamma);
   d.iters = a.dfrot_iters;
@@ -181,7 +185,8 @@ nlohmann::json learning_json(const RotationLearning& l) {
                       {"best_loss", *std::min_element(l.loss.begin(), l.loss.end())},
                       {"steps", l.loss.size() - 1},
                       {"seconds", l.seconds},
-                      {"gflops", l.flops / 1e9}};
+                      {"gflops", l.flops / 1e9},
+                      {"loss_curve", l.loss}};
   if (l.calib_tokens > 0) {
     j["calib_tokens"] = l.calib_tokens;
     j["massive_tokens"] = l.massive_tokens;
@@ -307,6 +312,9 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
       ->capture_default_str();
   cmd->add_option("--optrot-optimizer", a->optrot_optimizer,
                   "OptRot: cayley (Cayley SGD) | adam (Riemannian Adam)")
+      ->capture_default_str();
+  cmd->add_option("--optrot-matrices", a->optrot_matrices,
+                  "OptRot: the matrices in the objective (subset of q,k,v,o,gate,up,down)")
       ->capture_default_str();
   cmd->add_flag("--optrot-constant-lr", a->optrot_constant_lr,
                 "OptRot: no cosine decay of the learning rate");

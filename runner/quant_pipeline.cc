@@ -46,6 +46,7 @@ OptRotOptions optrot_options(const RotationSpec& spec) {
   o.sgd.method = parse_manifold_optimizer(spec.optrot_optimizer);
   o.sgd.cosine = spec.optrot_cosine;
   o.norm = parse_optrot_norm(spec.optrot_norm);
+  o.matrices = parse_optrot_matrices(spec.optrot_matrices);
   o.r2 = spec.r2;
   return o;
 }

@@ -161,6 +161,8 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
     if (opts.log_every > 0 && (it % opts.log_every == 0 || last)) {
       spdlog::info("dfrot iteration {}/{}: loss {:.6g} (best {:.6g})", it, opts.iters, loss,
                    best_loss);
+    } else {
+      spdlog::debug("dfrot iteration {}/{}: loss {:.6g}", it, opts.iters, loss);
     }
     if (last) break;
     r = procrustes(packed.narrow(0, 0, c * c).view({c, c})).contiguous();

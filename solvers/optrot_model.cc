@@ -3,13 +3,49 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "solvers/error.h"
 #include "solvers/fusion.h"
 
 namespace rotq {
 
+namespace {
+
+bool uses(const std::vector<LayerTensor>& m, LayerTensor t) {
+  return std::find(m.begin(), m.end(), t) != m.end();
+}
+
+}  // namespace
+
+std::vector<LayerTensor> parse_optrot_matrices(const std::string& list) {
+  static const std::vector<std::pair<std::string, LayerTensor>> kNames = {
+      {"q", LayerTensor::kWq},      {"k", LayerTensor::kWk},       {"v", LayerTensor::kWv},
+      {"o", LayerTensor::kWo},      {"gate", LayerTensor::kWGate}, {"up", LayerTensor::kWUp},
+      {"down", LayerTensor::kWDown}};
+  std::vector<LayerTensor> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = list.find(',', start);
+    const std::string name =
+        list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!name.empty()) {
+      auto it = std::find_if(kNames.begin(), kNames.end(),
+                             [&](const auto& p) { return p.first == name; });
+      require(it != kNames.end(), "OptRot matrix '", name,
+              "' is not one of q, k, v, o, gate, up, down");
+      if (!uses(out, it->second)) out.push_back(it->second);
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  require(!out.empty(), "OptRot: no matrices in '", list, "' (expected e.g. q,k,v,o,gate,up,down)");
+  return out;
+}
+
 FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank, int size,
-                                  const std::vector<LayerCovariances>* covs) {
+                                  const std::vector<LayerCovariances>* covs,
+                                  const std::vector<LayerTensor>& matrices) {
   require(norms_are_fused(model), "OptRot: fold the RMSNorm scales first (fuse_norms)");
   require(!covs || covs->size() == model.weights.layers.size(),
           "OptRot+: ", covs ? covs->size() : 0, " layer covariances for ",
@@ -21,17 +57,20 @@ FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank,
     const int attn = covs ? obj.add_covariance((*covs)[i].attn) : -1;
     const int mlp = covs ? obj.add_covariance((*covs)[i].mlp) : -1;
     for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv}) {
-      obj.add(l[t], 1.0, attn);
+      if (uses(matrices, t)) obj.add(l[t], 1.0, attn);
     }
-    for (LayerTensor t : {LayerTensor::kWGate, LayerTensor::kWUp}) obj.add(l[t], 1.0, mlp);
-    obj.add(l[LayerTensor::kWo].t());
-    obj.add(l[LayerTensor::kWDown].t());
+    for (LayerTensor t : {LayerTensor::kWGate, LayerTensor::kWUp}) {
+      if (uses(matrices, t)) obj.add(l[t], 1.0, mlp);
+    }
+    if (uses(matrices, LayerTensor::kWo)) obj.add(l[LayerTensor::kWo].t());
+    if (uses(matrices, LayerTensor::kWDown)) obj.add(l[LayerTensor::kWDown].t());
   }
   return obj;
 }
 
 FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
-                                  OptRotNorm norm, const LayerCovariances* cov) {
+                                  OptRotNorm norm, const LayerCovariances* cov,
+                                  const std::vector<LayerTensor>& matrices) {
   const ModelConfig& c = model.config;
   const LayerWeights& l = model.weights.layers.at(layer);
   at::Tensor wv = l[LayerTensor::kWv].to(at::kDouble);  // [KVH·d, C]
@@ -43,7 +82,10 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
   const int64_t d = c.head_dim;
   FourthPowerObjective obj(d, norm);
   // R2ᵀ·Wv_h rotates head h's rows: reader form Wv_hᵀ [C, d]. Wo_h·R2: reader form Wo_h [C, d].
-  for (int64_t h = 0; h < c.n_kv_heads; ++h) obj.add(wv.narrow(0, h * d, d).t());
+  if (uses(matrices, LayerTensor::kWv)) {
+    for (int64_t h = 0; h < c.n_kv_heads; ++h) obj.add(wv.narrow(0, h * d, d).t());
+  }
+  if (!uses(matrices, LayerTensor::kWo)) return obj;
   require(!cov || static_cast<int64_t>(cov->o_heads.size()) == c.n_heads,
           "OptRot+: ", cov ? cov->o_heads.size() : 0, " o_proj head covariances for ", c.n_heads,
           " heads");
@@ -64,21 +106,24 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
   Rotations init = make_rotations(start, c.dim, c.head_dim, c.n_layers);
   Rotations rot;
   rot.r2.resize(c.n_layers);
-  const FourthPowerObjective obj1 = r1_objective(model, opts.norm, comm.rank(), comm.size(), covs);
+  const FourthPowerObjective obj1 =
+      r1_objective(model, opts.norm, comm.rank(), comm.size(), covs, opts.matrices);
   rot.r1 = minimize_fourth_power(obj1, init.r1, opts.sgd, &comm, trace);
   spdlog::info("{} R1: loss {:.6g} (randomized Hadamard start: {:.6g})",
                covs ? "optrot+" : "optrot", fourth_power_loss(obj1, rot.r1, &comm),
                fourth_power_loss(obj1, init.r1, &comm));
-  if (opts.r2) {
+  if (opts.r2 && (uses(opts.matrices, LayerTensor::kWv) || uses(opts.matrices, LayerTensor::kWo))) {
     CayleySgdOptions quiet = opts.sgd;
     quiet.log_every = 0;
     for (int64_t l = 0; l < static_cast<int64_t>(model.weights.layers.size()); ++l) {
       const FourthPowerObjective obj2 =
-          r2_objective(model, l, rot.r1, opts.norm, covs ? &(*covs)[l] : nullptr);
+          r2_objective(model, l, rot.r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
       // head_dim × head_dim problems: every rank solves each one alone, identically.
       rot.r2[l + model.layer_offset] =
           minimize_fourth_power(obj2, init.r2[l + model.layer_offset], quiet, nullptr);
     }
+  } else if (opts.r2) {
+    rot.r2 = init.r2;  // neither v nor o enters: R2 stays the randomized Hadamard start
   }
   return rot;
 }

@@ -3,6 +3,9 @@
 // the R1-rotated v/o weights, so that every objective sees the weights it will actually rotate.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "models/weights.h"
 #include "solvers/comm.h"
 #include "solvers/optrot.h"
@@ -22,20 +25,31 @@ struct OptRotOptions {
   CayleySgdOptions sgd;
   OptRotNorm norm = OptRotNorm::kNumel;
   bool r2 = true;
+  // The matrices that enter the objectives (R2 sees v and o only).
+  std::vector<LayerTensor> matrices = {LayerTensor::kWq,   LayerTensor::kWk,    LayerTensor::kWv,
+                                       LayerTensor::kWo,   LayerTensor::kWGate, LayerTensor::kWUp,
+                                       LayerTensor::kWDown};
 };
+
+// "q,k,v,o,gate,up,down" (any non-empty subset) -> the matrices; throws naming an unknown one.
+std::vector<LayerTensor> parse_optrot_matrices(const std::string& list);
 
 // q/k/v/gate/up as themselves, o/down transposed: the R1 objective's terms, from the layers
 // l ≡ rank (mod size) of `model` (every rank holds the whole model; the shares are disjoint, so
 // an all-reduce sums each term once). The model's norms must be fused.
 // With `covs` (one per layer of the model, OptRot+), q/k/v are grouped with their layer's attn
 // covariance and gate/up with its mlp covariance.
-FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank = 0, int size = 1,
-                                  const std::vector<LayerCovariances>* covs = nullptr);
+FourthPowerObjective r1_objective(
+    const Model& model, OptRotNorm norm, int rank = 0, int size = 1,
+    const std::vector<LayerCovariances>* covs = nullptr,
+    const std::vector<LayerTensor>& matrices = OptRotOptions().matrices);
 
 // Layer `layer`'s R2 terms on weights already rotated by `r1` (undefined = identity): the
 // per-head blocks of Wv·R1 (transposed) and of R1ᵀ·Wo.
-FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
-                                  OptRotNorm norm, const LayerCovariances* cov = nullptr);
+FourthPowerObjective r2_objective(
+    const Model& model, int64_t layer, const at::Tensor& r1, OptRotNorm norm,
+    const LayerCovariances* cov = nullptr,
+    const std::vector<LayerTensor>& matrices = OptRotOptions().matrices);
 
 // R1 and R2 by OptRot, each started from the randomized Hadamard of `seed` (as make_rotations
 // draws it). `trace` (optional) receives R1's optimisation trace.

@@ -35,6 +35,7 @@ struct RotationSpec {
   std::string optrot_norm = "numel";
   std::string optrot_optimizer = "cayley";  // "cayley" (SGD) | "adam" (Riemannian Adam)
   bool optrot_cosine = true;                // cosine learning-rate decay
+  std::string optrot_matrices = "q,k,v,o,gate,up,down";  // which matrices enter the objective
   // kDfrot: the solver's options, its start (hadamard | random | none), how many layers give
   // calibration tokens (0: all) and the calibration windows (1 × min(2048, context) by default).
   DfrotOptions dfrot;

@@ -1,14 +1,15 @@
 // Checkpoint readers and writers: llama2.c v0/v1/v2, HF safetensors (single and sharded, f32/bf16),
 // the RoPE permutation, and rejection of malformed files with one clear message.
+#include "models/checkpoint.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <fstream>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
-#include "models/checkpoint.h"
 #include "models/safetensors.h"
 #include "models/synth.h"
 #include "models/transformer.h"
@@ -32,8 +33,7 @@ void expect_same_weights(const Model& a, const Model& b, double tol = 0, double 
     ASSERT_EQ(x.defined(), y.defined()) << what;
     if (!x.defined()) return;
     ASSERT_EQ(x.sizes(), y.sizes()) << what;
-    const double bound =
-        q8_steps > 0 ? q8_steps * x.abs().max().item<double>() / 127 + 1e-7 : tol;
+    const double bound = q8_steps > 0 ? q8_steps * x.abs().max().item<double>() / 127 + 1e-7 : tol;
     EXPECT_LE((x.to(at::kDouble) - y.to(at::kDouble)).abs().max().item<double>(), bound) << what;
   };
   same(a.weights.embed, b.weights.embed, "embed");
@@ -41,8 +41,9 @@ void expect_same_weights(const Model& a, const Model& b, double tol = 0, double 
   same(a.weights.lm_head, b.weights.lm_head, "lm_head");
   for (size_t l = 0; l < a.weights.layers.size(); ++l) {
     for (size_t i = 0; i < a.weights.layers[l].tensors.size(); ++i) {
-      same(a.weights.layers[l].tensors[i], b.weights.layers[l].tensors[i],
-           "layer " + std::to_string(l) + " " + rotq::layer_tensor_key(static_cast<LayerTensor>(i)));
+      same(
+          a.weights.layers[l].tensors[i], b.weights.layers[l].tensors[i],
+          "layer " + std::to_string(l) + " " + rotq::layer_tensor_key(static_cast<LayerTensor>(i)));
     }
   }
 }
@@ -84,7 +85,8 @@ void write_llama2c_versioned(const Model& m, const std::string& path, int versio
   const uint32_t magic = 0x616b3432;
   out.write(reinterpret_cast<const char*>(&magic), 4);
   i32(version);
-  for (int64_t v : {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.max_seq_len}) {
+  for (int64_t v :
+       {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.max_seq_len}) {
     i32(static_cast<int32_t>(v));
   }
   out.put(c.tie_embeddings ? 1 : 0);
@@ -92,7 +94,9 @@ void write_llama2c_versioned(const Model& m, const std::string& path, int versio
   while (out.tellp() < 256) out.put(0);
   auto interleave = [&](const at::Tensor& w, int64_t heads) {
     // inverse of permute_interleaved_to_half
-    return w.reshape({heads, 2, c.head_dim / 2, c.dim}).transpose(1, 2).reshape({heads * c.head_dim, c.dim});
+    return w.reshape({heads, 2, c.head_dim / 2, c.dim})
+        .transpose(1, 2)
+        .reshape({heads * c.head_dim, c.dim});
   };
   auto f32 = [&](const at::Tensor& t) {
     at::Tensor x = t.to(at::kFloat).contiguous();
@@ -164,7 +168,8 @@ TEST(Checkpoint, ShardedBf16GqaUntiedSyntheticLoadsAndRuns) {
     std::ifstream in(dir.str("hf/model.safetensors.index.json"));
     const nlohmann::json index = nlohmann::json::parse(in);
     std::set<std::string> shard_files;
-    for (const auto& kv : index["weight_map"].items()) shard_files.insert(kv.value().get<std::string>());
+    for (const auto& kv : index["weight_map"].items())
+      shard_files.insert(kv.value().get<std::string>());
     ASSERT_GE(shard_files.size(), 2u);
     for (const auto& f : shard_files) EXPECT_TRUE(std::filesystem::exists(dir.str("hf/" + f))) << f;
   }
@@ -247,15 +252,19 @@ TEST(CheckpointErrors, MissingAndTruncatedLlama2c) {
 
 TEST(CheckpointErrors, SafetensorsHeadersThatLie) {
   rotq_test::TempDir dir;
-  write_bytes(dir.str("past.safetensors"),
-              safetensors_bytes(R"({"w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]}})", 32));
+  write_bytes(
+      dir.str("past.safetensors"),
+      safetensors_bytes(R"({"w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]}})", 32));
   expect_error([&] { rotq::SafetensorsFile::open(dir.str("past.safetensors")); }, "data section");
-  write_bytes(dir.str("size.safetensors"),
-              safetensors_bytes(R"({"w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,32]}})", 64));
+  write_bytes(
+      dir.str("size.safetensors"),
+      safetensors_bytes(R"({"w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,32]}})", 64));
   expect_error([&] { rotq::SafetensorsFile::open(dir.str("size.safetensors")); }, "expected 64");
-  write_bytes(dir.str("dtype.safetensors"),
-              safetensors_bytes(R"({"w":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})", 4));
-  expect_error([&] { rotq::SafetensorsFile::open(dir.str("dtype.safetensors")); }, "unknown dtype F8_E4M3");
+  write_bytes(
+      dir.str("dtype.safetensors"),
+      safetensors_bytes(R"({"w":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})", 4));
+  expect_error([&] { rotq::SafetensorsFile::open(dir.str("dtype.safetensors")); },
+               "unknown dtype F8_E4M3");
   write_bytes(dir.str("json.safetensors"), safetensors_bytes("{not json", 0));
   expect_error([&] { rotq::SafetensorsFile::open(dir.str("json.safetensors")); }, "not valid JSON");
   std::string huge(8, '\0');
@@ -273,7 +282,9 @@ class HfConfigErrors : public ::testing::Test {
     std::ifstream in(dir.str("m/config.json"));
     config = nlohmann::json::parse(in);
   }
-  void write_config(const nlohmann::json& j) { std::ofstream(dir.str("m/config.json")) << j.dump(); }
+  void write_config(const nlohmann::json& j) {
+    std::ofstream(dir.str("m/config.json")) << j.dump();
+  }
   rotq_test::TempDir dir;
   nlohmann::json config;
 };
@@ -287,7 +298,8 @@ TEST_F(HfConfigErrors, MissingField) {
 TEST_F(HfConfigErrors, UnsupportedArchitecture) {
   config["architectures"] = {"GPT2LMHeadModel"};
   write_config(config);
-  expect_error([&] { rotq::open_checkpoint(dir.str("m")); }, "unsupported architecture 'GPT2LMHeadModel'");
+  expect_error([&] { rotq::open_checkpoint(dir.str("m")); },
+               "unsupported architecture 'GPT2LMHeadModel'");
 }
 
 TEST_F(HfConfigErrors, WrongTypeAndInconsistentHeads) {

@@ -159,7 +159,7 @@ class PlantedModel : public ::testing::Test {
 };
 
 TEST_F(PlantedModel, RandomOrthogonalLosesToHadamardOnMassiveTokensAndDfrotRepairsIt) {
-  EXPECT_LT(kl("hadamard", 0, "hadamard", 16), 1e-6) << "rotation changed the FP model";
+  EXPECT_LT(kl("dfrot", 0, "hadamard", 16), 1e-6) << "the DFRot-rotated model is not the FP model";
   const double ro = kl("random"), rh = kl("hadamard");
   const double ro_fp16 = kl("random", 9.5 / 64);
   const double dfrot_rh = kl("dfrot"), dfrot_ro = kl("dfrot", 0, "random");

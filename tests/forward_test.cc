@@ -86,13 +86,14 @@ TEST_P(ForwardArch, SyntheticMatchesFloat64Reference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Archs, ForwardArch,
-    ::testing::Values(ArchCase{"llama_gqa", "dim=48,hidden=100,layers=2,heads=6,kv_heads=2", "none"},
-                      ArchCase{"llama_mha_untied", "dim=32,heads=4,kv_heads=4,tied=0", "none"},
-                      ArchCase{"llama3_rope", "dim=32,heads=2,kv_heads=1,ctx=256,theta=500000", "llama3"},
-                      ArchCase{"linear_rope", "dim=32,heads=4,kv_heads=2", "linear"},
-                      ArchCase{"qwen2_bias", "dim=32,heads=4,kv_heads=2,arch=Qwen2ForCausalLM", "none"},
-                      ArchCase{"qwen3_qknorm",
-                               "dim=32,heads=4,kv_heads=2,head_dim=16,arch=Qwen3ForCausalLM", "none"}),
+    ::testing::Values(
+        ArchCase{"llama_gqa", "dim=48,hidden=100,layers=2,heads=6,kv_heads=2", "none"},
+        ArchCase{"llama_mha_untied", "dim=32,heads=4,kv_heads=4,tied=0", "none"},
+        ArchCase{"llama3_rope", "dim=32,heads=2,kv_heads=1,ctx=256,theta=500000", "llama3"},
+        ArchCase{"linear_rope", "dim=32,heads=4,kv_heads=2", "linear"},
+        ArchCase{"qwen2_bias", "dim=32,heads=4,kv_heads=2,arch=Qwen2ForCausalLM", "none"},
+        ArchCase{"qwen3_qknorm", "dim=32,heads=4,kv_heads=2,head_dim=16,arch=Qwen3ForCausalLM",
+                 "none"}),
     [](const auto& info) { return info.param.name; });
 
 TEST(Forward, GreedyGenerationReproducesLlama2cGolden) {
@@ -103,8 +104,8 @@ TEST(Forward, GreedyGenerationReproducesLlama2cGolden) {
   o.steps = 200;
   o.temperature = 0;
   const rotq::GenerateResult r = rotq::generate(tf, *tok, o);
-  std::string golden = rotq::read_file_bytes(
-      rotq_test::shared_data("models/stories260K/greedy_t0_n200.txt"));
+  std::string golden =
+      rotq::read_file_bytes(rotq_test::shared_data("models/stories260K/greedy_t0_n200.txt"));
   while (!golden.empty() && golden.back() == '\n') golden.pop_back();
   std::string got = r.text;
   while (!got.empty() && got.back() == '\n') got.pop_back();
@@ -117,7 +118,8 @@ TEST(Forward, TokenNllMatchesDenseLogSoftmax) {
   at::Tensor w = at::randn({5000, 16}, at::kDouble);
   at::Tensor tgt = at::randint(0, 5000, {37}, at::kLong);
   at::Tensor got = rotq::token_nll(h, w, tgt);
-  at::Tensor want = -at::log_softmax(at::matmul(h, w.t()), -1).gather(1, tgt.unsqueeze(1)).squeeze(1);
+  at::Tensor want =
+      -at::log_softmax(at::matmul(h, w.t()), -1).gather(1, tgt.unsqueeze(1)).squeeze(1);
   EXPECT_LT((got - want).abs().max().item<double>(), 1e-12);
 }
 
@@ -135,8 +137,8 @@ class Perplexity : public ::testing::Test {
  protected:
   static std::vector<int32_t> stories_tokens() {
     auto tok = rotq::load_tokenizer(kTok512, 512);
-    const std::string text = rotq::read_text(rotq_test::project_data("tinystories_sample.txt"),
-                                             rotq::TextFormat::kRaw);
+    const std::string text =
+        rotq::read_text(rotq_test::project_data("tinystories_sample.txt"), rotq::TextFormat::kRaw);
     return rotq::encode_with_bos(*tok, text, true);
   }
 };

@@ -149,6 +149,24 @@ TEST(OptRot, LearnedRotationsKeepTheModelAndLowerTheObjective) {
   EXPECT_LE((la - lb).abs().max().item<double>() / lb.abs().max().item<double>(), 1e-10);
 }
 
+TEST(OptRot, MatrixSelection) {
+  using rotq::LayerTensor;
+  const auto m = rotq::parse_optrot_matrices("q,down,q");
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m[0], LayerTensor::kWq);
+  EXPECT_EQ(m[1], LayerTensor::kWDown);
+  EXPECT_THROW(rotq::parse_optrot_matrices("q,lm_head"), rotq::Error);
+  EXPECT_THROW(rotq::parse_optrot_matrices(","), rotq::Error);
+  rotq::LoadOptions lo;
+  lo.dtype = at::kDouble;
+  rotq::Model model =
+      rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
+  rotq::fuse_norms(model);
+  EXPECT_EQ(rotq::r1_objective(model, OptRotNorm::kNumel, 0, 1, nullptr, m).size(),
+            10u);  // 5 layers
+  EXPECT_EQ(rotq::r2_objective(model, 0, at::Tensor(), OptRotNorm::kNumel, nullptr, m).size(), 0u);
+}
+
 TEST(OptRot, BadInputsAreErrors) {
   FourthPowerObjective obj(8, OptRotNorm::kNone);
   EXPECT_THROW(obj.add(at::ones({3, 7}, at::kDouble)), rotq::Error);

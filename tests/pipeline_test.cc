@@ -56,7 +56,8 @@ TEST(Calibration, SeededWindowsAreSlicesOfTheText) {
 // Σ x xᵀ of the input of `layer`'s linears at `site` over calibration windows, FP model.
 class Capture final : public rotq::ForwardHooks {
  public:
-  Capture(Site site, int64_t layer, int64_t cols) : acc_(cols, at::kDouble), site_(site), layer_(layer) {}
+  Capture(Site site, int64_t layer, int64_t cols)
+      : acc_(cols, at::kDouble), site_(site), layer_(layer) {}
   void at_site(Site site, int64_t layer, at::Tensor& x) override {
     if (site == site_ && layer == layer_) acc_.add(x);
   }
@@ -82,11 +83,10 @@ TEST(Gptq, BeatsRtnOnStories260KLayers) {
     LayerTensor t;
     int64_t cols;
   };
-  for (const Case& c : {Case{Site::kAttnIn, 1, LayerTensor::kWq, 64},
-                        Case{Site::kAttnIn, 3, LayerTensor::kWv, 64},
-                        Case{Site::kOProjIn, 2, LayerTensor::kWo, 64},
-                        Case{Site::kMlpIn, 4, LayerTensor::kWUp, 64},
-                        Case{Site::kDownIn, 0, LayerTensor::kWDown, 172}}) {
+  for (const Case& c :
+       {Case{Site::kAttnIn, 1, LayerTensor::kWq, 64}, Case{Site::kAttnIn, 3, LayerTensor::kWv, 64},
+        Case{Site::kOProjIn, 2, LayerTensor::kWo, 64}, Case{Site::kMlpIn, 4, LayerTensor::kWUp, 64},
+        Case{Site::kDownIn, 0, LayerTensor::kWDown, 172}}) {
     Capture cap(c.site, c.layer, c.cols);
     tf.hidden_states(calib, &cap);
     const at::Tensor H = cap.acc_.hessian();
@@ -104,7 +104,8 @@ TEST(Gptq, BeatsRtnOnStories260KLayers) {
         const at::Tensor g = rotq::gptq_quantize(w, H.to(at::kFloat), spec, go).weight;
         const at::Tensor r = rotq::rtn_quantize_weight(w, spec);
         EXPECT_LT(output_error(w, g, H), output_error(w, r, H))
-            << "layer " << c.layer << " " << rotq::layer_tensor_key(c.t) << " w" << bits << " g" << group;
+            << "layer " << c.layer << " " << rotq::layer_tensor_key(c.t) << " w" << bits << " g"
+            << group;
       }
     }
   }
@@ -152,8 +153,8 @@ TEST(ActQuant, QuantizedSitesHaveAtMostTwoToTheBitsLevels) {
   EXPECT_LE(levels.max_kv, 8);
 }
 
-rotq::QuantCell cell(const std::string& rotation, int w_bits, const std::string& method,
-                     int a_bits, int kv_bits) {
+rotq::QuantCell cell(const std::string& rotation, int w_bits, const std::string& method, int a_bits,
+                     int kv_bits) {
   rotq::QuantCell c;
   c.rotation = rotq::RotationSpec::parse(rotation);
   c.weights.method = rotq::parse_weight_method(method);
@@ -177,7 +178,8 @@ TEST(Pipeline, UnquantizedCellsReproduceTheFloatingPointPerplexity) {
       rotq::run_quant_cell(fp, *tok, cell("none", 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
   for (const std::string rotation : {"random", "hadamard"}) {
     Model m = rotq::load_model(kStories);
-    const double got = rotq::run_quant_cell(m, *tok, cell(rotation, 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
+    const double got =
+        rotq::run_quant_cell(m, *tok, cell(rotation, 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
     EXPECT_NEAR(got, want, 1e-4 * want) << rotation;
   }
 }
@@ -186,9 +188,11 @@ TEST(Pipeline, EightBitsIsCloseAndFourBitsIsNot) {
   auto tok = rotq::load_tokenizer(kTok, 512);
   auto comm = rotq::make_local_comm();
   Model fp = rotq::load_model(kStories);
-  const double base = rotq::run_quant_cell(fp, *tok, cell("none", 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
+  const double base =
+      rotq::run_quant_cell(fp, *tok, cell("none", 16, "rtn", 16, 16), *comm).ppl.at(0).ppl;
   Model m8 = rotq::load_model(kStories);
-  const double w8a8 = rotq::run_quant_cell(m8, *tok, cell("hadamard", 8, "gptq", 8, 8), *comm).ppl.at(0).ppl;
+  const double w8a8 =
+      rotq::run_quant_cell(m8, *tok, cell("hadamard", 8, "gptq", 8, 8), *comm).ppl.at(0).ppl;
   EXPECT_NEAR(w8a8, base, 0.03 * base);
   Model m4 = rotq::load_model(kStories);
   const auto r4 = rotq::run_quant_cell(m4, *tok, cell("hadamard", 4, "gptq", 4, 4), *comm);

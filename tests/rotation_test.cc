@@ -1,18 +1,19 @@
 // Rotations and their fusion: a rotated model computes the same function as the original (the
 // premise of every method rotq compares), rotations are deterministic and checked on load, and
 // the online Hadamards survive a save/load round trip.
+#include "solvers/rotation.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "models/checkpoint.h"
+#include "models/safetensors.h"
 #include "models/synth.h"
 #include "models/transformer.h"
 #include "runner/quant_pipeline.h"
 #include "runner/rotation_io.h"
-#include "models/safetensors.h"
 #include "solvers/error.h"
 #include "solvers/fusion.h"
-#include "solvers/rotation.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -32,7 +33,9 @@ Model synthetic_model(at::ScalarType dtype) {
   // Non-trivial (seeded) norm scales, so that norm fusion is exercised.
   uint64_t stream = 0;
   const auto scales = [&](const at::Tensor& like) {
-    return (rotq::seeded_gaussian(1, like.numel(), ++stream).abs() + 0.5).view(like.sizes()).to(dtype);
+    return (rotq::seeded_gaussian(1, like.numel(), ++stream).abs() + 0.5)
+        .view(like.sizes())
+        .to(dtype);
   };
   for (auto& l : m.weights.layers) {
     for (auto t : {rotq::LayerTensor::kAttnNorm, rotq::LayerTensor::kFfnNorm}) l[t] = scales(l[t]);
@@ -48,7 +51,8 @@ Model stories(at::ScalarType dtype) {
 }
 
 at::Tensor logits_of(const Model& m, int64_t T = 48) {
-  at::Tensor tokens = (at::arange(2 * T, at::kLong) * 37 + 1).remainder(m.config.vocab_size).view({2, T});
+  at::Tensor tokens =
+      (at::arange(2 * T, at::kLong) * 37 + 1).remainder(m.config.vocab_size).view({2, T});
   rotq::Transformer tf(m);
   at::Tensor h = tf.hidden_states(tokens);
   return tf.logits(h.reshape({-1, h.size(-1)}));
@@ -118,15 +122,15 @@ TEST_P(RotationInvariance, RotatedModelHasTheSameLogits) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, RotationInvariance,
-    ::testing::Values(InvarianceCase{"stories260K", at::kFloat, 1e-5},
-                      InvarianceCase{"stories260K", at::kDouble, 1e-10},
-                      InvarianceCase{"synthetic", at::kFloat, 1e-5},
-                      InvarianceCase{"synthetic", at::kDouble, 1e-10}),
-    [](const auto& info) {
-      return std::string(info.param.model) + (info.param.dtype == at::kFloat ? "_f32" : "_f64");
-    });
+INSTANTIATE_TEST_SUITE_P(Models, RotationInvariance,
+                         ::testing::Values(InvarianceCase{"stories260K", at::kFloat, 1e-5},
+                                           InvarianceCase{"stories260K", at::kDouble, 1e-10},
+                                           InvarianceCase{"synthetic", at::kFloat, 1e-5},
+                                           InvarianceCase{"synthetic", at::kDouble, 1e-10}),
+                         [](const auto& info) {
+                           return std::string(info.param.model) +
+                                  (info.param.dtype == at::kFloat ? "_f32" : "_f64");
+                         });
 
 TEST(Rotation, NormFusionAloneKeepsLogitsAndUntiesTheHead) {
   Model m = stories(at::kDouble);
@@ -214,8 +218,9 @@ TEST(Rotation, SavedRotatedModelReloadsWithItsOnlineHadamards) {
   EXPECT_TRUE(back.config.online_hadamard_qk);
   EXPECT_LE(relative_error(logits_of(back), want), 1e-5);
   // Rotating twice would need the online transforms twice: refused.
-  EXPECT_THROW(rotq::rotate_model(back, rotq::resolve_rotations(spec_of("random", 1), back.config), true),
-               rotq::Error);
+  EXPECT_THROW(
+      rotq::rotate_model(back, rotq::resolve_rotations(spec_of("random", 1), back.config), true),
+      rotq::Error);
 }
 
 }  // namespace

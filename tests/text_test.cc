@@ -1,9 +1,10 @@
 // The evaluation-text protocol: WikiText rows joined as the HF dataset does.
+#include "runner/text.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 
-#include "runner/text.h"
 #include "solvers/error.h"
 #include "tests/test_util.h"
 
@@ -17,7 +18,8 @@ TEST(Text, HfRowsJoinKeepsNewlinesAndEmptiesBlankRows) {
 }
 
 TEST(Text, WikiTextTestSplitHasTheDatasetsRowCount) {
-  const std::string raw = rotq::read_file_bytes(rotq_test::shared_data("text/wikitext-2-raw/wiki.test.raw"));
+  const std::string raw =
+      rotq::read_file_bytes(rotq_test::shared_data("text/wikitext-2-raw/wiki.test.raw"));
   const std::string joined = rotq::hf_rows_joined(raw);
   // HF's wikitext-2-raw-v1 test split has 4358 rows: 4357 separators.
   size_t seps = 0;
