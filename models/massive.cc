@@ -8,6 +8,7 @@
 
 #include "models/weights.h"
 #include "solvers/error.h"
+#include "solvers/parse.h"
 
 namespace rotq {
 namespace {
@@ -15,16 +16,10 @@ namespace {
 constexpr double kSignature = 12.0;  // trigger tokens' signature value (embedding RMS is 1)
 constexpr double kDc = 3.0;          // the constant every embedding carries for the sink query
 
-double parse_number(const std::string& key, const std::string& v) {
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  require(used == v.size() && std::isfinite(x), "--massive ", key, "=", v, ": expected a number");
-  return x;
+double number_for(const std::string& key, const std::string& v) {
+  const std::optional<double> x = parse_number(v);
+  require(x && std::isfinite(*x), "--massive ", key, "=", v, ": expected a number");
+  return *x;
 }
 
 bool layer_tensor_named(const std::string& name, LayerTensor t, int64_t* layer, int64_t n_layers) {
@@ -48,7 +43,7 @@ MassiveSpec MassiveSpec::parse(const std::string& text) {
     const size_t eq = item.find('=');
     require(eq != std::string::npos, "--massive ", item, ": expected key=value");
     const std::string k = item.substr(0, eq), v = item.substr(eq + 1);
-    const double x = k == "tokens" ? 0 : parse_number(k, v);
+    const double x = k == "tokens" ? 0 : number_for(k, v);
     if (k == "layer")
       s.layer = static_cast<int64_t>(x);
     else if (k == "channels")
@@ -72,7 +67,7 @@ MassiveSpec MassiveSpec::parse(const std::string& text) {
       std::stringstream ts(v);
       std::string id;
       while (std::getline(ts, id, ';')) {
-        if (!id.empty()) s.tokens.push_back(static_cast<int32_t>(parse_number("tokens", id)));
+        if (!id.empty()) s.tokens.push_back(static_cast<int32_t>(number_for("tokens", id)));
       }
     } else {
       fail("--massive ", k,

@@ -13,6 +13,7 @@
 
 #include "models/safetensors.h"
 #include "solvers/error.h"
+#include "solvers/parse.h"
 
 namespace rotq {
 namespace {
@@ -100,14 +101,9 @@ int64_t parse_int(const std::string& key, const std::string& v) {
 }
 
 double parse_double(const std::string& key, const std::string& v) {
-  try {
-    size_t pos = 0;
-    double x = std::stod(v, &pos);
-    require(pos == v.size(), "");
-    return x;
-  } catch (...) {
-    fail("--dims ", key, "=", v, ": expected a number");
-  }
+  const std::optional<double> x = parse_number(v);
+  require(x.has_value(), "--dims ", key, "=", v, ": expected a number");
+  return *x;
 }
 
 // Names and tensors of one layer / the globals, in checkpoint order.

@@ -44,6 +44,25 @@ int64_t r1_rows_per_layer(const ModelConfig& c) {
   return c.q_dim() + 2 * c.kv_dim() + c.dim + 3 * c.hidden_dim;
 }
 
+// One table row: what was timed, its time and FLOPs, the rate and its ratio to the float64 GEMM
+// rate, and (for the data-linear parts) the full model's count and extrapolated time.
+std::vector<std::string> cost_row(const std::string& model, int64_t c, const std::string& op,
+                                  const std::string& timed_what, double seconds, double flops,
+                                  double gemm_gflops, const std::string& full = "-",
+                                  double full_seconds = -1) {
+  const double gflops = flops / seconds / 1e9;
+  return {model,
+          std::to_string(c),
+          op,
+          timed_what,
+          fmt_double(seconds, 2),
+          fmt_double(flops / 1e9, 1),
+          fmt_double(gflops, 1),
+          fmt_double(gflops / gemm_gflops, 3),
+          full,
+          full_seconds < 0 ? "-" : fmt_double(full_seconds, 1)};
+}
+
 void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   rt.init();
   require(a.tokens > 0 && a.rows > 0 && a.window > 0, "bench rotation: sizes must be positive");
@@ -76,15 +95,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const double iter_flops = 4.0 * n * cd * cd;
     const int64_t full_tokens = 2 * c.n_layers * a.window;
     const double full_iter = t_tokens * static_cast<double>(full_tokens) / n + t_svd;
-    rows.push_back({name, std::to_string(C), "DFRot iteration",
-                    std::to_string(a.tokens) + " tokens", fmt_double(t_tokens, 2),
-                    fmt_double(iter_flops / 1e9, 1), fmt_double(iter_flops / t_tokens / 1e9, 1),
-                    fmt_double(iter_flops / t_tokens / 1e9 / g64.gflops, 3),
-                    std::to_string(full_tokens) + " tokens", fmt_double(full_iter, 1)});
-    rows.push_back({name, std::to_string(C), "SVD (Procrustes)", "C×C", fmt_double(t_svd, 2),
-                    fmt_double(22.0 * cd * cd * cd / 1e9, 1),
-                    fmt_double(22.0 * cd * cd * cd / t_svd / 1e9, 1),
-                    fmt_double(22.0 * cd * cd * cd / t_svd / 1e9 / g64.gflops, 3), "-", "-"});
+    rows.push_back(cost_row(name, C, "DFRot iteration", std::to_string(a.tokens) + " tokens",
+                            t_tokens, iter_flops, g64.gflops,
+                            std::to_string(full_tokens) + " tokens", full_iter));
+    rows.push_back(
+        cost_row(name, C, "SVD (Procrustes)", "C×C", t_svd, 22.0 * cd * cd * cd, g64.gflops));
 
     // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
     FourthPowerObjective obj(C, OptRotNorm::kNumel);
@@ -96,15 +111,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
     const double full_step =
         t_grad * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
-    rows.push_back({name, std::to_string(C), "OptRot gradient", std::to_string(a.rows) + " rows",
-                    fmt_double(t_grad, 2), fmt_double(grad_flops / 1e9, 1),
-                    fmt_double(grad_flops / t_grad / 1e9, 1),
-                    fmt_double(grad_flops / t_grad / 1e9 / g64.gflops, 3),
-                    std::to_string(full_rows) + " rows", fmt_double(full_step, 1)});
-    rows.push_back({name, std::to_string(C), "Cayley step", "C×C", fmt_double(t_cayley, 2),
-                    fmt_double(2.7 * cd * cd * cd / 1e9, 1),
-                    fmt_double(2.7 * cd * cd * cd / t_cayley / 1e9, 1),
-                    fmt_double(2.7 * cd * cd * cd / t_cayley / 1e9 / g64.gflops, 3), "-", "-"});
+    rows.push_back(cost_row(name, C, "OptRot gradient", std::to_string(a.rows) + " rows", t_grad,
+                            grad_flops, g64.gflops, std::to_string(full_rows) + " rows",
+                            full_step));
+    rows.push_back(
+        cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
     if (a.json) {
       print_json_line(rt.c(), {{"command", "bench rotation"},
                                {"model", name},

@@ -47,7 +47,22 @@ struct NamedRotation {
 
 std::string num(double v) { return fmt_double(v, 6); }
 
+// Mean of the entries of `v` where `mask` is set (0 when none is).
+double masked_mean(const at::Tensor& v, const at::Tensor& mask) {
+  const at::Tensor picked = v.masked_select(mask);
+  return picked.numel() > 0 ? picked.mean().item<double>() : 0.0;
+}
+
 const char* site_label(BlockSite s) { return s == BlockSite::kAttn ? "attn" : "mlp"; }
+
+// R1 exactly as quantize-eval draws it for `kind` and `seed`.
+at::Tensor fixed_r1(RotationKind kind, uint64_t seed, const ModelConfig& c) {
+  RotationSpec s;
+  s.kind = kind;
+  s.seed = seed;
+  s.r2 = false;
+  return make_rotations(s, c.dim, c.head_dim, c.n_layers).r1;
+}
 
 // The learned R1: from a file, or DFRot / OptRot on this model (norms fused).
 at::Tensor learned_r1(const InspectArgs& a, const Model& model, const at::Tensor& windows,
@@ -120,15 +135,8 @@ void run_inspect(Runtime& rt, const InspectArgs& a) {
   const int64_t C = model.config.dim;
   const std::vector<NamedRotation> rots = {
       {"NR", at::Tensor()},
-      {"RO", random_orthogonal(C, derive_seed(derive_seed(a.seed, 0), 0)).contiguous()},
-      {"RH", make_rotations(
-                 [&] {
-                   RotationSpec s = RotationSpec::parse("hadamard");
-                   s.seed = a.seed;
-                   return s;
-                 }(),
-                 C, model.config.head_dim, model.config.n_layers)
-                 .r1},
+      {"RO", fixed_r1(RotationKind::kRandom, a.seed, model.config)},
+      {"RH", fixed_r1(RotationKind::kHadamard, a.seed, model.config)},
       {"learned", learned_r1(a, model, window, rt.c(), tok)}};
   if (!rt.c().is_root()) return;
   fs::create_directories(a.out);
@@ -184,26 +192,18 @@ void run_inspect(Runtime& rt, const InspectArgs& a) {
   // Each objective at each rotation.
   const FourthPowerObjective optrot = r1_objective(model, OptRotNorm::kNumel);
   DfrotOptions dopt;
-  std::vector<std::vector<std::string>> o_rows, table;
+  std::vector<std::vector<std::string>> o_rows;
   const at::Tensor normal = massive.logical_not();
   for (size_t k = 0; k < rots.size(); ++k) {
     const at::Tensor r = rots[k].r1.defined() ? rots[k].r1 : at::eye(C, at::kDouble);
-    const double mean_normal = errs[k].masked_select(normal).numel() > 0
-                                   ? errs[k].masked_select(normal).mean().item<double>()
-                                   : 0;
-    const double mean_massive = errs[k].masked_select(massive).numel() > 0
-                                    ? errs[k].masked_select(massive).mean().item<double>()
-                                    : 0;
-    const std::vector<std::string> row = {rots[k].name, num(fourth_power_loss(optrot, r, nullptr)),
-                                          num(dfrot_loss(in.x, massive, r, dopt, nullptr)),
-                                          num(mean_normal), num(mean_massive)};
-    o_rows.push_back(row);
-    table.push_back(row);
+    o_rows.push_back({rots[k].name, num(fourth_power_loss(optrot, r, nullptr)),
+                      num(dfrot_loss(in.x, massive, r, dopt, nullptr)),
+                      num(masked_mean(errs[k], normal)), num(masked_mean(errs[k], massive))});
   }
   const std::vector<std::string> o_header = {"rotation", "optrot_r1_loss", "dfrot_loss_gamma100",
                                              "mean_err_normal", "mean_err_massive"};
   write_csv(a.out + "/objectives.csv", o_header, o_rows);
-  print_table(rt.c(), o_header, table);
+  print_table(rt.c(), o_header, o_rows);
   std::printf("massive tokens: %lld of %lld; CSVs in %s\n",
               static_cast<long long>(massive.sum().item<int64_t>()),
               static_cast<long long>(in.size()), a.out.c_str());

@@ -13,6 +13,7 @@
 #include "solvers/error.h"
 #include "solvers/optrot.h"
 #include "solvers/optrot_model.h"
+#include "solvers/parse.h"
 
 namespace rotq {
 namespace {
@@ -74,16 +75,10 @@ struct QuantizeEvalArgs {
 // "100" -> 100, "inf" -> +inf (only the massive tokens count).
 double parse_gamma(const std::string& text) {
   if (text == "inf") return std::numeric_limits<double>::infinity();
-  size_t used = 0;
-  double g = -1;
-  try {
-    g = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  require(used == text.size() && std::isfinite(g) && g >= 0, "--dfrot-gamma '", text,
+  const std::optional<double> g = parse_number(text);
+  require(g && std::isfinite(*g) && *g >= 0, "--dfrot-gamma '", text,
           "': expected a number >= 0 or inf");
-  return g;
+  return *g;
 }
 
 // "4/16" -> (4, 16): activation bits / KV-cache bits.

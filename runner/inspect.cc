@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "solvers/dfrot.h"
 #include "solvers/error.h"
 #include "solvers/quantizer.h"
 
@@ -37,8 +38,7 @@ at::Tensor relative_token_error(const at::Tensor& x, const at::Tensor& r, int bi
   QuantSpec q;
   q.bits = bits;
   q.symmetric = symmetric;
-  const at::Tensor err = (xd - fake_quantize(xd, q)).pow(2).sum(1).sqrt();
-  return err / xd.pow(2).sum(1).sqrt().clamp_min(1e-30);
+  return per_token_quant_error(xd, q) / xd.pow(2).sum(1).sqrt().clamp_min(1e-30);
 }
 
 void write_csv(const std::string& path, const std::vector<std::string>& header,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 
 #include "models/transformer.h"
 #include "runner/covariances.h"
@@ -30,14 +31,32 @@ std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path
   return encode_with_bos(tok, read_text(path, fmt), /*add_bos=*/true);
 }
 
-at::Tensor calib_windows_for(const Model& model, const Tokenizer& tok, const std::string& text,
-                             int64_t nsamples, int64_t seqlen, uint64_t seed, const char* who) {
-  require(!text.empty(), who, " needs calibration text (--calib FILE)");
-  if (seqlen <= 0) seqlen = default_window(model.config);
-  require(seqlen <= model.config.max_seq_len, who, ": calibration window of ", seqlen,
-          " tokens exceeds the model's context of ", model.config.max_seq_len);
-  return calibration_windows(tokenize_file(tok, text), nsamples, seqlen, seed);
-}
+// The cell's calibration text, read and tokenized at most once however many stages (DFRot,
+// OptRot+, GPTQ) draw windows from it.
+class CalibrationText {
+ public:
+  CalibrationText(const Model& model, const Tokenizer& tok, const std::string& path)
+      : model_(model), tok_(tok), path_(path) {}
+
+  // [nsamples, seqlen] windows (seqlen 0: min(2048, context)); `who` and `flag` name the stage
+  // and its window option in errors.
+  at::Tensor windows(int64_t nsamples, int64_t seqlen, uint64_t seed, const char* who,
+                     const char* flag) {
+    require(!path_.empty(), who, " needs calibration text (--calib FILE)");
+    if (seqlen <= 0) seqlen = default_window(model_.config);
+    require(seqlen <= model_.config.max_seq_len, flag, " ", seqlen,
+            " exceeds the model's context of ", model_.config.max_seq_len, " tokens");
+    if (!tokens_) tokens_ = tokenize_file(tok_, path_);
+    return calibration_windows(*tokens_, nsamples, seqlen, seed);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  const Model& model_;
+  const Tokenizer& tok_;
+  std::string path_;
+  std::optional<std::vector<int32_t>> tokens_;
+};
 
 OptRotOptions optrot_options(const RotationSpec& spec) {
   OptRotOptions o;
@@ -54,12 +73,12 @@ OptRotOptions optrot_options(const RotationSpec& spec) {
 // The learned rotations: OptRot from the weights, OptRot+ with calibration covariances, DFRot
 // from calibration activations. The model's norms are fused.
 Rotations learn_rotations(const Model& model, const Tokenizer& tok, const QuantCell& cell,
-                          Comm& comm, RotationLearning& learned) {
+                          CalibrationText& calib, Comm& comm, RotationLearning& learned) {
   const RotationSpec& spec = cell.rotation;
   Rotations rot;
   if (spec.kind == RotationKind::kDfrot) {
-    const at::Tensor windows = calib_windows_for(model, tok, cell.calib_text, spec.dfrot_nsamples,
-                                                 spec.dfrot_seqlen, cell.calib.seed, "DFRot");
+    const at::Tensor windows = calib.windows(spec.dfrot_nsamples, spec.dfrot_seqlen,
+                                             cell.calib.seed, "DFRot", "--dfrot-seqlen");
     DfrotModelResult d = dfrot_rotations(model, windows, spec, comm, &tok);
     rot = d.rotations;
     learned.loss = d.trace.loss;
@@ -71,8 +90,8 @@ Rotations learn_rotations(const Model& model, const Tokenizer& tok, const QuantC
   } else {
     std::vector<LayerCovariances> covs;
     if (spec.kind == RotationKind::kOptRotPlus) {
-      const at::Tensor windows = calib_windows_for(model, tok, cell.calib_text, cell.calib.nsamples,
-                                                   cell.calib.seqlen, cell.calib.seed, "OptRot+");
+      const at::Tensor windows = calib.windows(cell.calib.nsamples, cell.calib.seqlen,
+                                               cell.calib.seed, "OptRot+", "--calib-seqlen");
       covs = collect_layer_covariances(model, windows, comm);
     }
     RotationTrace trace;
@@ -109,6 +128,7 @@ void rotate_model(Model& model, const Rotations& rot, bool rotate) {
 QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCell& cell,
                                Comm& comm) {
   QuantCellResult res;
+  CalibrationText calib(model, tok, cell.calib_text);
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
 
   // Norms are folded first: the learned rotations see the norm-fused weights and x/rms(x).
@@ -118,7 +138,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
 
   t = Clock::now();
   if (cell.rotation.learned()) {
-    res.rotations = learn_rotations(model, tok, cell, comm, res.learning);
+    res.rotations = learn_rotations(model, tok, cell, calib, comm, res.learning);
   } else {
     res.rotations = resolve_rotations(cell.rotation, model.config);
   }
@@ -136,17 +156,12 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
 
   if (cell.weights.spec.enabled()) {
     if (cell.weights.method == WeightMethod::kGptq) {
-      require(!cell.calib_text.empty(), "GPTQ needs calibration text (--calib FILE)");
       t = Clock::now();
-      const int64_t seqlen =
-          cell.calib.seqlen > 0 ? cell.calib.seqlen : default_window(model.config);
-      require(seqlen <= model.config.max_seq_len, "--calib-seqlen ", seqlen,
-              " exceeds the model's context of ", model.config.max_seq_len, " tokens");
-      const at::Tensor windows = calibration_windows(tokenize_file(tok, cell.calib_text),
-                                                     cell.calib.nsamples, seqlen, cell.calib.seed);
+      const at::Tensor windows = calib.windows(cell.calib.nsamples, cell.calib.seqlen,
+                                               cell.calib.seed, "GPTQ", "--calib-seqlen");
       res.seconds.calib = seconds_since(t);
-      spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), seqlen,
-                   cell.calib_text);
+      spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), windows.size(1),
+                   calib.path());
       t = Clock::now();
       res.weights = quantize_weights_gptq(model, windows, cell.weights, comm);
     } else {

@@ -101,14 +101,15 @@ at::Tensor flag_massive_tokens(const at::Tensor& x, const MassiveOptions& opts) 
   require(x.dim() == 2, "flag_massive_tokens: expected tokens [N, C], got ", x.sizes());
   require(at::isfinite(x).all().item<bool>(), "DFRot: the calibration tokens have NaN/Inf entries");
   const QuantSpec q4 = per_token_spec(4, /*symmetric=*/true);
-  const at::Tensor err = per_token_quant_error(x, q4);
+  const at::Tensor xd = x.to(at::kDouble);
+  const at::Tensor err = per_token_quant_error(xd, q4);
   if (opts.rule == MassiveRule::kRandomRotation) {
     const at::Tensor ro = random_orthogonal(x.size(1), derive_seed(opts.seed, 0x0D0F));
-    return per_token_quant_error(at::matmul(x.to(at::kDouble), ro), q4) >= err;
+    return per_token_quant_error(at::matmul(xd, ro), q4) >= err;
   }
   require(opts.threshold > 0, "DFRot: the massive-token threshold must be positive, got ",
           opts.threshold);
-  const at::Tensor norm = x.to(at::kDouble).pow(2).sum(1).sqrt();
+  const at::Tensor norm = xd.pow(2).sum(1).sqrt();
   return (err < opts.threshold * norm) & (norm > 0);
 }
 
