@@ -11,7 +11,8 @@ namespace rotq {
 std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  require(fs::exists(path, ec), path, ": no such file or directory (expected a llama2.c .bin "
+  require(fs::exists(path, ec), path,
+          ": no such file or directory (expected a llama2.c .bin "
           "file or an HF directory with config.json)");
   if (fs::is_directory(path, ec)) return open_hf_checkpoint(path);
   return open_llama2c_checkpoint(path);
@@ -19,7 +20,9 @@ std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path) {
 
 at::Tensor permute_interleaved_to_half(const at::Tensor& w, int64_t n_heads, int64_t head_dim) {
   const int64_t in = w.size(1);
-  return w.reshape({n_heads, head_dim / 2, 2, in}).transpose(1, 2).reshape({n_heads * head_dim, in});
+  return w.reshape({n_heads, head_dim / 2, 2, in})
+      .transpose(1, 2)
+      .reshape({n_heads * head_dim, in});
 }
 
 LayerWeights read_layer(CheckpointReader& reader, int64_t layer, at::ScalarType dtype) {
@@ -43,17 +46,33 @@ Model load_model(CheckpointReader& reader, const LoadOptions& opts) {
           reader.source(), ": layer range [", opts.layer_begin, ", ", end, ") outside [0, ",
           m.config.n_layers, "]");
   auto owned = [&](at::Tensor t) { return t.to(opts.dtype, false, true); };
-  m.weights.embed = owned(reader.global_tensor(GlobalTensor::kEmbed));
-  m.weights.final_norm = owned(reader.global_tensor(GlobalTensor::kFinalNorm));
-  if (m.config.tie_embeddings) {
-    m.weights.lm_head = m.weights.embed;
-  } else {
-    m.weights.lm_head = owned(reader.global_tensor(GlobalTensor::kLmHead));
+  if (opts.embed) m.weights.embed = owned(reader.global_tensor(GlobalTensor::kEmbed));
+  if (opts.head) {
+    m.weights.final_norm = owned(reader.global_tensor(GlobalTensor::kFinalNorm));
+    if (m.config.tie_embeddings && opts.embed) {
+      m.weights.lm_head = m.weights.embed;
+    } else {  // a tied reader returns the embedding for kLmHead
+      m.weights.lm_head = owned(reader.global_tensor(GlobalTensor::kLmHead));
+    }
   }
   for (int64_t l = opts.layer_begin; l < end; ++l) {
     m.weights.layers.push_back(read_layer(reader, l, opts.dtype));
   }
   return m;
+}
+
+ModelConfig read_model_config(const std::string& path) {
+  namespace fs = std::filesystem;
+  require(fs::exists(path), path,
+          ": no such file or directory (expected a config.json, an HF "
+          "directory or a llama2.c .bin file)");
+  if (fs::is_directory(path)) {
+    const fs::path cfg = fs::path(path) / "config.json";
+    require(fs::exists(cfg), path, ": no config.json (expected an HF checkpoint directory)");
+    return read_hf_config(cfg.string());
+  }
+  if (fs::path(path).extension() == ".json") return read_hf_config(path);
+  return open_checkpoint(path)->config();
 }
 
 Model load_model(const std::string& path, const LoadOptions& opts) {

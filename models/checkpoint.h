@@ -32,10 +32,19 @@ std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path);
 std::unique_ptr<CheckpointReader> open_llama2c_checkpoint(const std::string& path);
 std::unique_ptr<CheckpointReader> open_hf_checkpoint(const std::string& dir);
 
+// The model's config alone: from an HF directory's (or a bare) config.json without touching any
+// weights, or from a llama2.c file's header. What `rotq plan` needs to plan a 70B run anywhere.
+ModelConfig read_model_config(const std::string& path);
+ModelConfig read_hf_config(const std::string& config_json);  // validated
+
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // compute dtype the weights are converted to
   int64_t layer_begin = 0;            // load only layers [layer_begin, layer_end)
   int64_t layer_end = -1;             // -1: through the last layer
+  // A pipeline shard holds the embedding only on its first stage and the final norm + lm_head
+  // only on its last; the others stay undefined.
+  bool embed = true;
+  bool head = true;
 };
 
 // Reads one layer as owned tensors of `dtype`.
@@ -44,8 +53,8 @@ Model load_model(CheckpointReader& reader, const LoadOptions& opts = {});
 Model load_model(const std::string& path, const LoadOptions& opts = {});
 
 struct SaveOptions {
-  std::string dtype = "float32";   // storage dtype: float32 | float16 | bfloat16
-  int64_t max_shard_bytes = 0;     // 0: a single model.safetensors; else shards + index.json
+  std::string dtype = "float32";  // storage dtype: float32 | float16 | bfloat16
+  int64_t max_shard_bytes = 0;    // 0: a single model.safetensors; else shards + index.json
 };
 
 // Writes an HF directory (config.json, safetensors, index when sharded) that open_hf_checkpoint

@@ -253,6 +253,8 @@ json config_to_json(const ModelConfig& c) {
 
 }  // namespace
 
+ModelConfig read_hf_config(const std::string& path) { return parse_hf_config(path); }
+
 std::unique_ptr<CheckpointReader> open_hf_checkpoint(const std::string& dir) {
   return std::make_unique<HfReader>(dir);
 }

@@ -30,7 +30,8 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const int64_t T = q.size(3);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(4)));
   const int64_t rows_per_query = q.size(0) * q.size(1) * q.size(2) * T;
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(T, kMaxScoreElements / std::max<int64_t>(1, rows_per_query)));
+  const int64_t block = std::max<int64_t>(
+      1, std::min<int64_t>(T, kMaxScoreElements / std::max<int64_t>(1, rows_per_query)));
   at::Tensor kt = k.transpose(-1, -2);
   if (block >= T) {
     at::Tensor scores = at::matmul(q, kt).mul_(scale);
@@ -54,13 +55,20 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 const char* site_name(Site s) {
   switch (s) {
-    case Site::kAttnIn: return "attn_in";
-    case Site::kQ: return "q";
-    case Site::kKCache: return "k_cache";
-    case Site::kVCache: return "v_cache";
-    case Site::kOProjIn: return "o_proj_in";
-    case Site::kMlpIn: return "mlp_in";
-    case Site::kDownIn: return "down_in";
+    case Site::kAttnIn:
+      return "attn_in";
+    case Site::kQ:
+      return "q";
+    case Site::kKCache:
+      return "k_cache";
+    case Site::kVCache:
+      return "v_cache";
+    case Site::kOProjIn:
+      return "o_proj_in";
+    case Site::kMlpIn:
+      return "mlp_in";
+    case Site::kDownIn:
+      return "down_in";
   }
   return "?";
 }
@@ -79,7 +87,10 @@ Transformer::Transformer(const Model& model) : model_(model) {}
 
 const RopeCache& Transformer::rope(int64_t T) const {
   if (rope_.max_pos() < T) {
-    const at::ScalarType dt = model_.weights.embed.scalar_type();
+    // A pipeline shard past the first stage has no embedding: its layers give the dtype.
+    const at::ScalarType dt = model_.weights.embed.defined()
+                                  ? model_.weights.embed.scalar_type()
+                                  : model_.weights.layers.at(0)[LayerTensor::kWq].scalar_type();
     rope_ = make_rope_cache(model_.config, std::max(T, model_.config.max_seq_len), dt);
   }
   return rope_;
@@ -90,8 +101,8 @@ at::Tensor Transformer::embed(const at::Tensor& tokens) const {
   const int64_t V = model_.config.vocab_size;
   if (tokens.numel() > 0) {
     const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
-    require(lo >= 0 && hi < V, "forward: token id ", lo < 0 ? lo : hi, " outside the vocabulary [0, ",
-            V, ")");
+    require(lo >= 0 && hi < V, "forward: token id ", lo < 0 ? lo : hi,
+            " outside the vocabulary [0, ", V, ")");
   }
   return at::embedding(model_.weights.embed, tokens);
 }
@@ -118,7 +129,7 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
   q = apply_rope(q.transpose(1, 2), rc);  // [B, H, T, d]
   k = apply_rope(k.transpose(1, 2), rc);  // [B, KVH, T, d]
   v = v.transpose(1, 2);                  // [B, KVH, T, d]
-  if (c.online_hadamard_qk) {  // R3: q·kᵀ is unchanged, only what a KV quantizer sees
+  if (c.online_hadamard_qk) {             // R3: q·kᵀ is unchanged, only what a KV quantizer sees
     q = hadamard_transform(q);
     k = hadamard_transform(k);
   }
@@ -156,7 +167,8 @@ at::Tensor Transformer::logits(const at::Tensor& hidden) const {
   return at::matmul(hidden, model_.weights.lm_head.t());
 }
 
-at::Tensor token_nll(const at::Tensor& hidden, const at::Tensor& lm_head, const at::Tensor& targets) {
+at::Tensor token_nll(const at::Tensor& hidden, const at::Tensor& lm_head,
+                     const at::Tensor& targets) {
   const int64_t N = hidden.size(0);
   const int64_t V = lm_head.size(0);
   const int64_t rows = std::max<int64_t>(1, kMaxLogitElements / V);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "models/transformer.h"
+#include "runner/pipeline.h"
 #include "solvers/error.h"
 #include "solvers/fusion.h"
 
@@ -30,18 +31,28 @@ class BlockInputCapture final : public ForwardHooks {
 
 }  // namespace
 
-BlockInputs collect_block_inputs(const Model& model, const at::Tensor& windows,
-                                 int64_t max_layers) {
+BlockInputs collect_block_inputs(const Model& model, const at::Tensor& windows, int64_t max_layers,
+                                 const Placement* shard, Comm* comm) {
   require(norms_are_fused(model),
           "block inputs: fold the RMSNorm scales first (fuse_norms), so that they are x/rms(x)");
   require(windows.dim() == 2 && windows.size(0) > 0 && windows.size(1) > 0,
           "block inputs: expected token windows [B, T], got ", windows.sizes());
-  const int64_t n_layers = static_cast<int64_t>(model.weights.layers.size());
+  const int64_t n_layers = model.config.n_layers;
   const int64_t layers = max_layers > 0 ? std::min(max_layers, n_layers) : n_layers;
   Transformer tf(model);
   BlockInputCapture cap;
-  at::Tensor h = tf.embed(windows.to(at::kLong));
-  for (int64_t l = 0; l < layers; ++l) h = tf.layer_forward(h, l, &cap);
+  if (shard && !holds_all_layers(model)) {
+    // Each stage captures its own layers' inputs: the tokens end up sharded by layer.
+    require(comm, "block inputs: a sharded model needs its communicator");
+    pipeline_forward({&tf}, {&cap}, *shard, *comm, {windows.to(at::kLong)},
+                     [](size_t, const std::vector<at::Tensor>&) {});
+    cap.captured.erase(std::remove_if(cap.captured.begin(), cap.captured.end(),
+                                      [&](const auto& it) { return it.layer >= layers; }),
+                       cap.captured.end());
+  } else {
+    at::Tensor h = tf.embed(windows.to(at::kLong));
+    for (int64_t l = 0; l < layers; ++l) h = tf.layer_forward(h, l, &cap);
+  }
 
   const int64_t B = windows.size(0), T = windows.size(1);
   const at::Tensor tokens = windows.to(at::kLong).contiguous();
@@ -59,7 +70,8 @@ BlockInputs collect_block_inputs(const Model& model, const at::Tensor& windows,
       }
     }
   }
-  out.x = at::cat(rows, 0).contiguous();
+  out.x =
+      rows.empty() ? at::zeros({0, model.config.dim}, at::kFloat) : at::cat(rows, 0).contiguous();
   return out;
 }
 

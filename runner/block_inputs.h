@@ -11,6 +11,8 @@
 
 #include "models/tokenizer.h"
 #include "models/weights.h"
+#include "runner/placement.h"
+#include "solvers/comm.h"
 
 namespace rotq {
 
@@ -26,9 +28,12 @@ struct BlockInputs {
 };
 
 // Runs `windows` [B, T] through the first `max_layers` layers (0: all) of `model`, whose norms
-// must be fused (fuse_norms), and returns the inputs of both blocks of each layer.
+// must be fused (fuse_norms), and returns the inputs of both blocks of each layer. With `shard`,
+// `model` is this rank's part of a model sharded by layers: the windows go through the pipeline
+// and each rank returns the inputs of its own layers (possibly none).
 BlockInputs collect_block_inputs(const Model& model, const at::Tensor& windows,
-                                 int64_t max_layers = 0);
+                                 int64_t max_layers = 0, const Placement* shard = nullptr,
+                                 Comm* comm = nullptr);
 
 // Rows [begin, end) of `in` (a rank's share).
 BlockInputs slice_block_inputs(const BlockInputs& in, int64_t begin, int64_t end);

@@ -1,17 +1,18 @@
 #include "runner/cmd_common.h"
 
-#include <filesystem>
-
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
 #include "runner/comm.h"
 #include "runner/log.h"
+#include "runner/pipeline.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -28,6 +29,11 @@ void Runtime::init() {
     n = std::max(1, cores / std::max(1, local_size_from_env()));
   }
   at::set_num_threads(n);
+  // OpenBLAS keeps its own pool, sized from the CPUs this process may use (which depends on how
+  // the launcher binds ranks), and its sums depend on the thread count: pin it to ours so that a
+  // result depends on --threads only.
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
   spdlog::debug("rotq {} comm={} rank {}/{} threads={}", rotq_version(), comm->backend(),
                 comm->rank(), comm->size(), n);
 }
@@ -55,17 +61,44 @@ std::unique_ptr<Tokenizer> open_tokenizer(const ModelOptions& o, const Checkpoin
   return tok;
 }
 
+namespace {
+
+at::ScalarType compute_dtype(const std::string& name) {
+  const at::ScalarType dt = scalar_type_from_name(name);
+  require(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16, "--dtype ", name,
+          ": expected float32, float64 or bfloat16 (float16 matmul is not available on CPU)");
+  return dt;
+}
+
+}  // namespace
+
 LoadedModel load_for_command(const ModelOptions& o, bool need_tokenizer) {
   LoadedModel lm;
   lm.reader = open_checkpoint(o.model);
-  const at::ScalarType dt = scalar_type_from_name(o.dtype);
-  require(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16, "--dtype ", o.dtype,
-          ": expected float32, float64 or bfloat16 (float16 matmul is not available on CPU)");
+  const at::ScalarType dt = compute_dtype(o.dtype);
   LoadOptions lo;
   lo.dtype = dt;
   spdlog::info("loading {} ({}: {})", o.model, lm.reader->format(), lm.reader->config().summary());
   lm.model = load_model(*lm.reader, lo);
   if (need_tokenizer) lm.tokenizer = open_tokenizer(o, *lm.reader);
+  return lm;
+}
+
+LoadedModel load_shard_for_command(const ModelOptions& o, Comm& comm, Placement& placement) {
+  LoadedModel lm;
+  lm.reader = open_checkpoint(o.model);
+  const ModelConfig& c = lm.reader->config();
+  const at::ScalarType dt = compute_dtype(o.dtype);
+  placement = place_layers(c, comm.size(), dtype_bytes(c.dtype));
+  std::string ranges;
+  for (int r = 0; r < placement.ranks; ++r) {
+    ranges += (r ? ", " : "") + std::to_string(r) + ":[" +
+              std::to_string(placement.layer_begin(r)) + "," +
+              std::to_string(placement.layer_end(r)) + ")";
+  }
+  spdlog::info("loading {} sharded by layers over {} ranks: {}", o.model, placement.ranks, ranges);
+  lm.model = load_shard(*lm.reader, placement, comm.rank(), dt);
+  lm.tokenizer = open_tokenizer(o, *lm.reader);
   return lm;
 }
 

@@ -10,6 +10,7 @@
 
 #include "models/checkpoint.h"
 #include "models/tokenizer.h"
+#include "runner/placement.h"
 #include "solvers/comm.h"
 
 namespace rotq {
@@ -46,6 +47,9 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 LoadedModel load_for_command(const ModelOptions& o, bool need_tokenizer);
+// This rank's shard of a model sharded by layers over `comm`'s ranks (balanced by bytes); the
+// placement is returned in `placement` and logged.
+LoadedModel load_shard_for_command(const ModelOptions& o, Comm& comm, Placement& placement);
 
 // Copies a tokenizer file into an HF directory under its conventional name (tokenizer.model or
 // tokenizer.bin), after checking that it loads.
@@ -68,6 +72,7 @@ void register_bench(CLI::App& app, Runtime& rt);
 void register_hadamard(CLI::App& app, Runtime& rt);
 void register_quantize_eval(CLI::App& app, Runtime& rt);
 void register_inspect(CLI::App& app, Runtime& rt);
+void register_plan(CLI::App& app, Runtime& rt);
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 
 std::string rotq_version();  // "0.1.0 (git abc123)"

@@ -1,5 +1,6 @@
 // rotq quantize-eval: one experiment cell from the command line (load → rotate → fuse → quantize
 // → perplexity), optionally saving the rotated, quantized model with its rotations.
+#include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <limits>
 
 #include "runner/cmd_common.h"
+#include "runner/comm_timed.h"
 #include "runner/quant_pipeline.h"
 #include "runner/rotation_io.h"
 #include "solvers/error.h"
@@ -43,6 +45,7 @@ struct QuantizeEvalArgs {
   double fp_massive = 0;
   bool kl = false;
   std::string label;
+  std::string placement = "replicated";
   int w_bits = 16;
   std::string w_quant = "rtn";
   int64_t w_group = 0;
@@ -256,8 +259,24 @@ void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
   require(!a.ppl_texts.empty() || !a.save.empty(),
           "give --ppl-text to evaluate or --save to keep the result");
   if (!a.save.empty()) scalar_type_from_name(a.save_dtype);
-  LoadedModel lm = load_for_command(a.m, /*need_tokenizer=*/true);
-  const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, rt.c());
+  // Collectives are timed so that the record says how much of the run was communication.
+  TimedComm comm(rt.c());
+  Placement placement;
+  const Placement* shard = nullptr;
+  LoadedModel lm;
+  if (a.placement == "layers") {
+    require(a.save.empty(),
+            "--save needs --placement replicated (a sharded model is not gathered)");
+    lm = load_shard_for_command(a.m, comm, placement);
+    shard = &placement;
+  } else {
+    require(a.placement == "replicated", "--placement ", a.placement,
+            ": expected replicated or layers");
+    lm = load_for_command(a.m, /*need_tokenizer=*/true);
+  }
+  const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, comm, shard);
+  at::Tensor comm_stats = at::tensor({comm.seconds(), comm.bytes()}, at::kDouble);
+  rt.c().all_reduce(comm_stats, ReduceOp::kMax);
   if (!a.save.empty()) {
     if (rt.c().is_root())
       save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
@@ -266,7 +285,11 @@ void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
   if (a.ppl_texts.empty()) return;
   std::vector<std::vector<std::string>> rows;
   for (size_t e = 0; e < r.ppl.size(); ++e) {
-    const nlohmann::json j = cell_json(a, cell, r, e, rt);
+    nlohmann::json j = cell_json(a, cell, r, e, rt);
+    j["placement"] = a.placement;
+    j["comm"] = {{"backend", rt.c().backend()},
+                 {"seconds_max_rank", comm_stats[0].item<double>()},
+                 {"bytes_max_rank", comm_stats[1].item<double>()}};
     if (a.m.json) {
       print_json_line(rt.c(), j);
       continue;
@@ -375,6 +398,10 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--seqlen", a->seqlen, "perplexity window (0: min(2048, context))")
       ->capture_default_str();
   cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");
+  cmd->add_option("--placement", a->placement,
+                  "replicated (every rank holds the model; data parallel) | layers (sharded by "
+                  "layers over the ranks; pipeline parallel)")
+      ->capture_default_str();
   cmd->add_option("--label", a->label, "a name for this configuration, recorded in --json output");
   cmd->add_flag("--kl", a->kl,
                 "also report the mean KL divergence from the floating-point model's predictions");

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "models/transformer.h"
+#include "runner/pipeline.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -11,9 +12,10 @@ namespace {
 class CovarianceCapture final : public ForwardHooks {
  public:
   CovarianceCapture(const ModelConfig& c, int64_t layers) : head_dim_(c.head_dim) {
-    attn_.assign(layers, at::zeros({c.dim, c.dim}, at::kDouble));
-    mlp_.assign(layers, at::zeros({c.dim, c.dim}, at::kDouble));
+    // One fresh buffer per layer (vector::assign would share one tensor across all layers).
     for (int64_t l = 0; l < layers; ++l) {
+      attn_.push_back(at::zeros({c.dim, c.dim}, at::kDouble));
+      mlp_.push_back(at::zeros({c.dim, c.dim}, at::kDouble));
       o_.push_back(at::zeros({c.n_heads, c.head_dim, c.head_dim}, at::kDouble));
     }
   }
@@ -37,7 +39,7 @@ class CovarianceCapture final : public ForwardHooks {
 
 std::vector<LayerCovariances> collect_layer_covariances(const Model& model,
                                                         const at::Tensor& windows, Comm& comm,
-                                                        int64_t batch) {
+                                                        int64_t batch, const Placement* shard) {
   require(windows.dim() == 2 && windows.size(0) > 0,
           "OptRot+: expected calibration windows [B, T], got ", windows.sizes());
   require(batch > 0, "OptRot+: batch must be positive");
@@ -52,19 +54,33 @@ std::vector<LayerCovariances> collect_layer_covariances(const Model& model,
   } shift;
   shift.inner = &cap;
   shift.offset = model.layer_offset;
+  const bool sharded = shard && !holds_all_layers(model);
+  // Replicated: each rank its share of the windows (then all-reduced). Sharded: every window
+  // goes through the pipeline and each stage sums its own layers' inputs.
   std::vector<int64_t> mine;
-  for (int64_t i = comm.rank(); i < windows.size(0); i += comm.size()) mine.push_back(i);
+  for (int64_t i = sharded ? 0 : comm.rank(); i < windows.size(0); i += sharded ? 1 : comm.size()) {
+    mine.push_back(i);
+  }
+  std::vector<at::Tensor> batches;
   for (size_t b0 = 0; b0 < mine.size(); b0 += static_cast<size_t>(batch)) {
     const size_t n = std::min(mine.size() - b0, static_cast<size_t>(batch));
     const at::Tensor idx =
         at::tensor(std::vector<int64_t>(mine.begin() + b0, mine.begin() + b0 + n));
-    tf.hidden_states(windows.to(at::kLong).index_select(0, idx), &shift);
+    batches.push_back(windows.to(at::kLong).index_select(0, idx));
+  }
+  if (sharded) {
+    pipeline_forward({&tf}, {&shift}, *shard, comm, batches,
+                     [](size_t, const std::vector<at::Tensor>&) {});
+  } else {
+    for (const at::Tensor& ids : batches) tf.hidden_states(ids, &shift);
   }
   std::vector<LayerCovariances> out(layers);
   for (int64_t l = 0; l < layers; ++l) {
-    comm.all_reduce(cap.attn_[l]);
-    comm.all_reduce(cap.mlp_[l]);
-    comm.all_reduce(cap.o_[l]);
+    if (!sharded) {
+      comm.all_reduce(cap.attn_[l]);
+      comm.all_reduce(cap.mlp_[l]);
+      comm.all_reduce(cap.o_[l]);
+    }
     out[l].attn = cap.attn_[l];
     out[l].mlp = cap.mlp_[l];
     for (int64_t h = 0; h < model.config.n_heads; ++h) out[l].o_heads.push_back(cap.o_[l][h]);

@@ -4,12 +4,14 @@
 #include <spdlog/spdlog.h>
 
 #include "runner/block_inputs.h"
+#include "runner/pipeline.h"
 #include "solvers/error.h"
 
 namespace rotq {
 
 DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
-                                 const RotationSpec& spec, Comm& comm, const Tokenizer* tok) {
+                                 const RotationSpec& spec, Comm& comm, const Tokenizer* tok,
+                                 const Placement* shard) {
   const ModelConfig& c = model.config;
   require(spec.dfrot_init == RotationKind::kHadamard || spec.dfrot_init == RotationKind::kRandom ||
               spec.dfrot_init == RotationKind::kNone,
@@ -27,10 +29,22 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
     res.rotations.r2 = make_rotations(had, c.dim, c.head_dim, c.n_layers).r2;
   }
 
-  const BlockInputs all = collect_block_inputs(model, windows, spec.dfrot_layers);
+  const bool sharded = shard && !holds_all_layers(model);
+  const BlockInputs all = collect_block_inputs(model, windows, spec.dfrot_layers, shard, &comm);
   const at::Tensor massive = flag_massive_tokens(all.x, spec.dfrot.massive);
   res.massive_report = describe_massive_tokens(all, massive, tok);
-  res.massive_fraction = massive.to(at::kDouble).mean().item<double>();
+  // A shard sees its own layers' tokens: the fraction is over all ranks' tokens.
+  at::Tensor counts =
+      at::tensor({massive.sum().item<double>(), static_cast<double>(all.size())}, at::kDouble);
+  if (sharded) comm.all_reduce(counts);
+  res.massive_fraction = counts[0].item<double>() / std::max(1.0, counts[1].item<double>());
+  if (sharded) {
+    res.massive_report.insert(
+        res.massive_report.begin(),
+        "(rank " + std::to_string(comm.rank()) + "'s layers; all ranks: " +
+            std::to_string(static_cast<int64_t>(counts[0].item<double>())) + " of " +
+            std::to_string(static_cast<int64_t>(counts[1].item<double>())) + " tokens massive)");
+  }
   for (const std::string& line : res.massive_report) spdlog::info("dfrot {}", line);
   if (res.massive_fraction > 0.5) {
     spdlog::warn(
@@ -38,7 +52,8 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
         "activations on this model (try --dfrot-rule random or a smaller --dfrot-threshold)",
         massive_rule_name(spec.dfrot.massive.rule), 100 * res.massive_fraction);
   }
-  const int64_t n = all.size(), r = comm.rank(), p = comm.size();
+  // Replicated: every rank has every token and takes a contiguous share; sharded: its own.
+  const int64_t n = all.size(), r = sharded ? 0 : comm.rank(), p = sharded ? 1 : comm.size();
   const int64_t begin = n * r / p, end = n * (r + 1) / p;
   const at::Tensor x = all.x.narrow(0, begin, end - begin);
   const at::Tensor m = massive.narrow(0, begin, end - begin);

@@ -8,6 +8,7 @@
 
 #include "models/tokenizer.h"
 #include "models/weights.h"
+#include "runner/placement.h"
 #include "solvers/comm.h"
 #include "solvers/dfrot.h"
 #include "solvers/rotation.h"
@@ -22,8 +23,10 @@ struct DfrotModelResult {
 };
 
 // `windows` [B, T]: the calibration tokens' windows (the same on every rank); the model's norms
-// must be fused. Tokens are split across ranks in contiguous shares.
+// must be fused. Tokens are split across ranks in contiguous shares; with `shard` (a model
+// sharded by layers) each rank's tokens are its own layers' block inputs.
 DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
-                                 const RotationSpec& spec, Comm& comm, const Tokenizer* tok);
+                                 const RotationSpec& spec, Comm& comm, const Tokenizer* tok,
+                                 const Placement* shard = nullptr);
 
 }  // namespace rotq

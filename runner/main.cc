@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   for (rotq::CommandRegistrar reg :
        {rotq::register_ppl, rotq::register_generate, rotq::register_convert, rotq::register_info,
         rotq::register_synth, rotq::register_tokenize, rotq::register_bench,
-        rotq::register_hadamard, rotq::register_quantize_eval, rotq::register_inspect}) {
+        rotq::register_hadamard, rotq::register_quantize_eval, rotq::register_inspect, rotq::register_plan}) {
     reg(app, rt);
   }
   // Subcommand callbacks run inside parse(); every failure is reported as one line.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "models/transformer.h"
+#include "runner/placement.h"
 #include "solvers/comm.h"
 
 namespace rotq {
@@ -42,5 +43,14 @@ struct PplResult {
 PplResult perplexity(const Transformer& model, const std::vector<int32_t>& tokens,
                      const PplOptions& opts, Comm& comm, ForwardHooks* hooks = nullptr,
                      const Transformer* reference = nullptr);
+
+// Pipeline parallel: `shard` is this rank's part of a model sharded by layers as `p` says (a
+// `reference` shard likewise). Micro-batches of opts.batch consecutive windows stream through the
+// stages and the last stage scores them: every window is computed exactly as perplexity() computes
+// it with the same batch size, so the results are identical.
+PplResult perplexity_pipeline(const Transformer& shard, const Placement& p,
+                              const std::vector<int32_t>& tokens, const PplOptions& opts,
+                              Comm& comm, ForwardHooks* hooks = nullptr,
+                              const Transformer* reference = nullptr);
 
 }  // namespace rotq

@@ -11,6 +11,7 @@
 #include "models/transformer.h"
 #include "runner/covariances.h"
 #include "runner/dfrot_model.h"
+#include "runner/pipeline.h"
 #include "runner/rotation_io.h"
 #include "runner/text.h"
 #include "solvers/error.h"
@@ -73,13 +74,14 @@ OptRotOptions optrot_options(const RotationSpec& spec) {
 // The learned rotations: OptRot from the weights, OptRot+ with calibration covariances, DFRot
 // from calibration activations. The model's norms are fused.
 Rotations learn_rotations(const Model& model, const Tokenizer& tok, const QuantCell& cell,
-                          CalibrationText& calib, Comm& comm, RotationLearning& learned) {
+                          CalibrationText& calib, Comm& comm, const Placement* shard,
+                          RotationLearning& learned) {
   const RotationSpec& spec = cell.rotation;
   Rotations rot;
   if (spec.kind == RotationKind::kDfrot) {
     const at::Tensor windows = calib.windows(spec.dfrot_nsamples, spec.dfrot_seqlen,
                                              cell.calib.seed, "DFRot", "--dfrot-seqlen");
-    DfrotModelResult d = dfrot_rotations(model, windows, spec, comm, &tok);
+    DfrotModelResult d = dfrot_rotations(model, windows, spec, comm, &tok, shard);
     rot = d.rotations;
     learned.loss = d.trace.loss;
     learned.seconds = d.trace.seconds;
@@ -92,7 +94,7 @@ Rotations learn_rotations(const Model& model, const Tokenizer& tok, const QuantC
     if (spec.kind == RotationKind::kOptRotPlus) {
       const at::Tensor windows = calib.windows(cell.calib.nsamples, cell.calib.seqlen,
                                                cell.calib.seed, "OptRot+", "--calib-seqlen");
-      covs = collect_layer_covariances(model, windows, comm);
+      covs = collect_layer_covariances(model, windows, comm, /*batch=*/8, shard);
     }
     RotationTrace trace;
     rot = optrot_rotations(model, optrot_options(spec), spec.seed, comm, &trace,
@@ -126,7 +128,10 @@ void rotate_model(Model& model, const Rotations& rot, bool rotate) {
 }
 
 QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCell& cell,
-                               Comm& comm) {
+                               Comm& comm, const Placement* shard) {
+  if (holds_all_layers(model)) shard = nullptr;
+  require(shard || holds_all_layers(model), model.source,
+          ": a model shard needs its placement over the ranks");
   QuantCellResult res;
   CalibrationText calib(model, tok, cell.calib_text);
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
@@ -138,7 +143,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
 
   t = Clock::now();
   if (cell.rotation.learned()) {
-    res.rotations = learn_rotations(model, tok, cell, calib, comm, res.learning);
+    res.rotations = learn_rotations(model, tok, cell, calib, comm, shard, res.learning);
   } else {
     res.rotations = resolve_rotations(cell.rotation, model.config);
   }
@@ -163,7 +168,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
       spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), windows.size(1),
                    calib.path());
       t = Clock::now();
-      res.weights = quantize_weights_gptq(model, windows, cell.weights, comm);
+      res.weights = quantize_weights_gptq(model, windows, cell.weights, comm, shard);
     } else {
       t = Clock::now();
       res.weights = quantize_weights_rtn(model, cell.weights);
@@ -186,8 +191,9 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
       for (const ActivationQuant& acts : cell.acts) {
         ActQuantHooks hooks(model.config, acts);
         hooks.set_residual_rotation(res.rotations.r1);
-        res.ppl.push_back(
-            perplexity(tf, tokens, po, comm, acts.any() ? &hooks : nullptr, ref_tf.get()));
+        ForwardHooks* h = acts.any() ? &hooks : nullptr;
+        res.ppl.push_back(shard ? perplexity_pipeline(tf, *shard, tokens, po, comm, h, ref_tf.get())
+                                : perplexity(tf, tokens, po, comm, h, ref_tf.get()));
         spdlog::info("{} | {}: ppl {:.4f}{}", text, acts.describe(), res.ppl.back().ppl,
                      reference ? ", KL " + std::to_string(res.ppl.back().kl) : "");
       }

@@ -10,6 +10,7 @@
 #include "models/weights.h"
 #include "runner/calibration.h"
 #include "runner/perplexity.h"
+#include "runner/placement.h"
 #include "runner/weight_quant.h"
 #include "solvers/comm.h"
 #include "solvers/rotation.h"
@@ -63,7 +64,10 @@ Rotations resolve_rotations(const RotationSpec& spec, const ModelConfig& config)
 // keeps its norms).
 void rotate_model(Model& model, const Rotations& rot, bool rotate);
 
+// `shard`: `model` is this rank's part of a model sharded by layers as placed there (every stage
+// then runs distributed: pipeline forwards, streamed layers for GPTQ, rotation objectives summed
+// over the shards); null for a model every rank holds whole.
 QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCell& cell,
-                               Comm& comm);
+                               Comm& comm, const Placement* shard = nullptr);
 
 }  // namespace rotq

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "models/transformer.h"
+#include "runner/pipeline.h"
 #include "runner/progress.h"
 #include "solvers/error.h"
 
@@ -15,6 +16,7 @@ namespace rotq {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr int kStatesTag = 12;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -69,8 +71,8 @@ std::string linear_name(int64_t layer, LayerTensor t) {
 
 // Runs `layer` over this rank's calibration states (in batches) with `hooks`; returns the outputs
 // when `keep_outputs`.
-at::Tensor run_layer(const Transformer& tf, const at::Tensor& states, int64_t layer,
-                     int64_t batch, ForwardHooks* hooks, bool keep_outputs) {
+at::Tensor run_layer(const Transformer& tf, const at::Tensor& states, int64_t layer, int64_t batch,
+                     ForwardHooks* hooks, bool keep_outputs) {
   std::vector<at::Tensor> outs;
   for (int64_t b0 = 0; b0 < states.size(0); b0 += batch) {
     const int64_t n = std::min(batch, states.size(0) - b0);
@@ -93,7 +95,7 @@ const char* weight_method_name(WeightMethod m) { return m == WeightMethod::kRtn 
 
 const std::vector<LayerTensor>& quantized_linears() {
   static const std::vector<LayerTensor> linears = {
-      LayerTensor::kWq,    LayerTensor::kWk, LayerTensor::kWv,   LayerTensor::kWo,
+      LayerTensor::kWq,    LayerTensor::kWk,  LayerTensor::kWv,   LayerTensor::kWo,
       LayerTensor::kWGate, LayerTensor::kWUp, LayerTensor::kWDown};
   return linears;
 }
@@ -117,45 +119,101 @@ WeightQuantReport quantize_weights_rtn(Model& model, const WeightQuantOptions& o
   return rep;
 }
 
+namespace {
+
+// This rank's calibration windows (rows rank, rank + size, ...) as layer-0 input states. A shard
+// without the embedding receives them from rank 0, which embeds every rank's share in turn.
+at::Tensor initial_states(const Model& model, const at::Tensor& calib, bool sharded, Comm& comm) {
+  const auto share = [&](int r) {
+    std::vector<int64_t> idx;
+    for (int64_t i = r; i < calib.size(0); i += comm.size()) idx.push_back(i);
+    return idx.empty() ? calib.narrow(0, 0, 0) : calib.index_select(0, at::tensor(idx, at::kLong));
+  };
+  Transformer tf(model);
+  if (!sharded) return tf.embed(share(comm.rank()));
+  if (comm.rank() == 0) {
+    for (int r = 1; r < comm.size(); ++r) {
+      const at::Tensor x = share(r);
+      if (x.size(0) > 0) comm.send(tf.embed(x).contiguous(), r, kStatesTag);
+    }
+    return tf.embed(share(0));
+  }
+  at::Tensor x = at::empty({share(comm.rank()).size(0), calib.size(1), model.config.dim},
+                           at::TensorOptions().dtype(shard_dtype(model)));
+  if (x.size(0) > 0) comm.recv(x, 0, kStatesTag);
+  return x;
+}
+
+// Row-parallel GPTQ: rank r quantizes rows [r·⌈m/p⌉, (r+1)·⌈m/p⌉) of w with the common H (each
+// row's result depends only on that row and H), and the slices are all-gathered in rank order.
+at::Tensor gptq_row_parallel(const at::Tensor& w, const at::Tensor& H, const WeightQuantOptions& o,
+                             const std::string& what, Comm& comm, LayerQuantStats& s) {
+  if (comm.size() == 1) {
+    GptqResult r = gptq_quantize(w, H, o.spec, o.gptq, what);
+    s.quant_seconds += r.seconds;
+    s.quant_flops += r.flops;
+    return r.weight;
+  }
+  const int64_t rows = w.size(0), per = (rows + comm.size() - 1) / comm.size();
+  const int64_t b = std::min(rows, comm.rank() * per), e = std::min(rows, b + per);
+  at::Tensor mine = at::zeros({per, w.size(1)}, w.options());
+  if (e > b) {
+    GptqResult r = gptq_quantize(w.narrow(0, b, e - b), H, o.spec, o.gptq, what);
+    mine.narrow(0, 0, e - b).copy_(r.weight);
+    s.quant_seconds += r.seconds;
+    s.quant_flops += r.flops;
+  }
+  return comm.all_gather(mine).narrow(0, 0, rows).contiguous();
+}
+
+}  // namespace
+
 WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
-                                        const WeightQuantOptions& opts, Comm& comm) {
+                                        const WeightQuantOptions& opts, Comm& comm,
+                                        const Placement* shard) {
   WeightQuantReport rep;
   if (!opts.spec.enabled()) return rep;
   require(calib.dim() == 2 && calib.size(0) > 0, "GPTQ: calibration windows must be [n, seqlen]");
   const ModelConfig& c = model.config;
+  const bool sharded = shard != nullptr && !holds_all_layers(model);
+  require(sharded || holds_all_layers(model),
+          "GPTQ: a model shard needs its placement (the layers of the other ranks are streamed)");
   const auto t0 = Clock::now();
-  Transformer tf(model);
-  // Data parallel: this rank's windows are rows rank, rank + size, ...
-  at::Tensor mine = calib.narrow(0, 0, 0);
-  {
-    std::vector<int64_t> idx;
-    for (int64_t i = comm.rank(); i < calib.size(0); i += comm.size()) idx.push_back(i);
-    if (!idx.empty()) mine = calib.index_select(0, at::tensor(idx, at::kLong));
-  }
-  at::Tensor states = tf.embed(mine);
-  const int64_t n_layers = static_cast<int64_t>(model.weights.layers.size());
+  // Data parallel: each rank runs its share of the windows through every layer.
+  at::Tensor states = initial_states(model, calib, sharded, comm);
+  const int64_t n_layers = c.n_layers;
+  const at::ScalarType dtype = shard_dtype(model);
   Progress progress("gptq layers", n_layers, "layers");
   for (int64_t l = 0; l < n_layers; ++l) {
     const auto tl = Clock::now();
     LayerQuantStats s;
-    s.layer = l + model.layer_offset;
+    s.layer = l;
+    // The layer as a one-layer model: the owner streams it to every rank when sharded.
+    Model one;
+    one.config = c;
+    one.source = model.source;
+    one.layer_offset = l;
+    one.weights.layers.push_back(sharded ? broadcast_layer(model, *shard, l, dtype, comm)
+                                         : model.weights.layers[l]);
+    Transformer tf(one);
+    LayerWeights& lw = one.weights.layers[0];
     for (const SequentialStep& step : sequential_steps()) {
-      HessianCapture capture(step.site, s.layer, site_width(c, step.site), opts.hessian_dtype);
+      HessianCapture capture(step.site, l, site_width(c, step.site), opts.hessian_dtype);
       // Calibration sees floating-point activations (QuaRot configures activation quantizers
       // after GPTQ), but the online Hadamards are part of the forward.
-      run_layer(tf, states, l, opts.calib_batch, &capture, /*keep_outputs=*/false);
+      run_layer(tf, states, 0, opts.calib_batch, &capture, /*keep_outputs=*/false);
       HessianAccumulator& acc = capture.accumulator();
       acc.all_reduce(comm);
       const at::Tensor H = acc.hessian();
       for (LayerTensor t : step.linears) {
-        at::Tensor& w = model.weights.layers[l][t];
-        GptqResult r = gptq_quantize(w, H, opts.spec, opts.gptq, linear_name(s.layer, t));
-        w = r.weight;
-        s.quant_seconds += r.seconds;
-        s.quant_flops += r.flops;
+        lw[t] = gptq_row_parallel(lw[t], H, opts, linear_name(l, t), comm, s);
       }
     }
-    states = run_layer(tf, states, l, opts.calib_batch, nullptr, /*keep_outputs=*/true);
+    states = run_layer(tf, states, 0, opts.calib_batch, nullptr, /*keep_outputs=*/true);
+    const int64_t local = l - model.layer_offset;
+    if (local >= 0 && local < static_cast<int64_t>(model.weights.layers.size())) {
+      for (LayerTensor t : quantized_linears()) model.weights.layers[local][t] = lw[t];
+    }
     s.seconds = seconds_since(tl);
     rep.quant_seconds += s.quant_seconds;
     rep.quant_flops += s.quant_flops;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "models/weights.h"
+#include "runner/placement.h"
 #include "solvers/comm.h"
 #include "solvers/gptq.h"
 #include "solvers/quantizer.h"
@@ -23,13 +24,13 @@ const char* weight_method_name(WeightMethod m);
 
 struct WeightQuantOptions {
   WeightMethod method = WeightMethod::kRtn;
-  QuantSpec spec;                 // bits 16: weights stay in floating point
+  QuantSpec spec;  // bits 16: weights stay in floating point
   GptqOptions gptq;
   // Accumulation of Σxxᵀ and GPTQ's arithmetic (GPTQ follows H's dtype). float64 by default, so
   // that sums over 128×2048 tokens and the Cholesky factors lose nothing to rounding and results
   // do not depend on the number of ranks; float32 reproduces the reference code.
   at::ScalarType hessian_dtype = at::kDouble;
-  int64_t calib_batch = 8;        // windows per calibration forward
+  int64_t calib_batch = 8;  // windows per calibration forward
 };
 
 struct LayerQuantStats {
@@ -52,8 +53,13 @@ const std::vector<LayerTensor>& quantized_linears();
 // RTN: no data needed.
 WeightQuantReport quantize_weights_rtn(Model& model, const WeightQuantOptions& opts);
 
-// GPTQ on `calib` [nsamples, seqlen] windows (the same tensor on every rank).
+// GPTQ on `calib` [nsamples, seqlen] windows (the same tensor on every rank): data-parallel
+// calibration (each rank runs its share of the windows; Hessians all-reduced), row-parallel
+// quantization (each rank a slice of each linear's rows; slices all-gathered). With `shard`,
+// `model` is this rank's part of a model sharded by layers: each layer's owner streams it to the
+// other ranks for their windows, and keeps the quantized result.
 WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
-                                        const WeightQuantOptions& opts, Comm& comm);
+                                        const WeightQuantOptions& opts, Comm& comm,
+                                        const Placement* shard = nullptr);
 
 }  // namespace rotq

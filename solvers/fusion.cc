@@ -37,8 +37,8 @@ at::Tensor rotate_head_columns(const at::Tensor& w, const at::Tensor& r2) {
 }
 
 void check_square(const at::Tensor& r, int64_t n, const char* what) {
-  require(r.dim() == 2 && r.size(0) == n && r.size(1) == n, what, " must be ", n, "x", n,
-          ", got ", r.sizes());
+  require(r.dim() == 2 && r.size(0) == n && r.size(1) == n, what, " must be ", n, "x", n, ", got ",
+          r.sizes());
 }
 
 }  // namespace
@@ -55,16 +55,19 @@ void fuse_norms(Model& model) {
     reset_to_ones(l[LayerTensor::kAttnNorm]);
     reset_to_ones(l[LayerTensor::kFfnNorm]);
   }
-  // Untie first: scaling the head in place would also scale a shared embedding.
-  w.lm_head = w.lm_head.clone();
-  scale_columns(w.lm_head, w.final_norm);
-  reset_to_ones(w.final_norm);
+  // Untie first: scaling the head in place would also scale a shared embedding. A pipeline
+  // shard without the head (not the last stage) has nothing to fold here.
+  if (w.lm_head.defined()) {
+    w.lm_head = w.lm_head.clone();
+    scale_columns(w.lm_head, w.final_norm);
+    reset_to_ones(w.final_norm);
+  }
   model.config.tie_embeddings = false;
 }
 
 bool norms_are_fused(const Model& model) {
   const auto ones = [](const at::Tensor& g) { return at::all(g == 1).item<bool>(); };
-  if (!ones(model.weights.final_norm)) return false;
+  if (model.weights.final_norm.defined() && !ones(model.weights.final_norm)) return false;
   for (const LayerWeights& l : model.weights.layers) {
     if (!ones(l[LayerTensor::kAttnNorm]) || !ones(l[LayerTensor::kFfnNorm])) return false;
   }
@@ -72,8 +75,8 @@ bool norms_are_fused(const Model& model) {
 }
 
 void fuse_rotations(Model& model, const Rotations& rot) {
-  require(!model.config.online_hadamard_down && !model.config.online_hadamard_qk,
-          model.source, " is already rotated (its config asks for online Hadamards)");
+  require(!model.config.online_hadamard_down && !model.config.online_hadamard_qk, model.source,
+          " is already rotated (its config asks for online Hadamards)");
   require(norms_are_fused(model),
           "fuse_rotations: fold the RMSNorm scales first (fuse_norms); R1 does not commute with "
           "a scaled norm");
@@ -84,8 +87,8 @@ void fuse_rotations(Model& model, const Rotations& rot) {
     const at::Tensor r1 = rot.r1.to(at::kDouble);
     const auto reader = [&](const at::Tensor& x) { return at::matmul(x, r1); };
     const auto writer = [&](const at::Tensor& x) { return at::matmul(r1.t(), x); };
-    update_f64(w.embed, reader);
-    update_f64(w.lm_head, reader);
+    if (w.embed.defined()) update_f64(w.embed, reader);
+    if (w.lm_head.defined()) update_f64(w.lm_head, reader);
     for (LayerWeights& l : w.layers) {
       for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv,
                             LayerTensor::kWGate, LayerTensor::kWUp}) {
@@ -95,12 +98,14 @@ void fuse_rotations(Model& model, const Rotations& rot) {
       update_f64(l[LayerTensor::kWDown], writer);
     }
   }
-  require(rot.r2.empty() || rot.r2.size() == w.layers.size(), "R2: expected one matrix per layer (",
-          w.layers.size(), "), got ", rot.r2.size());
-  for (size_t i = 0; i < rot.r2.size(); ++i) {
-    if (!rot.r2[i].defined()) continue;
-    check_square(rot.r2[i], c.head_dim, "R2");
-    const at::Tensor r2 = rot.r2[i].to(at::kDouble);
+  // R2 is indexed by the full model's layers; a shard (layer_offset) uses its own range.
+  require(rot.r2.empty() || static_cast<int64_t>(rot.r2.size()) == c.n_layers,
+          "R2: expected one matrix per layer (", c.n_layers, "), got ", rot.r2.size());
+  for (size_t i = 0; i < w.layers.size() && !rot.r2.empty(); ++i) {
+    const at::Tensor& r2_i = rot.r2[i + model.layer_offset];
+    if (!r2_i.defined()) continue;
+    check_square(r2_i, c.head_dim, "R2");
+    const at::Tensor r2 = r2_i.to(at::kDouble);
     LayerWeights& l = w.layers[i];
     update_f64(l[LayerTensor::kWv], [&](const at::Tensor& x) { return rotate_head_rows(x, r2); });
     if (l[LayerTensor::kBv].defined()) {
@@ -108,7 +113,8 @@ void fuse_rotations(Model& model, const Rotations& rot) {
         return rotate_head_rows(b.unsqueeze(1), r2).squeeze(1);
       });
     }
-    update_f64(l[LayerTensor::kWo], [&](const at::Tensor& x) { return rotate_head_columns(x, r2); });
+    update_f64(l[LayerTensor::kWo],
+               [&](const at::Tensor& x) { return rotate_head_columns(x, r2); });
   }
   if (rot.r4) {
     require(hadamard_exists(c.hidden_dim), "R4: no Hadamard construction of order ", c.hidden_dim,

@@ -106,8 +106,13 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
   Rotations init = make_rotations(start, c.dim, c.head_dim, c.n_layers);
   Rotations rot;
   rot.r2.resize(c.n_layers);
-  const FourthPowerObjective obj1 =
-      r1_objective(model, opts.norm, comm.rank(), comm.size(), covs, opts.matrices);
+  // A shard (a model sharded by layers: every rank holds a disjoint range) contributes all of its
+  // layers; a replicated model is split across ranks by layer index. Either way the all-reduced
+  // objective counts every matrix once.
+  const bool shard =
+      !(model.layer_offset == 0 && static_cast<int64_t>(model.weights.layers.size()) == c.n_layers);
+  const FourthPowerObjective obj1 = r1_objective(model, opts.norm, shard ? 0 : comm.rank(),
+                                                 shard ? 1 : comm.size(), covs, opts.matrices);
   rot.r1 = minimize_fourth_power(obj1, init.r1, opts.sgd, &comm, trace);
   spdlog::info("{} R1: loss {:.6g} (randomized Hadamard start: {:.6g})",
                covs ? "optrot+" : "optrot", fourth_power_loss(obj1, rot.r1, &comm),
@@ -121,6 +126,15 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
       // head_dim × head_dim problems: every rank solves each one alone, identically.
       rot.r2[l + model.layer_offset] =
           minimize_fourth_power(obj2, init.r2[l + model.layer_offset], quiet, nullptr);
+    }
+    if (shard) {
+      // Each owner's R2s to every rank: the others add zeros, so the sum is exact.
+      at::Tensor all = at::zeros({c.n_layers, c.head_dim, c.head_dim}, at::kDouble);
+      for (int64_t l = 0; l < c.n_layers; ++l) {
+        if (rot.r2[l].defined()) all[l].copy_(rot.r2[l]);
+      }
+      comm.all_reduce(all, ReduceOp::kSum);
+      for (int64_t l = 0; l < c.n_layers; ++l) rot.r2[l] = all[l].clone();
     }
   } else if (opts.r2) {
     rot.r2 = init.r2;  // neither v nor o enters: R2 stays the randomized Hadamard start
