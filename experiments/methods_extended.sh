@@ -7,6 +7,7 @@
 #   experiments/methods_extended.sh stories          # the real stories260K, perplexity
 #   experiments/methods_extended.sh planted          # synthetic planted-massive model, KL from FP
 #   SEEDS="0 1" OUT=/tmp/x.jsonl experiments/methods_extended.sh stories
+#   METHODS="optrot+" THREADS=1 experiments/methods_extended.sh planted   # one method, one core
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROTQ=${ROTQ:-build/rotq}
@@ -35,7 +36,7 @@ case "$which" in
 esac
 common=("${model[@]}" --calib data/wikitext-2-raw/wiki.train.part.txt
         --ppl-text data/tinystories_sample.txt --kv-clip 0.95 --w-quant gptq --json)
-methods=(none random hadamard dfrot:1 dfrot:50 dfrot:100 dfrot:200 dfrot:inf optrot optrot+)
+read -r -a methods <<< "${METHODS:-none random hadamard dfrot:1 dfrot:50 dfrot:100 dfrot:200 dfrot:inf optrot optrot+}"
 
 mkdir -p "$(dirname "$OUT")"
 tmp="$work/out.jsonl"
@@ -43,7 +44,7 @@ for seed in $SEEDS; do
   for method in "${methods[@]}"; do
     args=(--rotation "${method%%:*}" --label "$method")
     [[ $method == dfrot:* ]] && args+=(--dfrot-gamma "${method#dfrot:}")
-    run() { "$ROTQ" --log-level warn quantize-eval "${common[@]}" "${args[@]}" --seed "$seed" "$@" >> "$tmp"; }
+    run() { "$ROTQ" --log-level warn --threads "${THREADS:-0}" quantize-eval "${common[@]}" "${args[@]}" --seed "$seed" "$@" >> "$tmp"; }
     run --w-bits 4 --acts 16/16 --acts 8/16 --acts 4/16 --acts 4/4
     run --w-bits 3 --acts 16/16
     echo "$which seed $seed $method done ($(date +%T))" >&2

@@ -69,7 +69,7 @@ void ActQuantHooks::set_residual_rotation(const at::Tensor& r1) {
 at::Tensor ActQuantHooks::quantize_block_input(const at::Tensor& x) const {
   at::Tensor q = fake_quantize(x, quant_.act);
   if (quant_.fp_massive <= 0) return q;
-  const at::Tensor orig = r1t_.defined() ? at::matmul(x, r1t_.to(x.scalar_type())) : x;
+  const at::Tensor orig = r1t_.defined() ? at::matmul(x, r1t_.to(x.device(), x.scalar_type())) : x;
   const at::Tensor err = (orig - fake_quantize(orig, quant_.act)).pow(2).sum(-1, true).sqrt();
   const at::Tensor norm = orig.pow(2).sum(-1, true).sqrt();
   return at::where(err < quant_.fp_massive * norm, x, q);

@@ -35,7 +35,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   at::Tensor kt = k.transpose(-1, -2);
   if (block >= T) {
     at::Tensor scores = at::matmul(q, kt).mul_(scale);
-    at::Tensor mask = at::ones({T, T}, at::TensorOptions().dtype(at::kBool)).triu_(1);
+    at::Tensor mask = at::ones({T, T}, scores.options().dtype(at::kBool)).triu_(1);
     scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
     return at::matmul(at::softmax(scores, -1), v);
   }
@@ -44,7 +44,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
     const int64_t q1 = std::min(T, q0 + block);
     // Queries [q0, q1) attend to keys [0, q1).
     at::Tensor scores = at::matmul(q.narrow(3, q0, q1 - q0), kt.narrow(-1, 0, q1)).mul_(scale);
-    at::Tensor mask = at::ones({q1 - q0, q1}, at::TensorOptions().dtype(at::kBool)).triu_(q0 + 1);
+    at::Tensor mask = at::ones({q1 - q0, q1}, scores.options().dtype(at::kBool)).triu_(q0 + 1);
     scores.masked_fill_(mask, -std::numeric_limits<double>::infinity());
     outs.push_back(at::matmul(at::softmax(scores, -1), v.narrow(3, 0, q1)));
   }
@@ -92,6 +92,9 @@ const RopeCache& Transformer::rope(int64_t T) const {
                                   ? model_.weights.embed.scalar_type()
                                   : model_.weights.layers.at(0)[LayerTensor::kWq].scalar_type();
     rope_ = make_rope_cache(model_.config, std::max(T, model_.config.max_seq_len), dt);
+    const at::Device device = model_device(model_);
+    rope_.cos = rope_.cos.to(device);
+    rope_.sin = rope_.sin.to(device);
   }
   return rope_;
 }
@@ -104,7 +107,7 @@ at::Tensor Transformer::embed(const at::Tensor& tokens) const {
     require(lo >= 0 && hi < V, "forward: token id ", lo < 0 ? lo : hi,
             " outside the vocabulary [0, ", V, ")");
   }
-  return at::embedding(model_.weights.embed, tokens);
+  return at::embedding(model_.weights.embed, tokens.to(model_.weights.embed.device()));
 }
 
 at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
@@ -180,7 +183,8 @@ at::Tensor token_nll(const at::Tensor& hidden, const at::Tensor& lm_head,
       logits = logits.to(at::kFloat);
     }
     at::Tensor lse = at::logsumexp(logits, -1);
-    at::Tensor tgt = logits.gather(1, targets.narrow(0, r0, n).unsqueeze(1)).squeeze(1);
+    at::Tensor tgt =
+        logits.gather(1, targets.narrow(0, r0, n).to(logits.device()).unsqueeze(1)).squeeze(1);
     out.narrow(0, r0, n).copy_((lse - tgt).to(at::kDouble));
   }
   return out;

@@ -69,21 +69,47 @@ void check_shape(const at::Tensor& t, const std::vector<int64_t>& expected,
           shape_str(expected));
 }
 
-void cast_weights(ModelWeights& w, at::ScalarType dtype) {
+namespace {
+
+// Applies `f` to every defined tensor; a tied head stays the embedding's alias.
+template <typename F>
+void convert_weights(ModelWeights& w, F f) {
   const bool tied = w.lm_head.defined() && w.embed.defined() && w.lm_head.is_same(w.embed);
-  auto cast = [&](at::Tensor& t) {
-    if (t.defined() && t.scalar_type() != dtype) t = t.to(dtype);
+  auto apply = [&](at::Tensor& t) {
+    if (t.defined()) t = f(t);
   };
-  cast(w.embed);
-  cast(w.final_norm);
+  apply(w.embed);
+  apply(w.final_norm);
   if (tied) {
     w.lm_head = w.embed;
   } else {
-    cast(w.lm_head);
+    apply(w.lm_head);
   }
   for (LayerWeights& l : w.layers) {
-    for (at::Tensor& t : l.tensors) cast(t);
+    for (at::Tensor& t : l.tensors) apply(t);
   }
+}
+
+}  // namespace
+
+void cast_weights(ModelWeights& w, at::ScalarType dtype) {
+  convert_weights(w, [&](const at::Tensor& t) { return t.to(dtype); });
+}
+
+void move_weights(ModelWeights& w, at::Device device) {
+  convert_weights(w, [&](const at::Tensor& t) { return t.to(device); });
+}
+
+at::Device model_device(const Model& m) {
+  const ModelWeights& w = m.weights;
+  if (w.embed.defined()) return w.embed.device();
+  for (const LayerWeights& l : w.layers) {
+    for (const at::Tensor& t : l.tensors) {
+      if (t.defined()) return t.device();
+    }
+  }
+  if (w.lm_head.defined()) return w.lm_head.device();
+  return at::Device(at::kCPU);
 }
 
 at::ScalarType scalar_type_from_name(const std::string& name) {

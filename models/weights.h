@@ -50,6 +50,11 @@ void check_shape(const at::Tensor& t, const std::vector<int64_t>& expected,
 
 // Converts every tensor to `dtype` (no copy when it already is).
 void cast_weights(ModelWeights& w, at::ScalarType dtype);
+// Moves every tensor to `device` (tied embeddings stay tied). Compute follows the weights: every
+// stage allocates its work tensors on model_device().
+void move_weights(ModelWeights& w, at::Device device);
+// The device of the model's tensors (the first defined one; CPU for an empty model).
+at::Device model_device(const Model& m);
 
 // "float32" -> at::kFloat etc.; throws on unknown names.
 at::ScalarType scalar_type_from_name(const std::string& name);

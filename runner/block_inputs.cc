@@ -94,7 +94,7 @@ std::vector<std::string> describe_massive_tokens(const BlockInputs& in, const at
                                                  const Tokenizer* tok) {
   require(massive.numel() == in.size(), "massive-token mask of ", massive.numel(), " for ",
           in.size(), " tokens");
-  const at::Tensor m = massive.to(at::kBool).contiguous();
+  const at::Tensor m = massive.to(at::kCPU, at::kBool).contiguous();
   const bool* flag = m.data_ptr<bool>();
   std::map<int32_t, std::pair<int64_t, int64_t>> per_layer;  // layer -> (attn, mlp)
   std::map<int32_t, int64_t> per_position, per_token;

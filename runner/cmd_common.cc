@@ -11,9 +11,11 @@
 #include <thread>
 
 #include "runner/comm.h"
+#include "runner/device.h"
 #include "runner/log.h"
 #include "runner/pipeline.h"
 #include "solvers/error.h"
+#include "solvers/kernel_path.h"
 
 namespace rotq {
 
@@ -29,6 +31,12 @@ void Runtime::init() {
     n = std::max(1, cores / std::max(1, local_size_from_env()));
   }
   at::set_num_threads(n);
+  // ROTQ_ATEN_KERNELS=1 runs the GPU code paths (ATen-only kernels) on the CPU: a whole pipeline
+  // can be checked against the host loops on a machine without a GPU.
+  if (const char* v = std::getenv("ROTQ_ATEN_KERNELS"); v && std::string(v) == "1") {
+    force_aten_kernels(true);
+    spdlog::info("ROTQ_ATEN_KERNELS=1: the ATen-only kernel paths (as on a GPU) are used on CPU");
+  }
   // OpenBLAS keeps its own pool, sized from the CPUs this process may use (which depends on how
   // the launcher binds ranks), and its sums depend on the thread count: pin it to ours so that a
   // result depends on --threads only.
@@ -45,6 +53,9 @@ void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer) {
                     "tokenizer.bin or tokenizer.model (default: the one in the model directory)");
   }
   cmd->add_option("--dtype", o.dtype, "compute dtype: float32, float64 or bfloat16")
+      ->capture_default_str();
+  cmd->add_option("--device", o.device,
+                  "compute device: cpu, cuda (this rank's GPU) or cuda:N; weights are moved there")
       ->capture_default_str();
   cmd->add_flag("--json", o.json, "print one JSON object per result line");
 }
@@ -70,6 +81,13 @@ at::ScalarType compute_dtype(const std::string& name) {
   return dt;
 }
 
+void move_to_compute_device(Model& model, const ModelOptions& o) {
+  const at::Device device = resolve_device(o.device);
+  if (device.is_cpu()) return;
+  spdlog::info("moving the weights to {}", device.str());
+  move_weights(model.weights, device);
+}
+
 }  // namespace
 
 LoadedModel load_for_command(const ModelOptions& o, bool need_tokenizer) {
@@ -80,6 +98,7 @@ LoadedModel load_for_command(const ModelOptions& o, bool need_tokenizer) {
   lo.dtype = dt;
   spdlog::info("loading {} ({}: {})", o.model, lm.reader->format(), lm.reader->config().summary());
   lm.model = load_model(*lm.reader, lo);
+  move_to_compute_device(lm.model, o);
   if (need_tokenizer) lm.tokenizer = open_tokenizer(o, *lm.reader);
   return lm;
 }
@@ -98,6 +117,7 @@ LoadedModel load_shard_for_command(const ModelOptions& o, Comm& comm, Placement&
   }
   spdlog::info("loading {} sharded by layers over {} ranks: {}", o.model, placement.ranks, ranges);
   lm.model = load_shard(*lm.reader, placement, comm.rank(), dt);
+  move_to_compute_device(lm.model, o);
   lm.tokenizer = open_tokenizer(o, *lm.reader);
   return lm;
 }

@@ -31,6 +31,7 @@ struct ModelOptions {
   std::string model;
   std::string tokenizer;
   std::string dtype = "float32";  // compute dtype
+  std::string device = "cpu";     // compute device (runner/device.h)
   bool json = false;
 };
 

@@ -233,6 +233,7 @@ nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell, const
       {"quant_gflops",
        r.weights.quant_seconds > 0 ? r.weights.quant_flops / r.weights.quant_seconds / 1e9 : 0.0},
       {"ranks", rt.comm->size()},
+      {"device", a.m.device},
       {"dtype", a.m.dtype},
       {"version", rotq_version()}};
   return j;
@@ -278,6 +279,7 @@ void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
   at::Tensor comm_stats = at::tensor({comm.seconds(), comm.bytes()}, at::kDouble);
   rt.c().all_reduce(comm_stats, ReduceOp::kMax);
   if (!a.save.empty()) {
+    move_weights(lm.model.weights, at::kCPU);  // written from host memory
     if (rt.c().is_root())
       save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
     rt.c().barrier();

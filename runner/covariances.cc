@@ -11,12 +11,14 @@ namespace {
 
 class CovarianceCapture final : public ForwardHooks {
  public:
-  CovarianceCapture(const ModelConfig& c, int64_t layers) : head_dim_(c.head_dim) {
+  CovarianceCapture(const ModelConfig& c, int64_t layers, at::Device device)
+      : head_dim_(c.head_dim) {
+    const auto opts = at::TensorOptions().dtype(at::kDouble).device(device);
     // One fresh buffer per layer (vector::assign would share one tensor across all layers).
     for (int64_t l = 0; l < layers; ++l) {
-      attn_.push_back(at::zeros({c.dim, c.dim}, at::kDouble));
-      mlp_.push_back(at::zeros({c.dim, c.dim}, at::kDouble));
-      o_.push_back(at::zeros({c.n_heads, c.head_dim, c.head_dim}, at::kDouble));
+      attn_.push_back(at::zeros({c.dim, c.dim}, opts));
+      mlp_.push_back(at::zeros({c.dim, c.dim}, opts));
+      o_.push_back(at::zeros({c.n_heads, c.head_dim, c.head_dim}, opts));
     }
   }
   void at_site(Site site, int64_t layer, at::Tensor& x) override {
@@ -45,7 +47,7 @@ std::vector<LayerCovariances> collect_layer_covariances(const Model& model,
   require(batch > 0, "OptRot+: batch must be positive");
   const int64_t layers = static_cast<int64_t>(model.weights.layers.size());
   Transformer tf(model);
-  CovarianceCapture cap(model.config, layers);
+  CovarianceCapture cap(model.config, layers, model_device(model));
   // Layer indices in hooks are the model's (layer_offset added for a shard).
   struct Shift final : ForwardHooks {
     CovarianceCapture* inner;

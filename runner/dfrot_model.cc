@@ -23,6 +23,7 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
   DfrotModelResult res;
   res.rotations = make_rotations(start, c.dim, c.head_dim, c.n_layers);
   at::Tensor r0 = res.rotations.r1.defined() ? res.rotations.r1 : at::eye(c.dim, at::kDouble);
+  r0 = r0.to(model_device(model));  // the Procrustes iterations run where the tokens are
   if (!res.rotations.r2.empty() && spec.dfrot_init == RotationKind::kNone && spec.r2) {
     RotationSpec had = start;
     had.kind = RotationKind::kHadamard;
@@ -57,7 +58,7 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
   const int64_t begin = n * r / p, end = n * (r + 1) / p;
   const at::Tensor x = all.x.narrow(0, begin, end - begin);
   const at::Tensor m = massive.narrow(0, begin, end - begin);
-  res.rotations.r1 = dfrot_optimize(x, m, r0, spec.dfrot, &comm, &res.trace);
+  res.rotations.r1 = dfrot_optimize(x, m, r0, spec.dfrot, &comm, &res.trace).cpu();
   spdlog::info("dfrot R1: loss {:.6g} -> {:.6g} in {} iterations ({:.2f}s)", res.trace.loss.front(),
                *std::min_element(res.trace.loss.begin(), res.trace.loss.end()), spec.dfrot.iters,
                res.trace.seconds);

@@ -1,9 +1,8 @@
 // rotq: rotation-based post-training quantization of LLMs. One binary, one subcommand per stage;
 // runs as a plain process (one rank) or under mpirun/srun (N ranks, same code path).
-#include <CLI/CLI.hpp>
-
 #include <malloc.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -33,7 +32,8 @@ int main(int argc, char** argv) {
                ": rotation-based post-training quantization of LLMs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", rotq::rotq_version());
-  app.add_option("--comm", rt.comm_backend, "communicator: auto, local or mpi")
+  app.add_option("--comm", rt.comm_backend,
+                 "communicator: auto (mpi under a launcher, else local), local, mpi or nccl")
       ->capture_default_str();
   app.add_option("--log-level", rt.log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
   for (rotq::CommandRegistrar reg :
        {rotq::register_ppl, rotq::register_generate, rotq::register_convert, rotq::register_info,
         rotq::register_synth, rotq::register_tokenize, rotq::register_bench,
-        rotq::register_hadamard, rotq::register_quantize_eval, rotq::register_inspect, rotq::register_plan}) {
+        rotq::register_hadamard, rotq::register_quantize_eval, rotq::register_inspect,
+        rotq::register_plan}) {
     reg(app, rt);
   }
   // Subcommand callbacks run inside parse(); every failure is reported as one line.

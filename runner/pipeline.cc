@@ -55,7 +55,9 @@ void pipeline_forward(const std::vector<const Transformer*>& stages,
       for (int64_t s = 0; s < n_stage; ++s) xs.push_back(s == 0 ? x : x.clone());
     } else {
       // The stage models are stacked along the batch dimension in one message.
-      at::Tensor msg = at::empty({n_stage * b, T, c.dim}, at::TensorOptions().dtype(dt));
+      at::Tensor msg =
+          at::empty({n_stage * b, T, c.dim},
+                    at::TensorOptions().dtype(dt).device(model_device(stages[0]->model())));
       comm.recv(msg, r - 1, kPipelineTag);
       for (int64_t s = 0; s < n_stage; ++s) xs.push_back(msg.narrow(0, s * b, b).contiguous());
     }
@@ -83,7 +85,10 @@ LayerWeights broadcast_layer(const Model& shard, const Placement& p, int64_t lay
     const LayerTensor t = static_cast<LayerTensor>(i);
     if (!arch_has(arch, t)) continue;
     at::Tensor& x = out.tensors[i];
-    if (!mine) x = at::empty(expected_shape(shard.config, t), at::TensorOptions().dtype(dtype));
+    if (!mine) {
+      x = at::empty(expected_shape(shard.config, t),
+                    at::TensorOptions().dtype(dtype).device(model_device(shard)));
+    }
     // broadcast writes in place: the owner sends from its own tensor untouched.
     comm.broadcast(x, owner);
   }

@@ -10,6 +10,7 @@
 
 #include "models/transformer.h"
 #include "runner/covariances.h"
+#include "runner/device.h"
 #include "runner/dfrot_model.h"
 #include "runner/pipeline.h"
 #include "runner/rotation_io.h"
@@ -23,7 +24,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) {
+// A stage's wall time, after the work it queued on the model's device (a GPU runs asynchronously).
+double seconds_since(Clock::time_point t0, const Model& model) {
+  sync_device(model_device(model));
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
@@ -139,7 +142,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   // Norms are folded first: the learned rotations see the norm-fused weights and x/rms(x).
   auto t = Clock::now();
   if (rotate) fuse_norms(model);
-  res.seconds.fuse = seconds_since(t);
+  res.seconds.fuse = seconds_since(t, model);
 
   t = Clock::now();
   if (cell.rotation.learned()) {
@@ -147,11 +150,11 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   } else {
     res.rotations = resolve_rotations(cell.rotation, model.config);
   }
-  res.seconds.rotate = seconds_since(t);
+  res.seconds.rotate = seconds_since(t, model);
 
   t = Clock::now();
   if (rotate) fuse_rotations(model, res.rotations);
-  res.seconds.fuse += seconds_since(t);
+  res.seconds.fuse += seconds_since(t, model);
   spdlog::info("rotation {} ({:.2f}s), fused ({:.2f}s)", cell.rotation.describe(),
                res.seconds.rotate, res.seconds.fuse);
 
@@ -164,7 +167,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
       t = Clock::now();
       const at::Tensor windows = calib.windows(cell.calib.nsamples, cell.calib.seqlen,
                                                cell.calib.seed, "GPTQ", "--calib-seqlen");
-      res.seconds.calib = seconds_since(t);
+      res.seconds.calib = seconds_since(t, model);
       spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), windows.size(1),
                    calib.path());
       t = Clock::now();
@@ -173,7 +176,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
       t = Clock::now();
       res.weights = quantize_weights_rtn(model, cell.weights);
     }
-    res.seconds.quantize = seconds_since(t);
+    res.seconds.quantize = seconds_since(t, model);
     spdlog::info("weights {} {} in {:.2f}s", weight_method_name(cell.weights.method),
                  cell.weights.spec.describe(), res.seconds.quantize);
   }
@@ -198,7 +201,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
                      reference ? ", KL " + std::to_string(res.ppl.back().kl) : "");
       }
     }
-    res.seconds.eval = seconds_since(t);
+    res.seconds.eval = seconds_since(t, model);
   }
   return res;
 }

@@ -41,8 +41,8 @@ const std::vector<SequentialStep>& sequential_steps() {
 // Accumulates Σxxᵀ of the tensor at one site of one layer, as the linear there sees it.
 class HessianCapture final : public ForwardHooks {
  public:
-  HessianCapture(Site site, int64_t layer, int64_t cols, at::ScalarType dtype)
-      : site_(site), layer_(layer), acc_(cols, dtype) {}
+  HessianCapture(Site site, int64_t layer, int64_t cols, at::ScalarType dtype, at::Device device)
+      : site_(site), layer_(layer), acc_(cols, dtype, device) {}
   void at_site(Site site, int64_t layer, at::Tensor& x) override {
     if (site == site_ && layer == layer_) acc_.add(x);
   }
@@ -127,7 +127,8 @@ at::Tensor initial_states(const Model& model, const at::Tensor& calib, bool shar
   const auto share = [&](int r) {
     std::vector<int64_t> idx;
     for (int64_t i = r; i < calib.size(0); i += comm.size()) idx.push_back(i);
-    return idx.empty() ? calib.narrow(0, 0, 0) : calib.index_select(0, at::tensor(idx, at::kLong));
+    return idx.empty() ? calib.narrow(0, 0, 0)
+                       : calib.index_select(0, at::tensor(idx, at::kLong).to(calib.device()));
   };
   Transformer tf(model);
   if (!sharded) return tf.embed(share(comm.rank()));
@@ -138,8 +139,9 @@ at::Tensor initial_states(const Model& model, const at::Tensor& calib, bool shar
     }
     return tf.embed(share(0));
   }
-  at::Tensor x = at::empty({share(comm.rank()).size(0), calib.size(1), model.config.dim},
-                           at::TensorOptions().dtype(shard_dtype(model)));
+  at::Tensor x =
+      at::empty({share(comm.rank()).size(0), calib.size(1), model.config.dim},
+                at::TensorOptions().dtype(shard_dtype(model)).device(model_device(model)));
   if (x.size(0) > 0) comm.recv(x, 0, kStatesTag);
   return x;
 }
@@ -198,7 +200,8 @@ WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
     Transformer tf(one);
     LayerWeights& lw = one.weights.layers[0];
     for (const SequentialStep& step : sequential_steps()) {
-      HessianCapture capture(step.site, l, site_width(c, step.site), opts.hessian_dtype);
+      HessianCapture capture(step.site, l, site_width(c, step.site), opts.hessian_dtype,
+                             states.device());
       // Calibration sees floating-point activations (QuaRot configures activation quantizers
       // after GPTQ), but the online Hadamards are part of the forward.
       run_layer(tf, states, 0, opts.calib_batch, &capture, /*keep_outputs=*/false);

@@ -57,8 +57,9 @@ Pass weighted_pass(const at::Tensor& x, const at::Tensor& massive, const at::Ten
                    const SetWeights& w, const QuantSpec& spec, int64_t chunk, bool want_m) {
   const int64_t n = x.size(0), c = x.size(1);
   Pass p;
-  if (want_m) p.m = at::zeros({c, c}, at::kDouble);
-  at::Tensor loss = at::zeros({}, at::kDouble);
+  const auto opts = x.options().dtype(at::kDouble);
+  if (want_m) p.m = at::zeros({c, c}, opts);
+  at::Tensor loss = at::zeros({}, opts);
   for (int64_t i = 0; i < n; i += chunk) {
     const int64_t len = std::min(chunk, n - i);
     const at::Tensor xc = x.narrow(0, i, len).to(at::kDouble);
@@ -104,7 +105,8 @@ at::Tensor flag_massive_tokens(const at::Tensor& x, const MassiveOptions& opts) 
   const at::Tensor xd = x.to(at::kDouble);
   const at::Tensor err = per_token_quant_error(xd, q4);
   if (opts.rule == MassiveRule::kRandomRotation) {
-    const at::Tensor ro = random_orthogonal(x.size(1), derive_seed(opts.seed, 0x0D0F));
+    const at::Tensor ro =
+        random_orthogonal(x.size(1), derive_seed(opts.seed, 0x0D0F)).to(xd.device());
     return per_token_quant_error(at::matmul(xd, ro), q4) >= err;
   }
   require(opts.threshold > 0, "DFRot: the massive-token threshold must be positive, got ",
@@ -118,7 +120,7 @@ double dfrot_loss(const at::Tensor& x, const at::Tensor& massive, const at::Tens
   require_tokens(x, massive, "dfrot_loss");
   const int64_t nm = global_count(massive.sum().item<int64_t>(), comm);
   const int64_t nn = global_count(x.size(0), comm) - nm;
-  const Pass p = weighted_pass(x, massive, r.to(at::kDouble), set_weights(opts, nn, nm),
+  const Pass p = weighted_pass(x, massive, r.to(x.device(), at::kDouble), set_weights(opts, nn, nm),
                                per_token_spec(opts.bits, opts.symmetric), opts.chunk_rows, false);
   at::Tensor l = at::full({1}, p.loss, at::kDouble);
   if (comm) comm->all_reduce(l, ReduceOp::kSum);
@@ -141,7 +143,7 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
   require(n > 0, "DFRot: no calibration tokens");
   const SetWeights w = set_weights(opts, n - nm, nm);
 
-  at::Tensor r = r0.to(at::kDouble).contiguous().clone();
+  at::Tensor r = r0.to(x.device(), at::kDouble).contiguous().clone();
   at::Tensor best = r.clone();
   double best_loss = std::numeric_limits<double>::infinity();
   std::vector<double> losses;
@@ -149,8 +151,8 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
     const bool last = it == opts.iters;
     Pass p = weighted_pass(x, massive, r, w, spec, opts.chunk_rows, !last);
     // One reduction for M and the loss (an extra element).
-    at::Tensor packed = last ? at::full({1}, p.loss, at::kDouble)
-                             : at::cat({p.m.reshape({-1}), at::full({1}, p.loss, at::kDouble)});
+    const at::Tensor loss_t = at::full({1}, p.loss, r.options());
+    at::Tensor packed = last ? loss_t : at::cat({p.m.reshape({-1}), loss_t});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);
     const double loss = packed[-1].item<double>();
     require(std::isfinite(loss), "DFRot: the loss became non-finite at iteration ", it);

@@ -84,7 +84,8 @@ void fuse_rotations(Model& model, const Rotations& rot) {
   ModelWeights& w = model.weights;
   if (rot.r1.defined()) {
     check_square(rot.r1, c.dim, "R1");
-    const at::Tensor r1 = rot.r1.to(at::kDouble);
+    // Fused in float64 where the weights are (a GPU when the model was moved there).
+    const at::Tensor r1 = rot.r1.to(model_device(model), at::kDouble);
     const auto reader = [&](const at::Tensor& x) { return at::matmul(x, r1); };
     const auto writer = [&](const at::Tensor& x) { return at::matmul(r1.t(), x); };
     if (w.embed.defined()) update_f64(w.embed, reader);
@@ -105,7 +106,7 @@ void fuse_rotations(Model& model, const Rotations& rot) {
     const at::Tensor& r2_i = rot.r2[i + model.layer_offset];
     if (!r2_i.defined()) continue;
     check_square(r2_i, c.head_dim, "R2");
-    const at::Tensor r2 = r2_i.to(at::kDouble);
+    const at::Tensor r2 = r2_i.to(model_device(model), at::kDouble);
     LayerWeights& l = w.layers[i];
     update_f64(l[LayerTensor::kWv], [&](const at::Tensor& x) { return rotate_head_rows(x, r2); });
     if (l[LayerTensor::kBv].defined()) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "solvers/error.h"
+#include "solvers/kernel_path.h"
 
 namespace rotq {
 
@@ -38,7 +39,7 @@ void check_inputs(const at::Tensor& w, const at::Tensor& h, const QuantSpec& spe
 }
 
 std::vector<int64_t> to_vector(const at::Tensor& idx) {
-  const at::Tensor c = idx.to(at::kLong).contiguous();
+  const at::Tensor c = idx.to(at::kCPU, at::kLong).contiguous();
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
@@ -95,12 +96,25 @@ void dispatch_float_double(const at::Tensor& m, const Fn& fn) {
   }
 }
 
+at::Tensor index_tensor(const std::vector<int64_t>& idx, const at::Tensor& like) {
+  return at::tensor(idx, at::kLong).to(like.device());
+}
+
 void permute_rows(at::Tensor& m, const std::vector<int64_t>& perm) {
+  if (use_aten_kernels(m)) {
+    m = m.index_select(0, index_tensor(perm, m));
+    return;
+  }
   dispatch_float_double(m, [&](auto t) { permute_rows_inplace<decltype(t)>(m, perm); });
 }
 
 // P·H·Pᵀ in place.
 void permute_symmetric(at::Tensor& h, const std::vector<int64_t>& perm) {
+  if (use_aten_kernels(h)) {
+    const at::Tensor p = index_tensor(perm, h);
+    h = h.index_select(0, p).index_select(1, p);
+    return;
+  }
   dispatch_float_double(h, [&](auto t) {
     permute_rows_inplace<decltype(t)>(h, perm);
     permute_columns_inplace<decltype(t)>(h, perm);
@@ -223,6 +237,15 @@ void quantize_column(T* w, const T* scale, const T* zero, T* err, int64_t n, T d
   }
 }
 
+// quantize_column from ATen ops, for columns off the CPU: the same operations in the same order
+// (detail::quant_dequant_out), q being a reused [rows] buffer.
+void quantize_column_aten(at::Tensor w, const at::Tensor& scale, const at::Tensor& zero,
+                          at::Tensor err, at::Tensor& q, double d, const QuantSpec& spec) {
+  detail::quant_dequant_out(q, w, scale, zero, spec);
+  at::sub_out(err, w, q).div_(d);
+  w.copy_(q);
+}
+
 struct Factor {
   at::Tensor u;              // upper Cholesky factor of H⁻¹, [cols, cols]
   std::vector<double> diag;  // its diagonal
@@ -234,12 +257,21 @@ template <typename T>
 double quantize_block(at::Tensor& wt, at::Tensor& err, const Factor& f, int64_t i1, int64_t i2,
                       ColumnParams& params, const QuantSpec& spec) {
   const int64_t rows = wt.size(1);
+  const bool aten = use_aten_kernels(wt);
+  at::Tensor q = aten ? at::empty({rows}, wt.options()) : at::Tensor();
   double flops = 0;
   for (int64_t c = i1; c < i2; ++c) {
     const auto p = params.at_column(c, wt);
     at::Tensor e = err.select(0, c - i1);
-    quantize_column<T>(wt.select(0, c).data_ptr<T>(), p.first.data_ptr<T>(), p.second.data_ptr<T>(),
-                       e.data_ptr<T>(), rows, static_cast<T>(f.diag[c]), spec);
+    if (aten) {
+      // The divisor in T, as the host loop uses it.
+      quantize_column_aten(wt.select(0, c), p.first, p.second, e, q,
+                           static_cast<double>(static_cast<T>(f.diag[c])), spec);
+    } else {
+      quantize_column<T>(wt.select(0, c).data_ptr<T>(), p.first.data_ptr<T>(),
+                         p.second.data_ptr<T>(), e.data_ptr<T>(), rows, static_cast<T>(f.diag[c]),
+                         spec);
+    }
     const int64_t rest = i2 - c - 1;
     if (rest > 0) {
       wt.narrow(0, c + 1, rest).addr_(f.u.select(0, c).narrow(0, c + 1, rest), e, 1, -1);
@@ -278,11 +310,12 @@ double factorization_flops(int64_t n) {
 
 }  // namespace
 
-HessianAccumulator::HessianAccumulator(int64_t cols, at::ScalarType dtype) : cols_(cols) {
+HessianAccumulator::HessianAccumulator(int64_t cols, at::ScalarType dtype, at::Device device)
+    : cols_(cols) {
   require(cols > 0, "HessianAccumulator: column count must be positive, got ", cols);
   require(dtype == at::kFloat || dtype == at::kDouble,
           "HessianAccumulator: accumulation dtype must be float32 or float64, got ", dtype);
-  sum_ = at::zeros({cols, cols}, at::TensorOptions().dtype(dtype));
+  sum_ = at::zeros({cols, cols}, at::TensorOptions().dtype(dtype).device(device));
 }
 
 void HessianAccumulator::add(const at::Tensor& x) {
@@ -333,7 +366,7 @@ GptqResult gptq_quantize(const at::Tensor& w, const at::Tensor& hessian, const Q
   ColumnParams params(spec, opts, dtype);
   if (spec.group == 0) params.set_per_channel(wf);
   const std::vector<int64_t> dead = fix_dead_columns(h);
-  at::Tensor dead_idx = at::tensor(dead, at::kLong);
+  at::Tensor dead_idx = index_tensor(dead, wf);
   if (spec.group > 0 && opts.static_groups) {
     params.set_static_groups(dead.empty() ? wf : wf.index_fill(1, dead_idx, 0));
   }
@@ -353,7 +386,7 @@ GptqResult gptq_quantize(const at::Tensor& w, const at::Tensor& hessian, const Q
   Factor f;
   f.u = inverse_upper_factor(h, opts.percdamp, what);
   h.reset();
-  const at::Tensor d = f.u.diagonal().to(at::kDouble).contiguous();
+  const at::Tensor d = f.u.diagonal().to(at::kCPU, at::kDouble).contiguous();
   f.diag.assign(d.data_ptr<double>(), d.data_ptr<double>() + cols);
 
   double flops = factorization_flops(cols);

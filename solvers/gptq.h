@@ -17,8 +17,9 @@ namespace rotq {
 // H by a constant: GPTQ's result does not depend on it (the damping is relative to mean(diag(H))).
 class HessianAccumulator {
  public:
-  // dtype: kFloat (as the reference) or kDouble accumulation.
-  explicit HessianAccumulator(int64_t cols, at::ScalarType dtype = at::kFloat);
+  // dtype: kFloat (as the reference) or kDouble accumulation, on `device` (the inputs').
+  explicit HessianAccumulator(int64_t cols, at::ScalarType dtype = at::kFloat,
+                              at::Device device = at::kCPU);
   // x [..., cols] of any float dtype; every leading index is one row.
   void add(const at::Tensor& x);
   // Σ x xᵀ [cols, cols] in the accumulation dtype. Not a copy (a 11008-column sum is 0.5 GB):

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "solvers/error.h"
+#include "solvers/kernel_path.h"
 
 namespace rotq {
 namespace {
@@ -378,6 +379,45 @@ void butterfly_rows(const T* src, T* dst, int64_t rows, int64_t pow2, int64_t m,
   });
 }
 
+// The same transform from ATen ops alone, for tensors off the CPU (the butterfly reads raw host
+// memory): Sylvester(2^k) = Sylvester(a) ⊗ Sylvester(b), so with x viewed as [rows, a, b, m] the
+// transform is three small GEMMs, one per axis: n·(a + b + m) multiply-adds per row.
+at::Tensor device_factor(const at::Tensor& h, const at::Tensor& like, at::ScalarType ct) {
+  std::lock_guard<std::recursive_mutex> lock(cache_mutex());
+  static std::map<std::tuple<const void*, std::string, int>, at::Tensor> cache;
+  const auto key = std::make_tuple(static_cast<const void*>(h.unsafeGetTensorImpl()),
+                                   like.device().str(), static_cast<int>(ct));
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, h.to(like.device(), ct).contiguous()).first;
+  return it->second;
+}
+
+const at::Tensor& sylvester_cached(int64_t pow2) {
+  std::lock_guard<std::recursive_mutex> lock(cache_mutex());
+  static std::map<int64_t, at::Tensor> cache;
+  auto it = cache.find(pow2);
+  if (it == cache.end()) it = cache.emplace(pow2, hadamard_detail::sylvester(pow2)).first;
+  return it->second;
+}
+
+void transform_generic(at::Tensor& out, const at::Tensor& x, const HadamardPlan& plan,
+                       bool normalized) {
+  const at::ScalarType ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t n = plan.n, m = plan.m, pow2 = plan.pow2, rows = x.numel() / n;
+  at::Tensor y = x.reshape({rows, n}).to(ct);
+  if (m > 1)
+    y = at::matmul(y.view({rows * pow2, m}), device_factor(core_rhs(m, ct, normalized), x, ct));
+  if (pow2 > 1) {
+    const int k = log2_exact(pow2);
+    const int64_t a = int64_t{1} << ((k + 1) / 2), b = pow2 / a;
+    y = at::matmul(device_factor(sylvester_cached(a), x, ct), y.reshape({rows, a, b * m}));
+    if (b > 1)
+      y = at::matmul(device_factor(sylvester_cached(b), x, ct), y.reshape({rows * a, b, m}));
+    if (normalized) y.mul_(1.0 / std::sqrt(static_cast<double>(pow2)));
+  }
+  out.copy_(y.reshape(out.sizes()));
+}
+
 void transform_into(at::Tensor& out, const at::Tensor& x, bool normalized) {
   require(x.defined() && x.dim() >= 1, "hadamard_transform: expected a tensor with at least one ",
           "dimension");
@@ -392,6 +432,10 @@ void transform_into(at::Tensor& out, const at::Tensor& x, bool normalized) {
       "hadamard_transform_out: out must be contiguous with x's shape ", x.sizes(), " and dtype ",
       c10::toString(dt));
   if (x.numel() == 0) return;
+  if (use_aten_kernels(x)) {
+    transform_generic(out, x, plan, normalized);
+    return;
+  }
   if (x.is_alias_of(out)) {
     const char* xb = static_cast<const char*>(x.data_ptr());
     const char* ob = static_cast<const char*>(out.data_ptr());

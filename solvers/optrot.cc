@@ -71,7 +71,7 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
   // Per group g: F_g and ∂F_g; the ungrouped terms go straight into the total.
   std::vector<double> f(groups, 0.0);
   std::vector<at::Tensor> df(groups);
-  at::Tensor grad = at::zeros({dim_, dim_}, at::kDouble);
+  at::Tensor grad = at::zeros({dim_, dim_}, rd.options());
   double total = 0;
   for (const Term& t : terms_) {
     const at::Tensor a = t.a.to(at::kDouble);
@@ -130,7 +130,7 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
     double local = 0;
     at::Tensor grad = obj.local_gradient(r, &local);
     // One reduction for both: the gradient and, in an extra row, the loss.
-    at::Tensor packed = at::cat({grad.reshape({-1}), at::full({1}, local, at::kDouble)});
+    at::Tensor packed = at::cat({grad.reshape({-1}), at::full({1}, local, grad.options())});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);
     const double loss = packed[-1].item<double>();
     require(std::isfinite(loss), "OptRot: the loss became non-finite at step ", step,

@@ -76,8 +76,9 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
   at::Tensor wv = l[LayerTensor::kWv].to(at::kDouble);  // [KVH·d, C]
   at::Tensor wo = l[LayerTensor::kWo].to(at::kDouble);  // [C, H·d]
   if (r1.defined()) {
-    wv = at::matmul(wv, r1);
-    wo = at::matmul(r1.t(), wo);
+    const at::Tensor r = r1.to(wv.device(), at::kDouble);
+    wv = at::matmul(wv, r);
+    wo = at::matmul(r.t(), wo);
   }
   const int64_t d = c.head_dim;
   FourthPowerObjective obj(d, norm);
@@ -113,19 +114,23 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
       !(model.layer_offset == 0 && static_cast<int64_t>(model.weights.layers.size()) == c.n_layers);
   const FourthPowerObjective obj1 = r1_objective(model, opts.norm, shard ? 0 : comm.rank(),
                                                  shard ? 1 : comm.size(), covs, opts.matrices);
-  rot.r1 = minimize_fourth_power(obj1, init.r1, opts.sgd, &comm, trace);
+  // The optimisation runs where the weights are; the rotations are returned on the host.
+  const at::Device device = model_device(model);
+  const at::Tensor r1 = minimize_fourth_power(obj1, init.r1.to(device), opts.sgd, &comm, trace);
   spdlog::info("{} R1: loss {:.6g} (randomized Hadamard start: {:.6g})",
-               covs ? "optrot+" : "optrot", fourth_power_loss(obj1, rot.r1, &comm),
-               fourth_power_loss(obj1, init.r1, &comm));
+               covs ? "optrot+" : "optrot", fourth_power_loss(obj1, r1, &comm),
+               fourth_power_loss(obj1, init.r1.to(device), &comm));
+  rot.r1 = r1.cpu();
   if (opts.r2 && (uses(opts.matrices, LayerTensor::kWv) || uses(opts.matrices, LayerTensor::kWo))) {
     CayleySgdOptions quiet = opts.sgd;
     quiet.log_every = 0;
     for (int64_t l = 0; l < static_cast<int64_t>(model.weights.layers.size()); ++l) {
       const FourthPowerObjective obj2 =
-          r2_objective(model, l, rot.r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
+          r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
       // head_dim × head_dim problems: every rank solves each one alone, identically.
       rot.r2[l + model.layer_offset] =
-          minimize_fourth_power(obj2, init.r2[l + model.layer_offset], quiet, nullptr);
+          minimize_fourth_power(obj2, init.r2[l + model.layer_offset].to(device), quiet, nullptr)
+              .cpu();
     }
     if (shard) {
       // Each owner's R2s to every rank: the others add zeros, so the sum is exact.

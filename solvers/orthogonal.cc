@@ -32,10 +32,10 @@ at::Tensor skew_gradient(const at::Tensor& r, const at::Tensor& euclidean_grad) 
 at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t) {
   require_square(skew, "cayley_retract");
   const int64_t n = skew.size(0);
-  const at::Tensor eye = at::eye(n, at::kDouble);
+  const at::Tensor eye = at::eye(n, skew.options().dtype(at::kDouble));
   const at::Tensor half = skew.to(at::kDouble) * (t / 2);
   // (I + tA/2) Y = (I − tA/2) R; I + tA/2 is invertible for skew A (eigenvalues 1 + iλ).
-  return at::linalg_solve(eye + half, at::matmul(eye - half, r.to(at::kDouble)));
+  return at::linalg_solve(eye + half, at::matmul(eye - half, r.to(skew.device(), at::kDouble)));
 }
 
 }  // namespace rotq

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "solvers/error.h"
+#include "solvers/kernel_path.h"
 
 // libgomp's, found at run time through LibTorch's own dependency on it (weak: rotq does not link
 // an OpenMP runtime itself, and without one the call is skipped).
@@ -237,8 +238,74 @@ QuantParams row_params(const at::Tensor& x, const QuantSpec& spec, Convention co
   return p;
 }
 
+// row_params from ATen ops alone, for tensors off the CPU (row_params reads host memory): the same
+// rules in the same type and order, the MSE search one grid point at a time over all rows.
+QuantParams row_params_generic(const at::Tensor& x, const QuantSpec& spec, Convention convention,
+                               bool include_zero) {
+  const bool weight = convention == Convention::kWeight;
+  const double maxq = detail::max_level(spec);
+  // Scalars enter in the compute type, as RangeRule<T> holds them.
+  const auto in_type = [&](double v) {
+    return x.scalar_type() == at::kDouble ? v : static_cast<double>(static_cast<float>(v));
+  };
+  at::Tensor mn, mx;
+  std::tie(mn, mx) = at::aminmax(x, 1, /*keepdim=*/true);
+  at::Tensor lo = include_zero ? mn.clamp_max(0) : mn;
+  at::Tensor hi = include_zero ? mx.clamp_min(0) : mx;
+  if (spec.clip_ratio != 1.0) {
+    lo = lo * in_type(spec.clip_ratio);
+    hi = hi * in_type(spec.clip_ratio);
+  }
+  QuantParams p;
+  if (spec.symmetric) {
+    hi = at::maximum(lo.abs(), hi);
+    if (weight) hi = hi.clamp_min(in_type(kMinRange));
+    p.scale = hi / in_type(maxq);
+    if (!weight) p.scale = at::where(hi == 0, at::ones_like(hi), p.scale);
+    p.zero = at::zeros_like(hi);
+  } else {
+    const at::Tensor both_zero = (lo == 0) & (hi == 0);
+    lo = at::where(both_zero, at::full_like(lo, -1), lo);
+    hi = at::where(both_zero, at::ones_like(hi), hi);
+    const at::Tensor constant = lo == hi;
+    lo = at::where(constant, lo.clamp_max(0), lo);
+    hi = at::where(constant, hi.clamp_min(0), hi);
+    at::Tensor span = hi - lo;
+    if (weight) span = span.clamp_min(in_type(kMinRange));
+    p.scale = span / in_type(maxq);
+    p.zero = at::round(lo.neg() / p.scale);
+  }
+  if (!spec.mse_clip || x.size(0) == 0) return p;
+  at::Tensor best = at::full_like(lo, std::numeric_limits<double>::infinity());
+  at::Tensor q = at::empty_like(x);
+  const int steps = static_cast<int>(kMseMaxShrink * kMseGrid);
+  for (int i = 0; i < steps; ++i) {
+    const double shrink = in_type(1.0 - static_cast<double>(i) / kMseGrid);
+    const at::Tensor lo1 = lo * shrink, hi1 = hi * shrink;
+    at::Tensor s1, z1;
+    if (spec.symmetric) {
+      s1 = hi1 / in_type(maxq);
+      z1 = at::zeros_like(s1);
+    } else {
+      s1 = (hi1 - lo1) / in_type(maxq);
+      z1 = at::round(lo1.neg() / s1);
+    }
+    detail::quant_dequant_out(q, x, s1, z1, spec);
+    q.sub_(x).abs_().log_().mul_(kMseNorm).exp_();
+    const at::Tensor err = q.sum(1, /*keepdim=*/true);
+    const at::Tensor better = err < best;  // strict: the first of equals wins
+    best = at::where(better, err, best);
+    p.scale = at::where(better, s1, p.scale);
+    p.zero = at::where(better, z1, p.zero);
+  }
+  return p;
+}
+
 QuantParams params_for(const at::Tensor& x, const QuantSpec& spec, Convention convention,
                        bool include_zero) {
+  if (use_aten_kernels(x)) {
+    return row_params_generic(x, spec, convention, include_zero);
+  }
   if (x.scalar_type() == at::kDouble) return row_params<double>(x, spec, convention, include_zero);
   return row_params<float>(x, spec, convention, include_zero);
 }

@@ -34,38 +34,53 @@ namespace {
 
 rotq::Comm* g_comm = nullptr;
 
+// Where the collectives' tensors live: host memory always; GPU memory too under the NCCL backend
+// (ROTQ_TEST_COMM=nccl on a GPU machine), which reduces device tensors in place.
+std::vector<at::TensorOptions> comm_placements() {
+  std::vector<at::TensorOptions> v = {at::TensorOptions()};
+  if (g_comm->backend() == "nccl" && at::hasCUDA())
+    v.push_back(at::TensorOptions().device(at::kCUDA));
+  return v;
+}
+
 TEST(Mpi, AllReduceSumMaxMinAcrossDtypes) {
   rotq::Comm& c = *g_comm;
   const int r = c.rank(), n = c.size();
-  for (at::ScalarType dt : {at::kFloat, at::kDouble, at::kInt, at::kLong}) {
-    at::Tensor t = at::full({1000}, r + 1, at::TensorOptions().dtype(dt));
-    c.all_reduce(t, rotq::ReduceOp::kSum);
-    EXPECT_TRUE(at::all(t == n * (n + 1) / 2).item<bool>()) << c10::toString(dt);
-    at::Tensor m = at::full({3}, r, at::TensorOptions().dtype(dt));
-    c.all_reduce(m, rotq::ReduceOp::kMax);
-    EXPECT_TRUE(at::all(m == n - 1).item<bool>());
-    c.all_reduce(m.fill_(r), rotq::ReduceOp::kMin);
-    EXPECT_TRUE(at::all(m == 0).item<bool>());
-  }
+  for (const at::TensorOptions& where : comm_placements())
+    for (at::ScalarType dt : {at::kFloat, at::kDouble, at::kInt, at::kLong}) {
+      at::Tensor t = at::full({1000}, r + 1, where.dtype(dt));
+      c.all_reduce(t, rotq::ReduceOp::kSum);
+      EXPECT_TRUE(at::all(t == n * (n + 1) / 2).item<bool>()) << c10::toString(dt);
+      at::Tensor m = at::full({3}, r, where.dtype(dt));
+      c.all_reduce(m, rotq::ReduceOp::kMax);
+      EXPECT_TRUE(at::all(m == n - 1).item<bool>());
+      c.all_reduce(m.fill_(r), rotq::ReduceOp::kMin);
+      EXPECT_TRUE(at::all(m == 0).item<bool>());
+    }
 }
 
 TEST(Mpi, BroadcastFromEveryRoot) {
   rotq::Comm& c = *g_comm;
-  for (int root = 0; root < c.size(); ++root) {
-    at::Tensor t = c.rank() == root ? at::arange(777, at::kDouble) * (root + 1)
-                                    : at::zeros({777}, at::kDouble);
-    c.broadcast(t, root);
-    EXPECT_TRUE(at::equal(t, at::arange(777, at::kDouble) * (root + 1)));
+  for (const at::TensorOptions& where : comm_placements()) {
+    for (int root = 0; root < c.size(); ++root) {
+      const at::Tensor want = at::arange(777, where.dtype(at::kDouble)) * (root + 1);
+      at::Tensor t = c.rank() == root ? want.clone() : at::zeros({777}, where.dtype(at::kDouble));
+      c.broadcast(t, root);
+      EXPECT_TRUE(at::equal(t, want));
+    }
   }
 }
 
 TEST(Mpi, AllGatherInRankOrder) {
   rotq::Comm& c = *g_comm;
-  at::Tensor mine = at::full({5, 70}, c.rank(), at::kFloat);
-  at::Tensor all = c.all_gather(mine);
-  ASSERT_EQ(all.size(0), 5 * c.size());
-  for (int r = 0; r < c.size(); ++r) {
-    EXPECT_TRUE(at::all(all.narrow(0, 5 * r, 5) == r).item<bool>());
+  for (const at::TensorOptions& where : comm_placements()) {
+    at::Tensor mine = at::full({5, 70}, c.rank(), where.dtype(at::kFloat));
+    at::Tensor all = c.all_gather(mine);
+    ASSERT_EQ(all.size(0), 5 * c.size());
+    EXPECT_EQ(all.device(), mine.device());
+    for (int r = 0; r < c.size(); ++r) {
+      EXPECT_TRUE(at::all(all.narrow(0, 5 * r, 5) == r).item<bool>());
+    }
   }
   at::Tensor bf = c.all_gather(at::full({4}, c.rank(), at::kBFloat16));
   EXPECT_EQ(bf[4 * (c.size() - 1)].item<float>(), c.size() - 1);
@@ -87,8 +102,13 @@ TEST(Mpi, SendRecvRing) {
   EXPECT_TRUE(at::all(in == prev).item<bool>());
 }
 
-TEST(Mpi, ReducingBf16IsAClearError) {
+TEST(Mpi, ReducingBf16IsAClearErrorOverMpi) {
   at::Tensor t = at::ones({4}, at::kBFloat16);
+  if (g_comm->backend() == "nccl") {  // NCCL reduces bf16 natively
+    g_comm->all_reduce(t);
+    EXPECT_EQ(t[0].item<float>(), g_comm->size());
+    return;
+  }
   try {
     g_comm->all_reduce(t);
     FAIL();
@@ -421,7 +441,8 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
 
 int main(int argc, char** argv) {
   setenv("ROTQ_MPI_CHUNK_BYTES", "1000", 1);
-  auto comm = rotq::make_mpi_comm();
+  const char* backend = std::getenv("ROTQ_TEST_COMM");  // "nccl" on a GPU machine
+  auto comm = rotq::make_comm(backend ? backend : "mpi");
   g_comm = comm.get();
   ::testing::InitGoogleTest(&argc, argv);
   if (comm->rank() != 0) {
