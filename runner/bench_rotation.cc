@@ -10,6 +10,7 @@
 
 #include "models/synth.h"
 #include "runner/cmd_common.h"
+#include "runner/device.h"
 #include "solvers/dfrot.h"
 #include "solvers/error.h"
 #include "solvers/gemm_rate.h"
@@ -27,15 +28,20 @@ struct RotationBenchArgs {
   int64_t rows = 4096;    // OptRot matrix rows timed
   int64_t window = 2048;  // DFRot's calibration window
   int64_t gemm_n = 2048;
+  std::string device = "cpu";
   bool json = false;
 };
 
 using Clock = std::chrono::steady_clock;
 
+// Wall time of f, with the device's queue drained before and after (GPU work is asynchronous).
+at::Device g_device = at::kCPU;
 template <class F>
 double timed(F&& f) {
+  sync_device(g_device);
   const auto t0 = Clock::now();
   f();
+  sync_device(g_device);
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
@@ -66,8 +72,10 @@ std::vector<std::string> cost_row(const std::string& model, int64_t c, const std
 void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   rt.init();
   require(a.tokens > 0 && a.rows > 0 && a.window > 0, "bench rotation: sizes must be positive");
-  const GemmRate g64 = measure_gemm_rate(a.gemm_n, at::kDouble);
-  const GemmRate g32 = measure_gemm_rate(a.gemm_n, at::kFloat);
+  const at::Device dev = resolve_device(a.device);
+  g_device = dev;
+  const GemmRate g64 = measure_gemm_rate(a.gemm_n, at::kDouble, 3, dev);
+  const GemmRate g32 = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
   spdlog::info("GEMM {}³: float64 {:.1f} GFLOP/s, float32 {:.1f} GFLOP/s", a.gemm_n, g64.gflops,
                g32.gflops);
   std::vector<std::vector<std::string>> rows;
@@ -77,15 +85,16 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     // DFRot: unit-RMS Gaussian tokens with a few massive ones, as the calibration tokens look.
     at::Tensor x = seeded_gaussian(a.tokens, C, 7).to(at::kFloat);
     x.narrow(0, 0, 8).select(1, 5).fill_(std::sqrt(static_cast<double>(C)));
+    x = x.to(dev);
     const at::Tensor massive = flag_massive_tokens(x, {});
-    const at::Tensor r0 = random_hadamard_matrix(C, 0);
+    const at::Tensor r0 = random_hadamard_matrix(C, 0).to(dev);
     DfrotOptions o;
     o.log_every = 0;
     o.iters = 0;
     const double t_loss = timed([&] { dfrot_optimize(x, massive, r0, o, nullptr); });
     o.iters = 1;
     const double t_one = timed([&] { dfrot_optimize(x, massive, r0, o, nullptr); });
-    const at::Tensor m = seeded_gaussian(C, C, 9);
+    const at::Tensor m = seeded_gaussian(C, C, 9).to(dev);
     const double t_svd = timed([&] { procrustes(m); });
     // iters=1 minus iters=0: one pass over the tokens with xᵀη and one SVD (both runs end with a
     // loss pass and the polar projection).
@@ -103,9 +112,9 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
 
     // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
     FourthPowerObjective obj(C, OptRotNorm::kNumel);
-    obj.add(seeded_gaussian(a.rows, C, 11).to(at::kFloat));
+    obj.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kFloat));
     const double t_grad = timed([&] { obj.local_gradient(r0); });
-    const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12));
+    const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12).to(dev));
     const double t_cayley = timed([&] { cayley_retract(r0, skew, 1e-3); });
     const double grad_flops = obj.gradient_flops();
     const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
@@ -119,6 +128,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     if (a.json) {
       print_json_line(rt.c(), {{"command", "bench rotation"},
                                {"model", name},
+                               {"device", dev.str()},
                                {"dim", C},
                                {"dfrot_tokens_timed", a.tokens},
                                {"dfrot_token_seconds", t_tokens},
@@ -141,8 +151,9 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                 rows);
     if (rt.c().is_root()) {
       std::printf(
-          "float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s (rotation work is float64)\n",
-          static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops);
+          "%s: float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s (rotation work is "
+          "float64)\n",
+          dev.str().c_str(), static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops);
     }
   }
 }
@@ -161,6 +172,7 @@ void register_bench_rotation(CLI::App* bench, Runtime& rt) {
   cmd->add_option("--window", a->window, "DFRot calibration window (tokens per block input)")
       ->capture_default_str();
   cmd->add_option("--gemm-n", a->gemm_n, "size of the reference GEMMs")->capture_default_str();
+  cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_flag("--json", a->json, "print JSON lines");
   cmd->callback([a, &rt] { run_rotation_bench(rt, *a); });
 }
