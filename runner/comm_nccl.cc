@@ -106,7 +106,20 @@ class NcclComm final : public Comm {
   }
 
   ~NcclComm() override {
-    if (comm_) ncclCommDestroy(comm_);
+    if (comm_) {
+      // A non-blocking communicator is finalized (its outstanding work flushed) before it is
+      // destroyed, as NCCL documents; bounded by the same deadline as a collective.
+      ncclCommFinalize(comm_);
+      const auto t0 = std::chrono::steady_clock::now();
+      ncclResult_t state = ncclInProgress;
+      while (state == ncclInProgress &&
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() <
+                 timeout_s_) {
+        ncclCommGetAsyncError(comm_, &state);
+        std::this_thread::yield();
+      }
+      ncclCommDestroy(comm_);
+    }
     if (stream_) cudaStreamDestroy(stream_);
     if (staging_) cudaFree(staging_);
     if (!owns_mpi_) return;
@@ -119,8 +132,11 @@ class NcclComm final : public Comm {
   int size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
 
+  // One rank: reductions and broadcasts are the identity. NCCL would still copy the buffer (the
+  // 7B run on one H200 spent 19 s of 235 s moving 44 GB of Hessians onto themselves).
   void all_reduce(at::Tensor& t, ReduceOp op) override {
     const ncclDataType_t type = nccl_type(t.scalar_type(), "all_reduce", rank_);
+    if (size_ == 1) return;
     with_device_buffer(t, /*copy_in=*/true, /*copy_out=*/true, "all_reduce", [&](void* p) {
       return ncclAllReduce(p, p, t.numel(), type, nccl_op(op), comm_, stream_);
     });
@@ -130,6 +146,7 @@ class NcclComm final : public Comm {
     require(root >= 0 && root < size_, "nccl broadcast: root ", root, " out of range [0, ", size_,
             ")");
     const ncclDataType_t type = nccl_type(t.scalar_type(), "broadcast", rank_);
+    if (size_ == 1) return;
     with_device_buffer(
         t, /*copy_in=*/rank_ == root, /*copy_out=*/rank_ != root, "broadcast",
         [&](void* p) { return ncclBroadcast(p, p, t.numel(), type, root, comm_, stream_); });
@@ -142,6 +159,7 @@ class NcclComm final : public Comm {
     shape[0] *= size_;
     at::Tensor out = at::empty(shape, src.options());
     const ncclDataType_t type = nccl_type(src.scalar_type(), "all_gather", rank_);
+    if (size_ == 1) return src.clone().view(shape);
     const size_t in_bytes = src.numel() * src.element_size();
     if (src.is_cuda()) {
       run("all_gather", [&] {

@@ -1,6 +1,7 @@
 #include "runner/generate.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <cctype>
@@ -74,15 +75,17 @@ GenerateResult generate(const Transformer& model, const Tokenizer& tok, const Ge
     if (pos + 1 < static_cast<int64_t>(prompt.size())) {
       next = prompt[pos + 1];
     } else {
-      at::Tensor ids = at::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + pos + 1), at::kLong)
-                           .unsqueeze(0);
+      at::Tensor ids =
+          at::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + pos + 1), at::kLong)
+              .unsqueeze(0);
       at::Tensor h = model.hidden_states(ids);
       at::Tensor logits = model.logits(h[0][pos].unsqueeze(0))[0];
       next = sample(logits, o, rng);
       seq.push_back(next);
     }
     if (next == bos) break;
-    const std::string piece = tok.decode_piece(static_cast<int32_t>(seq[pos]), static_cast<int32_t>(next));
+    const std::string piece =
+        tok.decode_piece(static_cast<int32_t>(seq[pos]), static_cast<int32_t>(next));
     if (printable(piece)) {
       res.text += piece;
       if (on_piece) on_piece(piece);

@@ -1,6 +1,7 @@
 #include "runner/pipeline.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "models/arch.h"
 #include "solvers/error.h"

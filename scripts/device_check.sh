@@ -18,6 +18,7 @@ T0=$SECONDS
 B=${ROTQ_BUILD_DIR:-build-cuda}
 stage() { printf '=== [%4ss] %s\n' "$((SECONDS - T0))" "$*" | tee -a "$OUT/stages.txt"; }
 left() { echo $((BUDGET - (SECONDS - T0))); }
+want() { [[ " ${ROTQ_CHECK_STAGES:-nccl stories bench 7b} " == *" $1 "* ]]; }
 fits() {  # fits SECONDS NAME: enough budget left for a stage?
   if (($(left) < $1)); then stage "skip $2: $(left)s left, needs ~$1s"; return 1; fi
 }
@@ -44,45 +45,47 @@ export OMP_WAIT_POLICY=PASSIVE
 R="$B/rotq --log-level warn"
 
 stage "nccl suite (1 rank, host + device tensors)"
-ROTQ_TEST_COMM=nccl timeout 240 "$B/tests/rotq_mpi_tests" > "$OUT/nccl_suite.log" 2>&1
+want nccl && ROTQ_TEST_COMM=nccl timeout 240 "$B/tests/rotq_mpi_tests" > "$OUT/nccl_suite.log" 2>&1
 echo "rc=$?" >> "$OUT/nccl_suite.log"
 grep -E "^\[  (PASSED|FAILED) |FAILED|rc=" "$OUT/nccl_suite.log" | head -20
 
-stage "stories260K cpu vs cuda"
+want stories && stage "stories260K cpu vs cuda"
 S="quantize-eval --model data/stories260K/stories260K.bin --tokenizer data/stories260K/tok512.bin
    --calib data/wikitext-2-raw/wiki.train.part.txt --nsamples 32 --ppl-text data/tinystories_sample.txt
    --w-quant gptq --w-bits 4 --acts 16/16 --acts 4/16 --acts 4/4 --kv-clip 0.95 --json"
 for rot in hadamard "dfrot --dfrot-iters 20" "optrot --optrot-steps 100"; do
+  want stories || break
   fits 40 "stories $rot" || break
   # shellcheck disable=SC2086
   $R --comm local $S --rotation $rot --label "cpu $rot" --device cpu >> "$OUT/stories.jsonl" 2>> "$OUT/stories.err"
   # shellcheck disable=SC2086
   $R --comm nccl $S --rotation $rot --label "cuda $rot" --device cuda >> "$OUT/stories.jsonl" 2>> "$OUT/stories.err"
 done
-python3 - "$OUT/stories.jsonl" <<'PY'
+want stories && python3 - "$OUT/stories.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 for r in rows:
     print(f"{r['label']:<34} {r['acts']:<48} ppl {r['ppl']:.5f}  rotate {r['seconds']['rotate']:.2f}s quant {r['seconds']['quantize']:.2f}s")
 PY
 
-stage "bench rotation (cuda)"
-if fits 90 "bench rotation"; then
+if want bench && fits 90 "bench rotation"; then
+  stage "bench rotation (cuda)"
   timeout $(($(left) > 200 ? 200 : $(left))) $R bench rotation --device cuda --models llama-2-7b llama-2-70b \
     --tokens 32768 --rows 32768 --gemm-n 8192 > "$OUT/bench_rotation_cuda.txt" 2>&1
   cat "$OUT/bench_rotation_cuda.txt"
 fi
 
-stage "7B-shaped synthetic model"
 M=/tmp/synth-7b
-if fits 150 "7B synth + pipeline"; then
-  $R synth --like llama-2-7b --dtype bfloat16 --massive "" --tokenizer .device/llama2_tokenizer.model \
+R7="$B/rotq --log-level info --comm nccl"
+if want 7b && fits 150 "7B synth + pipeline"; then
+  stage "7B-shaped synthetic model"
+  [[ -f $M/config.json ]] || $R synth --like llama-2-7b --dtype bfloat16 --massive "" --tokenizer .device/llama2_tokenizer.model \
     --out $M --json > "$OUT/synth_7b.json" 2>&1
   stage "7B pipeline: RH + GPTQ W4 on cuda"
   C7="quantize-eval --model $M --device cuda --dtype bfloat16 --calib data/wikitext-2-raw/wiki.train.part.txt
       --ppl-text data/wikitext-2-raw/wiki.test.raw --max-windows 16 --kl --json"
   # shellcheck disable=SC2086
-  timeout $(($(left) - 20)) $R --log-level info --comm nccl $C7 --rotation hadamard --w-quant gptq --w-bits 4 \
+  timeout $(($(left) - 20)) $R7 $C7 --rotation hadamard --w-quant gptq --w-bits 4 \
     --nsamples 128 --acts 16/16 --acts 4/16 --acts 4/4 --label "7b rh gptq" \
     >> "$OUT/synth7b.jsonl" 2> "$OUT/synth7b_rh.log"
   tail -5 "$OUT/synth7b_rh.log"
@@ -90,7 +93,7 @@ if fits 150 "7B synth + pipeline"; then
     fits 60 "7B $rot" || break
     stage "7B $rot"
     # shellcheck disable=SC2086
-    timeout $(($(left) - 10)) $R --log-level info --comm nccl $C7 --rotation $rot --w-bits 16 --nsamples 8 \
+    timeout $(($(left) - 10)) $R7 $C7 --rotation $rot --w-bits 16 --nsamples 8 \
       --acts 16/16 --acts 4/4 --label "7b $rot" >> "$OUT/synth7b.jsonl" 2>> "$OUT/synth7b_rot.log"
   done
   cut -c1-400 "$OUT/synth7b.jsonl"

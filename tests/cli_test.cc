@@ -2,6 +2,7 @@
 // that must end with one clear error line and a non-zero exit (never a crash or a hang).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -137,6 +138,66 @@ TEST(Cli, AtenKernelPathsGiveTheSameCell) {
     const double a = last_json_line(host.output)["ppl"].get<double>();
     const double b = last_json_line(aten.output)["ppl"].get<double>();
     EXPECT_NEAR(a, b, 1e-3 * a) << rot;
+  }
+}
+
+// rotq plan from config.json alone, with the public configs of three 70B-class models: on 8 GPUs of
+// 80 GB every rank fits with a predicted peak well inside its memory; on one GPU the command
+// refuses with one line naming the model, the rank's need and the smallest rank count that fits.
+TEST(Cli, PlanPlacesSeventyBModelsOnEightGpusAndRefusesOne) {
+  struct Public {
+    const char* name;
+    const char* arch;
+    const char* type;
+    int64_t hidden, vocab, ctx;
+    double theta, eps;
+  };
+  const Public models[] = {
+      {"llama-2-70b", "LlamaForCausalLM", "llama", 28672, 32000, 4096, 1e4, 1e-5},
+      {"llama-3-70b", "LlamaForCausalLM", "llama", 28672, 128256, 8192, 5e5, 1e-5},
+      {"qwen2-72b", "Qwen2ForCausalLM", "qwen2", 29568, 152064, 32768, 1e6, 1e-6}};
+  rotq_test::TempDir dir;
+  for (const Public& m : models) {
+    std::filesystem::create_directories(dir.str(m.name));
+    const json cfg = {{"architectures", {m.arch}},
+                      {"model_type", m.type},
+                      {"hidden_size", 8192},
+                      {"intermediate_size", m.hidden},
+                      {"num_hidden_layers", 80},
+                      {"num_attention_heads", 64},
+                      {"num_key_value_heads", 8},
+                      {"vocab_size", m.vocab},
+                      {"max_position_embeddings", m.ctx},
+                      {"rope_theta", m.theta},
+                      {"rms_norm_eps", m.eps},
+                      {"tie_word_embeddings", false},
+                      {"torch_dtype", "bfloat16"},
+                      {"hidden_act", "silu"}};
+    std::ofstream(dir.str(std::string(m.name) + "/config.json")) << cfg.dump();
+    auto eight = run_command(
+        rotq("plan --model " + dir.str(m.name) + " --ranks 8 --device-mem 80 --json"), false);
+    ASSERT_EQ(eight.status, 0) << m.name << eight.output;
+    const json j = last_json_line(eight.output);
+    EXPECT_TRUE(j["fits"].get<bool>()) << m.name;
+    EXPECT_GT(j["params"].get<double>(), 68e9) << m.name;
+    EXPECT_LT(j["params"].get<double>(), 74e9) << m.name;
+    ASSERT_EQ(j["per_rank"].size(), 8u);
+    int64_t layers = 0;
+    for (const json& r : j["per_rank"]) {
+      const double peak = r["peak_bytes"].get<double>();
+      EXPECT_GT(peak, r["shard_bytes"].get<double>()) << m.name;  // a streamed layer, activations
+      EXPECT_LT(peak, 80.0 * (1 << 30)) << m.name;
+      EXPECT_TRUE(r["fits"].get<bool>()) << m.name;
+      layers += r["layers"][1].get<int64_t>() - r["layers"][0].get<int64_t>();
+    }
+    EXPECT_EQ(layers, 80) << m.name;
+    auto one = run_command(
+        rotq("plan --model " + dir.str(m.name) + " --ranks 1 --device-mem 80") + " 2>&1 >/dev/null",
+        false);
+    EXPECT_NE(one.status, 0) << m.name;
+    EXPECT_NE(one.output.find("does not fit 1 rank(s) of 80 GiB"), std::string::npos) << one.output;
+    EXPECT_NE(one.output.find("it fits on 3 ranks"), std::string::npos) << one.output;
+    EXPECT_EQ(std::count(one.output.begin(), one.output.end(), '\n'), 1) << one.output;
   }
 }
 
