@@ -2,7 +2,7 @@
 # rotq's entry point on a fresh Debian machine. Every command first installs what is missing
 # (scripts/deps.sh) and builds (CMake + Ninja, build/), so each is idempotent and cheap to repeat.
 #
-#   ./run.sh quickstart   perplexity of the vendored stories260K on vendored texts (a table)
+#   ./run.sh quickstart   a small sweep on the vendored stories260K, then its table
 #   ./run.sh test         all tests: GoogleTest suites and the multi-rank suites under mpirun
 #   ./run.sh build        install + build only
 #
@@ -26,10 +26,10 @@ build() {
 
 quickstart() {
   build
-  "$BUILD_DIR/rotq" info data/stories260K/stories260K.bin
-  "$BUILD_DIR/rotq" ppl --model data/stories260K/stories260K.bin \
-    --tokenizer data/stories260K/tok512.bin \
-    --text data/wikitext-2-raw/wiki.test.raw data/tinystories_sample.txt
+  # A small sweep (experiments/quickstart.yaml: NR/RH/DFRot x GPTQ W4 x A16/A4/A4KV4, 2 seeds),
+  # resumable, then its table in DFRot's Table 2 layout.
+  "$BUILD_DIR/rotq" run experiments/quickstart.yaml
+  "$BUILD_DIR/rotq" --log-level warn table experiments/quickstart.yaml
 }
 
 run_tests() {

@@ -130,17 +130,23 @@ void print_json_line(Comm& comm, const nlohmann::json& j) {
 void print_table(Comm& comm, const std::vector<std::string>& header,
                  const std::vector<std::vector<std::string>>& rows) {
   if (!comm.is_root()) return;
+  // Widths in characters, not bytes ("±", "×" are two bytes in UTF-8).
+  const auto width = [](const std::string& s) {
+    size_t n = 0;
+    for (unsigned char ch : s) n += (ch & 0xC0) != 0x80;
+    return n;
+  };
   std::vector<size_t> w(header.size());
-  for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+  for (size_t i = 0; i < header.size(); ++i) w[i] = width(header[i]);
   for (const auto& r : rows) {
-    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], width(r[i]));
   }
   auto line = [&](const std::vector<std::string>& cells) {
     std::ostringstream os;
     os << "|";
     for (size_t i = 0; i < w.size(); ++i) {
       const std::string c = i < cells.size() ? cells[i] : "";
-      os << " " << c << std::string(w[i] - c.size(), ' ') << " |";
+      os << " " << c << std::string(w[i] - width(c), ' ') << " |";
     }
     return os.str();
   };

@@ -74,6 +74,7 @@ void register_hadamard(CLI::App& app, Runtime& rt);
 void register_quantize_eval(CLI::App& app, Runtime& rt);
 void register_inspect(CLI::App& app, Runtime& rt);
 void register_plan(CLI::App& app, Runtime& rt);
+void register_run(CLI::App& app, Runtime& rt);               // run, status, merge, table
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 
 std::string rotq_version();  // "0.1.0 (git abc123)"

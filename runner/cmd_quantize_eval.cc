@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "runner/cell_args.h"
 #include "runner/cmd_common.h"
 #include "runner/comm_timed.h"
 #include "runner/quant_pipeline.h"
@@ -19,162 +20,6 @@
 
 namespace rotq {
 namespace {
-
-struct QuantizeEvalArgs {
-  ModelOptions m;
-  std::string rotation = "none";
-  uint64_t seed = 0;
-  bool no_r2 = false;
-  bool no_online = false;
-  int64_t optrot_steps = 1000;
-  double optrot_lr = 0.02;
-  std::string optrot_norm = "numel";
-  std::string optrot_optimizer = "cayley";
-  bool optrot_constant_lr = false;
-  std::string optrot_matrices = "q,k,v,o,gate,up,down";
-  std::string dfrot_gamma = "100";
-  int64_t dfrot_iters = 100;
-  std::string dfrot_init = "hadamard";
-  std::string dfrot_rule = "quant-error";
-  double dfrot_threshold = 8.5 / 64.0;
-  bool dfrot_sym = false;
-  bool dfrot_sum = false;
-  int64_t dfrot_layers = 0;
-  int64_t dfrot_nsamples = 1;
-  int64_t dfrot_seqlen = 0;
-  double fp_massive = 0;
-  bool kl = false;
-  std::string label;
-  std::string placement = "replicated";
-  int w_bits = 16;
-  std::string w_quant = "rtn";
-  int64_t w_group = 0;
-  bool w_asym = false;
-  bool no_w_clip = false;
-  bool act_order = false;
-  bool static_groups = false;
-  double percdamp = 0.01;
-  int64_t gptq_block = 128;
-  std::string hessian_dtype = "float64";
-  int a_bits = 16;
-  double a_clip = 1.0;
-  bool a_asym = false;
-  bool o_proj_per_head = false;
-  int kv_bits = 16;
-  std::vector<std::string> acts_list;
-  double kv_clip = 1.0;
-  int64_t kv_group = 128;
-  std::string calib;
-  int64_t nsamples = 128;
-  int64_t calib_seqlen = 0;
-  std::vector<std::string> ppl_texts;
-  int64_t seqlen = 0;
-  int64_t max_windows = -1;
-  int64_t batch = 0;
-  std::string save;
-  std::string save_dtype = "float32";
-};
-
-// "100" -> 100, "inf" -> +inf (only the massive tokens count).
-double parse_gamma(const std::string& text) {
-  if (text == "inf") return std::numeric_limits<double>::infinity();
-  const std::optional<double> g = parse_number(text);
-  require(g && std::isfinite(*g) && *g >= 0, "--dfrot-gamma '", text,
-          "': expected a number >= 0 or inf");
-  return *g;
-}
-
-// "4/16" -> (4, 16): activation bits / KV-cache bits.
-std::pair<int, int> parse_acts_pair(const std::string& text) {
-  const size_t slash = text.find('/');
-  const auto number = [&](const std::string& s) {
-    require(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos, "--acts '", text,
-            "': expected A/KV bit widths such as 4/16");
-    return std::stoi(s);
-  };
-  require(slash != std::string::npos, "--acts '", text, "': expected A/KV bit widths such as 4/16");
-  return {number(text.substr(0, slash)), number(text.substr(slash + 1))};
-}
-
-QuantCell make_cell(const QuantizeEvalArgs& a) {
-  QuantCell cell;
-  cell.rotation = RotationSpec::parse(a.rotation);
-  cell.rotation.seed = a.seed;
-  if (a.no_r2) cell.rotation.r2 = false;
-  if (a.no_online) cell.rotation.online = false;
-  cell.rotation.optrot_steps = a.optrot_steps;
-  cell.rotation.optrot_lr = a.optrot_lr;
-  cell.rotation.optrot_norm = a.optrot_norm;
-  parse_optrot_norm(a.optrot_norm);
-  require(a.optrot_steps >= 0 && a.optrot_lr > 0,
-          "--optrot-steps must be >= 0 and --optrot-lr > 0");
-  cell.rotation.optrot_optimizer = a.optrot_optimizer;
-  parse_manifold_optimizer(a.optrot_optimizer);
-  cell.rotation.optrot_cosine = !a.optrot_constant_lr;
-  parse_optrot_matrices(a.optrot_matrices);
-  cell.rotation.optrot_matrices = a.optrot_matrices;
-  DfrotOptions& d = cell.rotation.dfrot;
-  d.gamma = parse_gamma(a.dfrot_gamma);
-  d.iters = a.dfrot_iters;
-  require(d.iters >= 0, "--dfrot-iters must be >= 0, got ", d.iters);
-  d.symmetric = a.dfrot_sym;
-  d.weighting = a.dfrot_sum ? DfrotWeighting::kSum : DfrotWeighting::kMean;
-  d.massive.rule = parse_massive_rule(a.dfrot_rule);
-  d.massive.threshold = a.dfrot_threshold;
-  d.massive.seed = a.seed;
-  require(a.dfrot_threshold > 0, "--dfrot-threshold must be positive, got ", a.dfrot_threshold);
-  const RotationSpec init = RotationSpec::parse(a.dfrot_init);
-  require(init.kind == RotationKind::kHadamard || init.kind == RotationKind::kRandom ||
-              init.kind == RotationKind::kNone,
-          "--dfrot-init '", a.dfrot_init, "': expected hadamard, random or none");
-  cell.rotation.dfrot_init = init.kind;
-  require(a.dfrot_layers >= 0 && a.dfrot_nsamples > 0 && a.dfrot_seqlen >= 0,
-          "--dfrot-layers/--dfrot-seqlen must be >= 0 and --dfrot-nsamples > 0");
-  cell.rotation.dfrot_layers = a.dfrot_layers;
-  cell.rotation.dfrot_nsamples = a.dfrot_nsamples;
-  cell.rotation.dfrot_seqlen = a.dfrot_seqlen;
-  require(a.fp_massive >= 0, "--fp-massive must be >= 0, got ", a.fp_massive);
-
-  WeightQuantOptions& w = cell.weights;
-  w.method = parse_weight_method(a.w_quant);
-  w.spec.bits = a.w_bits;
-  w.spec.group = a.w_group;
-  w.spec.symmetric = !a.w_asym;
-  w.spec.mse_clip = !a.no_w_clip;
-  validate(w.spec, "weight quantizer (--w-bits/--w-group)");
-  w.gptq.act_order = a.act_order;
-  w.gptq.static_groups = a.static_groups;
-  w.gptq.percdamp = a.percdamp;
-  w.gptq.blocksize = a.gptq_block;
-  require(a.hessian_dtype == "float64" || a.hessian_dtype == "float32", "--hessian-dtype '",
-          a.hessian_dtype, "': expected float64 or float32");
-  w.hessian_dtype = a.hessian_dtype == "float64" ? at::kDouble : at::kFloat;
-
-  std::vector<std::pair<int, int>> bits;
-  for (const std::string& pair : a.acts_list) bits.push_back(parse_acts_pair(pair));
-  if (bits.empty()) bits.emplace_back(a.a_bits, a.kv_bits);
-  for (auto [a_bits, kv_bits] : bits) {
-    ActivationQuant q = default_activation_quant(a_bits, kv_bits, a.a_clip, a.kv_clip);
-    q.act.symmetric = !a.a_asym;
-    q.o_proj_per_head = a.o_proj_per_head;
-    q.fp_massive = a.fp_massive;
-    q.k_cache.group = q.v_cache.group = a.kv_group;
-    validate(q.act, "activation quantizer (--a-bits/--a-clip)");
-    validate(q.k_cache, "KV-cache quantizer (--kv-bits/--kv-clip/--kv-group)");
-    cell.acts.push_back(q);
-  }
-
-  cell.calib_text = a.calib;
-  cell.calib.nsamples = a.nsamples;
-  cell.calib.seqlen = a.calib_seqlen;
-  cell.calib.seed = a.seed;
-  cell.ppl_texts = a.ppl_texts;
-  cell.ppl.seqlen = a.seqlen;
-  cell.ppl.max_windows = a.max_windows;
-  cell.ppl.batch = a.batch;
-  cell.kl = a.kl;
-  return cell;
-}
 
 nlohmann::json learning_json(const RotationLearning& l) {
   if (l.loss.empty()) return nullptr;
@@ -192,7 +37,7 @@ nlohmann::json learning_json(const RotationLearning& l) {
   return j;
 }
 
-nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell, const QuantCellResult& r,
+nlohmann::json cell_json(const CellArgs& a, const QuantCell& cell, const QuantCellResult& r,
                          size_t eval, const Runtime& rt) {
   const ActivationQuant& acts = cell.acts.at(eval % cell.acts.size());
   const std::string text = cell.ppl_texts.empty() ? "" : cell.ppl_texts.at(eval / cell.acts.size());
@@ -239,7 +84,7 @@ nlohmann::json cell_json(const QuantizeEvalArgs& a, const QuantCell& cell, const
   return j;
 }
 
-void save_outputs(const QuantizeEvalArgs& a, const Model& model, const QuantCellResult& r,
+void save_outputs(const CellArgs& a, const Model& model, const QuantCellResult& r,
                   const nlohmann::json& record, const ModelOptions& mo,
                   const CheckpointReader& reader) {
   namespace fs = std::filesystem;
@@ -254,7 +99,7 @@ void save_outputs(const QuantizeEvalArgs& a, const Model& model, const QuantCell
   spdlog::info("saved the rotated, quantized model to {}", a.save);
 }
 
-void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
+void run_quantize_eval(Runtime& rt, const CellArgs& a) {
   rt.init();
   const QuantCell cell = make_cell(a);  // options are checked before the model is read
   require(!a.ppl_texts.empty() || !a.save.empty(),
@@ -314,7 +159,7 @@ void run_quantize_eval(Runtime& rt, const QuantizeEvalArgs& a) {
 }  // namespace
 
 void register_quantize_eval(CLI::App& app, Runtime& rt) {
-  auto a = std::make_shared<QuantizeEvalArgs>();
+  auto a = std::make_shared<CellArgs>();
   CLI::App* cmd = app.add_subcommand(
       "quantize-eval", "rotate, quantize and evaluate one configuration (16 bits: not quantized)");
   add_model_options(cmd, a->m);

@@ -201,6 +201,49 @@ TEST(Cli, PlanPlacesSeventyBModelsOnEightGpusAndRefusesOne) {
   }
 }
 
+// An experiment file end to end: rotq run writes one HDF5 cell per configuration, a second run
+// computes nothing, and rotq table renders DFRot's Table 2 layout (W-A-KV row groups, methods as
+// rows, model × metric columns, mean ± std over the seeds).
+TEST(Cli, RunResumesAndRendersThePapersTable) {
+  rotq_test::TempDir dir;
+  std::ofstream(dir.str("exp.yaml"))
+      << "name: t\noutput: " << dir.str("out.h5")
+      << "\nmodels:\n  - {name: s260k, path: " << kStories << ", tokenizer: " << kTok
+      << "}\nseeds: [0, 1]\n"
+      << "quantization: {w_bits: 4, w_method: rtn}\nevaluation: {ppl_texts: [" << kText
+      << "], seqlen: 128, max_windows: 2, acts: [16/16, 4/4]}\n"
+      << "sweep:\n  rotation.method: [none, hadamard]\n";
+  auto first = run_command(kRotq + " --log-level info run " + dir.str("exp.yaml"));
+  ASSERT_EQ(first.status, 0) << first.output;
+  EXPECT_NE(first.output.find("4 cells, 4 to run"), std::string::npos) << first.output;
+  auto again = run_command(kRotq + " --log-level info run " + dir.str("exp.yaml"));
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("4 cells, 0 to run"), std::string::npos) << again.output;
+  auto table = run_command(rotq("table " + dir.str("exp.yaml")), false);
+  ASSERT_EQ(table.status, 0) << table.output;
+  std::string t = table.output;  // spaces collapsed: the layout, not the padding
+  for (size_t p; (p = t.find("  ")) != std::string::npos;) t.erase(p, 1);
+  EXPECT_EQ(t.find("| wakv | rotation.method | s260k ppl |"), 0u) << table.output;
+  // Row groups from the least quantized; methods in the papers' order; seeds as mean ± std.
+  const size_t fp = t.find("| W4A16KV16 | none | "), a4 = t.find("| W4A4KV4 | none | ");
+  EXPECT_NE(fp, std::string::npos) << table.output;
+  EXPECT_NE(a4, std::string::npos) << table.output;
+  EXPECT_LT(fp, a4) << table.output;
+  EXPECT_LT(a4, t.find("| | hadamard | ", a4)) << table.output;
+  EXPECT_NE(t.find(" ± "), std::string::npos) << table.output;  // two seeds
+  auto latex = run_command(rotq("table " + dir.str("out.h5") + " --format latex"), false);
+  ASSERT_EQ(latex.status, 0) << latex.output;
+  EXPECT_NE(latex.output.find("\\begin{tabular}"), std::string::npos) << latex.output;
+  auto status = run_command(rotq("status " + dir.str("exp.yaml")), false);
+  EXPECT_NE(status.output.find("4 done, 0 running, 0 failed, 0 pending"), std::string::npos)
+      << status.output;
+  // A missing model fails before anything runs, with one line naming it.
+  auto bad = run_command(
+      rotq("run " + dir.str("exp.yaml") + " models=[/nope.bin]") + " 2>&1 >/dev/null", false);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("/nope.bin does not exist"), std::string::npos) << bad.output;
+}
+
 TEST(Cli, InspectWritesItsTablesAndPlots) {
   rotq_test::TempDir dir;
   auto r = run_command(rotq("inspect --model " + kStories + " --tokenizer " + kTok + " --calib " +

@@ -1,0 +1,269 @@
+#include "runner/results.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "runner/h5.h"
+#include "solvers/error.h"
+
+namespace rotq {
+namespace fs = std::filesystem;
+namespace {
+
+std::string host_name() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
+  const h5::Handle g = h5::create_group(cells, r.id);
+  h5::set_string(g, "id", r.id);
+  h5::set_string(g, "label", r.label);
+  h5::set_string(g, "experiment", r.experiment);
+  h5::set_string(g, "config_yaml", r.config_yaml);
+  const h5::Handle config = h5::create_group(g, "config");
+  for (const auto& [k, v] : r.config) h5::set_string(config, k, v);
+  const h5::Handle meta = h5::create_group(g, "meta");
+  for (const auto& [k, v] : r.meta) h5::set_string(meta, k, v);
+  const h5::Handle secs = h5::create_group(g, "seconds");
+  for (const auto& [k, v] : r.seconds) h5::set_double(secs, k, v);
+  const h5::Handle evals = h5::create_group(g, "evals");
+  for (size_t i = 0; i < r.evals.size(); ++i) {
+    const EvalRecord& e = r.evals[i];
+    const h5::Handle eg = h5::create_group(evals, std::to_string(i));
+    h5::set_string(eg, "text", e.text);
+    h5::set_string(eg, "acts", e.acts);
+    h5::set_int(eg, "a_bits", e.a_bits);
+    h5::set_int(eg, "kv_bits", e.kv_bits);
+    h5::set_int(eg, "windows", e.windows);
+    h5::set_int(eg, "scored_tokens", e.scored_tokens);
+    h5::set_double(eg, "ppl", e.ppl);
+    h5::set_double(eg, "kl", e.kl);
+    h5::set_double(eg, "mean_nll", e.mean_nll);
+    h5::set_double(eg, "seconds", e.seconds);
+  }
+  if (!r.rotation_loss.empty()) h5::write_doubles(g, "rotation_loss", r.rotation_loss);
+}
+
+CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
+  const h5::Handle g = h5::open_group(cells, id);
+  CellRecord r;
+  r.id = h5::get_string(g, "id");
+  r.label = h5::get_string(g, "label");
+  r.experiment = h5::get_string(g, "experiment");
+  r.config_yaml = h5::get_string(g, "config_yaml");
+  const h5::Handle config = h5::open_group(g, "config");
+  for (const std::string& k : h5::attribute_names(config)) r.config[k] = h5::get_string(config, k);
+  const h5::Handle meta = h5::open_group(g, "meta");
+  for (const std::string& k : h5::attribute_names(meta)) r.meta[k] = h5::get_string(meta, k);
+  const h5::Handle secs = h5::open_group(g, "seconds");
+  for (const std::string& k : h5::attribute_names(secs)) r.seconds[k] = h5::get_double(secs, k);
+  const h5::Handle evals = h5::open_group(g, "evals");
+  const std::vector<std::string> names = h5::children(evals);
+  r.evals.resize(names.size());
+  for (const std::string& n : names) {
+    const size_t i = std::stoul(n);
+    require(i < r.evals.size(), "cell ", id, ": eval index ", n, " out of range");
+    const h5::Handle eg = h5::open_group(evals, n);
+    EvalRecord& e = r.evals[i];
+    e.text = h5::get_string(eg, "text");
+    e.acts = h5::get_string(eg, "acts");
+    e.a_bits = h5::get_int(eg, "a_bits");
+    e.kv_bits = h5::get_int(eg, "kv_bits");
+    e.windows = h5::get_int(eg, "windows");
+    e.scored_tokens = h5::get_int(eg, "scored_tokens");
+    e.ppl = h5::get_double(eg, "ppl");
+    e.kl = h5::get_double(eg, "kl");
+    e.mean_nll = h5::get_double(eg, "mean_nll");
+    e.seconds = h5::get_double(eg, "seconds");
+  }
+  if (h5::has_child(g, "rotation_loss")) r.rotation_loss = h5::read_doubles(g, "rotation_loss");
+  return r;
+}
+
+void read_file_into(const std::string& path, std::map<std::string, CellRecord>& out) {
+  const h5::Handle f = h5::open_file(path);
+  const h5::Handle cells = h5::open_group(f, "cells");
+  for (const std::string& id : h5::children(cells)) out[id] = read_cell_group(cells, id);
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+// Writes `path` through a temporary sibling and a rename: readers see the old file or the new one.
+template <typename F>
+void write_atomically(const std::string& path, F write) {
+  const std::string tmp = path + ".tmp." + host_name() + "." + std::to_string(::getpid());
+  try {
+    {
+      const h5::Handle f = h5::create_file(tmp);
+      write(f);
+      h5::flush(f);
+    }
+    fsync_path(tmp);
+    require(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path, ": ",
+            std::strerror(errno));
+    fsync_path(fs::path(path).parent_path().string());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+std::string marker(const std::string& output, const std::string& id, const char* kind) {
+  return (fs::path(cell_dir(output)) / (id + "." + kind)).string();
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+std::string cell_dir(const std::string& output) { return output + ".d"; }
+
+void write_cell_file(const std::string& output, const CellRecord& r) {
+  fs::create_directories(cell_dir(output));
+  write_atomically((fs::path(cell_dir(output)) / (r.id + ".h5")).string(),
+                   [&](const h5::Handle& f) {
+                     const h5::Handle cells = h5::create_group(f, "cells");
+                     write_cell_group(cells, r);
+                   });
+}
+
+std::map<std::string, CellRecord> read_results(const std::string& output) {
+  std::map<std::string, CellRecord> out;
+  if (fs::exists(output)) read_file_into(output, out);
+  const fs::path dir = cell_dir(output);
+  if (!fs::is_directory(dir)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() != ".h5" || name.find(".tmp.") != std::string::npos) continue;
+    try {
+      read_file_into(entry.path().string(), out);
+    } catch (const Error& e) {
+      spdlog::warn("skipping {}: {}", entry.path().string(), e.what());
+    }
+  }
+  return out;
+}
+
+size_t merge_results(const std::string& output) {
+  const std::map<std::string, CellRecord> all = read_results(output);
+  if (!fs::path(output).parent_path().empty())
+    fs::create_directories(fs::path(output).parent_path());
+  write_atomically(output, [&](const h5::Handle& f) {
+    const h5::Handle cells = h5::create_group(f, "cells");
+    for (const auto& [id, r] : all) write_cell_group(cells, r);
+  });
+  return all.size();
+}
+
+CellStatus cell_status(const std::string& output, const std::string& id, bool done) {
+  CellStatus s;
+  if (done) {
+    s.state = CellState::kDone;
+    return s;
+  }
+  const std::string failed = marker(output, id, "failed"), running = marker(output, id, "running");
+  if (fs::exists(running)) {
+    s.detail = read_all(running);
+    std::istringstream in(s.detail);
+    std::string host;
+    long pid = 0;
+    in >> host >> pid;
+    const bool alive = host != host_name() || (pid > 0 && ::kill(pid, 0) == 0);
+    s.state = alive ? CellState::kRunning : CellState::kFailed;
+    if (!alive) s.detail = "interrupted (" + s.detail + ")";
+    return s;
+  }
+  if (fs::exists(failed)) {
+    s.state = CellState::kFailed;
+    s.detail = read_all(failed);
+  }
+  return s;
+}
+
+void mark_running(const std::string& output, const std::string& id) {
+  fs::create_directories(cell_dir(output));
+  std::ofstream(marker(output, id, "running"))
+      << host_name() << " " << ::getpid() << " " << std::time(nullptr) << "\n";
+  std::error_code ec;
+  fs::remove(marker(output, id, "failed"), ec);
+}
+
+void mark_failed(const std::string& output, const std::string& id, const std::string& why) {
+  fs::create_directories(cell_dir(output));
+  std::ofstream(marker(output, id, "failed")) << why << "\n";
+  std::error_code ec;
+  fs::remove(marker(output, id, "running"), ec);
+}
+
+void clear_markers(const std::string& output, const std::string& id) {
+  std::error_code ec;
+  fs::remove(marker(output, id, "running"), ec);
+  fs::remove(marker(output, id, "failed"), ec);
+}
+
+void remove_stale_temporaries(const std::string& output) {
+  const std::string prefix_host = ".tmp." + host_name() + ".";
+  std::vector<fs::path> candidates;
+  if (fs::is_directory(cell_dir(output))) {
+    for (const auto& e : fs::directory_iterator(cell_dir(output))) candidates.push_back(e.path());
+  }
+  const fs::path parent =
+      fs::path(output).parent_path().empty() ? fs::path(".") : fs::path(output).parent_path();
+  if (fs::is_directory(parent)) {
+    for (const auto& e : fs::directory_iterator(parent)) candidates.push_back(e.path());
+  }
+  for (const fs::path& p : candidates) {
+    const std::string name = p.filename().string();
+    const size_t at = name.find(prefix_host);
+    if (at == std::string::npos) continue;
+    const long pid = std::atol(name.c_str() + at + prefix_host.size());
+    if (pid > 0 && ::kill(pid, 0) != 0) {
+      std::error_code ec;
+      fs::remove(p, ec);
+    }
+  }
+}
+
+std::string file_checksum(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  require(in.good(), path, ": cannot read (for its checksum)");
+  uint64_t h = 1469598103934665603ull;
+  char buf[1 << 16];
+  while (in) {
+    in.read(buf, sizeof buf);
+    for (std::streamsize i = 0; i < in.gcount(); ++i) {
+      h ^= static_cast<unsigned char>(buf[i]);
+      h *= 1099511628211ull;
+    }
+  }
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+}  // namespace rotq

@@ -1,0 +1,65 @@
+// Experiment results in HDF5. Every finished cell is one file OUTPUT.d/<id>.h5, written to a
+// temporary name and renamed into place, so a cell is whole or absent however writers are killed
+// or race (Slurm array tasks, resumed runs); `rotq merge` gathers them into OUTPUT, one group per
+// cell. Readers take both, a cell file winning over the merged copy. Markers OUTPUT.d/<id>.running
+// and <id>.failed say what is in flight or went wrong.
+//
+// Layout of a cell group (/cells/<id>): attributes id, label, experiment, config_yaml; groups
+// config (every resolved key, as strings), meta (versions, host, ranks, device, times, data
+// checksums), seconds (stage timings); evals/<k> (text, acts, a_bits, kv_bits, ppl, kl, mean_nll,
+// windows, scored_tokens, seconds); dataset rotation_loss (a learned rotation's curve).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace rotq {
+
+struct EvalRecord {
+  std::string text, acts;
+  int64_t a_bits = 16, kv_bits = 16, windows = 0, scored_tokens = 0;
+  double ppl = 0, kl = -1, mean_nll = 0, seconds = 0;  // kl < 0: not measured
+};
+
+struct CellRecord {
+  std::string id, label, experiment, config_yaml;
+  std::map<std::string, std::string> config;  // schema keys, model.name/path/tokenizer, seed
+  std::map<std::string, std::string> meta;
+  std::map<std::string, double> seconds;
+  std::vector<EvalRecord> evals;
+  std::vector<double> rotation_loss;
+};
+
+std::string cell_dir(const std::string& output);  // OUTPUT.d
+
+// Writes OUTPUT.d/<id>.h5 atomically (temporary file, flush, fsync, rename).
+void write_cell_file(const std::string& output, const CellRecord& r);
+
+// Every finished cell of OUTPUT (merged file and cell files), by id. Unreadable cell files (not
+// produced by rotq: renames are atomic) are reported and skipped.
+std::map<std::string, CellRecord> read_results(const std::string& output);
+
+// Writes OUTPUT (atomically) with every cell read_results finds; returns the count.
+size_t merge_results(const std::string& output);
+
+enum class CellState { kPending, kRunning, kDone, kFailed };
+struct CellStatus {
+  CellState state = CellState::kPending;
+  std::string detail;  // failure message, or the running marker's host/pid/start
+};
+// What the markers and files say about cell `id`. A running marker left by a process that no
+// longer exists on this host reads as failed ("interrupted").
+CellStatus cell_status(const std::string& output, const std::string& id, bool done);
+void mark_running(const std::string& output, const std::string& id);
+void mark_failed(const std::string& output, const std::string& id, const std::string& why);
+void clear_markers(const std::string& output, const std::string& id);
+
+// Removes temporary files left by writers that were killed (on this host, process gone).
+void remove_stale_temporaries(const std::string& output);
+
+// FNV-1a 64 of a file's bytes as 16 hex digits (data checksums recorded with each cell).
+std::string file_checksum(const std::string& path);
+
+}  // namespace rotq

@@ -1,0 +1,195 @@
+// Experiment files: schema validation (malformed files each rejected with one line naming the
+// problem), sweep/zip/seed/model expansion, stable cell ids, overrides.
+#include "runner/experiment.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "solvers/error.h"
+
+namespace {
+
+using rotq::Cell;
+using rotq::Experiment;
+using rotq::parse_experiment;
+
+const std::string kHead = R"(
+output: /tmp/x.h5
+models: [data/stories260K/stories260K.bin]
+evaluation:
+  ppl_texts: [data/tinystories_sample.txt]
+)";
+
+struct Malformed {
+  const char* name;
+  std::string yaml;
+  const char* expect;  // a substring of the one-line error
+};
+
+std::string with(const std::string& extra) { return kHead + extra; }
+
+std::vector<Malformed> malformed() {
+  return {
+      {"not_yaml", "output: [unclosed\n", "not valid YAML"},
+      {"not_a_map", "- a\n- b\n", "expected a map"},
+      {"unknown_top_key", with("colour: red\n"), "unknown key 'colour'"},
+      {"unknown_nested_key", with("quantization:\n  w_bitz: 4\n"), "quantization.w_bitz"},
+      {"unknown_deep_key", with("rotation:\n  dfrot:\n    gama: 3\n"), "rotation.dfrot.gama"},
+      {"missing_output", "models: [m]\nevaluation:\n  ppl_texts: [t]\n", "output"},
+      {"missing_models", "output: o.h5\nevaluation:\n  ppl_texts: [t]\n", "models: missing"},
+      {"empty_models", "output: o.h5\nmodels: []\nevaluation:\n  ppl_texts: [t]\n", "models"},
+      {"model_without_path", "output: o.h5\nmodels: [{name: a}]\nevaluation:\n  ppl_texts: [t]\n",
+       "needs a path"},
+      {"model_unknown_key",
+       "output: o.h5\nmodels: [{path: a, size: 7}]\nevaluation:\n  ppl_texts: [t]\n",
+       "models[].size"},
+      {"duplicate_model_names",
+       "output: o.h5\nmodels: [{name: a, path: x}, {name: a, path: y}]\nevaluation:\n"
+       "  ppl_texts: [t]\n",
+       "used twice"},
+      {"no_ppl_texts", "output: o.h5\nmodels: [m]\n", "evaluation.ppl_texts"},
+      {"int_as_string", with("quantization:\n  w_bits: four\n"), "expected an integer"},
+      {"float_for_int", with("quantization:\n  w_bits: 4.5\n"), "expected an integer"},
+      {"bool_as_word", with("rotation:\n  r2: maybe\n"), "expected true or false"},
+      {"number_not_number", with("quantization:\n  a_clip: high\n"), "expected a number"},
+      {"list_for_scalar", with("quantization:\n  w_bits: [4]\n"), "got a list"},
+      {"impossible_w_bits", with("quantization:\n  w_bits: 1\n"), "quantization.w_bits = 1"},
+      {"too_many_bits", with("quantization:\n  a_bits: 17\n"), "quantization.a_bits = 17"},
+      {"clip_above_one", with("quantization:\n  kv_clip: 1.5\n"), "quantization.kv_clip"},
+      {"bad_method", with("rotation:\n  method: spin\n"), "rotation.method = 'spin'"},
+      {"bad_choice", with("quantization:\n  w_method: awq\n"), "expected one of rtn, gptq"},
+      {"bad_gamma", with("rotation:\n  dfrot:\n    gamma: -1\n"), "rotation.dfrot.gamma"},
+      {"bad_acts_pair", with("evaluation:\n  acts: [4x4]\n"), "evaluation.acts"},
+      {"gptq_without_calibration", with("quantization:\n  w_bits: 4\n  w_method: gptq\n"),
+       "calibration.text"},
+      {"empty_sweep", with("sweep: {}\n"), "sweep: empty"},
+      {"empty_sweep_list", with("sweep:\n  rotation.method: []\n"), "the list is empty"},
+      {"sweep_not_list", with("sweep:\n  rotation.method: hadamard\n"), "expected a list"},
+      {"sweep_unknown_key", with("sweep:\n  rotation.angle: [1, 2]\n"), "unknown key"},
+      {"sweep_bad_value", with("sweep:\n  quantization.w_bits: [4, 0]\n"), "quantization.w_bits"},
+      {"zip_unequal",
+       with("sweep:\n  zip:\n    - quantization.a_bits: [4, 8]\n"
+            "      quantization.kv_bits: [4]\n"),
+       "has 1 values"},
+      {"duplicate_cells", with("sweep:\n  rotation.method: [hadamard, hadamard]\n"),
+       "duplicate cells"},
+      {"negative_seed", with("seeds: [-1]\n"), "seeds"},
+      {"seed_not_int", with("seeds: [a]\n"), "seeds"},
+  };
+}
+
+class ExperimentMalformed : public ::testing::TestWithParam<Malformed> {};
+
+TEST_P(ExperimentMalformed, RejectedWithOneLineNamingTheProblem) {
+  const Malformed& m = GetParam();
+  try {
+    parse_experiment(m.yaml, "exp.yaml");
+    FAIL() << m.name << " was accepted";
+  } catch (const rotq::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(m.expect), std::string::npos) << m.name << ": " << what;
+    EXPECT_EQ(what.find('\n'), std::string::npos) << m.name << ": " << what;
+    EXPECT_EQ(what.rfind("exp.yaml", 0), 0u) << m.name << ": errors name the file: " << what;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ExperimentMalformed, ::testing::ValuesIn(malformed()),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+const std::string kSweep = R"(
+name: grid
+output: out.h5
+models:
+  - {name: a, path: model_a.bin, tokenizer: tok.bin}
+  - {name: b, path: model_b}
+seeds: [0, 1]
+calibration: {text: calib.txt}
+quantization: {w_bits: 4, w_method: gptq}
+evaluation: {ppl_texts: [t.txt]}
+sweep:
+  rotation.method: [none, hadamard, dfrot]
+  zip:
+    - quantization.a_bits: [16, 4, 4]
+      quantization.kv_bits: [16, 16, 4]
+)";
+
+TEST(Experiment, SweepZipSeedsAndModelsExpandIntoAGrid) {
+  const Experiment e = parse_experiment(kSweep, "grid.yaml");
+  ASSERT_EQ(e.cells.size(), 2u * 3 * 3 * 2);  // models × methods × zip × seeds
+  EXPECT_EQ(e.name, "grid");
+  std::set<std::string> ids, combos;
+  for (const Cell& c : e.cells) {
+    ids.insert(c.id);
+    EXPECT_EQ(c.id.size(), 16u);
+    combos.insert(c.at("quantization.a_bits") + "/" + c.at("quantization.kv_bits"));
+    EXPECT_EQ(c.at("quantization.w_bits"), "4");     // base value
+    EXPECT_EQ(c.at("rotation.dfrot.iters"), "100");  // schema default
+  }
+  EXPECT_EQ(ids.size(), e.cells.size());
+  // Zipped keys vary together: 16/16, 16/4 never appears.
+  EXPECT_EQ(combos, (std::set<std::string>{"16/16", "4/16", "4/4"}));
+  EXPECT_EQ(e.cells[0].model.tokenizer, "tok.bin");
+  EXPECT_EQ(e.cells[0].label(),
+            "a rotation.method=none quantization.a_bits=16 quantization.kv_bits=16 seed=0");
+}
+
+TEST(Experiment, CellIdsAreStableAndDependOnlyOnTheResolvedConfig) {
+  const Experiment a = parse_experiment(kSweep, "grid.yaml");
+  // The same experiment written differently: keys reordered, defaults spelt out, 4.0 for 4.
+  const std::string reordered = R"(
+sweep:
+  zip:
+    - quantization.kv_bits: [16, 16, 4]
+      quantization.a_bits: [16, 4, 4]
+  rotation.method: [none, hadamard, dfrot]
+evaluation: {ppl_texts: [t.txt]}
+quantization: {w_method: gptq, w_bits: 4, a_clip: 1.0}
+rotation: {dfrot: {iters: 100}}
+calibration: {text: calib.txt}
+seeds: [1, 0]
+models:
+  - {name: b, path: model_b}
+  - {name: renamed, path: model_a.bin, tokenizer: tok.bin}
+output: elsewhere.h5
+)";
+  const Experiment b = parse_experiment(reordered, "other.yaml");
+  std::set<std::string> ia, ib;
+  for (const Cell& c : a.cells) ia.insert(c.id);
+  for (const Cell& c : b.cells) ib.insert(c.id);
+  EXPECT_EQ(ia, ib);
+  // An override changes exactly the cells' ids it touches (here: all of them).
+  const Experiment c = parse_experiment(kSweep, "grid.yaml", {"quantization.w_bits=3"});
+  for (const Cell& cell : c.cells) {
+    EXPECT_EQ(cell.at("quantization.w_bits"), "3");
+    EXPECT_EQ(ia.count(cell.id), 0u);
+  }
+  // Overrides of the seeds and of a nested key that the file does not set.
+  const Experiment d =
+      parse_experiment(kSweep, "grid.yaml", {"seeds=[5]", "rotation.optrot.lr=0.5"});
+  ASSERT_EQ(d.cells.size(), 2u * 3 * 3);
+  EXPECT_EQ(d.cells[0].seed, 5u);
+  EXPECT_EQ(d.cells[0].at("rotation.optrot.lr"), "0.5");
+  EXPECT_THROW(parse_experiment(kSweep, "grid.yaml", {"quantization.w_bitz=3"}), rotq::Error);
+  EXPECT_THROW(parse_experiment(kSweep, "grid.yaml", {"noequals"}), rotq::Error);
+}
+
+TEST(Experiment, SelectCellsByIdPrefixOrLabel) {
+  const Experiment e = parse_experiment(kSweep, "grid.yaml");
+  EXPECT_EQ(rotq::select_cells(e.cells, "").size(), e.cells.size());
+  EXPECT_EQ(rotq::select_cells(e.cells, "rotation.method=dfrot").size(), 12u);
+  EXPECT_EQ(rotq::select_cells(e.cells, e.cells[3].id.substr(0, 8)).size(), 1u);
+  EXPECT_EQ(rotq::select_cells(e.cells, "method=none,method=dfrot").size(), 24u);
+  EXPECT_THROW(rotq::select_cells(e.cells, "method=spin"), rotq::Error);
+}
+
+TEST(Experiment, SchemaIsDocumented) {
+  const std::string md = rotq::schema_markdown();
+  for (const rotq::SchemaKey& k : rotq::experiment_schema()) {
+    EXPECT_NE(md.find("`" + k.key + "`"), std::string::npos) << k.key;
+    EXPECT_FALSE(k.help.empty()) << k.key;
+  }
+}
+
+}  // namespace
