@@ -75,6 +75,7 @@ void register_quantize_eval(CLI::App& app, Runtime& rt);
 void register_inspect(CLI::App& app, Runtime& rt);
 void register_plan(CLI::App& app, Runtime& rt);
 void register_run(CLI::App& app, Runtime& rt);               // run, status, merge, table
+void register_submit(CLI::App& app, Runtime& rt);            // Slurm job arrays
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 
 std::string rotq_version();  // "0.1.0 (git abc123)"
