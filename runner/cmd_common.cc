@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -161,6 +162,27 @@ std::string fmt_double(double v, int precision) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", precision, v);
   return buf;
+}
+
+void run_plot_script(const std::string& script, const std::vector<std::string>& args,
+                     const std::string& where_data) {
+  namespace fs = std::filesystem;
+  require(fs::exists(script), script, ": the plotting script is missing; ", where_data);
+  // Debian's interpreter has python3-matplotlib; a python3 earlier on PATH (pyenv, venv) may not.
+  const char* py_env = std::getenv("ROTQ_PYTHON");
+  const std::string python = py_env                           ? py_env
+                             : fs::exists("/usr/bin/python3") ? "/usr/bin/python3"
+                                                              : "python3";
+  const auto quote = [](const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  std::string cmd = python + " " + quote(script);
+  for (const std::string& a : args) cmd += " " + quote(a);
+  const int rc = std::system(cmd.c_str());
+  require(rc == 0, "plotting failed (", cmd, " exited with ", rc, "; needs python3-matplotlib); ",
+          where_data);
 }
 
 void copy_tokenizer(const std::string& path, const std::string& out_dir) {

@@ -78,6 +78,11 @@ void register_run(CLI::App& app, Runtime& rt);               // run, status, mer
 void register_submit(CLI::App& app, Runtime& rt);            // Slurm job arrays
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 
-std::string rotq_version();  // "0.1.0 (git abc123)"
+std::string rotq_version();
+
+// Runs a plotting script (Debian's /usr/bin/python3 with python3-matplotlib; ROTQ_PYTHON
+// overrides) with `args`; rotq::Error naming the command and `where_data` when it fails.
+void run_plot_script(const std::string& script, const std::vector<std::string>& args,
+                     const std::string& where_data);  // "0.1.0 (git abc123)"
 
 }  // namespace rotq

@@ -210,18 +210,8 @@ void run_inspect(Runtime& rt, const InspectArgs& a) {
 
   if (a.no_plots) return;
   const char* env = std::getenv("ROTQ_PLOT_SCRIPT");
-  const std::string script = env ? env : std::string(ROTQ_SCRIPTS_DIR) + "/plot_inspect.py";
-  require(fs::exists(script), script,
-          ": the plotting script is missing (set ROTQ_PLOT_SCRIPT, or --no-plots)");
-  // Debian's interpreter has python3-matplotlib; a python3 earlier on PATH (pyenv, venv) may not.
-  const char* py_env = std::getenv("ROTQ_PYTHON");
-  const std::string python = py_env                           ? py_env
-                             : fs::exists("/usr/bin/python3") ? "/usr/bin/python3"
-                                                              : "python3";
-  const std::string cmd = python + " '" + script + "' '" + a.out + "'";
-  const int rc = std::system(cmd.c_str());
-  require(rc == 0, "plotting failed (", cmd, " exited with ", rc,
-          "; needs python3-matplotlib); the CSVs are in ", a.out);
+  run_plot_script(env ? env : std::string(ROTQ_SCRIPTS_DIR) + "/plot_inspect.py", {a.out},
+                  "the CSVs are in " + a.out);
   std::printf("plots: %s/{token_error,activations,weights}.png\n", a.out.c_str());
 }
 

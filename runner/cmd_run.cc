@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
@@ -174,6 +175,15 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c) {
     rec.evals.push_back(ev);
   }
   rec.rotation_loss = r.learning.loss;
+  for (const LayerQuantStats& s : r.weights.layers) {
+    rec.series["layer_seconds"].push_back(s.seconds);
+    rec.series["layer_quant_seconds"].push_back(s.quant_seconds);
+  }
+  if (c.flag("runtime.save_rotations") && r.rotations.r1.defined()) {
+    const at::Tensor r1 = r.rotations.r1.to(at::kCPU, at::kDouble).contiguous();
+    rec.r1_dim = r1.size(0);
+    rec.r1.assign(r1.data_ptr<double>(), r1.data_ptr<double>() + r1.numel());
+  }
   return rec;
 }
 
@@ -347,6 +357,32 @@ std::string mean_spread(const std::vector<double>& v, int digits) {
   return fmt_double(mean, digits) + " ± " + fmt_double(sd, digits);
 }
 
+// Every evaluation of RESULTS (an HDF5 file, its .d directory, or the experiment file naming them),
+// kept when it matches each key=value of `where`.
+std::vector<std::pair<Row, std::map<std::string, double>>> load_records(const std::string& results,
+                                                                        const std::string& where) {
+  std::string output = results;
+  if (fs::path(output).extension() == ".yaml" || fs::path(output).extension() == ".yml") {
+    output = load_experiment(output).output;
+  }
+  require(fs::exists(output) || fs::is_directory(cell_dir(output)), results,
+          ": no results (expected an HDF5 file or its .d directory of cells)");
+  auto records = flatten(read_results(output));
+  for (const std::string& cond : split(where, ',')) {
+    const size_t eq = cond.find('=');
+    require(eq != std::string::npos, "--where '", cond, "': expected key=value");
+    const std::string k = cond.substr(0, eq), v = cond.substr(eq + 1);
+    records.erase(std::remove_if(records.begin(), records.end(),
+                                 [&](const auto& r) {
+                                   const auto it = r.first.find(k);
+                                   return it == r.first.end() || it->second != v;
+                                 }),
+                  records.end());
+  }
+  require(!records.empty(), results, ": no evaluations to show (check --where)");
+  return records;
+}
+
 // The papers' order: methods from none to the learned ones, numbers by value, other text as is.
 int method_rank(const std::string& v) {
   static const std::vector<std::string> order = {"none",  "random", "hadamard",
@@ -392,26 +428,7 @@ void render_table(Runtime& rt, const TableArgs& a) {
   rt.init();
   require(a.format == "md" || a.format == "csv" || a.format == "latex", "--format ", a.format,
           ": expected md, csv or latex");
-  std::string output = a.results;
-  if (fs::path(output).extension() == ".yaml" || fs::path(output).extension() == ".yml") {
-    output = load_experiment(output).output;
-  }
-  require(fs::exists(output) || fs::is_directory(cell_dir(output)), a.results,
-          ": no results (expected an HDF5 file or its .d directory of cells)");
-  auto records = flatten(read_results(output));
-  // --where key=value[,key=value]: keep matching evaluations.
-  for (const std::string& cond : split(a.where, ',')) {
-    const size_t eq = cond.find('=');
-    require(eq != std::string::npos, "--where '", cond, "': expected key=value");
-    const std::string k = cond.substr(0, eq), v = cond.substr(eq + 1);
-    records.erase(std::remove_if(records.begin(), records.end(),
-                                 [&](const auto& r) {
-                                   const auto it = r.first.find(k);
-                                   return it == r.first.end() || it->second != v;
-                                 }),
-                  records.end());
-  }
-  require(!records.empty(), a.results, ": no evaluations to tabulate (check --where)");
+  auto records = load_records(a.results, a.where);
   const std::vector<std::string> row_keys = split(a.rows, ','), col_keys = split(a.cols, ','),
                                  group_keys = split(a.group, ','), metrics = split(a.metrics, ',');
   std::vector<std::string> groups, row_names, col_names;
@@ -496,6 +513,66 @@ void render_table(Runtime& rt, const TableArgs& a) {
   }
 }
 
+struct PlotArgs {
+  std::string results, x, series = "wakv", metric = "ppl", where, out, title;
+  bool logx = false;
+};
+
+// A metric against one key (e.g. DFRot's gamma), one line per series, mean ± std over seeds: the
+// data as OUT.csv, drawn by scripts/plot_results.py into OUT.
+void render_plot(Runtime& rt, const PlotArgs& a) {
+  rt.init();
+  require(!a.out.empty() && fs::path(a.out).extension() == ".png", "--out '", a.out,
+          "': expected a .png path");
+  const auto records = load_records(a.results, a.where);
+  const std::vector<std::string> series_keys = split(a.series, ',');
+  std::vector<std::string> series, xs;
+  std::map<std::pair<std::string, std::string>, std::vector<double>> vals;
+  for (const auto& [row, m] : records) {
+    const auto xi = row.find(a.x);
+    require(xi != row.end(), "--x ", a.x, ": not a key of the results (e.g. rotation.method)");
+    const auto mi = m.find(a.metric);
+    if (mi == m.end()) continue;
+    const std::string s = join_values(row, series_keys);
+    if (std::find(series.begin(), series.end(), s) == series.end()) series.push_back(s);
+    if (std::find(xs.begin(), xs.end(), xi->second) == xs.end()) xs.push_back(xi->second);
+    vals[{s, xi->second}].push_back(mi->second);
+  }
+  require(!vals.empty(), a.results, ": no '", a.metric, "' values to plot");
+  std::sort(series.begin(), series.end(), setting_before);
+  std::sort(xs.begin(), xs.end(), value_before);
+  if (!rt.c().is_root()) return;
+  const std::string csv = fs::path(a.out).replace_extension(".csv").string();
+  if (!fs::path(csv).parent_path().empty()) fs::create_directories(fs::path(csv).parent_path());
+  {
+    std::ofstream out(csv);
+    require(out.good(), csv, ": cannot write the plot's data");
+    out << "series,x,mean,std,n\n";
+    for (const std::string& s : series) {
+      for (const std::string& x : xs) {
+        const auto it = vals.find({s, x});
+        if (it == vals.end()) continue;
+        const std::vector<double>& v = it->second;
+        double mean = 0, var = 0;
+        for (double d : v) mean += d;
+        mean /= static_cast<double>(v.size());
+        for (double d : v) var += (d - mean) * (d - mean);
+        const double sd = v.size() > 1 ? std::sqrt(var / static_cast<double>(v.size() - 1)) : 0;
+        out << '"' << s << "\"," << x << "," << mean << "," << sd << "," << v.size() << "\n";
+      }
+    }
+  }
+  std::vector<std::string> args = {csv, a.out, a.x, a.metric};
+  if (a.logx) args.push_back("--logx");
+  if (!a.title.empty()) {
+    args.push_back("--title");
+    args.push_back(a.title);
+  }
+  run_plot_script(std::string(ROTQ_SCRIPTS_DIR) + "/plot_results.py", args,
+                  "the data are in " + csv);
+  std::printf("%s (data: %s)\n", a.out.c_str(), csv.c_str());
+}
+
 }  // namespace
 
 void register_run(CLI::App& app, Runtime& rt) {
@@ -545,6 +622,20 @@ void register_run(CLI::App& app, Runtime& rt) {
   table->add_option("--format", t->format, "md | csv | latex")->capture_default_str();
   table->add_option("--digits", t->digits, "decimals")->capture_default_str();
   table->callback([t, &rt] { render_table(rt, *t); });
+
+  auto p = std::make_shared<PlotArgs>();
+  CLI::App* plot = app.add_subcommand(
+      "plot", "a metric against one key, a line per series, mean ± std over seeds (PNG + CSV)");
+  plot->add_option("results", p->results, "results file (or the experiment YAML)")->required();
+  plot->add_option("--x", p->x, "x key, e.g. rotation.dfrot.gamma")->required();
+  plot->add_option("--series", p->series, "series key(s)")->capture_default_str();
+  plot->add_option("--metric", p->metric, "ppl, kl, mean_nll, seconds.STAGE")
+      ->capture_default_str();
+  plot->add_option("--where", p->where, "key=value[,key=value] filters");
+  plot->add_option("--out", p->out, "output .png (the data go beside it as .csv)")->required();
+  plot->add_flag("--logx", p->logx, "log-scaled x (numeric x only)");
+  plot->add_option("--title", p->title, "figure title");
+  plot->callback([p, &rt] { render_plot(rt, *p); });
 }
 
 }  // namespace rotq

@@ -443,6 +443,7 @@ const std::vector<SchemaKey>& experiment_schema() {
       {"runtime.dtype", K::kString, "float32", "compute dtype float32 | float64 | bfloat16"},
       {"runtime.device", K::kString, "cpu", "cpu | cuda | cuda:N"},
       {"runtime.placement", K::kString, "replicated", "replicated | layers"},
+      {"runtime.save_rotations", K::kBool, "false", "store R1 (C x C float64) with the cell"},
   };
   return s;
 }

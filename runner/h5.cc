@@ -174,9 +174,17 @@ int64_t get_int(const Handle& obj, const std::string& name) {
   return v;
 }
 
-void write_doubles(const Handle& parent, const std::string& name, const std::vector<double>& v) {
-  const hsize_t n = v.size();
-  const Handle space(checked(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
+void write_doubles(const Handle& parent, const std::string& name, const std::vector<double>& v,
+                   std::vector<uint64_t> dims) {
+  if (dims.empty()) dims = {v.size()};
+  std::vector<hsize_t> shape(dims.begin(), dims.end());
+  hsize_t n = 1;
+  for (hsize_t d : shape) n *= d;
+  require(n == v.size(), "HDF5: dataset '", name, "' has ", v.size(), " values for its shape");
+  const Handle space(
+      checked(H5Screate_simple(static_cast<int>(shape.size()), shape.data(), nullptr),
+              "H5Screate_simple"),
+      H5Sclose);
   const Handle d(checked(H5Dcreate2(parent.id(), name.c_str(), H5T_IEEE_F64LE, space.id(),
                                     H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                          "cannot create dataset '" + name + "'"),

@@ -44,7 +44,9 @@ int64_t get_int(const Handle& obj, const std::string& name);
 // The attribute's class: H5T_STRING, H5T_FLOAT, H5T_INTEGER.
 H5T_class_t attribute_class(const Handle& obj, const std::string& name);
 
-void write_doubles(const Handle& parent, const std::string& name, const std::vector<double>& v);
+// A float64 dataset of shape `dims` (one dimension: v.size()) holding v in row-major order.
+void write_doubles(const Handle& parent, const std::string& name, const std::vector<double>& v,
+                   std::vector<uint64_t> dims = {});
 std::vector<double> read_doubles(const Handle& parent, const std::string& name);
 
 // Flushes the file's buffers to the operating system.

@@ -55,6 +55,14 @@ void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
     h5::set_double(eg, "seconds", e.seconds);
   }
   if (!r.rotation_loss.empty()) h5::write_doubles(g, "rotation_loss", r.rotation_loss);
+  if (!r.series.empty()) {
+    const h5::Handle series = h5::create_group(g, "series");
+    for (const auto& [k, v] : r.series) h5::write_doubles(series, k, v);
+  }
+  if (r.r1_dim > 0) {
+    h5::write_doubles(g, "r1", r.r1,
+                      {static_cast<uint64_t>(r.r1_dim), static_cast<uint64_t>(r.r1_dim)});
+  }
 }
 
 CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
@@ -90,6 +98,14 @@ CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
     e.seconds = h5::get_double(eg, "seconds");
   }
   if (h5::has_child(g, "rotation_loss")) r.rotation_loss = h5::read_doubles(g, "rotation_loss");
+  if (h5::has_child(g, "series")) {
+    const h5::Handle series = h5::open_group(g, "series");
+    for (const std::string& k : h5::children(series)) r.series[k] = h5::read_doubles(series, k);
+  }
+  if (h5::has_child(g, "r1")) {
+    r.r1 = h5::read_doubles(g, "r1");
+    r.r1_dim = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(r.r1.size()))));
+  }
   return r;
 }
 

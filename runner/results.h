@@ -7,7 +7,8 @@
 // Layout of a cell group (/cells/<id>): attributes id, label, experiment, config_yaml; groups
 // config (every resolved key, as strings), meta (versions, host, ranks, device, times, data
 // checksums), seconds (stage timings); evals/<k> (text, acts, a_bits, kv_bits, ppl, kl, mean_nll,
-// windows, scored_tokens, seconds); dataset rotation_loss (a learned rotation's curve).
+// windows, scored_tokens, seconds); datasets rotation_loss (a learned rotation's curve), series/*
+// (per-layer GPTQ seconds, ...) and r1 (C × C, with runtime.save_rotations).
 #pragma once
 
 #include <cstdint>
@@ -30,6 +31,10 @@ struct CellRecord {
   std::map<std::string, double> seconds;
   std::vector<EvalRecord> evals;
   std::vector<double> rotation_loss;
+  // Optional tensors: named float64 series (per-layer GPTQ times, ...) and the learned R1 [C, C].
+  std::map<std::string, std::vector<double>> series;
+  std::vector<double> r1;
+  int64_t r1_dim = 0;
 };
 
 std::string cell_dir(const std::string& output);  // OUTPUT.d

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "runner/results.h"
 #include "runner/text.h"
 #include "tests/test_util.h"
 
@@ -210,6 +212,7 @@ TEST(Cli, RunResumesAndRendersThePapersTable) {
       << "name: t\noutput: " << dir.str("out.h5")
       << "\nmodels:\n  - {name: s260k, path: " << kStories << ", tokenizer: " << kTok
       << "}\nseeds: [0, 1]\n"
+      << "runtime: {save_rotations: true}\n"
       << "quantization: {w_bits: 4, w_method: rtn}\nevaluation: {ppl_texts: [" << kText
       << "], seqlen: 128, max_windows: 2, acts: [16/16, 4/4]}\n"
       << "sweep:\n  rotation.method: [none, hadamard]\n";
@@ -234,6 +237,42 @@ TEST(Cli, RunResumesAndRendersThePapersTable) {
   auto latex = run_command(rotq("table " + dir.str("out.h5") + " --format latex"), false);
   ASSERT_EQ(latex.status, 0) << latex.output;
   EXPECT_NE(latex.output.find("\\begin{tabular}"), std::string::npos) << latex.output;
+  // The HDF5 cells carry the config, versions, timings and the optional tensors.
+  const auto cells = rotq::read_results(dir.str("out.h5"));
+  ASSERT_EQ(cells.size(), 4u);
+  for (const auto& [id, c] : cells) {
+    EXPECT_EQ(c.id, id);
+    EXPECT_EQ(c.evals.size(), 2u);
+    EXPECT_EQ(c.meta.at("ranks"), "1");
+    EXPECT_FALSE(c.meta.at("libtorch_version").empty());
+    EXPECT_EQ(c.meta.at("checksum model").rfind("fnv1a64:", 0), 0u);
+    EXPECT_NE(c.config_yaml.find("rotation.method"), std::string::npos);
+    EXPECT_EQ(c.series.at("layer_seconds").size(), 5u);  // stories260K's layers
+    if (c.config.at("rotation.method") == "hadamard") {
+      ASSERT_EQ(c.r1_dim, 64);
+      double worst = 0;  // R1 R1ᵀ = I, read back from the file
+      for (int i = 0; i < 64; ++i) {
+        for (int j = 0; j < 64; ++j) {
+          double dot = 0;
+          for (int k = 0; k < 64; ++k) dot += c.r1[i * 64 + k] * c.r1[j * 64 + k];
+          worst = std::max(worst, std::abs(dot - (i == j)));
+        }
+      }
+      EXPECT_LT(worst, 1e-12);
+    } else {
+      EXPECT_EQ(c.r1_dim, 0);
+    }
+  }
+  // rotq plot: the figure and its data (mean, std, n over the two seeds per point).
+  auto plot = run_command(rotq("plot " + dir.str("out.h5") + " --x rotation.method --series wakv" +
+                               " --out " + dir.str("fig/ppl.png")),
+                          false);
+  ASSERT_EQ(plot.status, 0) << plot.output;
+  EXPECT_GT(std::filesystem::file_size(dir.str("fig/ppl.png")), 1000u);
+  const std::string data = rotq::read_file_bytes(dir.str("fig/ppl.csv"));
+  EXPECT_EQ(data.rfind("series,x,mean,std,n\n\"W4A16KV16\",none,", 0), 0u) << data;
+  EXPECT_NE(data.find("\"W4A4KV4\",hadamard,"), std::string::npos) << data;
+  EXPECT_NE(data.find(",2\n"), std::string::npos) << data;
   auto status = run_command(rotq("status " + dir.str("exp.yaml")), false);
   EXPECT_NE(status.output.find("4 done, 0 running, 0 failed, 0 pending"), std::string::npos)
       << status.output;
