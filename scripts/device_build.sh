@@ -277,6 +277,8 @@ cmake -G Ninja -S . -B "$BUILD_DIR" \
   -DMPI_mpi_LIBRARY="$L/openmpi/lib/libmpi.so" \
   -DMPIEXEC_EXECUTABLE="$S/usr/bin/mpirun" \
   -DROTQ_MPIRUN="$S/usr/bin/mpirun" \
+  -DHDF5_C_INCLUDE_DIR="$S/usr/include/hdf5/serial" \
+  -DHDF5_C_LIBRARY_hdf5="$L/hdf5/serial/libhdf5.so" \
   "${extra_cmake[@]}"
 
 grep -E '^(MPI_C_LIB_NAMES|MPI_mpi_LIBRARY|MPI_C_HEADER_DIR|spdlog_DIR|fmt_DIR|GTest_DIR|CLI11_DIR|nlohmann_json_DIR|Torch_DIR|ROTQ_MPIRUN|NCCL_LIBRARY|CUDAToolkit_[A-Z_]*DIR)[:=]' \

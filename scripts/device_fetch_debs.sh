@@ -16,6 +16,7 @@ DEST=.device/debs
 BUILD_PKGS=(
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
   libopenmpi-dev               # mpi.h and openmpi/lib/libmpi.so (its own deps, -dev of hwloc etc., are only for static/wrapper use)
+  libyaml-cpp-dev libhdf5-dev  # the experiment runner (not yet tried on the GPU machine)
 )
 # Run: what libspdlog/libfmt, libmpi.so.40, libopen-rte/-pal, libpmix.so.2, mpirun (orterun) and
 # orted link (readelf -d), plus what the Open MPI MCA plugins opened in a single-node run link.
@@ -26,12 +27,15 @@ RUN_PKGS=(
   libevent-core-2.1-7 libevent-pthreads-2.1-7   # libopen-pal, libopen-rte, orterun, libpmix
   libpmix2                     # mca_pmix_ext3x (+ its pmix_mca_* plugins)
   libmunge2                    # libpmix
+  libyaml-cpp0.7
+  libhdf5-103-1 libsz2 libaec0 # libhdf5_serial.so
 )
 # Fallbacks: device_build.sh puts these on LD_LIBRARY_PATH only where the system lacks the soname,
 # so that they never shadow a newer system copy.
 FALLBACK_PKGS=(
   libudev1                     # libhwloc.so.15
   libnl-3-200                  # mca_reachable_netlink.so
+  libcurl4                     # libhdf5 (Ubuntu 24.04's libcurl4t64 has the same soname)
 )
 # Deliberately not carried: libhwloc-plugins (X11/OpenCL/ICU, ~40 MB; hwloc works without them),
 # libpsm2-2/libpsm-infinipath1 (mtl psm/psm2 are switched off in the relocated mca-params.conf),
