@@ -343,10 +343,17 @@ uint64_t fnv1a(const std::string& s) {
 }
 
 std::string cell_id(const Cell& c) {
-  // The identity: what changes the result (a model's label does not).
+  // The identity: what changes the result (a model's label does not). Only values that differ
+  // from the schema's defaults enter, so a key added to rotq later (its default being the old
+  // behaviour) leaves every existing cell's id, and its stored result, valid.
+  nlohmann::json changed = nlohmann::json::object();
+  for (const auto& [key, value] : c.values) {
+    const SchemaKey* k = find_key(key);
+    if (!k || value != k->default_value) changed[key] = value;
+  }
   nlohmann::json j = {{"model", {{"path", c.model.path}, {"tokenizer", c.model.tokenizer}}},
                       {"seed", c.seed},
-                      {"values", c.values}};
+                      {"values", changed}};
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(j.dump())));
   return buf;

@@ -171,6 +171,9 @@ output: elsewhere.h5
   ASSERT_EQ(d.cells.size(), 2u * 3 * 3);
   EXPECT_EQ(d.cells[0].seed, 5u);
   EXPECT_EQ(d.cells[0].at("rotation.optrot.lr"), "0.5");
+  // A value set to its default is the same cell as one left unset.
+  const Experiment same = parse_experiment(kSweep, "grid.yaml", {"rotation.optrot.lr=0.02"});
+  EXPECT_EQ(same.cells[0].id, a.cells[0].id);
   EXPECT_THROW(parse_experiment(kSweep, "grid.yaml", {"quantization.w_bitz=3"}), rotq::Error);
   EXPECT_THROW(parse_experiment(kSweep, "grid.yaml", {"noequals"}), rotq::Error);
 }
