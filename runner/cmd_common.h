@@ -74,7 +74,8 @@ void register_hadamard(CLI::App& app, Runtime& rt);
 void register_quantize_eval(CLI::App& app, Runtime& rt);
 void register_inspect(CLI::App& app, Runtime& rt);
 void register_plan(CLI::App& app, Runtime& rt);
-void register_run(CLI::App& app, Runtime& rt);               // run, status, merge, table
+void register_run(CLI::App& app, Runtime& rt);               // run, status, merge
+void register_table(CLI::App& app, Runtime& rt);             // table, plot
 void register_submit(CLI::App& app, Runtime& rt);            // Slurm job arrays
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 
