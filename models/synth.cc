@@ -13,6 +13,7 @@
 
 #include "models/safetensors.h"
 #include "solvers/error.h"
+#include "solvers/hash.h"
 #include "solvers/parse.h"
 
 namespace rotq {
@@ -20,8 +21,7 @@ namespace {
 
 // FNV-1a of the tensor name mixed with the seed (splitmix64 finalizer).
 uint64_t tensor_seed(uint64_t seed, const std::string& name) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
+  const uint64_t h = fnv1a(name);
   uint64_t z = h ^ (seed + 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;

@@ -35,13 +35,12 @@ struct RotationBenchArgs {
 using Clock = std::chrono::steady_clock;
 
 // Wall time of f, with the device's queue drained before and after (GPU work is asynchronous).
-at::Device g_device = at::kCPU;
 template <class F>
-double timed(F&& f) {
-  sync_device(g_device);
+double timed(at::Device device, F&& f) {
+  sync_device(device);
   const auto t0 = Clock::now();
   f();
-  sync_device(g_device);
+  sync_device(device);
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
@@ -73,7 +72,6 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   rt.init();
   require(a.tokens > 0 && a.rows > 0 && a.window > 0, "bench rotation: sizes must be positive");
   const at::Device dev = resolve_device(a.device);
-  g_device = dev;
   const GemmRate g64 = measure_gemm_rate(a.gemm_n, at::kDouble, 3, dev);
   const GemmRate g32 = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
   spdlog::info("GEMM {}³: float64 {:.1f} GFLOP/s, float32 {:.1f} GFLOP/s", a.gemm_n, g64.gflops,
@@ -91,11 +89,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     DfrotOptions o;
     o.log_every = 0;
     o.iters = 0;
-    const double t_loss = timed([&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+    const double t_loss = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
     o.iters = 1;
-    const double t_one = timed([&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+    const double t_one = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
     const at::Tensor m = seeded_gaussian(C, C, 9).to(dev);
-    const double t_svd = timed([&] { procrustes(m); });
+    const double t_svd = timed(dev, [&] { procrustes(m); });
     // iters=1 minus iters=0: one pass over the tokens with xᵀη and one SVD (both runs end with a
     // loss pass and the polar projection).
     const double t_iter = t_one - t_loss;
@@ -113,9 +111,9 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
     FourthPowerObjective obj(C, OptRotNorm::kNumel);
     obj.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kFloat));
-    const double t_grad = timed([&] { obj.local_gradient(r0); });
+    const double t_grad = timed(dev, [&] { obj.local_gradient(r0); });
     const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12).to(dev));
-    const double t_cayley = timed([&] { cayley_retract(r0, skew, 1e-3); });
+    const double t_cayley = timed(dev, [&] { cayley_retract(r0, skew, 1e-3); });
     const double grad_flops = obj.gradient_flops();
     const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
     const double full_step =

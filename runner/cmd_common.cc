@@ -164,6 +164,16 @@ std::string fmt_double(double v, int precision) {
   return buf;
 }
 
+std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                        "0123456789_-./=:,+@%") == std::string::npos) {
+    return s;
+  }
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
 void run_plot_script(const std::string& script, const std::vector<std::string>& args,
                      const std::string& where_data) {
   namespace fs = std::filesystem;
@@ -173,13 +183,8 @@ void run_plot_script(const std::string& script, const std::vector<std::string>& 
   const std::string python = py_env                           ? py_env
                              : fs::exists("/usr/bin/python3") ? "/usr/bin/python3"
                                                               : "python3";
-  const auto quote = [](const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-  };
-  std::string cmd = python + " " + quote(script);
-  for (const std::string& a : args) cmd += " " + quote(a);
+  std::string cmd = python + " " + shell_quote(script);
+  for (const std::string& a : args) cmd += " " + shell_quote(a);
   const int rc = std::system(cmd.c_str());
   require(rc == 0, "plotting failed (", cmd, " exited with ", rc, "; needs python3-matplotlib); ",
           where_data);

@@ -81,6 +81,9 @@ void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 
 std::string rotq_version();
 
+// `s` as one word for /bin/sh (single-quoted unless it is plainly safe).
+std::string shell_quote(const std::string& s);
+
 // Runs a plotting script (Debian's /usr/bin/python3 with python3-matplotlib; ROTQ_PYTHON
 // overrides) with `args`; rotq::Error naming the command and `where_data` when it fails.
 void run_plot_script(const std::string& script, const std::vector<std::string>& args,

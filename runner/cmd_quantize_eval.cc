@@ -124,7 +124,6 @@ void run_quantize_eval(Runtime& rt, const CellArgs& a) {
   at::Tensor comm_stats = at::tensor({comm.seconds(), comm.bytes()}, at::kDouble);
   rt.c().all_reduce(comm_stats, ReduceOp::kMax);
   if (!a.save.empty()) {
-    move_weights(lm.model.weights, at::kCPU);  // written from host memory
     if (rt.c().is_root())
       save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
     rt.c().barrier();

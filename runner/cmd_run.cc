@@ -104,7 +104,9 @@ std::string mpi_version() {
 }
 
 // Checksums of the data a cell read: texts whole; a model file whole when small, else by size.
-void record_checksums(const Cell& c, std::map<std::string, std::string>& meta) {
+// `known` (path -> checksum) carries them across the cells of a run: a sweep reads the same files.
+void record_checksums(const Cell& c, std::map<std::string, std::string>& known,
+                      std::map<std::string, std::string>& meta) {
   std::vector<std::pair<std::string, std::string>> files;
   if (!c.at("calibration.text").empty()) files.push_back({"calibration", c.at("calibration.text")});
   for (const std::string& t : c.list("evaluation.ppl_texts")) files.push_back({"text " + t, t});
@@ -112,13 +114,20 @@ void record_checksums(const Cell& c, std::map<std::string, std::string>& meta) {
   files.push_back(
       {"model", fs::is_directory(model) ? (model / "config.json").string() : model.string()});
   for (const auto& [what, path] : files) {
-    const auto size = fs::file_size(path);
-    meta["checksum " + what] = size < (uint64_t{256} << 20) ? "fnv1a64:" + file_checksum(path)
-                                                            : "size:" + std::to_string(size);
+    auto it = known.find(path);
+    if (it == known.end()) {
+      const auto size = fs::file_size(path);
+      it = known
+               .emplace(path, size < (uint64_t{256} << 20) ? "fnv1a64:" + file_checksum(path)
+                                                           : "size:" + std::to_string(size))
+               .first;
+    }
+    meta["checksum " + what] = it->second;
   }
 }
 
-CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c) {
+CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
+                    std::map<std::string, std::string>& checksums) {
   const CellArgs a = args_of(c);
   const QuantCell qc = make_cell(a);
   Comm& comm = rt.c();
@@ -148,10 +157,8 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c) {
   rec.meta["ranks"] = std::to_string(comm.size());
   rec.meta["comm"] = comm.backend();
   rec.meta["device"] = a.m.device;
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
-  rec.meta["host"] = host;
-  record_checksums(c, rec.meta);
+  rec.meta["host"] = host_name();
+  record_checksums(c, checksums, rec.meta);
   rec.seconds = {
       {"rotate", r.seconds.rotate},
       {"fuse", r.seconds.fuse},
@@ -246,13 +253,14 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
   }
   if (rt.c().is_root()) remove_stale_temporaries(exp.output);
   size_t k = 0, failed = 0;
+  std::map<std::string, std::string> checksums;  // data files read by several cells
   for (const Cell& c : cells) {
     if (!a.force && done.count(c.id)) continue;
     ++k;
     spdlog::info("cell {}/{} {} ({})", k, todo, c.id, c.label());
     if (rt.c().is_root()) mark_running(exp.output, c.id);
     try {
-      const CellRecord rec = run_cell(rt, exp, c);
+      const CellRecord rec = run_cell(rt, exp, c, checksums);
       if (rt.c().is_root()) {
         write_cell_file(exp.output, rec);
         clear_markers(exp.output, c.id);
@@ -324,10 +332,7 @@ void register_run(CLI::App& app, Runtime& rt) {
   merge->add_option("results", *m, "results file (or the experiment YAML)")->required();
   merge->callback([m, &rt] {
     rt.init();
-    std::string out = *m;
-    if (fs::path(out).extension() == ".yaml" || fs::path(out).extension() == ".yml") {
-      out = load_experiment(out).output;
-    }
+    const std::string out = results_path(*m);
     if (rt.c().is_root()) std::printf("%zu cells in %s\n", merge_results(out), out.c_str());
   });
 }

@@ -66,26 +66,32 @@ std::string join_values(const Row& row, const std::vector<std::string>& keys) {
   return s;
 }
 
+// Mean and sample standard deviation (0 for one value) over seeds.
+struct MeanSd {
+  double mean = 0, sd = 0;
+};
+MeanSd mean_sd(const std::vector<double>& v) {
+  MeanSd m;
+  for (double x : v) m.mean += x;
+  m.mean /= static_cast<double>(v.size());
+  double var = 0;
+  for (double x : v) var += (x - m.mean) * (x - m.mean);
+  if (v.size() > 1) m.sd = std::sqrt(var / static_cast<double>(v.size() - 1));
+  return m;
+}
+
 std::string mean_spread(const std::vector<double>& v, int digits) {
   if (v.empty()) return "-";
-  double mean = 0;
-  for (double x : v) mean += x;
-  mean /= static_cast<double>(v.size());
-  if (v.size() == 1) return fmt_double(mean, digits);
-  double var = 0;
-  for (double x : v) var += (x - mean) * (x - mean);
-  const double sd = std::sqrt(var / static_cast<double>(v.size() - 1));
-  return fmt_double(mean, digits) + " ± " + fmt_double(sd, digits);
+  const MeanSd m = mean_sd(v);
+  if (v.size() == 1) return fmt_double(m.mean, digits);
+  return fmt_double(m.mean, digits) + " ± " + fmt_double(m.sd, digits);
 }
 
 // Every evaluation of RESULTS (an HDF5 file, its .d directory, or the experiment file naming them),
 // kept when it matches each key=value of `where`.
 std::vector<std::pair<Row, std::map<std::string, double>>> load_records(const std::string& results,
                                                                         const std::string& where) {
-  std::string output = results;
-  if (fs::path(output).extension() == ".yaml" || fs::path(output).extension() == ".yml") {
-    output = load_experiment(output).output;
-  }
+  const std::string output = results_path(results);
   require(fs::exists(output) || fs::is_directory(cell_dir(output)), results,
           ": no results (expected an HDF5 file or its .d directory of cells)");
   auto records = flatten(read_results(output));
@@ -274,11 +280,7 @@ void render_plot(Runtime& rt, const PlotArgs& a) {
         const auto it = vals.find({s, x});
         if (it == vals.end()) continue;
         const std::vector<double>& v = it->second;
-        double mean = 0, var = 0;
-        for (double d : v) mean += d;
-        mean /= static_cast<double>(v.size());
-        for (double d : v) var += (d - mean) * (d - mean);
-        const double sd = v.size() > 1 ? std::sqrt(var / static_cast<double>(v.size() - 1)) : 0;
+        const auto [mean, sd] = mean_sd(v);
         out << '"' << s << "\"," << x << "," << mean << "," << sd << "," << v.size() << "\n";
       }
     }

@@ -16,6 +16,10 @@ std::unique_ptr<Comm> make_comm(const std::string& backend);
 
 std::unique_ptr<Comm> make_local_comm();
 std::unique_ptr<Comm> make_mpi_comm();  // calls MPI_Init; MPI_Finalize when destroyed
+// MPI's lifetime, shared by the MPI and NCCL backends: init_mpi initializes it unless it already
+// is and says whether it did; finalize_mpi(true) finalizes it once.
+bool init_mpi();
+void finalize_mpi(bool owned);
 // NCCL on the GPU given by the local rank (bootstrapped over MPI). Only in builds configured
 // with -DROTQ_WITH_CUDA=ON; make_comm("nccl") says so otherwise.
 std::unique_ptr<Comm> make_nccl_comm();

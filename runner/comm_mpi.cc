@@ -25,48 +25,69 @@ int64_t chunk_bytes_from_env() {
 
 MPI_Datatype mpi_type(at::ScalarType t, const char* op) {
   switch (t) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kInt: return MPI_INT32_T;
-    case at::kLong: return MPI_INT64_T;
-    case at::kByte: return MPI_UINT8_T;
-    case at::kChar: return MPI_INT8_T;
-    case at::kBool: return MPI_UINT8_T;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kByte:
+      return MPI_UINT8_T;
+    case at::kChar:
+      return MPI_INT8_T;
+    case at::kBool:
+      return MPI_UINT8_T;
     // 16-bit floats move as raw 16-bit words; they cannot be reduced by MPI itself.
     case at::kHalf:
-    case at::kBFloat16: return MPI_UINT16_T;
-    default: fail(op, ": dtype ", c10::toString(t), " is not supported by the MPI backend");
+    case at::kBFloat16:
+      return MPI_UINT16_T;
+    default:
+      fail(op, ": dtype ", c10::toString(t), " is not supported by the MPI backend");
   }
 }
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
 
+}  // namespace
+
+bool init_mpi() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) return false;
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  return true;
+}
+
+void finalize_mpi(bool owned) {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owned && !finalized) MPI_Finalize();
+}
+
+namespace {
+
 class MpiComm final : public Comm {
  public:
   MpiComm() {
-    int initialized = 0;
-    MPI_Initialized(&initialized);
-    if (!initialized) {
-      int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-      owns_mpi_ = true;
-    }
+    owns_mpi_ = init_mpi();
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
   }
-  ~MpiComm() override {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (owns_mpi_ && !finalized) MPI_Finalize();
-  }
+  ~MpiComm() override { finalize_mpi(owns_mpi_); }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }

@@ -73,13 +73,7 @@ class NcclComm final : public Comm {
   NcclComm() {
     use_mpi_ = launched_by_mpi();
     if (use_mpi_) {
-      int initialized = 0;
-      MPI_Initialized(&initialized);
-      if (!initialized) {
-        int provided = 0;
-        MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-        owns_mpi_ = true;
-      }
+      owns_mpi_ = init_mpi();
       MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
       MPI_Comm_size(MPI_COMM_WORLD, &size_);
     }
@@ -96,13 +90,13 @@ class NcclComm final : public Comm {
       require(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD) == MPI_SUCCESS,
               "nccl backend on rank ", rank_, ": broadcasting the NCCL unique id over MPI failed");
     }
+    timeout_s_ = timeout_from_env();
     // Non-blocking init, so that a rank that never arrives cannot hang this one.
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     nccl_check(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config), "ncclCommInitRank");
     wait_for_comm("ncclCommInitRank");
     cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate");
-    timeout_s_ = timeout_from_env();
   }
 
   ~NcclComm() override {
@@ -110,22 +104,12 @@ class NcclComm final : public Comm {
       // A non-blocking communicator is finalized (its outstanding work flushed) before it is
       // destroyed, as NCCL documents; bounded by the same deadline as a collective.
       ncclCommFinalize(comm_);
-      const auto t0 = std::chrono::steady_clock::now();
-      ncclResult_t state = ncclInProgress;
-      while (state == ncclInProgress &&
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() <
-                 timeout_s_) {
-        ncclCommGetAsyncError(comm_, &state);
-        std::this_thread::yield();
-      }
+      settle();
       ncclCommDestroy(comm_);
     }
     if (stream_) cudaStreamDestroy(stream_);
     if (staging_) cudaFree(staging_);
-    if (!owns_mpi_) return;
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    finalize_mpi(owns_mpi_);
   }
 
   int rank() const override { return rank_; }
@@ -216,19 +200,26 @@ class NcclComm final : public Comm {
   }
 
   // Waits for a non-blocking communicator operation (init) to finish, with the deadline.
-  void wait_for_comm(const char* what) {
+  // Polls the communicator until its pending operation (init, finalize) settles or the deadline
+  // passes; the last state (ncclInProgress: timed out).
+  ncclResult_t settle() {
     const auto t0 = std::chrono::steady_clock::now();
-    const double limit = timeout_from_env();
+    ncclResult_t state = ncclInProgress;
     for (;;) {
-      ncclResult_t state = ncclSuccess;
       ncclCommGetAsyncError(comm_, &state);
-      if (state == ncclSuccess) return;
-      if (state != ncclInProgress) fail_and_abort(what, ncclGetErrorString(state));
-      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > limit) {
-        fail_and_abort(what, "timed out (a rank did not arrive)");
+      if (state != ncclInProgress ||
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
+              timeout_s_) {
+        return state;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
+  }
+
+  void wait_for_comm(const char* what) {
+    const ncclResult_t state = settle();
+    if (state == ncclInProgress) fail_and_abort(what, "timed out (a rank did not arrive)");
+    if (state != ncclSuccess) fail_and_abort(what, ncclGetErrorString(state));
   }
 
   [[noreturn]] void fail_and_abort(const char* what, const std::string& why) {

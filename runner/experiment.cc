@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "solvers/error.h"
+#include "solvers/hash.h"
 #include "solvers/parse.h"
 
 namespace rotq {
@@ -333,15 +334,6 @@ std::vector<Axis> read_sweep(const YAML::Node& n, const std::string& origin,
   return axes;
 }
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 std::string cell_id(const Cell& c) {
   // The identity: what changes the result (a model's label does not). Only values that differ
   // from the schema's defaults enter, so a key added to rotq later (its default being the old
@@ -354,9 +346,7 @@ std::string cell_id(const Cell& c) {
   nlohmann::json j = {{"model", {{"path", c.model.path}, {"tokenizer", c.model.tokenizer}}},
                       {"seed", c.seed},
                       {"values", changed}};
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(j.dump())));
-  return buf;
+  return hex16(fnv1a(j.dump()));
 }
 
 void apply_override(const std::string& ov, YAML::Node& root, const std::string& origin) {

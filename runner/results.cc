@@ -14,18 +14,18 @@
 #include <fstream>
 #include <sstream>
 
+#include "runner/experiment.h"
 #include "runner/h5.h"
 #include "solvers/error.h"
+#include "solvers/hash.h"
 
 namespace rotq {
 namespace fs = std::filesystem;
 namespace {
 
-std::string host_name() {
-  char buf[256] = {0};
-  gethostname(buf, sizeof buf - 1);
-  return buf;
-}
+// A writer's temporary is FILE + this + its pid, so that a later run on the same host can tell
+// whether the writer is gone (remove_stale_temporaries).
+std::string temporary_suffix() { return ".tmp." + host_name() + "."; }
 
 void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
   const h5::Handle g = h5::create_group(cells, r.id);
@@ -126,7 +126,7 @@ void fsync_path(const std::string& path) {
 // Writes `path` through a temporary sibling and a rename: readers see the old file or the new one.
 template <typename F>
 void write_atomically(const std::string& path, F write) {
-  const std::string tmp = path + ".tmp." + host_name() + "." + std::to_string(::getpid());
+  const std::string tmp = path + temporary_suffix() + std::to_string(::getpid());
   try {
     {
       const h5::Handle f = h5::create_file(tmp);
@@ -158,6 +158,18 @@ std::string read_all(const std::string& path) {
 }  // namespace
 
 std::string cell_dir(const std::string& output) { return output + ".d"; }
+
+std::string results_path(const std::string& results_or_experiment) {
+  const std::string ext = fs::path(results_or_experiment).extension().string();
+  return ext == ".yaml" || ext == ".yml" ? load_experiment(results_or_experiment).output
+                                         : results_or_experiment;
+}
+
+std::string host_name() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
 
 void write_cell_file(const std::string& output, const CellRecord& r) {
   fs::create_directories(cell_dir(output));
@@ -243,7 +255,7 @@ void clear_markers(const std::string& output, const std::string& id) {
 }
 
 void remove_stale_temporaries(const std::string& output) {
-  const std::string prefix_host = ".tmp." + host_name() + ".";
+  const std::string prefix_host = temporary_suffix();
   std::vector<fs::path> candidates;
   if (fs::is_directory(cell_dir(output))) {
     for (const auto& e : fs::directory_iterator(cell_dir(output))) candidates.push_back(e.path());
@@ -268,18 +280,13 @@ void remove_stale_temporaries(const std::string& output) {
 std::string file_checksum(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   require(in.good(), path, ": cannot read (for its checksum)");
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
   char buf[1 << 16];
   while (in) {
     in.read(buf, sizeof buf);
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      h ^= static_cast<unsigned char>(buf[i]);
-      h *= 1099511628211ull;
-    }
+    h = fnv1a(buf, static_cast<size_t>(in.gcount()), h);
   }
-  char out[17];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
-  return out;
+  return hex16(h);
 }
 
 }  // namespace rotq

@@ -39,6 +39,12 @@ struct CellRecord {
 
 std::string cell_dir(const std::string& output);  // OUTPUT.d
 
+// The results file a command argument names: RESULTS.h5 itself, or an experiment file's output.
+std::string results_path(const std::string& results_or_experiment);
+
+// This machine's host name (markers, temporaries and records name it).
+std::string host_name();
+
 // Writes OUTPUT.d/<id>.h5 atomically (temporary file, flush, fsync, rename).
 void write_cell_file(const std::string& output, const CellRecord& r);
 

@@ -384,9 +384,11 @@ void butterfly_rows(const T* src, T* dst, int64_t rows, int64_t pow2, int64_t m,
 // transform is three small GEMMs, one per axis: n·(a + b + m) multiply-adds per row.
 at::Tensor device_factor(const at::Tensor& h, const at::Tensor& like, at::ScalarType ct) {
   std::lock_guard<std::recursive_mutex> lock(cache_mutex());
-  static std::map<std::tuple<const void*, std::string, int>, at::Tensor> cache;
+  // Keyed by plain values: this runs at every online transform of every forward.
+  static std::map<std::tuple<const void*, int, int, int>, at::Tensor> cache;
   const auto key = std::make_tuple(static_cast<const void*>(h.unsafeGetTensorImpl()),
-                                   like.device().str(), static_cast<int>(ct));
+                                   static_cast<int>(like.device().type()),
+                                   static_cast<int>(like.device().index()), static_cast<int>(ct));
   auto it = cache.find(key);
   if (it == cache.end()) it = cache.emplace(key, h.to(like.device(), ct).contiguous()).first;
   return it->second;
