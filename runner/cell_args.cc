@@ -108,7 +108,138 @@ QuantCell make_cell(const CellArgs& a) {
   cell.ppl.max_windows = a.max_windows;
   cell.ppl.batch = a.batch;
   cell.kl = a.kl;
+  if (!a.tasks.empty()) cell.tasks = parse_task_list(a.tasks);
+  cell.task_opts.dir = a.tasks_dir;
+  cell.task_opts.limit = a.tasks_limit;
+  cell.task_opts.batch = a.tasks_batch;
+  cell.task_opts.bos = !a.tasks_no_bos;
+  cell.task_opts.max_length = a.tasks_max_length;
+  require(a.tasks_batch > 0, "--batch-size (evaluation.tasks_batch) must be positive, got ",
+          a.tasks_batch);
+  require(a.tasks_max_length >= 0, "--max-length must be >= 0, got ", a.tasks_max_length);
+  cell.task_samples = a.task_samples;
+  if (!a.tasks_acts.empty()) {
+    cell.task_acts.assign(cell.acts.size(), false);
+    for (const std::string& pair : a.tasks_acts) {
+      const auto [ab, kb] = parse_acts_pair(pair);
+      bool found = false;
+      for (size_t i = 0; i < cell.acts.size(); ++i) {
+        if (cell.acts[i].act.bits == ab && cell.acts[i].k_cache.bits == kb) {
+          cell.task_acts[i] = found = true;
+        }
+      }
+      require(found, "--tasks-acts ", pair, ": not one of the evaluated --acts pairs");
+    }
+  }
   return cell;
+}
+
+void add_cell_options(CLI::App* cmd, CellArgs& a) {
+  add_model_options(cmd, a.m);
+  cmd->add_option("--rotation", a.rotation,
+                  "none | random | hadamard | optrot | optrot+ | dfrot | file:PATH")
+      ->capture_default_str();
+  cmd->add_option("--seed", a.seed, "seed of the rotations and the calibration windows")
+      ->capture_default_str();
+  cmd->add_flag("--no-r2", a.no_r2, "no per-head R2 on v/o");
+  cmd->add_option("--optrot-steps", a.optrot_steps, "OptRot: Cayley SGD steps")
+      ->capture_default_str();
+  cmd->add_option("--optrot-lr", a.optrot_lr, "OptRot: learning rate")->capture_default_str();
+  cmd->add_option("--optrot-norm", a.optrot_norm,
+                  "OptRot: per-matrix normalisation none | fro4 | numel")
+      ->capture_default_str();
+  cmd->add_option("--optrot-optimizer", a.optrot_optimizer,
+                  "OptRot: cayley (Cayley SGD) | adam (Riemannian Adam)")
+      ->capture_default_str();
+  cmd->add_option("--optrot-matrices", a.optrot_matrices,
+                  "OptRot: the matrices in the objective (subset of q,k,v,o,gate,up,down)")
+      ->capture_default_str();
+  cmd->add_flag("--optrot-constant-lr", a.optrot_constant_lr,
+                "OptRot: no cosine decay of the learning rate");
+  cmd->add_option("--dfrot-gamma", a.dfrot_gamma,
+                  "DFRot: weight of the massive-activation tokens (a number or inf)")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-iters", a.dfrot_iters, "DFRot: alternating iterations")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-init", a.dfrot_init, "DFRot: start rotation hadamard | random | none")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-rule", a.dfrot_rule, "DFRot: massive-token rule quant-error | random")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-threshold", a.dfrot_threshold,
+                  "DFRot quant-error rule: massive if the unrotated 4-bit error < THRESH*|x|")
+      ->capture_default_str();
+  cmd->add_flag("--dfrot-sym", a.dfrot_sym,
+                "DFRot: symmetric per-token quantizer in the objective (the reference code's)");
+  cmd->add_flag("--dfrot-sum", a.dfrot_sum,
+                "DFRot: sum each token set (the reference code's weighting) instead of averaging");
+  cmd->add_option("--dfrot-layers", a.dfrot_layers,
+                  "DFRot: calibration tokens from the first N layers (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-nsamples", a.dfrot_nsamples, "DFRot: calibration windows")
+      ->capture_default_str();
+  cmd->add_option("--dfrot-seqlen", a.dfrot_seqlen,
+                  "DFRot: calibration window (0: min(2048, context))")
+      ->capture_default_str();
+  cmd->add_option("--fp-massive", a.fp_massive,
+                  "keep massive-activation tokens (unrotated error < THRESH*|x|) of q/k/v and "
+                  "gate/up inputs in floating point (DFRot's QuaRot.FP16 ablation; 0: off)")
+      ->capture_default_str();
+  cmd->add_flag("--no-online-hadamard", a.no_online, "no online R3 (q/k) and R4 (down_proj)");
+  cmd->add_option("--w-bits", a.w_bits, "weight bits")->capture_default_str();
+  cmd->add_option("--w-quant", a.w_quant, "rtn | gptq")->capture_default_str();
+  cmd->add_option("--w-group", a.w_group, "weight group size (0: per output channel)")
+      ->capture_default_str();
+  cmd->add_flag("--w-asym", a.w_asym, "asymmetric weights");
+  cmd->add_flag("--no-w-clip", a.no_w_clip, "plain min/max weight range (no MSE clip search)");
+  cmd->add_flag("--act-order", a.act_order, "GPTQ: columns in decreasing Hessian diagonal order");
+  cmd->add_flag("--static-groups", a.static_groups, "GPTQ: group parameters from the full weight");
+  cmd->add_option("--percdamp", a.percdamp, "GPTQ damping, fraction of mean diag(H)")
+      ->capture_default_str();
+  cmd->add_option("--gptq-block", a.gptq_block, "GPTQ lazy-update block")->capture_default_str();
+  cmd->add_option("--hessian-dtype", a.hessian_dtype,
+                  "GPTQ Hessian and arithmetic: float64, or float32 as the reference code")
+      ->capture_default_str();
+  cmd->add_option("--a-bits", a.a_bits, "activation bits (per token)")->capture_default_str();
+  cmd->add_option("--a-clip", a.a_clip, "activation clip ratio")->capture_default_str();
+  cmd->add_flag("--a-asym", a.a_asym, "asymmetric activations");
+  cmd->add_flag("--o-proj-per-head", a.o_proj_per_head, "o_proj input: one scale per head");
+  cmd->add_option("--kv-bits", a.kv_bits, "KV-cache bits")->capture_default_str();
+  cmd->add_option("--acts", a.acts_list,
+                  "A/KV bit pairs evaluated on the same quantized weights, e.g. --acts 16/16 "
+                  "--acts 4/4 (overrides --a-bits/--kv-bits)");
+  cmd->add_option("--kv-clip", a.kv_clip, "KV-cache clip ratio")->capture_default_str();
+  cmd->add_option("--kv-group", a.kv_group, "KV-cache group (capped at KV heads x head_dim)")
+      ->capture_default_str();
+  cmd->add_option("--calib", a.calib, "calibration text (GPTQ, DFRot, OptRot+)");
+  cmd->add_option("--nsamples", a.nsamples, "calibration windows")->capture_default_str();
+  cmd->add_option("--calib-seqlen", a.calib_seqlen, "calibration window (0: min(2048, context))")
+      ->capture_default_str();
+  cmd->add_option("--ppl-text", a.ppl_texts, "text(s) to score");
+  cmd->add_option("--seqlen", a.seqlen, "perplexity window (0: min(2048, context))")
+      ->capture_default_str();
+  cmd->add_option("--max-windows", a.max_windows, "score only the first K windows");
+  cmd->add_option("--placement", a.placement,
+                  "replicated (every rank holds the model; data parallel) | layers (sharded by "
+                  "layers over the ranks; pipeline parallel)")
+      ->capture_default_str();
+  cmd->add_option("--label", a.label, "a name for this configuration, recorded in --json output");
+  cmd->add_flag("--kl", a.kl,
+                "also report the mean KL divergence from the floating-point model's predictions");
+  cmd->add_option("--batch", a.batch, "windows per forward (0: auto)");
+  cmd->add_option("--tasks", a.tasks,
+                  "zero-shot tasks: names (arc_easy,piqa,...), zeroshot (the papers' nine), all, "
+                  "or NAME=PATH to read a task from PATH (comma-separated)");
+  cmd->add_option("--tasks-dir", a.tasks_dir, "directory of the task files (e.g. ../shared/data/tasks)");
+  cmd->add_option("--limit", a.tasks_limit, "score only the first N examples of each task (MMLU: of each subject)");
+  cmd->add_option("--batch-size", a.tasks_batch, "task sequences per forward")->capture_default_str();
+  cmd->add_flag("--no-bos", a.tasks_no_bos,
+                "task contexts without BOS (lm-eval before 0.4.3 and add_bos_token=False)");
+  cmd->add_option("--max-length", a.tasks_max_length,
+                  "task inputs left-truncated to N tokens (0: the model's context)")
+      ->capture_default_str();
+  cmd->add_option("--tasks-acts", a.tasks_acts,
+                  "score the tasks only under these A/KV pairs of --acts (default: all)");
+  cmd->add_option("--samples", a.task_samples, "write every task example's scores here (JSON lines)");
 }
 
 }  // namespace rotq

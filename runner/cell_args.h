@@ -65,7 +65,20 @@ struct CellArgs {
   int64_t batch = 0;
   std::string save;
   std::string save_dtype = "float32";
+  // Zero-shot tasks (runner/task_registry.h): names, "zeroshot", "all" or NAME=PATH items.
+  std::vector<std::string> tasks;
+  std::string tasks_dir;
+  int64_t tasks_limit = -1;
+  int64_t tasks_batch = 32;
+  bool tasks_no_bos = false;
+  int64_t tasks_max_length = 0;
+  std::string task_samples;
+  std::vector<std::string> tasks_acts;  // A/KV pairs (of the evaluated ones) to score tasks under
 };
+
+// The options of one cell (rotation, quantization, calibration, evaluation, tasks) on `cmd`, as
+// quantize-eval and tasks take them.
+void add_cell_options(CLI::App* cmd, CellArgs& a);
 
 // "100" -> 100, "inf" -> +inf (only the massive tokens count).
 double parse_gamma(const std::string& text);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 
 #include "runner/cell_args.h"
 #include "runner/cmd_common.h"
@@ -99,11 +100,87 @@ void save_outputs(const CellArgs& a, const Model& model, const QuantCellResult& 
   spdlog::info("saved the rotated, quantized model to {}", a.save);
 }
 
+std::string fmt_metric(double v) { return v < 0 ? "-" : fmt_double(v, 4); }
+
+nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const TaskScore& s,
+                         const ActivationQuant& acts, const Runtime& rt) {
+  const auto opt = [](double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  nlohmann::json j = {{"task", s.task},
+                      {"n", s.n},
+                      {"acc", s.acc},
+                      {"acc_stderr", s.acc_stderr},
+                      {"metric", s.metric},
+                      {"score", s.score()},
+                      {"requests", s.requests},
+                      {"tokens", s.tokens},
+                      {"seconds", s.seconds},
+                      {"seconds_per_1000", s.n > 0 ? 1000.0 * s.seconds / s.n : 0.0},
+                      {"label", a.label},
+                      {"model", a.m.model},
+                      {"rotation", cell.rotation.describe()},
+                      {"seed", a.seed},
+                      {"w_bits", cell.weights.spec.bits},
+                      {"w_quant", weight_method_name(cell.weights.method)},
+                      {"a_bits", acts.act.bits},
+                      {"kv_bits", acts.k_cache.bits},
+                      {"acts", acts.describe()},
+                      {"limit", a.tasks_limit},
+                      {"bos", !a.tasks_no_bos},
+                      {"ranks", rt.comm->size()},
+                      {"version", rotq_version()}};
+  if (s.acc_norm >= 0) {
+    j["acc_norm"] = s.acc_norm;
+    j["acc_norm_stderr"] = s.acc_norm_stderr;
+    j["acc_bytes"] = s.acc_bytes;
+  }
+  if (s.ppl >= 0) j["ppl"] = s.ppl;
+  if (!s.subtasks.empty()) {
+    j["acc_subject_mean"] = opt(s.acc_subject_mean);
+    nlohmann::json sub = nlohmann::json::object();
+    for (const SubtaskScore& t : s.subtasks) sub[t.name] = {{"n", t.n}, {"acc", t.acc}};
+    j["subtasks"] = sub;
+  }
+  return j;
+}
+
+// One line per task and activation configuration (JSON, or a table with the papers' zero-shot
+// average of each configuration when it has two or more of the nine tasks).
+void print_task_results(const CellArgs& a, const QuantCell& cell, const QuantCellResult& r,
+                        Runtime& rt) {
+  if (r.tasks.empty()) return;
+  std::vector<std::vector<std::string>> rows;
+  std::map<std::string, std::vector<double>> avg;
+  for (size_t e = 0; e < r.tasks.size(); ++e) {
+    const TaskScore& s = r.tasks[e];
+    const ActivationQuant& acts = cell.acts.at(s.acts_index);
+    if (a.m.json) {
+      print_json_line(rt.c(), task_json(a, cell, s, acts, rt));
+      continue;
+    }
+    if (find_task(s.task).zero_shot_avg) avg[acts.describe()].push_back(s.score());
+    rows.push_back({s.task, acts.describe(), std::to_string(s.n), fmt_metric(s.acc),
+                    fmt_metric(s.acc_norm), fmt_metric(s.ppl), s.metric, fmt_metric(s.score()),
+                    fmt_double(s.seconds, 2), fmt_double(s.n > 0 ? 1000.0 * s.seconds / s.n : 0, 2)});
+  }
+  if (a.m.json) return;
+  for (const auto& [acts, v] : avg) {
+    if (v.size() < 2) continue;
+    double m = 0;
+    for (double x : v) m += x;
+    rows.push_back({"avg (" + std::to_string(v.size()) + " tasks)", acts, "", "", "", "", "score",
+                    fmt_metric(m / static_cast<double>(v.size())), "", ""});
+  }
+  print_table(rt.c(),
+              {"task", "acts/kv", "n", "acc", "acc_norm", "ppl", "metric", "score", "s",
+               "s/1000 ex"},
+              rows);
+}
+
 void run_quantize_eval(Runtime& rt, const CellArgs& a) {
   rt.init();
   const QuantCell cell = make_cell(a);  // options are checked before the model is read
-  require(!a.ppl_texts.empty() || !a.save.empty(),
-          "give --ppl-text to evaluate or --save to keep the result");
+  require(!a.ppl_texts.empty() || !a.tasks.empty() || !a.save.empty(),
+          "give --ppl-text or --tasks to evaluate, or --save to keep the result");
   if (!a.save.empty()) scalar_type_from_name(a.save_dtype);
   // Collectives are timed so that the record says how much of the run was communication.
   TimedComm comm(rt.c());
@@ -128,6 +205,7 @@ void run_quantize_eval(Runtime& rt, const CellArgs& a) {
       save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
     rt.c().barrier();
   }
+  print_task_results(a, cell, r, rt);
   if (a.ppl_texts.empty()) return;
   std::vector<std::vector<std::string>> rows;
   for (size_t e = 0; e < r.ppl.size(); ++e) {
@@ -161,100 +239,21 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   auto a = std::make_shared<CellArgs>();
   CLI::App* cmd = app.add_subcommand(
       "quantize-eval", "rotate, quantize and evaluate one configuration (16 bits: not quantized)");
-  add_model_options(cmd, a->m);
-  cmd->add_option("--rotation", a->rotation,
-                  "none | random | hadamard | optrot | optrot+ | dfrot | file:PATH")
-      ->capture_default_str();
-  cmd->add_option("--seed", a->seed, "seed of the rotations and the calibration windows")
-      ->capture_default_str();
-  cmd->add_flag("--no-r2", a->no_r2, "no per-head R2 on v/o");
-  cmd->add_option("--optrot-steps", a->optrot_steps, "OptRot: Cayley SGD steps")
-      ->capture_default_str();
-  cmd->add_option("--optrot-lr", a->optrot_lr, "OptRot: learning rate")->capture_default_str();
-  cmd->add_option("--optrot-norm", a->optrot_norm,
-                  "OptRot: per-matrix normalisation none | fro4 | numel")
-      ->capture_default_str();
-  cmd->add_option("--optrot-optimizer", a->optrot_optimizer,
-                  "OptRot: cayley (Cayley SGD) | adam (Riemannian Adam)")
-      ->capture_default_str();
-  cmd->add_option("--optrot-matrices", a->optrot_matrices,
-                  "OptRot: the matrices in the objective (subset of q,k,v,o,gate,up,down)")
-      ->capture_default_str();
-  cmd->add_flag("--optrot-constant-lr", a->optrot_constant_lr,
-                "OptRot: no cosine decay of the learning rate");
-  cmd->add_option("--dfrot-gamma", a->dfrot_gamma,
-                  "DFRot: weight of the massive-activation tokens (a number or inf)")
-      ->capture_default_str();
-  cmd->add_option("--dfrot-iters", a->dfrot_iters, "DFRot: alternating iterations")
-      ->capture_default_str();
-  cmd->add_option("--dfrot-init", a->dfrot_init, "DFRot: start rotation hadamard | random | none")
-      ->capture_default_str();
-  cmd->add_option("--dfrot-rule", a->dfrot_rule, "DFRot: massive-token rule quant-error | random")
-      ->capture_default_str();
-  cmd->add_option("--dfrot-threshold", a->dfrot_threshold,
-                  "DFRot quant-error rule: massive if the unrotated 4-bit error < THRESH*|x|")
-      ->capture_default_str();
-  cmd->add_flag("--dfrot-sym", a->dfrot_sym,
-                "DFRot: symmetric per-token quantizer in the objective (the reference code's)");
-  cmd->add_flag("--dfrot-sum", a->dfrot_sum,
-                "DFRot: sum each token set (the reference code's weighting) instead of averaging");
-  cmd->add_option("--dfrot-layers", a->dfrot_layers,
-                  "DFRot: calibration tokens from the first N layers (0: all)")
-      ->capture_default_str();
-  cmd->add_option("--dfrot-nsamples", a->dfrot_nsamples, "DFRot: calibration windows")
-      ->capture_default_str();
-  cmd->add_option("--dfrot-seqlen", a->dfrot_seqlen,
-                  "DFRot: calibration window (0: min(2048, context))")
-      ->capture_default_str();
-  cmd->add_option("--fp-massive", a->fp_massive,
-                  "keep massive-activation tokens (unrotated error < THRESH*|x|) of q/k/v and "
-                  "gate/up inputs in floating point (DFRot's QuaRot.FP16 ablation; 0: off)")
-      ->capture_default_str();
-  cmd->add_flag("--no-online-hadamard", a->no_online, "no online R3 (q/k) and R4 (down_proj)");
-  cmd->add_option("--w-bits", a->w_bits, "weight bits")->capture_default_str();
-  cmd->add_option("--w-quant", a->w_quant, "rtn | gptq")->capture_default_str();
-  cmd->add_option("--w-group", a->w_group, "weight group size (0: per output channel)")
-      ->capture_default_str();
-  cmd->add_flag("--w-asym", a->w_asym, "asymmetric weights");
-  cmd->add_flag("--no-w-clip", a->no_w_clip, "plain min/max weight range (no MSE clip search)");
-  cmd->add_flag("--act-order", a->act_order, "GPTQ: columns in decreasing Hessian diagonal order");
-  cmd->add_flag("--static-groups", a->static_groups, "GPTQ: group parameters from the full weight");
-  cmd->add_option("--percdamp", a->percdamp, "GPTQ damping, fraction of mean diag(H)")
-      ->capture_default_str();
-  cmd->add_option("--gptq-block", a->gptq_block, "GPTQ lazy-update block")->capture_default_str();
-  cmd->add_option("--hessian-dtype", a->hessian_dtype,
-                  "GPTQ Hessian and arithmetic: float64, or float32 as the reference code")
-      ->capture_default_str();
-  cmd->add_option("--a-bits", a->a_bits, "activation bits (per token)")->capture_default_str();
-  cmd->add_option("--a-clip", a->a_clip, "activation clip ratio")->capture_default_str();
-  cmd->add_flag("--a-asym", a->a_asym, "asymmetric activations");
-  cmd->add_flag("--o-proj-per-head", a->o_proj_per_head, "o_proj input: one scale per head");
-  cmd->add_option("--kv-bits", a->kv_bits, "KV-cache bits")->capture_default_str();
-  cmd->add_option("--acts", a->acts_list,
-                  "A/KV bit pairs evaluated on the same quantized weights, e.g. --acts 16/16 "
-                  "--acts 4/4 (overrides --a-bits/--kv-bits)");
-  cmd->add_option("--kv-clip", a->kv_clip, "KV-cache clip ratio")->capture_default_str();
-  cmd->add_option("--kv-group", a->kv_group, "KV-cache group (capped at KV heads x head_dim)")
-      ->capture_default_str();
-  cmd->add_option("--calib", a->calib, "calibration text (GPTQ, DFRot, OptRot+)");
-  cmd->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str();
-  cmd->add_option("--calib-seqlen", a->calib_seqlen, "calibration window (0: min(2048, context))")
-      ->capture_default_str();
-  cmd->add_option("--ppl-text", a->ppl_texts, "text(s) to score");
-  cmd->add_option("--seqlen", a->seqlen, "perplexity window (0: min(2048, context))")
-      ->capture_default_str();
-  cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");
-  cmd->add_option("--placement", a->placement,
-                  "replicated (every rank holds the model; data parallel) | layers (sharded by "
-                  "layers over the ranks; pipeline parallel)")
-      ->capture_default_str();
-  cmd->add_option("--label", a->label, "a name for this configuration, recorded in --json output");
-  cmd->add_flag("--kl", a->kl,
-                "also report the mean KL divergence from the floating-point model's predictions");
-  cmd->add_option("--batch", a->batch, "windows per forward (0: auto)");
+  add_cell_options(cmd, *a);
   cmd->add_option("--save", a->save, "write the rotated, quantized model (HF directory)");
   cmd->add_option("--save-dtype", a->save_dtype, "storage dtype of --save")->capture_default_str();
   cmd->callback([a, &rt] { run_quantize_eval(rt, *a); });
+
+  auto t = std::make_shared<CellArgs>();
+  CLI::App* tasks = app.add_subcommand(
+      "tasks",
+      "zero-shot tasks and MMLU scored as lm-evaluation-harness does, on the model as loaded or "
+      "rotated and quantized (the quantize-eval options)");
+  add_cell_options(tasks, *t);
+  tasks->callback([t, &rt] {
+    require(!t->tasks.empty(), "rotq tasks: give --tasks (e.g. --tasks arc_easy,piqa or zeroshot)");
+    run_quantize_eval(rt, *t);
+  });
 }
 
 }  // namespace rotq

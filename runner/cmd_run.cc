@@ -24,6 +24,7 @@
 #include "runner/experiment.h"
 #include "runner/h5.h"
 #include "runner/results.h"
+#include "runner/task_registry.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -84,6 +85,13 @@ CellArgs args_of(const Cell& c) {
   a.max_windows = c.integer("evaluation.max_windows");
   a.batch = c.integer("evaluation.batch");
   a.kl = c.flag("evaluation.kl");
+  a.tasks = c.list("evaluation.tasks");
+  a.tasks_dir = c.at("evaluation.tasks_dir");
+  a.tasks_limit = c.integer("evaluation.tasks_limit");
+  a.tasks_batch = c.integer("evaluation.tasks_batch");
+  a.tasks_no_bos = !c.flag("evaluation.tasks_bos");
+  a.tasks_max_length = c.integer("evaluation.tasks_max_length");
+  a.tasks_acts = c.list("evaluation.tasks_acts");
   a.label = c.label();
   return a;
 }
@@ -103,6 +111,23 @@ std::string mpi_version() {
   return s.substr(0, s.find_first_of(",\n"));
 }
 
+// The data files of a cell's tasks (rotq::Error naming a missing one).
+std::vector<std::string> task_files(const Cell& c) {
+  const std::vector<std::string> items = c.list("evaluation.tasks");
+  if (items.empty()) return {};
+  std::vector<std::string> files;
+  for (const auto& [name, path] : parse_task_list(items)) {
+    const TaskSpec& spec = find_task(name);
+    require(!path.empty() || !c.at("evaluation.tasks_dir").empty(), "task ", name,
+            ": set evaluation.tasks_dir (or list it as ", name, "=PATH)");
+    const std::string where =
+        path.empty() ? (fs::path(c.at("evaluation.tasks_dir")) / spec.file).string() : path;
+    require(fs::exists(where), "task ", name, ": ", where, " does not exist");
+    for (const std::string& f : task_data_files(spec, where)) files.push_back(f);
+  }
+  return files;
+}
+
 // Checksums of the data a cell read: texts whole; a model file whole when small, else by size.
 // `known` (path -> checksum) carries them across the cells of a run: a sweep reads the same files.
 void record_checksums(const Cell& c, std::map<std::string, std::string>& known,
@@ -110,6 +135,7 @@ void record_checksums(const Cell& c, std::map<std::string, std::string>& known,
   std::vector<std::pair<std::string, std::string>> files;
   if (!c.at("calibration.text").empty()) files.push_back({"calibration", c.at("calibration.text")});
   for (const std::string& t : c.list("evaluation.ppl_texts")) files.push_back({"text " + t, t});
+  for (const std::string& f : task_files(c)) files.push_back({"task " + f, f});
   const fs::path model = c.model.path;
   files.push_back(
       {"model", fs::is_directory(model) ? (model / "config.json").string() : model.string()});
@@ -165,6 +191,7 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
       {"calib", r.seconds.calib},
       {"quantize", r.seconds.quantize},
       {"eval", r.seconds.eval},
+      {"tasks", r.seconds.tasks},
       {"total", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
   for (size_t e = 0; e < r.ppl.size(); ++e) {
     const ActivationQuant& acts = qc.acts.at(e % qc.acts.size());
@@ -180,6 +207,30 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
     ev.scored_tokens = r.ppl[e].scored_tokens;
     ev.seconds = r.ppl[e].seconds;
     rec.evals.push_back(ev);
+  }
+  for (size_t e = 0; e < r.tasks.size(); ++e) {
+    const TaskScore& s = r.tasks[e];
+    const ActivationQuant& acts = qc.acts.at(s.acts_index);
+    TaskRecord t;
+    t.task = s.task;
+    t.acts = acts.describe();
+    t.metric = s.metric;
+    t.a_bits = acts.act.bits;
+    t.kv_bits = acts.k_cache.bits;
+    t.n = s.n;
+    t.requests = s.requests;
+    t.tokens = s.tokens;
+    t.limit = a.tasks_limit;
+    t.acc = s.acc;
+    t.acc_stderr = s.acc_stderr;
+    t.acc_norm = s.acc_norm;
+    t.acc_norm_stderr = s.acc_norm_stderr;
+    t.acc_bytes = s.acc_bytes;
+    t.ppl = s.ppl;
+    t.acc_subject_mean = s.acc_subject_mean;
+    t.seconds = s.seconds;
+    for (const SubtaskScore& sub : s.subtasks) t.subtasks[sub.name] = {sub.n, sub.acc};
+    rec.tasks.push_back(std::move(t));
   }
   rec.rotation_loss = r.learning.loss;
   for (const LayerQuantStats& s : r.weights.layers) {
@@ -247,6 +298,11 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
             c.model.name, "': tokenizer ", c.model.tokenizer, " does not exist");
     std::vector<std::string> texts = c.list("evaluation.ppl_texts");
     if (!c.at("calibration.text").empty()) texts.push_back(c.at("calibration.text"));
+    try {
+      task_files(c);
+    } catch (const Error& e) {
+      fail(exp.path, ": ", e.what());
+    }
     for (const std::string& t : texts) {
       require(fs::exists(t), exp.path, ": text ", t, " does not exist");
     }

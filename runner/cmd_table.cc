@@ -13,6 +13,7 @@
 #include "runner/cmd_common.h"
 #include "runner/experiment.h"
 #include "runner/results.h"
+#include "runner/task_registry.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -22,10 +23,53 @@ namespace fs = std::filesystem;
 // One evaluation as a flat record: the cell's config keys plus the evaluation's own fields.
 using Row = std::map<std::string, std::string>;
 
-std::string wakv(const CellRecord& r, const EvalRecord& e) {
+std::string wakv(const CellRecord& r, int64_t a_bits, int64_t kv_bits) {
   const std::string w =
       r.config.count("quantization.w_bits") ? r.config.at("quantization.w_bits") : "16";
-  return "W" + w + "A" + std::to_string(e.a_bits) + "KV" + std::to_string(e.kv_bits);
+  return "W" + w + "A" + std::to_string(a_bits) + "KV" + std::to_string(kv_bits);
+}
+
+Row base_row(const CellRecord& r, const std::string& acts, int64_t a_bits, int64_t kv_bits) {
+  Row row = r.config;
+  row["model"] = r.config.count("model.name") ? r.config.at("model.name") : "?";
+  row["acts"] = acts;
+  row["wakv"] = wakv(r, a_bits, kv_bits);
+  row["experiment"] = r.experiment;
+  return row;
+}
+
+// A cell's task evaluations: acc, acc_norm (where defined), score (the papers' metric, acc_norm
+// else acc, in percent as the papers print it), task_ppl (LAMBADA), and per activation
+// configuration an "avg" task: the mean score over the zero-shot tasks present (two or more).
+void flatten_tasks(const CellRecord& r,
+                   std::vector<std::pair<Row, std::map<std::string, double>>>& out) {
+  std::map<std::string, std::pair<Row, std::vector<double>>> avg;
+  for (const TaskRecord& t : r.tasks) {
+    Row row = base_row(r, t.acts, t.a_bits, t.kv_bits);
+    row["task"] = t.task;
+    std::map<std::string, double> m = {{"acc", t.acc}, {"score", 100.0 * t.score()},
+                                       {"task_seconds", t.seconds}};
+    if (t.acc_norm >= 0) m["acc_norm"] = t.acc_norm;
+    if (t.ppl >= 0) m["task_ppl"] = t.ppl;
+    if (t.acc_subject_mean >= 0) m["acc_subject_mean"] = t.acc_subject_mean;
+    if (t.n > 0) m["seconds_per_1000"] = 1000.0 * t.seconds / static_cast<double>(t.n);
+    const auto spec = std::find_if(task_registry().begin(), task_registry().end(),
+                                   [&](const TaskSpec& s) { return s.name == t.task; });
+    if (spec != task_registry().end() && spec->zero_shot_avg) {
+      auto& [arow, scores] = avg[t.acts];
+      arow = row;
+      arow["task"] = "avg";
+      scores.push_back(100.0 * t.score());
+    }
+    out.push_back({row, m});
+  }
+  for (const auto& [acts, rs] : avg) {
+    if (rs.second.size() < 2) continue;
+    double s = 0;
+    for (double v : rs.second) s += v;
+    out.push_back({rs.first, {{"score", s / static_cast<double>(rs.second.size())},
+                              {"tasks", static_cast<double>(rs.second.size())}}});
+  }
 }
 
 std::vector<std::pair<Row, std::map<std::string, double>>> flatten(
@@ -33,17 +77,14 @@ std::vector<std::pair<Row, std::map<std::string, double>>> flatten(
   std::vector<std::pair<Row, std::map<std::string, double>>> out;
   for (const auto& [id, r] : cells) {
     for (const EvalRecord& e : r.evals) {
-      Row row = r.config;
-      row["model"] = r.config.count("model.name") ? r.config.at("model.name") : "?";
+      Row row = base_row(r, e.acts, e.a_bits, e.kv_bits);
       row["text"] = fs::path(e.text).filename().string();
-      row["acts"] = e.acts;
-      row["wakv"] = wakv(r, e);
-      row["experiment"] = r.experiment;
       std::map<std::string, double> m = {{"ppl", e.ppl}, {"mean_nll", e.mean_nll}};
       if (e.kl >= 0) m["kl"] = e.kl;
       for (const auto& [k, v] : r.seconds) m["seconds." + k] = v;
       out.push_back({row, m});
     }
+    flatten_tasks(r, out);
   }
   return out;
 }
@@ -118,7 +159,17 @@ int method_rank(const std::string& v) {
   return it == order.end() ? static_cast<int>(order.size()) : static_cast<int>(it - order.begin());
 }
 
+// Tasks in the registry's (the papers') column order, the average after the nine.
+int task_rank(const std::string& v) {
+  const auto& r = task_registry();
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (r[i].name == v) return static_cast<int>(i < 9 ? i : i + 1);
+  }
+  return v == "avg" ? 9 : -1;
+}
+
 bool value_before(const std::string& a, const std::string& b) {
+  if (task_rank(a) >= 0 && task_rank(b) >= 0) return task_rank(a) < task_rank(b);
   if (method_rank(a) != method_rank(b)) return method_rank(a) < method_rank(b);
   char* ea = nullptr;
   char* eb = nullptr;
@@ -136,6 +187,15 @@ bool setting_before(const std::string& a, const std::string& b) {
     return std::make_tuple(-wa, -aa, -ka) < std::make_tuple(-wb, -ab, -kb);
   }
   return value_before(a, b);
+}
+
+// A task column as the papers head it ("ARC-c", "Avg."), with the metric when there are several.
+std::string task_title(const std::string& task, const std::string& metric, size_t metrics) {
+  std::string title = task == "avg" ? "Avg." : task;
+  for (const TaskSpec& s : task_registry()) {
+    if (s.name == task) title = s.title;
+  }
+  return metrics > 1 ? title + " " + metric : title;
 }
 
 struct TableArgs {
@@ -165,6 +225,9 @@ void render_table(Runtime& rt, const TableArgs& a) {
   std::map<std::tuple<std::string, std::string, std::string, std::string>, std::vector<double>>
       vals;
   for (const auto& [row, m] : records) {
+    if (std::none_of(metrics.begin(), metrics.end(), [&](const auto& k) { return m.count(k); })) {
+      continue;
+    }
     const std::string g = join_values(row, group_keys), r = join_values(row, row_keys),
                       c = join_values(row, col_keys);
     add(groups, g);
@@ -178,9 +241,13 @@ void render_table(Runtime& rt, const TableArgs& a) {
   std::sort(groups.begin(), groups.end(), setting_before);
   std::sort(row_names.begin(), row_names.end(), value_before);
   std::sort(col_names.begin(), col_names.end(), value_before);
+  require(!col_names.empty(), a.results, ": no '", a.metrics, "' values to show");
   std::vector<std::string> header = {a.group, a.rows};
   for (const std::string& c : col_names) {
-    for (const std::string& metric : metrics) header.push_back(c + " " + metric);
+    for (const std::string& metric : metrics) {
+      header.push_back(col_keys == std::vector<std::string>{"task"} ? task_title(c, metric, metrics.size())
+                                                                    : c + " " + metric);
+    }
   }
   std::vector<std::vector<std::string>> body;
   for (const std::string& g : groups) {
@@ -307,7 +374,8 @@ void register_table(CLI::App& app, Runtime& rt) {
   table->add_option("--cols", t->cols, "column key(s) (× metrics)")->capture_default_str();
   table->add_option("--group", t->group, "row-group key(s) (wakv: the W-A-KV setting)")
       ->capture_default_str();
-  table->add_option("--metric", t->metrics, "ppl, kl, mean_nll, seconds.STAGE (comma-separated)")
+  table->add_option("--metric", t->metrics, "ppl, kl, mean_nll, seconds.STAGE; tasks: score (acc_norm else acc, %), acc, acc_norm, "
+                  "task_ppl, seconds_per_1000 (comma-separated)")
       ->capture_default_str();
   table->add_option("--where", t->where, "key=value[,key=value] filters (e.g. text=wiki.test.raw)");
   table->add_option("--format", t->format, "md | csv | latex")->capture_default_str();

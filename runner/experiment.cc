@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "runner/task_registry.h"
 #include "solvers/error.h"
 #include "solvers/hash.h"
 #include "solvers/parse.h"
@@ -53,6 +54,9 @@ const std::map<std::string, Rule>& rules() {
       {"evaluation.seqlen", {{}, 0, 1e7}},
       {"evaluation.max_windows", {{}, -1, 1e12}},
       {"evaluation.batch", {{}, 0, 1e6}},
+      {"evaluation.tasks_limit", {{}, -1, 1e12}},
+      {"evaluation.tasks_batch", {{}, 1, 1e6}},
+      {"evaluation.tasks_max_length", {{}, 0, 1e7}},
       {"runtime.dtype", {{"float32", "float64", "bfloat16"}}},
       {"runtime.placement", {{"replicated", "layers"}}},
   };
@@ -198,8 +202,16 @@ void check_cell(const Cell& c, const std::string& at) {
   for (const auto& [key, value] : c.values) check_rules(key, value, at);
   check_rotation_method(c.at("rotation.method"), at);
   check_gamma(c.at("rotation.dfrot.gamma"), at);
-  require(!c.list("evaluation.ppl_texts").empty(), at,
-          ": evaluation.ppl_texts: expected at least one text to score");
+  const std::vector<std::string> tasks = c.list("evaluation.tasks");
+  require(!c.list("evaluation.ppl_texts").empty() || !tasks.empty(), at,
+          ": evaluation.ppl_texts / evaluation.tasks: expected a text or a task to score");
+  if (!tasks.empty()) {
+    try {
+      parse_task_list(tasks);
+    } catch (const Error& e) {
+      fail(at, ": evaluation.tasks: ", e.what());
+    }
+  }
   for (const std::string& pair : c.list("evaluation.acts")) {
     const size_t slash = pair.find('/');
     const auto a = parse_int(pair.substr(0, slash)),
@@ -437,6 +449,15 @@ const std::vector<SchemaKey>& experiment_schema() {
       {"evaluation.max_windows", K::kInt, "-1", "score only the first K windows (-1: all)"},
       {"evaluation.batch", K::kInt, "0", "windows per forward (0: auto)"},
       {"evaluation.kl", K::kBool, "false", "KL divergence from the floating-point model"},
+      {"evaluation.tasks", K::kStringList, "",
+       "zero-shot tasks (arc_easy, ..., mmlu, mmlu_5shot; zeroshot = the papers' nine; NAME=PATH)"},
+      {"evaluation.tasks_acts", K::kStringList, "",
+       "A/KV pairs of evaluation.acts to score the tasks under (empty: all)"},
+      {"evaluation.tasks_dir", K::kString, "", "directory of the task files"},
+      {"evaluation.tasks_limit", K::kInt, "-1", "first N examples per task (MMLU: per subject)"},
+      {"evaluation.tasks_batch", K::kInt, "32", "task sequences per forward"},
+      {"evaluation.tasks_bos", K::kBool, "true", "BOS before task contexts (lm-eval's default)"},
+      {"evaluation.tasks_max_length", K::kInt, "0", "task left-truncation (0: model context)"},
       {"runtime.dtype", K::kString, "float32", "compute dtype float32 | float64 | bfloat16"},
       {"runtime.device", K::kString, "cpu", "cpu | cuda | cuda:N"},
       {"runtime.placement", K::kString, "replicated", "replicated | layers"},

@@ -136,6 +136,11 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   require(shard || holds_all_layers(model), model.source,
           ": a model shard needs its placement over the ranks");
   QuantCellResult res;
+  // Task files are read and tokenized first: a bad one fails before any work is spent.
+  std::vector<PreparedTask> tasks;
+  for (const auto& [name, path] : cell.tasks) {
+    tasks.push_back(prepare_task(name, path, cell.task_opts, tok));
+  }
   CalibrationText calib(model, tok, cell.calib_text);
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
 
@@ -202,6 +207,30 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
       }
     }
     res.seconds.eval = seconds_since(t, model);
+  }
+
+  if (!tasks.empty()) {
+    require(!cell.acts.empty(), "tasks: no activation configuration to evaluate");
+    t = Clock::now();
+    Transformer tf(model);
+    TaskSamplesWriter samples(cell.task_samples, comm);
+    for (const PreparedTask& task : tasks) {
+      for (size_t ai = 0; ai < cell.acts.size(); ++ai) {
+        if (!cell.task_acts.empty() && !cell.task_acts.at(ai)) continue;
+        const ActivationQuant& acts = cell.acts[ai];
+        ActQuantHooks hooks(model.config, acts);
+        hooks.set_residual_rotation(res.rotations.r1);
+        TaskEvaluation e = evaluate_task(task, tf, cell.task_opts, comm,
+                                         acts.any() ? &hooks : nullptr, shard);
+        samples.write(task, acts.describe(), e.requests);
+        spdlog::info("task {} | {}: {} {:.4f} ({} examples, {:.1f}s)", task.spec->name,
+                     acts.describe(), e.score.metric, e.score.score(), e.score.n, e.score.seconds);
+        e.score.acts_index = ai;
+        res.tasks.push_back(std::move(e.score));
+      }
+    }
+    samples.close();
+    res.seconds.tasks = seconds_since(t, model);
   }
   return res;
 }

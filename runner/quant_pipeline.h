@@ -11,6 +11,7 @@
 #include "runner/calibration.h"
 #include "runner/perplexity.h"
 #include "runner/placement.h"
+#include "runner/task_eval.h"
 #include "runner/weight_quant.h"
 #include "solvers/comm.h"
 #include "solvers/rotation.h"
@@ -28,6 +29,12 @@ struct QuantCell {
   std::vector<std::string> ppl_texts;  // each scored under every activation configuration
   PplOptions ppl;                      // seqlen 0: min(2048, context)
   bool kl = false;  // also the KL divergence from the floating-point model's predictions
+  // Zero-shot/MMLU tasks (name, path or "" for tasks.dir), each under every activation
+  // configuration; `task_samples` (optional) receives every document's scores as JSON lines.
+  std::vector<std::pair<std::string, std::string>> tasks;
+  TaskOptions task_opts;
+  std::vector<bool> task_acts;  // per acts entry: score the tasks under it (empty: all)
+  std::string task_samples;
 };
 
 struct StageSeconds {
@@ -36,6 +43,7 @@ struct StageSeconds {
   double calib = 0;     // reading and tokenizing the calibration text
   double quantize = 0;  // weight quantization, calibration forwards included
   double eval = 0;      // perplexity, all activation configurations
+  double tasks = 0;     // zero-shot tasks, all activation configurations
 };
 
 // What a learned rotation's optimisation did (empty for fixed rotations).
@@ -54,6 +62,9 @@ struct QuantCellResult {
   WeightQuantReport weights;
   // ppl[t * acts.size() + a]: text t under activation configuration a.
   std::vector<PplResult> ppl;
+  // Each task under each activation configuration selected by QuantCell::task_acts (in task
+  // order, then configuration order); TaskScore::acts_index names the configuration.
+  std::vector<TaskScore> tasks;
   StageSeconds seconds;
 };
 

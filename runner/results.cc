@@ -27,6 +27,61 @@ namespace {
 // whether the writer is gone (remove_stale_temporaries).
 std::string temporary_suffix() { return ".tmp." + host_name() + "."; }
 
+void write_task_group(const h5::Handle& parent, const std::string& name, const TaskRecord& t) {
+  const h5::Handle g = h5::create_group(parent, name);
+  h5::set_string(g, "task", t.task);
+  h5::set_string(g, "acts", t.acts);
+  h5::set_string(g, "metric", t.metric);
+  for (const auto& [k, v] : std::vector<std::pair<const char*, int64_t>>{
+           {"a_bits", t.a_bits}, {"kv_bits", t.kv_bits}, {"n", t.n}, {"requests", t.requests},
+           {"tokens", t.tokens}, {"limit", t.limit}}) {
+    h5::set_int(g, k, v);
+  }
+  for (const auto& [k, v] : std::vector<std::pair<const char*, double>>{
+           {"acc", t.acc}, {"acc_stderr", t.acc_stderr}, {"acc_norm", t.acc_norm},
+           {"acc_norm_stderr", t.acc_norm_stderr}, {"acc_bytes", t.acc_bytes}, {"ppl", t.ppl},
+           {"acc_subject_mean", t.acc_subject_mean}, {"seconds", t.seconds}}) {
+    h5::set_double(g, k, v);
+  }
+  if (t.subtasks.empty()) return;
+  const h5::Handle sub = h5::create_group(g, "subtasks");
+  for (const auto& [subject, nacc] : t.subtasks) {
+    const h5::Handle s = h5::create_group(sub, subject);
+    h5::set_int(s, "n", nacc.first);
+    h5::set_double(s, "acc", nacc.second);
+  }
+}
+
+TaskRecord read_task_group(const h5::Handle& parent, const std::string& name) {
+  const h5::Handle g = h5::open_group(parent, name);
+  TaskRecord t;
+  t.task = h5::get_string(g, "task");
+  t.acts = h5::get_string(g, "acts");
+  t.metric = h5::get_string(g, "metric");
+  t.a_bits = h5::get_int(g, "a_bits");
+  t.kv_bits = h5::get_int(g, "kv_bits");
+  t.n = h5::get_int(g, "n");
+  t.requests = h5::get_int(g, "requests");
+  t.tokens = h5::get_int(g, "tokens");
+  t.limit = h5::get_int(g, "limit");
+  t.acc = h5::get_double(g, "acc");
+  t.acc_stderr = h5::get_double(g, "acc_stderr");
+  t.acc_norm = h5::get_double(g, "acc_norm");
+  t.acc_norm_stderr = h5::get_double(g, "acc_norm_stderr");
+  t.acc_bytes = h5::get_double(g, "acc_bytes");
+  t.ppl = h5::get_double(g, "ppl");
+  t.acc_subject_mean = h5::get_double(g, "acc_subject_mean");
+  t.seconds = h5::get_double(g, "seconds");
+  if (h5::has_child(g, "subtasks")) {
+    const h5::Handle sub = h5::open_group(g, "subtasks");
+    for (const std::string& s : h5::children(sub)) {
+      const h5::Handle sg = h5::open_group(sub, s);
+      t.subtasks[s] = {h5::get_int(sg, "n"), h5::get_double(sg, "acc")};
+    }
+  }
+  return t;
+}
+
 void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
   const h5::Handle g = h5::create_group(cells, r.id);
   h5::set_string(g, "id", r.id);
@@ -53,6 +108,10 @@ void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
     h5::set_double(eg, "kl", e.kl);
     h5::set_double(eg, "mean_nll", e.mean_nll);
     h5::set_double(eg, "seconds", e.seconds);
+  }
+  if (!r.tasks.empty()) {
+    const h5::Handle tasks = h5::create_group(g, "tasks");
+    for (size_t i = 0; i < r.tasks.size(); ++i) write_task_group(tasks, std::to_string(i), r.tasks[i]);
   }
   if (!r.rotation_loss.empty()) h5::write_doubles(g, "rotation_loss", r.rotation_loss);
   if (!r.series.empty()) {
@@ -96,6 +155,16 @@ CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
     e.kl = h5::get_double(eg, "kl");
     e.mean_nll = h5::get_double(eg, "mean_nll");
     e.seconds = h5::get_double(eg, "seconds");
+  }
+  if (h5::has_child(g, "tasks")) {
+    const h5::Handle tasks = h5::open_group(g, "tasks");
+    const std::vector<std::string> names = h5::children(tasks);
+    r.tasks.resize(names.size());
+    for (const std::string& n : names) {
+      const size_t i = std::stoul(n);
+      require(i < r.tasks.size(), "cell ", id, ": task index ", n, " out of range");
+      r.tasks[i] = read_task_group(tasks, n);
+    }
   }
   if (h5::has_child(g, "rotation_loss")) r.rotation_loss = h5::read_doubles(g, "rotation_loss");
   if (h5::has_child(g, "series")) {

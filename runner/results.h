@@ -7,7 +7,9 @@
 // Layout of a cell group (/cells/<id>): attributes id, label, experiment, config_yaml; groups
 // config (every resolved key, as strings), meta (versions, host, ranks, device, times, data
 // checksums), seconds (stage timings); evals/<k> (text, acts, a_bits, kv_bits, ppl, kl, mean_nll,
-// windows, scored_tokens, seconds); datasets rotation_loss (a learned rotation's curve), series/*
+// windows, scored_tokens, seconds); tasks/<k> (task, acts, a_bits, kv_bits, n, requests, tokens,
+// limit, acc, acc_stderr, acc_norm, acc_norm_stderr, acc_bytes, ppl, acc_subject_mean, metric,
+// seconds; subtasks/<subject> with n and acc); datasets rotation_loss (a learned rotation's curve), series/*
 // (per-layer GPTQ seconds, ...) and r1 (C × C, with runtime.save_rotations).
 #pragma once
 
@@ -24,12 +26,24 @@ struct EvalRecord {
   double ppl = 0, kl = -1, mean_nll = 0, seconds = 0;  // kl < 0: not measured
 };
 
+// One zero-shot task under one activation configuration (runner/task_eval.h). Metrics a task does
+// not define are -1. subtasks: MMLU's subjects (name -> n, acc).
+struct TaskRecord {
+  std::string task, acts, metric;
+  int64_t a_bits = 16, kv_bits = 16, n = 0, requests = 0, tokens = 0, limit = -1;
+  double acc = 0, acc_stderr = 0, acc_norm = -1, acc_norm_stderr = -1, acc_bytes = -1, ppl = -1,
+         acc_subject_mean = -1, seconds = 0;
+  std::map<std::string, std::pair<int64_t, double>> subtasks;
+  double score() const { return metric == "acc_norm" ? acc_norm : acc; }
+};
+
 struct CellRecord {
   std::string id, label, experiment, config_yaml;
   std::map<std::string, std::string> config;  // schema keys, model.name/path/tokenizer, seed
   std::map<std::string, std::string> meta;
   std::map<std::string, double> seconds;
   std::vector<EvalRecord> evals;
+  std::vector<TaskRecord> tasks;
   std::vector<double> rotation_loss;
   // Optional tensors: named float64 series (per-layer GPTQ times, ...) and the learned R1 [C, C].
   std::map<std::string, std::vector<double>> series;

@@ -1,0 +1,185 @@
+#include "runner/task_eval.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "runner/progress.h"
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+// numpy.argmax: the first maximum.
+size_t argmax(const std::vector<double>& v) {
+  return static_cast<size_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// lm-eval's mean_stderr: sample standard deviation (n - 1) over sqrt(n).
+double mean_stderr(const std::vector<double>& x) {
+  const double n = static_cast<double>(x.size());
+  if (x.size() < 2) return 0;
+  double mean = 0;
+  for (double v : x) mean += v;
+  mean /= n;
+  double ss = 0;
+  for (double v : x) ss += (v - mean) * (v - mean);
+  return std::sqrt(ss / (n - 1)) / std::sqrt(n);
+}
+
+double mean(const std::vector<double>& x) {
+  double s = 0;
+  for (double v : x) s += v;
+  return x.empty() ? 0 : s / static_cast<double>(x.size());
+}
+
+}  // namespace
+
+PreparedTask prepare_task(const std::string& name, const std::string& path,
+                          const TaskOptions& opts, const Tokenizer& tok) {
+  PreparedTask t;
+  t.spec = &find_task(name);
+  if (path.empty()) {
+    require(!opts.dir.empty(), "task ", name,
+            ": no tasks directory (give --tasks-dir, evaluation.tasks_dir or ", name, "=PATH)");
+    t.path = (std::filesystem::path(opts.dir) / t.spec->file).string();
+  } else {
+    t.path = path;
+  }
+  t.docs = load_task_docs(*t.spec, t.path, opts.limit);
+  for (size_t d = 0; d < t.docs.size(); ++d) {
+    t.first.push_back(t.requests.size());
+    for (const auto& [context, continuation] : t.docs[d].requests) {
+      try {
+        t.requests.push_back(encode_request(tok, context, continuation, opts.bos));
+      } catch (const Error& e) {
+        fail("task ", name, " (", t.path, "), example ", d, ": ", e.what());
+      }
+      t.tokens += static_cast<int64_t>(t.requests.back().context.size() +
+                                       t.requests.back().continuation.size());
+    }
+  }
+  return t;
+}
+
+TaskScore task_metrics(const PreparedTask& t, const std::vector<LlScore>& scores) {
+  require(scores.size() == t.requests.size(), "task ", t.spec->name, ": ", scores.size(),
+          " scores for ", t.requests.size(), " requests");
+  TaskScore s;
+  s.task = t.spec->name;
+  s.n = static_cast<int64_t>(t.docs.size());
+  s.requests = static_cast<int64_t>(t.requests.size());
+  s.tokens = t.tokens;
+  std::vector<double> acc, acc_norm, acc_bytes, ll;
+  std::map<std::string, std::pair<int64_t, double>> subjects;  // n, correct
+  for (size_t d = 0; d < t.docs.size(); ++d) {
+    const TaskDoc& doc = t.docs[d];
+    const size_t k = doc.requests.size();
+    if (t.spec->kind == TaskKind::kLastWord) {
+      acc.push_back(scores[t.first[d]].greedy ? 1.0 : 0.0);
+      ll.push_back(scores[t.first[d]].logprob);
+      continue;
+    }
+    std::vector<double> lls(k), by_chars(k), by_bytes(k);
+    for (size_t i = 0; i < k; ++i) {
+      lls[i] = scores[t.first[d] + i].logprob;
+      by_chars[i] = lls[i] / static_cast<double>(utf8_length(doc.choices.at(i)));
+      by_bytes[i] = lls[i] / static_cast<double>(doc.choices.at(i).size());
+    }
+    const double hit = argmax(lls) == static_cast<size_t>(doc.gold) ? 1.0 : 0.0;
+    acc.push_back(hit);
+    acc_norm.push_back(argmax(by_chars) == static_cast<size_t>(doc.gold) ? 1.0 : 0.0);
+    acc_bytes.push_back(argmax(by_bytes) == static_cast<size_t>(doc.gold) ? 1.0 : 0.0);
+    if (!doc.subtask.empty()) {
+      auto& [n, correct] = subjects[doc.subtask];
+      ++n;
+      correct += hit;
+    }
+  }
+  s.acc = mean(acc);
+  s.acc_stderr = mean_stderr(acc);
+  s.metric = "acc";
+  if (t.spec->kind == TaskKind::kLastWord) s.ppl = std::exp(-mean(ll));
+  if (t.spec->acc_norm) {
+    s.acc_norm = mean(acc_norm);
+    s.acc_norm_stderr = mean_stderr(acc_norm);
+    s.acc_bytes = mean(acc_bytes);
+    s.metric = "acc_norm";
+  }
+  if (!subjects.empty()) {
+    double sum = 0;
+    for (const auto& [name, nc] : subjects) {
+      s.subtasks.push_back({name, nc.first, nc.second / static_cast<double>(nc.first)});
+      sum += s.subtasks.back().acc;
+    }
+    s.acc_subject_mean = sum / static_cast<double>(s.subtasks.size());
+  }
+  return s;
+}
+
+TaskEvaluation evaluate_task(const PreparedTask& t, const Transformer& model,
+                             const TaskOptions& opts, Comm& comm, ForwardHooks* hooks,
+                             const Placement* shard) {
+  LlOptions lo;
+  lo.batch = opts.batch;
+  lo.max_length = opts.max_length;
+  const int64_t docs = static_cast<int64_t>(t.docs.size());
+  Progress progress("task " + t.spec->name, docs, "ex");
+  // Requests finish out of document order (longest first): report the share of this rank's
+  // requests done as the share of the task's examples.
+  const auto report = [&](int64_t done, int64_t total) {
+    const int64_t ex = total > 0 ? docs * done / total : docs;
+    progress.update(ex, static_cast<double>(ex));
+  };
+  TaskEvaluation e;
+  e.requests = score_requests(model, t.requests, lo, comm, hooks, shard, report);
+  e.score = task_metrics(t, e.requests);
+  e.score.seconds = progress.elapsed();
+  return e;
+}
+
+TaskSamplesWriter::TaskSamplesWriter(std::string path, Comm& comm) : path_(std::move(path)) {
+  if (path_.empty() || !comm.is_root()) return;
+  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+  out_.open(tmp_);
+  require(out_.good(), path_, ": cannot write the task samples");
+}
+
+TaskSamplesWriter::~TaskSamplesWriter() {
+  if (out_.is_open()) {
+    out_.close();
+    std::remove(tmp_.c_str());
+  }
+}
+
+void TaskSamplesWriter::write(const PreparedTask& t, const std::string& acts,
+                              const std::vector<LlScore>& scores) {
+  if (!out_.is_open()) return;
+  for (size_t d = 0; d < t.docs.size(); ++d) {
+    nlohmann::json ll = nlohmann::json::array(), greedy = nlohmann::json::array();
+    for (size_t i = 0; i < t.docs[d].requests.size(); ++i) {
+      ll.push_back(scores.at(t.first[d] + i).logprob);
+      greedy.push_back(scores.at(t.first[d] + i).greedy);
+    }
+    nlohmann::json j = {{"task", t.spec->name}, {"acts", acts}, {"doc", d},
+                        {"gold", t.docs[d].gold}, {"ll", ll}, {"greedy", greedy}};
+    if (!t.docs[d].subtask.empty()) j["subtask"] = t.docs[d].subtask;
+    out_ << j.dump() << "\n";
+  }
+}
+
+void TaskSamplesWriter::close() {
+  if (!out_.is_open()) return;
+  out_.close();
+  require(!out_.fail() && std::rename(tmp_.c_str(), path_.c_str()) == 0, path_,
+          ": cannot finish writing the task samples");
+}
+
+}  // namespace rotq
