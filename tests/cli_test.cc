@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "runner/results.h"
 #include "runner/text.h"
@@ -283,6 +284,75 @@ TEST(Cli, RunResumesAndRendersThePapersTable) {
   EXPECT_NE(bad.output.find("/nope.bin does not exist"), std::string::npos) << bad.output;
 }
 
+// rotq tasks: one JSON object per task and activation configuration with lm-eval's metric names;
+// an experiment with tasks stores them in its cells and `rotq table --cols task` prints the
+// papers' zero-shot layout (tasks in their order, the average last).
+TEST(Cli, TasksJsonAndThePapersZeroShotTable) {
+  const std::string tasks = rotq_test::project_data("tasks");
+  auto r = run_command(rotq("tasks --model " + kStories + " --tokenizer " + kTok +
+                            " --tasks arc_easy,lambada_openai,winogrande --tasks-dir " + tasks +
+                            " --limit 10 --acts 16/16 --acts 4/4 --json"),
+                       false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::vector<json> lines;
+  std::stringstream ss(r.output);
+  for (std::string l; std::getline(ss, l);) {
+    if (!l.empty()) lines.push_back(json::parse(l));
+  }
+  ASSERT_EQ(lines.size(), 6u) << r.output;  // 3 tasks x 2 configurations
+  EXPECT_EQ(lines[0]["task"], "arc_easy");
+  EXPECT_EQ(lines[0]["n"], 10);
+  EXPECT_EQ(lines[0]["metric"], "acc_norm");
+  EXPECT_TRUE(lines[0].contains("acc_norm"));
+  EXPECT_EQ(lines[0]["score"], lines[0]["acc_norm"]);
+  EXPECT_EQ(lines[0]["a_bits"], 16);
+  EXPECT_EQ(lines[1]["a_bits"], 4);
+  EXPECT_EQ(lines[2]["task"], "lambada_openai");
+  EXPECT_GT(lines[2]["ppl"].get<double>(), 1.0);
+  EXPECT_FALSE(lines[4].contains("acc_norm"));  // WinoGrande reports acc only
+  for (const json& j : lines) {
+    EXPECT_GE(j["acc"].get<double>(), 0.0);
+    EXPECT_LE(j["acc"].get<double>(), 1.0);
+  }
+
+  rotq_test::TempDir dir;
+  std::ofstream(dir.str("exp.yaml"))
+      << "name: z\noutput: " << dir.str("z.h5") << "\nmodels:\n  - {name: s260k, path: " << kStories
+      << ", tokenizer: " << kTok << "}\nquantization: {w_bits: 4, w_method: rtn}\n"
+      << "evaluation: {tasks: [zeroshot], tasks_dir: " << tasks
+      << ", tasks_limit: 4, acts: [16/16, 4/4], tasks_acts: [4/4]}\n"
+      << "sweep:\n  rotation.method: [none, hadamard]\n";
+  auto run = run_command(kRotq + " --log-level warn run " + dir.str("exp.yaml"));
+  ASSERT_EQ(run.status, 0) << run.output;
+  const auto cells = rotq::read_results(dir.str("z.h5"));
+  ASSERT_EQ(cells.size(), 2u);
+  for (const auto& [id, c] : cells) {
+    ASSERT_EQ(c.tasks.size(), 9u);  // only under 4/4
+    EXPECT_EQ(c.evals.size(), 0u);
+    EXPECT_EQ(c.tasks[0].task, "arc_challenge");
+    EXPECT_EQ(c.tasks[0].n, 4);
+    EXPECT_EQ(c.tasks[0].a_bits, 4);
+    EXPECT_EQ(c.tasks[0].metric, "acc_norm");
+    EXPECT_EQ(c.meta.count("checksum task " + tasks + "/piqa.jsonl"), 1u);
+  }
+  auto table = run_command(rotq("table " + dir.str("z.h5") + " --cols task --metric score"), false);
+  ASSERT_EQ(table.status, 0) << table.output;
+  std::string t = table.output;
+  for (size_t p; (p = t.find("  ")) != std::string::npos;) t.erase(p, 1);
+  EXPECT_EQ(t.find("| wakv | rotation.method | ARC-c | ARC-e | BoolQ | HellaS. | LAMBADA | OBQA | "
+                   "PIQA | SIQA | WinoG. | Avg. |"),
+            0u)
+      << table.output;
+  EXPECT_NE(t.find("| W4A4KV4 | none | "), std::string::npos) << table.output;
+  // The average is the mean of the nine scores (in percent).
+  const auto& c = cells.begin()->second;
+  double sum = 0;
+  for (const rotq::TaskRecord& k : c.tasks) sum += 100.0 * k.score();
+  char avg[32];
+  std::snprintf(avg, sizeof avg, "%.2f |", sum / 9.0);
+  EXPECT_NE(t.find(avg), std::string::npos) << avg << "\n" << table.output;
+}
+
 TEST(Cli, InspectWritesItsTablesAndPlots) {
   rotq_test::TempDir dir;
   auto r = run_command(rotq("inspect --model " + kStories + " --tokenizer " + kTok + " --calib " +
@@ -336,6 +406,8 @@ void make_fixtures(const rotq_test::TempDir& d) {
   write_bytes(d.str("trunc.bin"), model.substr(0, 100000));
   write_bytes(d.str("empty.txt"), "\n \n");
   write_bytes(d.str("short.txt"), "Once upon a time.");
+  write_bytes(d.str("bad_arc.jsonl"), "{\"query\": \"Q\", \"choices\": [\"a\"], \"gold\": 0}\n"
+                                      "{\"query\": \"Q\", \"choices\": \"a\", \"gold\": 0}\n");
   run_command(kRotq + " --log-level error synth --like tiny --out " + d.str("hf") +
               " --tokenizer " + kTok);
   // Copies of the synthetic checkpoint, each broken in one way.
@@ -371,6 +443,8 @@ TEST_P(CliBadInput, OneErrorLineAndNonZeroExit) {
   for (size_t p; (p = args.find("{model}")) != std::string::npos;) args.replace(p, 7, kStories);
   for (size_t p; (p = args.find("{tok}")) != std::string::npos;) args.replace(p, 5, kTok);
   for (size_t p; (p = args.find("{text}")) != std::string::npos;) args.replace(p, 6, kText);
+  const std::string tasks = rotq_test::project_data("tasks");
+  for (size_t p; (p = args.find("{tasks}")) != std::string::npos;) args.replace(p, 7, tasks);
   auto r =
       run_command("timeout 60 " + kRotq + " --log-level error " + args + " 2>&1 >/dev/null", false);
   EXPECT_NE(r.status, 0) << r.output;
@@ -458,6 +532,20 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"cuda_device_without_gpu",
                  "ppl --model {model} --tokenizer {tok} --text {text} --device cuda", "cuda"},
         BadInput{"nccl_without_gpu", "--comm nccl info {model}", "nccl"},
+        BadInput{"unknown_task",
+                 "tasks --model {model} --tokenizer {tok} --tasks arc_easy,sciq --tasks-dir {tasks}",
+                 "sciq"},
+        BadInput{"tasks_without_dir", "tasks --model {model} --tokenizer {tok} --tasks piqa",
+                 "tasks directory"},
+        BadInput{"task_file_missing",
+                 "tasks --model {model} --tokenizer {tok} --tasks piqa={dir}/piqa.jsonl", "piqa.jsonl"},
+        BadInput{"task_record_malformed",
+                 "tasks --model {model} --tokenizer {tok} --tasks arc_easy={dir}/bad_arc.jsonl",
+                 "bad_arc.jsonl:2"},
+        BadInput{"tasks_acts_not_evaluated",
+                 "tasks --model {model} --tokenizer {tok} --tasks piqa --tasks-dir {tasks} --acts "
+                 "4/4 --tasks-acts 8/8",
+                 "--tasks-acts"},
         BadInput{"rotation_file_wrong_model",
                  "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
                  "file:{dir}/hf/model.safetensors",

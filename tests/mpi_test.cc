@@ -19,6 +19,7 @@
 #include "runner/perplexity.h"
 #include "runner/pipeline.h"
 #include "runner/placement.h"
+#include "runner/task_eval.h"
 #include "runner/text.h"
 #include "runner/weight_quant.h"
 #include "solvers/dfrot.h"
@@ -317,6 +318,55 @@ TEST(Sharded, PlacementCoversEveryLayerOnce) {
 
 // Pipeline-parallel perplexity (floating point, and with W-free A4/KV4 hooks and the KL from a
 // reference shard) gives exactly the one-process window NLLs.
+// Zero-shot scoring split over ranks (whole batches per rank) and through a layer-sharded
+// pipeline gives every request the score the single process gives it, bit for bit.
+TEST(Mpi, TaskScoresOverRanksEqualOneProcess) {
+  rotq::Model m = rotq::load_model(rotq_test::project_data("stories260K/stories260K.bin"));
+  rotq::Transformer tf(m);
+  auto tok = rotq::load_tokenizer(rotq_test::project_data("stories260K/tok512.bin"), 512);
+  rotq::TaskOptions o;
+  o.dir = rotq_test::project_data("tasks");
+  o.limit = 9;
+  o.batch = 3;
+  auto local = rotq::make_local_comm();
+  rotq::ActQuantHooks hooks(m.config, rotq::default_activation_quant(4, 4));
+  for (const char* name : {"hellaswag", "lambada_openai", "winogrande"}) {
+    const rotq::PreparedTask t = rotq::prepare_task(name, "", o, *tok);
+    const rotq::TaskEvaluation one = rotq::evaluate_task(t, tf, o, *local, &hooks);
+    const rotq::TaskEvaluation dist = rotq::evaluate_task(t, tf, o, *g_comm, &hooks);
+    ASSERT_EQ(one.requests.size(), dist.requests.size());
+    for (size_t r = 0; r < one.requests.size(); ++r) {
+      EXPECT_EQ(one.requests[r].logprob, dist.requests[r].logprob) << name;
+      EXPECT_EQ(one.requests[r].greedy, dist.requests[r].greedy) << name;
+    }
+    EXPECT_EQ(one.score.acc, dist.score.acc) << name;
+  }
+}
+
+TEST(Sharded, PipelineTaskScoresEqualOneProcess) {
+  auto local = rotq::make_local_comm();
+  auto tok = rotq::load_tokenizer(rotq_test::project_data("stories260K/tok512.bin"), 512);
+  rotq::TaskOptions o;
+  o.dir = rotq_test::project_data("tasks");
+  o.limit = 6;
+  o.batch = 2;
+  const rotq::PreparedTask t = rotq::prepare_task("arc_easy", "", o, *tok);
+  for (const ShardCase& k : shard_cases()) {
+    Sharded s = load_both(k.path);
+    const rotq::ActivationQuant aq = rotq::default_activation_quant(4, 4, 1.0, 0.95);
+    rotq::ActQuantHooks h_full(s.full.config, aq), h_shard(s.shard.config, aq);
+    rotq::Transformer tf_full(s.full), tf_shard(s.shard);
+    const rotq::TaskEvaluation one = rotq::evaluate_task(t, tf_full, o, *local, &h_full);
+    const rotq::TaskEvaluation many =
+        rotq::evaluate_task(t, tf_shard, o, *g_comm, &h_shard, &s.placement);
+    ASSERT_EQ(one.requests.size(), many.requests.size());
+    for (size_t r = 0; r < one.requests.size(); ++r) {
+      EXPECT_EQ(one.requests[r].logprob, many.requests[r].logprob) << r;
+    }
+    EXPECT_EQ(one.score.acc_norm, many.score.acc_norm);
+  }
+}
+
 TEST(Sharded, PipelinePerplexityEqualsOneProcess) {
   const auto tokens = sample_tokens();
   auto local = rotq::make_local_comm();
