@@ -221,6 +221,7 @@ void register_bench(CLI::App& app, Runtime& rt) {
   quant->add_flag("--json", q->json, "print JSON lines");
   quant->callback([q, &rt] { run_quant_bench(rt, *q); });
   register_bench_rotation(bench, rt);
+  register_bench_tasks(bench, rt);
 }
 
 }  // namespace rotq

@@ -78,6 +78,7 @@ void register_run(CLI::App& app, Runtime& rt);               // run, status, mer
 void register_table(CLI::App& app, Runtime& rt);             // table, plot
 void register_submit(CLI::App& app, Runtime& rt);            // Slurm job arrays
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
+void register_bench_tasks(CLI::App* bench, Runtime& rt);     // `bench tasks`
 
 std::string rotq_version();
 

@@ -592,8 +592,10 @@ std::string schema_markdown() {
   std::ostringstream s;
   s << "| key | type | default | meaning |\n|---|---|---|---|\n";
   for (const SchemaKey& k : experiment_schema()) {
+    std::string help;  // a '|' inside a cell is escaped in markdown tables
+    for (char c : k.help) help += c == '|' ? std::string("\\|") : std::string(1, c);
     s << "| `" << k.key << "` | " << type_name(k.type) << " | `" << k.default_value << "` | "
-      << k.help << " |\n";
+      << help << " |\n";
   }
   return s.str();
 }

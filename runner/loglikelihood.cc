@@ -164,12 +164,23 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context,
 
 std::vector<LlScore> score_requests(const Transformer& model, const std::vector<LlRequest>& requests,
                                     const LlOptions& opts, Comm& comm, ForwardHooks* hooks,
-                                    const Placement* shard, const LlProgress& progress) {
+                                    const Placement* shard, const LlProgress& progress,
+                                    LlStats* stats) {
   require(opts.batch > 0, "--batch-size must be positive, got ", opts.batch);
   const int64_t L = opts.max_length > 0 ? opts.max_length : model.config().max_seq_len;
   require(L <= model.config().max_seq_len, "--max-length ", L, " exceeds the model's context of ",
           model.config().max_seq_len);
   const std::vector<Input> inputs = unique_inputs(requests, L);
+  if (stats) {
+    *stats = {};
+    for (const Input& in : inputs) {
+      const auto len = static_cast<int64_t>(in.tokens.size());
+      ++stats->inputs;
+      stats->tokens += len;
+      stats->tokens_sq += static_cast<double>(len) * static_cast<double>(len);
+      stats->scored_rows += in.contlen;
+    }
+  }
   // A batch holds inputs of one length: no padding, so every score is computed exactly as it is
   // alone (a GEMM's rows do not depend on how many rows it has; a padded attention's would).
   std::vector<Batch> batches;

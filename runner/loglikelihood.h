@@ -48,6 +48,13 @@ struct LlOptions {
 LlRequest encode_request(const Tokenizer& tok, const std::string& context,
                          const std::string& continuation, bool add_bos);
 
+// What the scorer ran (all ranks together): distinct inputs, their tokens (Σ len, Σ len²) and the
+// continuation rows projected to the vocabulary. Benchmarks turn these into FLOPs.
+struct LlStats {
+  int64_t inputs = 0, tokens = 0, scored_rows = 0;
+  double tokens_sq = 0;
+};
+
 // Called after each batch this rank scores with the number of requests it has finished.
 using LlProgress = std::function<void(int64_t done, int64_t total)>;
 
@@ -56,6 +63,6 @@ using LlProgress = std::function<void(int64_t done, int64_t total)>;
 std::vector<LlScore> score_requests(const Transformer& model, const std::vector<LlRequest>& requests,
                                     const LlOptions& opts, Comm& comm, ForwardHooks* hooks,
                                     const Placement* shard = nullptr,
-                                    const LlProgress& progress = nullptr);
+                                    const LlProgress& progress = nullptr, LlStats* stats = nullptr);
 
 }  // namespace rotq

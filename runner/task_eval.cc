@@ -139,7 +139,7 @@ TaskEvaluation evaluate_task(const PreparedTask& t, const Transformer& model,
     progress.update(ex, static_cast<double>(ex));
   };
   TaskEvaluation e;
-  e.requests = score_requests(model, t.requests, lo, comm, hooks, shard, report);
+  e.requests = score_requests(model, t.requests, lo, comm, hooks, shard, report, &e.stats);
   e.score = task_metrics(t, e.requests);
   e.score.seconds = progress.elapsed();
   return e;

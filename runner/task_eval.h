@@ -72,6 +72,7 @@ TaskScore task_metrics(const PreparedTask& t, const std::vector<LlScore>& scores
 struct TaskEvaluation {
   TaskScore score;
   std::vector<LlScore> requests;
+  LlStats stats;
 };
 
 // Scores every request of `t` (with progress in examples/s and ETA) and computes the metrics.
