@@ -229,9 +229,12 @@ void add_cell_options(CLI::App* cmd, CellArgs& a) {
   cmd->add_option("--tasks", a.tasks,
                   "zero-shot tasks: names (arc_easy,piqa,...), zeroshot (the papers' nine), all, "
                   "or NAME=PATH to read a task from PATH (comma-separated)");
-  cmd->add_option("--tasks-dir", a.tasks_dir, "directory of the task files (e.g. ../shared/data/tasks)");
-  cmd->add_option("--limit", a.tasks_limit, "score only the first N examples of each task (MMLU: of each subject)");
-  cmd->add_option("--batch-size", a.tasks_batch, "task sequences per forward")->capture_default_str();
+  cmd->add_option("--tasks-dir", a.tasks_dir,
+                  "directory of the task files (e.g. ../shared/data/tasks)");
+  cmd->add_option("--limit", a.tasks_limit,
+                  "score only the first N examples of each task (MMLU: of each subject)");
+  cmd->add_option("--batch-size", a.tasks_batch, "task sequences per forward")
+      ->capture_default_str();
   cmd->add_flag("--no-bos", a.tasks_no_bos,
                 "task contexts without BOS (lm-eval before 0.4.3 and add_bos_token=False)");
   cmd->add_option("--max-length", a.tasks_max_length,
@@ -239,7 +242,8 @@ void add_cell_options(CLI::App* cmd, CellArgs& a) {
       ->capture_default_str();
   cmd->add_option("--tasks-acts", a.tasks_acts,
                   "score the tasks only under these A/KV pairs of --acts (default: all)");
-  cmd->add_option("--samples", a.task_samples, "write every task example's scores here (JSON lines)");
+  cmd->add_option("--samples", a.task_samples,
+                  "write every task example's scores here (JSON lines)");
 }
 
 }  // namespace rotq

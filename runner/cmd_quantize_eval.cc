@@ -160,7 +160,8 @@ void print_task_results(const CellArgs& a, const QuantCell& cell, const QuantCel
     if (find_task(s.task).zero_shot_avg) avg[acts.describe()].push_back(s.score());
     rows.push_back({s.task, acts.describe(), std::to_string(s.n), fmt_metric(s.acc),
                     fmt_metric(s.acc_norm), fmt_metric(s.ppl), s.metric, fmt_metric(s.score()),
-                    fmt_double(s.seconds, 2), fmt_double(s.n > 0 ? 1000.0 * s.seconds / s.n : 0, 2)});
+                    fmt_double(s.seconds, 2),
+                    fmt_double(s.n > 0 ? 1000.0 * s.seconds / s.n : 0, 2)});
   }
   if (a.m.json) return;
   for (const auto& [acts, v] : avg) {
@@ -170,10 +171,10 @@ void print_task_results(const CellArgs& a, const QuantCell& cell, const QuantCel
     rows.push_back({"avg (" + std::to_string(v.size()) + " tasks)", acts, "", "", "", "", "score",
                     fmt_metric(m / static_cast<double>(v.size())), "", ""});
   }
-  print_table(rt.c(),
-              {"task", "acts/kv", "n", "acc", "acc_norm", "ppl", "metric", "score", "s",
-               "s/1000 ex"},
-              rows);
+  print_table(
+      rt.c(),
+      {"task", "acts/kv", "n", "acc", "acc_norm", "ppl", "metric", "score", "s", "s/1000 ex"},
+      rows);
 }
 
 void run_quantize_eval(Runtime& rt, const CellArgs& a) {

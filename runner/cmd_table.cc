@@ -47,8 +47,8 @@ void flatten_tasks(const CellRecord& r,
   for (const TaskRecord& t : r.tasks) {
     Row row = base_row(r, t.acts, t.a_bits, t.kv_bits);
     row["task"] = t.task;
-    std::map<std::string, double> m = {{"acc", t.acc}, {"score", 100.0 * t.score()},
-                                       {"task_seconds", t.seconds}};
+    std::map<std::string, double> m = {
+        {"acc", t.acc}, {"score", 100.0 * t.score()}, {"task_seconds", t.seconds}};
     if (t.acc_norm >= 0) m["acc_norm"] = t.acc_norm;
     if (t.ppl >= 0) m["task_ppl"] = t.ppl;
     if (t.acc_subject_mean >= 0) m["acc_subject_mean"] = t.acc_subject_mean;
@@ -67,8 +67,9 @@ void flatten_tasks(const CellRecord& r,
     if (rs.second.size() < 2) continue;
     double s = 0;
     for (double v : rs.second) s += v;
-    out.push_back({rs.first, {{"score", s / static_cast<double>(rs.second.size())},
-                              {"tasks", static_cast<double>(rs.second.size())}}});
+    out.push_back({rs.first,
+                   {{"score", s / static_cast<double>(rs.second.size())},
+                    {"tasks", static_cast<double>(rs.second.size())}}});
   }
 }
 
@@ -245,8 +246,9 @@ void render_table(Runtime& rt, const TableArgs& a) {
   std::vector<std::string> header = {a.group, a.rows};
   for (const std::string& c : col_names) {
     for (const std::string& metric : metrics) {
-      header.push_back(col_keys == std::vector<std::string>{"task"} ? task_title(c, metric, metrics.size())
-                                                                    : c + " " + metric);
+      header.push_back(col_keys == std::vector<std::string>{"task"}
+                           ? task_title(c, metric, metrics.size())
+                           : c + " " + metric);
     }
   }
   std::vector<std::vector<std::string>> body;
@@ -374,8 +376,11 @@ void register_table(CLI::App& app, Runtime& rt) {
   table->add_option("--cols", t->cols, "column key(s) (× metrics)")->capture_default_str();
   table->add_option("--group", t->group, "row-group key(s) (wakv: the W-A-KV setting)")
       ->capture_default_str();
-  table->add_option("--metric", t->metrics, "ppl, kl, mean_nll, seconds.STAGE; tasks: score (acc_norm else acc, %), acc, acc_norm, "
-                  "task_ppl, seconds_per_1000 (comma-separated)")
+  table
+      ->add_option(
+          "--metric", t->metrics,
+          "ppl, kl, mean_nll, seconds.STAGE; tasks: score (acc_norm else acc, %), acc, acc_norm, "
+          "task_ppl, seconds_per_1000 (comma-separated)")
       ->capture_default_str();
   table->add_option("--where", t->where, "key=value[,key=value] filters (e.g. text=wiki.test.raw)");
   table->add_option("--format", t->format, "md | csv | latex")->capture_default_str();

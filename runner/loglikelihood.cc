@@ -154,7 +154,8 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context,
     const std::string cont = context.substr(cut) + continuation;
     const std::vector<int32_t> whole = tok_encode(tok, ctx + cont, add_bos);
     q.context = tok_encode(tok, ctx, add_bos);
-    if (q.context.size() < whole.size()) q.continuation.assign(whole.begin() + q.context.size(), whole.end());
+    if (q.context.size() < whole.size())
+      q.continuation.assign(whole.begin() + q.context.size(), whole.end());
     if (q.context.empty()) q.context = {tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id()};
   }
   require(!q.continuation.empty(), "the continuation '", continuation,
@@ -162,10 +163,10 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context,
   return q;
 }
 
-std::vector<LlScore> score_requests(const Transformer& model, const std::vector<LlRequest>& requests,
-                                    const LlOptions& opts, Comm& comm, ForwardHooks* hooks,
-                                    const Placement* shard, const LlProgress& progress,
-                                    LlStats* stats) {
+std::vector<LlScore> score_requests(const Transformer& model,
+                                    const std::vector<LlRequest>& requests, const LlOptions& opts,
+                                    Comm& comm, ForwardHooks* hooks, const Placement* shard,
+                                    const LlProgress& progress, LlStats* stats) {
   require(opts.batch > 0, "--batch-size must be positive, got ", opts.batch);
   const int64_t L = opts.max_length > 0 ? opts.max_length : model.config().max_seq_len;
   require(L <= model.config().max_seq_len, "--max-length ", L, " exceeds the model's context of ",

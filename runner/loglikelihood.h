@@ -39,8 +39,8 @@ struct LlScore {
 };
 
 struct LlOptions {
-  int64_t batch = 32;       // sequences per forward
-  int64_t max_length = 0;   // the model's context L; 0: the config's max_seq_len
+  int64_t batch = 32;      // sequences per forward
+  int64_t max_length = 0;  // the model's context L; 0: the config's max_seq_len
 };
 
 // lm-eval's tokenization of one (context, continuation) pair. `add_bos`: prefix BOS (when the
@@ -60,8 +60,9 @@ using LlProgress = std::function<void(int64_t done, int64_t total)>;
 
 // Scores of `requests` (same order). `shard`: the model is this rank's layer shard placed as `p`
 // says (pipeline); null: every rank holds the whole model (batches split across ranks).
-std::vector<LlScore> score_requests(const Transformer& model, const std::vector<LlRequest>& requests,
-                                    const LlOptions& opts, Comm& comm, ForwardHooks* hooks,
+std::vector<LlScore> score_requests(const Transformer& model,
+                                    const std::vector<LlRequest>& requests, const LlOptions& opts,
+                                    Comm& comm, ForwardHooks* hooks,
                                     const Placement* shard = nullptr,
                                     const LlProgress& progress = nullptr, LlStats* stats = nullptr);
 

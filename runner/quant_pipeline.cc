@@ -220,8 +220,8 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
         const ActivationQuant& acts = cell.acts[ai];
         ActQuantHooks hooks(model.config, acts);
         hooks.set_residual_rotation(res.rotations.r1);
-        TaskEvaluation e = evaluate_task(task, tf, cell.task_opts, comm,
-                                         acts.any() ? &hooks : nullptr, shard);
+        TaskEvaluation e =
+            evaluate_task(task, tf, cell.task_opts, comm, acts.any() ? &hooks : nullptr, shard);
         samples.write(task, acts.describe(), e.requests);
         spdlog::info("task {} | {}: {} {:.4f} ({} examples, {:.1f}s)", task.spec->name,
                      acts.describe(), e.score.metric, e.score.score(), e.score.n, e.score.seconds);

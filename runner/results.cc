@@ -32,15 +32,23 @@ void write_task_group(const h5::Handle& parent, const std::string& name, const T
   h5::set_string(g, "task", t.task);
   h5::set_string(g, "acts", t.acts);
   h5::set_string(g, "metric", t.metric);
-  for (const auto& [k, v] : std::vector<std::pair<const char*, int64_t>>{
-           {"a_bits", t.a_bits}, {"kv_bits", t.kv_bits}, {"n", t.n}, {"requests", t.requests},
-           {"tokens", t.tokens}, {"limit", t.limit}}) {
+  for (const auto& [k, v] : std::vector<std::pair<const char*, int64_t>>{{"a_bits", t.a_bits},
+                                                                         {"kv_bits", t.kv_bits},
+                                                                         {"n", t.n},
+                                                                         {"requests", t.requests},
+                                                                         {"tokens", t.tokens},
+                                                                         {"limit", t.limit}}) {
     h5::set_int(g, k, v);
   }
-  for (const auto& [k, v] : std::vector<std::pair<const char*, double>>{
-           {"acc", t.acc}, {"acc_stderr", t.acc_stderr}, {"acc_norm", t.acc_norm},
-           {"acc_norm_stderr", t.acc_norm_stderr}, {"acc_bytes", t.acc_bytes}, {"ppl", t.ppl},
-           {"acc_subject_mean", t.acc_subject_mean}, {"seconds", t.seconds}}) {
+  for (const auto& [k, v] :
+       std::vector<std::pair<const char*, double>>{{"acc", t.acc},
+                                                   {"acc_stderr", t.acc_stderr},
+                                                   {"acc_norm", t.acc_norm},
+                                                   {"acc_norm_stderr", t.acc_norm_stderr},
+                                                   {"acc_bytes", t.acc_bytes},
+                                                   {"ppl", t.ppl},
+                                                   {"acc_subject_mean", t.acc_subject_mean},
+                                                   {"seconds", t.seconds}}) {
     h5::set_double(g, k, v);
   }
   if (t.subtasks.empty()) return;
@@ -111,7 +119,8 @@ void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
   }
   if (!r.tasks.empty()) {
     const h5::Handle tasks = h5::create_group(g, "tasks");
-    for (size_t i = 0; i < r.tasks.size(); ++i) write_task_group(tasks, std::to_string(i), r.tasks[i]);
+    for (size_t i = 0; i < r.tasks.size(); ++i)
+      write_task_group(tasks, std::to_string(i), r.tasks[i]);
   }
   if (!r.rotation_loss.empty()) h5::write_doubles(g, "rotation_loss", r.rotation_loss);
   if (!r.series.empty()) {

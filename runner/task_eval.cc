@@ -1,15 +1,14 @@
 #include "runner/task_eval.h"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
-
-#include <cstdio>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "runner/progress.h"
 #include "solvers/error.h"
@@ -42,8 +41,8 @@ double mean(const std::vector<double>& x) {
 
 }  // namespace
 
-PreparedTask prepare_task(const std::string& name, const std::string& path,
-                          const TaskOptions& opts, const Tokenizer& tok) {
+PreparedTask prepare_task(const std::string& name, const std::string& path, const TaskOptions& opts,
+                          const Tokenizer& tok) {
   PreparedTask t;
   t.spec = &find_task(name);
   if (path.empty()) {
@@ -168,8 +167,8 @@ void TaskSamplesWriter::write(const PreparedTask& t, const std::string& acts,
       ll.push_back(scores.at(t.first[d] + i).logprob);
       greedy.push_back(scores.at(t.first[d] + i).greedy);
     }
-    nlohmann::json j = {{"task", t.spec->name}, {"acts", acts}, {"doc", d},
-                        {"gold", t.docs[d].gold}, {"ll", ll}, {"greedy", greedy}};
+    nlohmann::json j = {{"task", t.spec->name},   {"acts", acts}, {"doc", d},
+                        {"gold", t.docs[d].gold}, {"ll", ll},     {"greedy", greedy}};
     if (!t.docs[d].subtask.empty()) j["subtask"] = t.docs[d].subtask;
     out_ << j.dump() << "\n";
   }

@@ -25,11 +25,11 @@
 namespace rotq {
 
 struct TaskOptions {
-  std::string dir;          // the tasks directory (file names from the registry)
-  int64_t limit = -1;       // the first N documents (MMLU: of each subject); < 0: all
-  int64_t batch = 32;       // sequences per forward
-  bool bos = true;          // BOS before every context (the harness's default for LLaMA)
-  int64_t max_length = 0;   // left-truncation length; 0: the model's context
+  std::string dir;         // the tasks directory (file names from the registry)
+  int64_t limit = -1;      // the first N documents (MMLU: of each subject); < 0: all
+  int64_t batch = 32;      // sequences per forward
+  bool bos = true;         // BOS before every context (the harness's default for LLaMA)
+  int64_t max_length = 0;  // left-truncation length; 0: the model's context
 };
 
 struct PreparedTask {
@@ -42,8 +42,8 @@ struct PreparedTask {
 };
 
 // Reads and tokenizes task `name` from `path` ("" : opts.dir / the registry's file name).
-PreparedTask prepare_task(const std::string& name, const std::string& path,
-                          const TaskOptions& opts, const Tokenizer& tok);
+PreparedTask prepare_task(const std::string& name, const std::string& path, const TaskOptions& opts,
+                          const Tokenizer& tok);
 
 struct SubtaskScore {
   std::string name;

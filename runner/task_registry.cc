@@ -15,7 +15,8 @@ using json = nlohmann::json;
 
 namespace {
 
-// lm-eval's default target_delimiter: the continuation of a multiple-choice request is " " + choice.
+// lm-eval's default target_delimiter: the continuation of a multiple-choice request is " " +
+// choice.
 constexpr const char* kDelim = " ";
 
 const json& field(const json& j, const char* key) {
@@ -208,7 +209,8 @@ std::vector<TaskDoc> load_mmlu(const TaskSpec& spec, const std::string& dir, int
     }
     const auto test = read_mmlu_csv((fs::path(dir) / "test" / (subject + "_test.csv")).string());
     const size_t n = limit < 0 ? test.size() : std::min<size_t>(test.size(), limit);
-    for (size_t i = 0; i < n; ++i) docs.push_back(mmlu_doc(subject, dev, spec.num_fewshot, test[i]));
+    for (size_t i = 0; i < n; ++i)
+      docs.push_back(mmlu_doc(subject, dev, spec.num_fewshot, test[i]));
   }
   return docs;
 }
@@ -494,9 +496,9 @@ TaskDoc siqa_doc(const json& j) {
                                         ins.substr(a2 + 10, a3 - a2 - 10),
                                         ins.substr(a3 + 10, end - a3 - 10)};
     const std::string answer = text_field(j, "answer");
-    require(answer.size() == 7 && starts_with(answer, "answer") && answer[6] >= '1' &&
-                answer[6] <= '3',
-            "field 'answer' = '", answer, "', expected answer1, answer2 or answer3");
+    require(
+        answer.size() == 7 && starts_with(answer, "answer") && answer[6] >= '1' && answer[6] <= '3',
+        "field 'answer' = '", answer, "', expected answer1, answer2 or answer3");
     return multiple_choice("Q: " + question + "\nA:", std::move(choices), answer[6] - '1');
   }
   const int64_t label = int_field(j, "label");  // "1".."3"
@@ -518,8 +520,8 @@ TaskDoc mmlu_doc(const std::string& subject, const std::vector<MmluQuestion>& de
   static const std::vector<std::string> letters = {"A", "B", "C", "D"};
   std::string name = subject;
   std::replace(name.begin(), name.end(), '_', ' ');
-  std::string ctx = "The following are multiple choice questions (with answers) about " + name +
-                    ".\n\n";
+  std::string ctx =
+      "The following are multiple choice questions (with answers) about " + name + ".\n\n";
   require(static_cast<int>(dev.size()) >= shots, "MMLU ", subject, ": ", shots,
           "-shot needs as many dev exemplars, got ", dev.size());
   for (int i = 0; i < shots; ++i) {

@@ -11,11 +11,10 @@
 // SUBJECT_{dev,test}.csv files (question, 4 choices, answer 0-3 or A-D).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace rotq {
 
@@ -39,8 +38,8 @@ struct TaskSpec {
   std::string title;  // table header in the papers' style
   std::string file;   // default data path under the tasks directory
   TaskKind kind = TaskKind::kMultipleChoice;
-  bool acc_norm = false;  // lm-eval reports acc_norm: the papers' metric for it
-  int num_fewshot = 0;    // MMLU 5-shot
+  bool acc_norm = false;      // lm-eval reports acc_norm: the papers' metric for it
+  int num_fewshot = 0;        // MMLU 5-shot
   bool zero_shot_avg = true;  // counted in the papers' zero-shot average (MMLU is apart)
 };
 
@@ -50,7 +49,8 @@ const std::vector<TaskSpec>& task_registry();
 const TaskSpec& find_task(const std::string& name);
 // "arc_easy,piqa" or "zeroshot" (the nine of the papers' average) or "all" -> task names; a
 // "name=PATH" item reads that task from PATH instead of the tasks directory. Duplicates are errors.
-std::vector<std::pair<std::string, std::string>> parse_task_list(const std::vector<std::string>& items);
+std::vector<std::pair<std::string, std::string>> parse_task_list(
+    const std::vector<std::string>& items);
 
 // The task's documents from `path` (a file, or MMLU's directory), the first `limit` (< 0: all;
 // MMLU: the first `limit` of each subject). rotq::Error naming the file, line and field on bad

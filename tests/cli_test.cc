@@ -406,8 +406,9 @@ void make_fixtures(const rotq_test::TempDir& d) {
   write_bytes(d.str("trunc.bin"), model.substr(0, 100000));
   write_bytes(d.str("empty.txt"), "\n \n");
   write_bytes(d.str("short.txt"), "Once upon a time.");
-  write_bytes(d.str("bad_arc.jsonl"), "{\"query\": \"Q\", \"choices\": [\"a\"], \"gold\": 0}\n"
-                                      "{\"query\": \"Q\", \"choices\": \"a\", \"gold\": 0}\n");
+  write_bytes(d.str("bad_arc.jsonl"),
+              "{\"query\": \"Q\", \"choices\": [\"a\"], \"gold\": 0}\n"
+              "{\"query\": \"Q\", \"choices\": \"a\", \"gold\": 0}\n");
   run_command(kRotq + " --log-level error synth --like tiny --out " + d.str("hf") +
               " --tokenizer " + kTok);
   // Copies of the synthetic checkpoint, each broken in one way.
@@ -532,13 +533,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"cuda_device_without_gpu",
                  "ppl --model {model} --tokenizer {tok} --text {text} --device cuda", "cuda"},
         BadInput{"nccl_without_gpu", "--comm nccl info {model}", "nccl"},
-        BadInput{"unknown_task",
-                 "tasks --model {model} --tokenizer {tok} --tasks arc_easy,sciq --tasks-dir {tasks}",
-                 "sciq"},
+        BadInput{
+            "unknown_task",
+            "tasks --model {model} --tokenizer {tok} --tasks arc_easy,sciq --tasks-dir {tasks}",
+            "sciq"},
         BadInput{"tasks_without_dir", "tasks --model {model} --tokenizer {tok} --tasks piqa",
                  "tasks directory"},
         BadInput{"task_file_missing",
-                 "tasks --model {model} --tokenizer {tok} --tasks piqa={dir}/piqa.jsonl", "piqa.jsonl"},
+                 "tasks --model {model} --tokenizer {tok} --tasks piqa={dir}/piqa.jsonl",
+                 "piqa.jsonl"},
         BadInput{"task_record_malformed",
                  "tasks --model {model} --tokenizer {tok} --tasks arc_easy={dir}/bad_arc.jsonl",
                  "bad_arc.jsonl:2"},

@@ -52,14 +52,16 @@ TEST(TaskPrompts, ArcBothLayouts) {
 }
 
 TEST(TaskPrompts, BoolqIsPassageQuestionAnswer) {
-  const std::vector<Pair> want = {{"Ice floats.\nQuestion: is ice lighter than water?\nAnswer:", " no"},
-                                  {"Ice floats.\nQuestion: is ice lighter than water?\nAnswer:", " yes"}};
+  const std::vector<Pair> want = {
+      {"Ice floats.\nQuestion: is ice lighter than water?\nAnswer:", " no"},
+      {"Ice floats.\nQuestion: is ice lighter than water?\nAnswer:", " yes"}};
   expect_doc(rotq::boolq_doc(json::parse(R"({"query":
       "Passage: Ice floats.\nQuestion: is ice lighter than water?", "choices": ["no", "yes"], "gold": 1})")),
              want, 1);
-  expect_doc(rotq::boolq_doc(json::parse(
-                 R"({"passage": "Ice floats.", "question": "is ice lighter than water", "label": true})")),
-             want, 1);
+  expect_doc(
+      rotq::boolq_doc(json::parse(
+          R"({"passage": "Ice floats.", "question": "is ice lighter than water", "label": true})")),
+      want, 1);
 }
 
 TEST(TaskPrompts, OpenbookqaPiqaSiqa) {
@@ -71,15 +73,18 @@ TEST(TaskPrompts, OpenbookqaPiqaSiqa) {
   expect_doc(rotq::piqa_doc(json::parse(R"({"query": "Question: How to boil water?\n",
       "choices": ["Heat it.", "Cool it."], "gold": 0})")),
              piqa, 0);
-  expect_doc(rotq::piqa_doc(json::parse(
-                 R"({"goal": "How to boil water?", "sol1": "Heat it.", "sol2": "Cool it.", "label": 0})")),
-             piqa, 0);
+  expect_doc(
+      rotq::piqa_doc(json::parse(
+          R"({"goal": "How to boil water?", "sol1": "Heat it.", "sol2": "Cool it.", "label": 0})")),
+      piqa, 0);
   const std::vector<Pair> siqa = {{"Q: Tracy went home. Why?\nA:", " tired"},
                                   {"Q: Tracy went home. Why?\nA:", " to eat"},
                                   {"Q: Tracy went home. Why?\nA:", " bored"}};
-  expect_doc(rotq::siqa_doc(json::parse(R"({"instruction": "Please choose the correct answer to the question: Tracy went home. Why?\n\nAnswer1: tired Answer2: to eat Answer3: bored\n\nAnswer format: answer1/answer2/answer3",
+  expect_doc(
+      rotq::siqa_doc(json::parse(
+          R"({"instruction": "Please choose the correct answer to the question: Tracy went home. Why?\n\nAnswer1: tired Answer2: to eat Answer3: bored\n\nAnswer format: answer1/answer2/answer3",
       "input": "", "output": "the correct answer is answer2", "answer": "answer2"})")),
-             siqa, 1);
+      siqa, 1);
   expect_doc(rotq::siqa_doc(json::parse(R"({"context": "Tracy went home.", "question": "Why?",
       "answerA": "tired", "answerB": "to eat", "answerC": "bored", "label": "2"})")),
              siqa, 1);
@@ -87,8 +92,9 @@ TEST(TaskPrompts, OpenbookqaPiqaSiqa) {
 
 TEST(TaskPrompts, CopaDropsThePeriodAndLowercasesTheChoice) {
   // The harness's choices are " " + choice and the request adds its " " delimiter: two spaces.
-  const std::vector<Pair> want = {{"The man turned on the faucet therefore", "  the toilet filled."},
-                                  {"The man turned on the faucet therefore", "  water flowed."}};
+  const std::vector<Pair> want = {
+      {"The man turned on the faucet therefore", "  the toilet filled."},
+      {"The man turned on the faucet therefore", "  water flowed."}};
   expect_doc(rotq::copa_doc(json::parse(R"({"premise": "The man turned on the faucet.",
       "choice1": "The toilet filled.", "choice2": "Water flowed.", "question": "effect", "label": 1})")),
              want, 1);
@@ -98,8 +104,9 @@ TEST(TaskPrompts, CopaDropsThePeriodAndLowercasesTheChoice) {
 }
 
 TEST(TaskPrompts, WinograndeScoresTheRestAfterEachOption) {
-  const std::vector<Pair> want = {{"Sarah was a better surgeon than Maria so Sarah", " always got the easier cases."},
-                                  {"Sarah was a better surgeon than Maria so Maria", " always got the easier cases."}};
+  const std::vector<Pair> want = {
+      {"Sarah was a better surgeon than Maria so Sarah", " always got the easier cases."},
+      {"Sarah was a better surgeon than Maria so Maria", " always got the easier cases."}};
   expect_doc(rotq::winogrande_doc(json::parse(R"({"sentence":
       "Sarah was a better surgeon than Maria so _ always got the easier cases.",
       "option1": "Sarah", "option2": "Maria", "answer": "2"})")),
@@ -113,7 +120,8 @@ TEST(TaskPrompts, WinograndeScoresTheRestAfterEachOption) {
 
 TEST(TaskPrompts, LambadaIsTheTextWithoutItsLastWord) {
   const std::vector<Pair> want = {{"He opened the door and saw his", " dog"}};
-  expect_doc(rotq::lambada_doc(json::parse(R"({"text": "He opened the door and saw his dog"})")), want, 0);
+  expect_doc(rotq::lambada_doc(json::parse(R"({"text": "He opened the door and saw his dog"})")),
+             want, 0);
   expect_doc(rotq::lambada_doc(json::parse(
                  R"({"context": "He opened the door and saw his", "continuation": "dog"})")),
              want, 0);
@@ -125,8 +133,10 @@ TEST(TaskPrompts, HellaswagPreprocessing) {
       "ctx_a": "[header] How to grow roses. [title] Pick a  spot.", "ctx_b": "you NEED sunlight [step] daily",
       "endings": [" [substeps] Water them. ", "Prune [title] often."], "label": "1"})"));
   expect_doc(d,
-             {{"Home and Garden: How to grow roses.. Pick a spot. You need sunlight daily", "  Water them."},
-              {"Home and Garden: How to grow roses.. Pick a spot. You need sunlight daily", " Prune. often."}},
+             {{"Home and Garden: How to grow roses.. Pick a spot. You need sunlight daily",
+               "  Water them."},
+              {"Home and Garden: How to grow roses.. Pick a spot. You need sunlight daily",
+               " Prune. often."}},
              1);
   EXPECT_EQ(d.choices[0], " Water them.");
   EXPECT_EQ(rotq::hellaswag_preprocess("a   b [x\ny] c"), "a  b [x\ny] c");
@@ -137,10 +147,13 @@ TEST(TaskPrompts, MmluZeroAndFewShot) {
   const rotq::MmluQuestion dev0{"What is 1+1? ", {"1", "2", "3", "4"}, 1};
   const rotq::MmluQuestion dev1{"What is 2+2?", {"4", "5", "6", "7"}, 0};
   const rotq::MmluQuestion q{" What is 3+3?", {"5", "6", "7", "8"}, 1};
-  const std::string head = "The following are multiple choice questions (with answers) about high school math.\n\n";
+  const std::string head =
+      "The following are multiple choice questions (with answers) about high school math.\n\n";
   const std::string body = "What is 3+3?\nA. 5\nB. 6\nC. 7\nD. 8\nAnswer:";
   const TaskDoc zero = rotq::mmlu_doc("high_school_math", {}, 0, q);
-  expect_doc(zero, {{head + body, " A"}, {head + body, " B"}, {head + body, " C"}, {head + body, " D"}}, 1);
+  expect_doc(zero,
+             {{head + body, " A"}, {head + body, " B"}, {head + body, " C"}, {head + body, " D"}},
+             1);
   EXPECT_EQ(zero.subtask, "high_school_math");
   const TaskDoc two = rotq::mmlu_doc("high_school_math", {dev0, dev1}, 2, q);
   EXPECT_EQ(two.requests[0].first, head +
@@ -165,8 +178,8 @@ TEST(TaskData, RealFilesLoadWithTheHarnessPrompts) {
     return rotq::load_task_docs(s, kTasks + "/" + s.file, limit);
   };
   const std::vector<std::pair<std::string, size_t>> sizes = {
-      {"arc_easy", 2376},  {"arc_challenge", 1172}, {"boolq", 3270},      {"openbookqa", 500},
-      {"winogrande", 1267}, {"piqa", 1838},          {"copa", 100},        {"lambada_openai", 5153},
+      {"arc_easy", 2376},   {"arc_challenge", 1172}, {"boolq", 3270}, {"openbookqa", 500},
+      {"winogrande", 1267}, {"piqa", 1838},          {"copa", 100},   {"lambada_openai", 5153},
       {"hellaswag", 1000},  {"social_iqa", 1954},    {"mmlu", 14042}};
   for (const auto& [name, n] : sizes) {
     const auto docs = load(name);
@@ -177,23 +190,30 @@ TEST(TaskData, RealFilesLoadWithTheHarnessPrompts) {
     }
   }
   expect_doc(load("arc_easy", 1)[0],
-             {{"Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
+             {{"Question: Which statement best explains why photosynthesis is the foundation of "
+               "most food webs?\nAnswer:",
                " Sunlight is the source of energy for nearly all ecosystems."},
-              {"Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
+              {"Question: Which statement best explains why photosynthesis is the foundation of "
+               "most food webs?\nAnswer:",
                " Most ecosystems are found on land instead of in water."},
-              {"Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
+              {"Question: Which statement best explains why photosynthesis is the foundation of "
+               "most food webs?\nAnswer:",
                " Carbon dioxide is more available than other gases."},
-              {"Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
+              {"Question: Which statement best explains why photosynthesis is the foundation of "
+               "most food webs?\nAnswer:",
                " The producers in all ecosystems are plants."}},
              0);
   const TaskDoc hs = load("hellaswag", 1)[0];
   EXPECT_EQ(hs.requests[3].first,
-            "Pole vault: Pole vault is a sport where you run with a pole and stop and swing your body. A few women");
-  EXPECT_EQ(hs.requests[3].second, " are in the gym practicing to do this pole vault, trying to do their best.");
+            "Pole vault: Pole vault is a sport where you run with a pole and stop and swing your "
+            "body. A few women");
+  EXPECT_EQ(hs.requests[3].second,
+            " are in the gym practicing to do this pole vault, trying to do their best.");
   EXPECT_EQ(hs.gold, 3);
   const TaskDoc siqa = load("social_iqa", 1)[0];
   EXPECT_EQ(siqa.requests[0].first,
-            "Q: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy need to do before this?\nA:");
+            "Q: Tracy didn't go home that evening and resisted Riley's attacks. What does Tracy "
+            "need to do before this?\nA:");
   EXPECT_EQ(siqa.requests[2].second, " Find somewhere to go");
   EXPECT_EQ(siqa.gold, 2);
   const TaskDoc boolq = load("boolq", 1)[0];
@@ -201,25 +221,30 @@ TEST(TaskData, RealFilesLoadWithTheHarnessPrompts) {
   const std::string tail = "\nQuestion: does ethanol take more energy make that produces?\nAnswer:";
   EXPECT_EQ(boolq.requests[0].first.substr(boolq.requests[0].first.size() - tail.size()), tail);
   const TaskDoc copa = load("copa", 1)[0];
-  expect_doc(copa, {{"The man turned on the faucet therefore", "  the toilet filled with water."},
-                    {"The man turned on the faucet therefore", "  water flowed from the spout."}},
+  expect_doc(copa,
+             {{"The man turned on the faucet therefore", "  the toilet filled with water."},
+              {"The man turned on the faucet therefore", "  water flowed from the spout."}},
              1);
   const TaskDoc lambada = load("lambada_openai", 1)[0];
   EXPECT_EQ(lambada.requests[0].second, " signs");
   const TaskDoc mmlu5 = load("mmlu_5shot", 1)[0];
   EXPECT_EQ(mmlu5.subtask, "abstract_algebra");
-  EXPECT_EQ(mmlu5.requests[0].first.rfind(
-                "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
-                "Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\nAnswer: B\n\n",
-                0),
-            0u);
+  EXPECT_EQ(
+      mmlu5.requests[0].first.rfind(
+          "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+          "Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. "
+          "3\nAnswer: B\n\n",
+          0),
+      0u);
   EXPECT_EQ(load("mmlu", 2).size(), 2u * 57u);
 }
 
 TEST(TaskData, BadInputNamesTheFileLineAndField) {
   rotq_test::TempDir d;
-  std::ofstream(d.str("arc.jsonl")) << R"({"query": "Q", "choices": ["a"], "gold": 0})" << "\n"
-                                    << R"({"query": "Q", "choices": ["a", "b"]})" << "\n";
+  std::ofstream(d.str("arc.jsonl")) << R"({"query": "Q", "choices": ["a"], "gold": 0})"
+                                    << "\n"
+                                    << R"({"query": "Q", "choices": ["a", "b"]})"
+                                    << "\n";
   try {
     rotq::load_task_docs(rotq::find_task("arc_easy"), d.str("arc.jsonl"));
     FAIL();
@@ -248,7 +273,8 @@ TEST(TaskTokens, EncodePairSplitsTheWholeString) {
     v.insert(v.end(), body.begin(), body.end());
     return v;
   };
-  const rotq::LlRequest q = rotq::encode_request(*tok, "Question: Why?\nAnswer:", " Because.", true);
+  const rotq::LlRequest q =
+      rotq::encode_request(*tok, "Question: Why?\nAnswer:", " Because.", true);
   EXPECT_EQ(q.context, enc("Question: Why?\nAnswer:"));
   std::vector<int32_t> whole = q.context;
   whole.insert(whole.end(), q.continuation.begin(), q.continuation.end());
@@ -276,7 +302,8 @@ rotq::PreparedTask hand_task(const std::string& name, const std::vector<TaskDoc>
   return t;
 }
 
-TaskDoc choices_doc(const std::vector<std::string>& choices, int gold, const std::string& subtask = "") {
+TaskDoc choices_doc(const std::vector<std::string>& choices, int gold,
+                    const std::string& subtask = "") {
   TaskDoc d;
   for (const std::string& c : choices) d.requests.emplace_back("ctx", " " + c);
   d.choices = choices;
@@ -297,20 +324,20 @@ TEST(TaskMetrics, AccAndAccNormOnAHandComputedCase) {
   // Doc 2: ll (-3, -2.7): "éé" is 2 characters but 4 bytes, "abc" 3 and 3: per character
   //        (-1.5, -0.9) picks 1 = gold, per byte (-0.75, -0.9) picks 0; acc picks 1.
   // Doc 3: a tie (-1, -1) goes to the first choice, as numpy.argmax: acc and acc_norm miss gold 1.
-  const auto t = hand_task("arc_easy", {choices_doc({"a", "bbbb"}, 1), choices_doc({"cc", "d"}, 0),
-                                        choices_doc({"\xc3\xa9\xc3\xa9", "abc"}, 1),
-                                        choices_doc({"x", "y"}, 1)});
+  const auto t = hand_task(
+      "arc_easy", {choices_doc({"a", "bbbb"}, 1), choices_doc({"cc", "d"}, 0),
+                   choices_doc({"\xc3\xa9\xc3\xa9", "abc"}, 1), choices_doc({"x", "y"}, 1)});
   const rotq::TaskScore s = rotq::task_metrics(t, lls({-2, -4, -1, -3, -3, -2.7, -1, -1}));
-  EXPECT_DOUBLE_EQ(s.acc, 0.5);       // docs 1, 2
-  EXPECT_DOUBLE_EQ(s.acc_norm, 0.75); // docs 0, 1, 2
-  EXPECT_DOUBLE_EQ(s.acc_bytes, 0.5); // docs 0, 1
+  EXPECT_DOUBLE_EQ(s.acc, 0.5);        // docs 1, 2
+  EXPECT_DOUBLE_EQ(s.acc_norm, 0.75);  // docs 0, 1, 2
+  EXPECT_DOUBLE_EQ(s.acc_bytes, 0.5);  // docs 0, 1
   EXPECT_EQ(s.metric, "acc_norm");
   EXPECT_DOUBLE_EQ(s.score(), 0.75);
   // lm-eval's stderr: sample standard deviation / sqrt(n) = sqrt(1/3) / 2.
   EXPECT_NEAR(s.acc_stderr, std::sqrt(1.0 / 3.0) / 2.0, 1e-15);
   // A task without acc_norm reports acc as its score.
-  const rotq::TaskScore b = rotq::task_metrics(hand_task("boolq", {choices_doc({"no", "yes"}, 1)}),
-                                               lls({-1, -0.5}));
+  const rotq::TaskScore b =
+      rotq::task_metrics(hand_task("boolq", {choices_doc({"no", "yes"}, 1)}), lls({-1, -0.5}));
   EXPECT_EQ(b.metric, "acc");
   EXPECT_LT(b.acc_norm, 0);
   EXPECT_DOUBLE_EQ(b.score(), 1.0);
@@ -329,8 +356,9 @@ TEST(TaskMetrics, LambadaGreedyAccuracyAndPerplexity) {
 
 TEST(TaskMetrics, MmluWeightsBySizeAndAveragesSubjects) {
   // Subject a: 1 of 1 right; subject b: 1 of 3 right. By size 2/4, over subjects (1 + 1/3) / 2.
-  const auto t = hand_task("mmlu", {choices_doc({"A", "B"}, 0, "a"), choices_doc({"A", "B"}, 0, "b"),
-                                    choices_doc({"A", "B"}, 1, "b"), choices_doc({"A", "B"}, 1, "b")});
+  const auto t =
+      hand_task("mmlu", {choices_doc({"A", "B"}, 0, "a"), choices_doc({"A", "B"}, 0, "b"),
+                         choices_doc({"A", "B"}, 1, "b"), choices_doc({"A", "B"}, 1, "b")});
   const rotq::TaskScore s = rotq::task_metrics(t, lls({-1, -2, -1, -2, -1, -2, -1, -2}));
   EXPECT_DOUBLE_EQ(s.acc, 0.5);
   EXPECT_NEAR(s.acc_subject_mean, (1.0 + 1.0 / 3.0) / 2.0, 1e-15);
@@ -420,10 +448,12 @@ TEST(TaskBatching, ScoreEqualsTheForwardsLogProbabilities) {
   const rotq::Transformer tf(m);
   auto tok = rotq::load_tokenizer(kTok, 512);
   auto comm = rotq::make_local_comm();
-  const rotq::LlRequest q = rotq::encode_request(*tok, "Once upon a time, there was a", " little girl.", true);
+  const rotq::LlRequest q =
+      rotq::encode_request(*tok, "Once upon a time, there was a", " little girl.", true);
   std::vector<int32_t> full = q.context;
   full.insert(full.end(), q.continuation.begin(), q.continuation.end());
-  at::Tensor ids = at::tensor(std::vector<int64_t>(full.begin(), full.end()), at::kLong).unsqueeze(0);
+  at::Tensor ids =
+      at::tensor(std::vector<int64_t>(full.begin(), full.end()), at::kLong).unsqueeze(0);
   const at::Tensor lp = at::log_softmax(tf.logits(tf.hidden_states(ids)[0]), -1);
   double want = 0;
   bool greedy = true;
