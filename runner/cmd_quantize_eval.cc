@@ -113,6 +113,7 @@ nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const TaskSco
                       {"score", s.score()},
                       {"requests", s.requests},
                       {"tokens", s.tokens},
+                      {"cut", s.cut},
                       {"seconds", s.seconds},
                       {"seconds_per_1000", s.n > 0 ? 1000.0 * s.seconds / s.n : 0.0},
                       {"label", a.label},
@@ -244,6 +245,39 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
   cmd->add_option("--save", a->save, "write the rotated, quantized model (HF directory)");
   cmd->add_option("--save-dtype", a->save_dtype, "storage dtype of --save")->capture_default_str();
   cmd->callback([a, &rt] { run_quantize_eval(rt, *a); });
+
+  // The prompts alone, as JSON lines (no model): what a check against the harness diffs.
+  struct RequestsArgs {
+    std::vector<std::string> tasks;
+    std::string dir;
+    int64_t limit = -1;
+  };
+  auto q = std::make_shared<RequestsArgs>();
+  CLI::App* reqs = app.add_subcommand(
+      "task-requests", "each task document's (context, continuation) requests as JSON lines");
+  reqs->add_option("--tasks", q->tasks, "tasks (as rotq tasks --tasks)")->required();
+  reqs->add_option("--tasks-dir", q->dir, "directory of the task files");
+  reqs->add_option("--limit", q->limit, "the first N documents (MMLU: of each subject)");
+  reqs->callback([q, &rt] {
+    rt.init();
+    for (const auto& [name, path] : parse_task_list(q->tasks)) {
+      const TaskSpec& spec = find_task(name);
+      require(!path.empty() || !q->dir.empty(), "task ", name, ": give --tasks-dir or ", name,
+              "=PATH");
+      const std::string where =
+          path.empty() ? (std::filesystem::path(q->dir) / spec.file).string() : path;
+      const std::vector<TaskDoc> docs = load_task_docs(spec, where, q->limit);
+      for (size_t d = 0; d < docs.size(); ++d) {
+        nlohmann::json j = {{"task", name},
+                            {"doc", d},
+                            {"gold", docs[d].gold},
+                            {"requests", docs[d].requests},
+                            {"choices", docs[d].choices}};
+        if (!docs[d].subtask.empty()) j["subtask"] = docs[d].subtask;
+        print_json_line(rt.c(), j);
+      }
+    }
+  });
 
   auto t = std::make_shared<CellArgs>();
   CLI::App* tasks = app.add_subcommand(

@@ -221,6 +221,7 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
     t.requests = s.requests;
     t.tokens = s.tokens;
     t.limit = a.tasks_limit;
+    t.cut = s.cut;
     t.acc = s.acc;
     t.acc_stderr = s.acc_stderr;
     t.acc_norm = s.acc_norm;

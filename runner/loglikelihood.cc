@@ -38,14 +38,15 @@ std::vector<Input> unique_inputs(const std::vector<LlRequest>& requests, int64_t
     const int64_t contlen = static_cast<int64_t>(q.continuation.size());
     require(contlen > 0 && !q.context.empty(), "loglikelihood request ", r,
             ": empty context or continuation");
-    require(contlen <= L, "loglikelihood request ", r, ": its continuation has ", contlen,
-            " tokens, more than the model's context of ", L);
     std::vector<int32_t> full = q.context;
     full.insert(full.end(), q.continuation.begin(), q.continuation.end());
     const size_t keep = std::min<size_t>(full.size(), static_cast<size_t>(L) + 1);
     std::vector<int32_t> inp(full.end() - static_cast<std::ptrdiff_t>(keep), full.end() - 1);
-    auto [it, fresh] = index.emplace(std::make_pair(std::move(inp), contlen), inputs.size());
-    if (fresh) inputs.push_back({it->first.first, contlen, {}});
+    // A continuation longer than the context (the harness asserts against it) keeps the score of
+    // its last L tokens, the most the window predicts.
+    const int64_t scored = std::min(contlen, L);
+    auto [it, fresh] = index.emplace(std::make_pair(std::move(inp), scored), inputs.size());
+    if (fresh) inputs.push_back({it->first.first, scored, {}});
     inputs[it->second].requests.push_back(r);
   }
   // The harness's order: longest first, ties by the tokens (deterministic, rank-independent).
@@ -86,9 +87,10 @@ void score_batch(const std::vector<Input>& inputs, const Batch& b,
     rows.push_back(h[static_cast<int64_t>(i - b.begin)].narrow(0, len - in.contlen, in.contlen));
     for (size_t r : in.requests) {
       const std::vector<int32_t>& cont = requests[r].continuation;
+      const size_t skip = cont.size() - static_cast<size_t>(in.contlen);  // > 0: cut to L
       for (int64_t k = 0; k < in.contlen; ++k) {
         pair_row.push_back(row0 + k);
-        pair_tok.push_back(cont[k]);
+        pair_tok.push_back(cont[skip + k]);
         pair_req.push_back(static_cast<int64_t>(r));
       }
     }
@@ -180,6 +182,9 @@ std::vector<LlScore> score_requests(const Transformer& model,
       stats->tokens += len;
       stats->tokens_sq += static_cast<double>(len) * static_cast<double>(len);
       stats->scored_rows += in.contlen;
+      for (size_t r : in.requests) {
+        stats->cut += requests[r].continuation.size() > static_cast<size_t>(in.contlen);
+      }
     }
   }
   // A batch holds inputs of one length: no padding, so every score is computed exactly as it is

@@ -5,7 +5,9 @@
 //     tokenizer has one, as the harness's default for LLaMA tokenizers), and the continuation is
 //     the whole string's tokens after the context's; an empty context is the prefix token alone;
 //   - the model reads (context + continuation)[-(L+1):][:-1] (left-truncated to its context L)
-//     and the continuation's tokens are scored from the last len(continuation) positions;
+//     and the continuation's tokens are scored from the last len(continuation) positions (a
+//     continuation longer than L, which the harness refuses, is scored on its last L tokens and
+//     counted);
 //   - inputs are sorted longest first (ties by tokens), as the harness sorts them, and cut into
 //     batches of equal length: no padding at all, so a score does not depend on the batch it ran
 //     in (bit for bit, with or without fake quantization, for any batch size or rank count; a
@@ -52,6 +54,7 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context,
 // continuation rows projected to the vocabulary. Benchmarks turn these into FLOPs.
 struct LlStats {
   int64_t inputs = 0, tokens = 0, scored_rows = 0;
+  int64_t cut = 0;  // requests whose continuation outgrew the context: its last L tokens scored
   double tokens_sq = 0;
 };
 

@@ -37,7 +37,8 @@ void write_task_group(const h5::Handle& parent, const std::string& name, const T
                                                                          {"n", t.n},
                                                                          {"requests", t.requests},
                                                                          {"tokens", t.tokens},
-                                                                         {"limit", t.limit}}) {
+                                                                         {"limit", t.limit},
+                                                                         {"cut", t.cut}}) {
     h5::set_int(g, k, v);
   }
   for (const auto& [k, v] :
@@ -72,6 +73,7 @@ TaskRecord read_task_group(const h5::Handle& parent, const std::string& name) {
   t.requests = h5::get_int(g, "requests");
   t.tokens = h5::get_int(g, "tokens");
   t.limit = h5::get_int(g, "limit");
+  t.cut = h5::get_int(g, "cut");
   t.acc = h5::get_double(g, "acc");
   t.acc_stderr = h5::get_double(g, "acc_stderr");
   t.acc_norm = h5::get_double(g, "acc_norm");

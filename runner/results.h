@@ -30,7 +30,7 @@ struct EvalRecord {
 // not define are -1. subtasks: MMLU's subjects (name -> n, acc).
 struct TaskRecord {
   std::string task, acts, metric;
-  int64_t a_bits = 16, kv_bits = 16, n = 0, requests = 0, tokens = 0, limit = -1;
+  int64_t a_bits = 16, kv_bits = 16, n = 0, requests = 0, tokens = 0, limit = -1, cut = 0;
   double acc = 0, acc_stderr = 0, acc_norm = -1, acc_norm_stderr = -1, acc_bytes = -1, ppl = -1,
          acc_subject_mean = -1, seconds = 0;
   std::map<std::string, std::pair<int64_t, double>> subtasks;

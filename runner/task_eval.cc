@@ -140,6 +140,14 @@ TaskEvaluation evaluate_task(const PreparedTask& t, const Transformer& model,
   TaskEvaluation e;
   e.requests = score_requests(model, t.requests, lo, comm, hooks, shard, report, &e.stats);
   e.score = task_metrics(t, e.requests);
+  e.score.cut = e.stats.cut;
+  if (e.stats.cut > 0) {
+    spdlog::warn(
+        "task {}: {} of {} continuations are longer than the model's context; their last "
+        "{} tokens were scored",
+        t.spec->name, e.stats.cut, t.requests.size(),
+        opts.max_length > 0 ? opts.max_length : model.config().max_seq_len);
+  }
   e.score.seconds = progress.elapsed();
   return e;
 }

@@ -60,7 +60,8 @@ struct TaskScore {
   double ppl = -1;               // LAMBADA's perplexity (-1 elsewhere)
   double acc_subject_mean = -1;  // MMLU: the mean of the subjects' accuracies
   std::string metric;            // the papers' metric: "acc_norm" or "acc"
-  size_t acts_index = 0;         // the activation configuration (QuantCell::acts) it ran under
+  size_t acts_index = 0;
+  int64_t cut = 0;  // continuations longer than the model's context (scored on their last L tokens)         // the activation configuration (QuantCell::acts) it ran under
   std::vector<SubtaskScore> subtasks;
   double seconds = 0;
   double score() const { return metric == "acc_norm" ? acc_norm : acc; }

@@ -478,6 +478,20 @@ TEST(TaskBatching, ScoreEqualsTheForwardsLogProbabilities) {
   double twant = 0;
   for (int64_t k = 0; k < cl; ++k) twant += tlp[L - cl + k][q.continuation[k]].item<double>();
   EXPECT_NEAR(cut[0].logprob, twant, 1e-10);
+  // A continuation longer than the context (which the harness refuses) is scored on its last L
+  // tokens, read from the L tokens before them.
+  ASSERT_GE(cl, 3);
+  const int64_t S = cl - 1;
+  o.max_length = S;
+  rotq::LlStats stats;
+  const auto over = rotq::score_requests(tf, {q}, o, *comm, nullptr, nullptr, nullptr, &stats);
+  EXPECT_EQ(stats.cut, 1);
+  std::vector<int64_t> win(full.end() - (S + 1), full.end() - 1);
+  const at::Tensor wlp =
+      at::log_softmax(tf.logits(tf.hidden_states(at::tensor(win, at::kLong).unsqueeze(0))[0]), -1);
+  double owant = 0;
+  for (int64_t k = 0; k < S; ++k) owant += wlp[k][q.continuation[cl - S + k]].item<double>();
+  EXPECT_NEAR(over[0].logprob, owant, 1e-10);
 }
 
 }  // namespace
