@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "runner/pipeline.h"
+#include "runner/py_str.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -150,9 +151,8 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context,
       q.context = {prefix};
     }
   } else {
-    const size_t keep = context.find_last_not_of(" \t\n\r\f\v");
-    const size_t cut = keep == std::string::npos ? 0 : keep + 1;
-    const std::string ctx = context.substr(0, cut);
+    const std::string ctx = py_rstrip(context);  // Python's rstrip(): Unicode whitespace too
+    const size_t cut = ctx.size();
     const std::string cont = context.substr(cut) + continuation;
     const std::vector<int32_t> whole = tok_encode(tok, ctx + cont, add_bos);
     q.context = tok_encode(tok, ctx, add_bos);

@@ -64,12 +64,6 @@ bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
 
-std::string strip(const std::string& s) {
-  const char* ws = " \t\n\r\f\v";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
 
 // One context shared by every choice, each continued by " " + choice.
 TaskDoc multiple_choice(const std::string& context, std::vector<std::string> choices, int gold) {
@@ -154,7 +148,7 @@ DocBuilder builder_of(const std::string& name) {
 }
 
 int mmlu_answer(const std::string& s) {
-  const std::string a = strip(s);
+  const std::string a = py_strip(s);
   if (a.size() == 1 && a[0] >= '0' && a[0] <= '3') return a[0] - '0';
   if (a.size() == 1 && a[0] >= 'A' && a[0] <= 'D') return a[0] - 'A';
   fail("answer '", s, "' is not 0-3 or A-D");
@@ -257,7 +251,7 @@ std::vector<std::pair<std::string, std::string>> parse_task_list(
   for (const std::string& item : items) {
     std::stringstream ss(item);
     for (std::string t; std::getline(ss, t, ',');) {
-      t = strip(t);
+      t = py_strip(t);
       if (t.empty()) continue;
       if (t == "zeroshot" || t == "all") {
         for (const TaskSpec& s : task_registry()) {
@@ -374,7 +368,7 @@ TaskDoc copa_doc(const json& j) {
   const std::string question = text_field(j, "question");
   require(question == "cause" || question == "effect", "field 'question' = '", question,
           "', expected cause or effect");
-  std::string premise = strip(text_field(j, "premise"));
+  std::string premise = py_strip(text_field(j, "premise"));
   require(!premise.empty(), "field 'premise' is empty");
   premise.pop_back();  // the period
   return multiple_choice(premise + (question == "cause" ? " because" : " therefore"),
@@ -398,7 +392,7 @@ TaskDoc winogrande_doc(const json& j) {
     require(blank != std::string::npos, "field 'sentence' has no '_' blank");
     contexts = {s.substr(0, blank) + text_field(j, "option1"),
                 s.substr(0, blank) + text_field(j, "option2")};
-    target = strip(s.substr(blank + 1));
+    target = py_strip(s.substr(blank + 1));
     const int64_t answer = int_field(j, "answer");  // "1" or "2"
     require(answer == 1 || answer == 2, "field 'answer' = ", answer, ", expected 1 or 2");
     gold = static_cast<int>(answer - 1);
@@ -430,17 +424,8 @@ TaskDoc lambada_doc(const json& j) {
   return d;
 }
 
-std::string py_capitalize(const std::string& s) {
-  std::string out = s;
-  for (size_t i = 0; i < out.size(); ++i) {
-    const auto c = static_cast<unsigned char>(out[i]);
-    out[i] = static_cast<char>(i == 0 ? std::toupper(c) : std::tolower(c));
-  }
-  return out;
-}
-
 std::string hellaswag_preprocess(const std::string& text) {
-  std::string t = strip(text);
+  std::string t = py_strip(text);
   for (size_t p; (p = t.find(" [title]")) != std::string::npos;) t.replace(p, 8, ". ");
   // re.sub("\\[.*?\\]", "", t): drop each '[' up to the nearest following ']'.
   std::string kept;
@@ -511,7 +496,7 @@ TaskDoc siqa_doc(const json& j) {
 
 std::string mmlu_question_text(const MmluQuestion& q) {
   require(q.choices.size() == 4, "an MMLU question needs 4 choices, got ", q.choices.size());
-  return strip(q.question) + "\nA. " + q.choices[0] + "\nB. " + q.choices[1] + "\nC. " +
+  return py_strip(q.question) + "\nA. " + q.choices[0] + "\nB. " + q.choices[1] + "\nC. " +
          q.choices[2] + "\nD. " + q.choices[3] + "\nAnswer:";
 }
 
@@ -580,12 +565,6 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text,
     rows.push_back(std::move(row));
   }
   return rows;
-}
-
-size_t utf8_length(const std::string& s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
 }
 
 }  // namespace rotq

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+
+#include "runner/py_str.h"
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,8 +75,6 @@ TaskDoc siqa_doc(const nlohmann::json& j);
 
 // lm-eval's HellaSwag text cleaning: strip, " [title]" -> ". ", drop "[...]", "  " -> " ".
 std::string hellaswag_preprocess(const std::string& text);
-// Python's str.capitalize() for ASCII (first character upper, the rest lower; other bytes kept).
-std::string py_capitalize(const std::string& s);
 
 struct MmluQuestion {
   std::string question;
@@ -91,8 +91,5 @@ TaskDoc mmlu_doc(const std::string& subject, const std::vector<MmluQuestion>& de
 
 // RFC 4180 CSV (quoted fields, doubled quotes, newlines inside quotes); `origin` names errors.
 std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& origin);
-
-// Characters (Unicode code points) of UTF-8 text: Python's len(), lm-eval's acc_norm length.
-size_t utf8_length(const std::string& s);
 
 }  // namespace rotq

@@ -141,6 +141,11 @@ TEST(TaskPrompts, HellaswagPreprocessing) {
   EXPECT_EQ(d.choices[0], " Water them.");
   EXPECT_EQ(rotq::hellaswag_preprocess("a   b [x\ny] c"), "a  b [x\ny] c");
   EXPECT_EQ(rotq::py_capitalize("you NEED"), "You need");
+  // Python's strip(): Unicode whitespace (U+0085, U+00A0, U+3000) too, other characters kept.
+  EXPECT_EQ(rotq::py_strip("\xc2\xa0 that\xc2\x85\n"), "that");
+  EXPECT_EQ(rotq::py_strip("\xe3\x80\x80x\xc3\xa9"), "x\xc3\xa9");
+  EXPECT_EQ(rotq::py_rstrip("a \xe2\x80\xa8"), "a");
+  EXPECT_EQ(rotq::py_strip(" \t "), "");
 }
 
 TEST(TaskPrompts, MmluZeroAndFewShot) {
@@ -237,6 +242,15 @@ TEST(TaskData, RealFilesLoadWithTheHarnessPrompts) {
           0),
       0u);
   EXPECT_EQ(load("mmlu", 2).size(), 2u * 57u);
+  // sociology's 70th question ends with U+0085, which the harness's question.strip() removes.
+  std::vector<TaskDoc> sociology;
+  for (TaskDoc& d : load("mmlu", 70)) {
+    if (d.subtask == "sociology") sociology.push_back(std::move(d));
+  }
+  ASSERT_EQ(sociology.size(), 70u);
+  const TaskDoc& soc = sociology.back();
+  EXPECT_NE(soc.requests[0].first.find("Role-learning theory suggests that\nA. "), std::string::npos)
+      << soc.requests[0].first;
 }
 
 TEST(TaskData, BadInputNamesTheFileLineAndField) {
