@@ -2,7 +2,7 @@
 # rotq's entry point on a fresh Debian machine. Every command first installs what is missing
 # (scripts/deps.sh) and builds (CMake + Ninja, build/), so each is idempotent and cheap to repeat.
 #
-#   ./run.sh quickstart   a small sweep on the vendored stories260K, then its table
+#   ./run.sh quickstart   a small sweep on the vendored stories260K, then its tables
 #   ./run.sh test         all tests: GoogleTest suites and the multi-rank suites under mpirun
 #   ./run.sh build        install + build only
 #
@@ -26,10 +26,11 @@ build() {
 
 quickstart() {
   build
-  # A small sweep (experiments/quickstart.yaml: NR/RH/DFRot x GPTQ W4 x A16/A4/A4KV4, 2 seeds),
-  # resumable, then its table in DFRot's Table 2 layout.
+  # A small sweep (experiments/quickstart.yaml: NR/RH/DFRot x GPTQ W4 x A16/A4/A4KV4, 2 seeds,
+  # and the nine zero-shot tasks at W4A4KV4), resumable, then its tables in the papers' layouts.
   "$BUILD_DIR/rotq" run experiments/quickstart.yaml
   "$BUILD_DIR/rotq" --log-level warn table experiments/quickstart.yaml
+  "$BUILD_DIR/rotq" --log-level warn table experiments/quickstart.yaml --cols task --metric score
 }
 
 run_tests() {
