@@ -236,7 +236,8 @@ void add_cell_options(CLI::App* cmd, CellArgs& a) {
   cmd->add_option("--batch-size", a.tasks_batch, "task sequences per forward")
       ->capture_default_str();
   cmd->add_flag("--no-bos", a.tasks_no_bos,
-                "task contexts without BOS (the harness's earlier causal-LM default, add_special_tokens=False)");
+                "task contexts without BOS (the harness's earlier causal-LM default, "
+                "add_special_tokens=False)");
   cmd->add_option("--max-length", a.tasks_max_length,
                   "task inputs left-truncated to N tokens (0: the model's context)")
       ->capture_default_str();

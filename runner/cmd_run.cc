@@ -301,8 +301,9 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
     if (!c.at("calibration.text").empty()) texts.push_back(c.at("calibration.text"));
     try {
       task_files(c);
+      make_cell(args_of(c));  // options that constrain each other (e.g. tasks_acts within acts)
     } catch (const Error& e) {
-      fail(exp.path, ": ", e.what());
+      fail(exp.path, ": cell ", c.id, " (", c.label(), "): ", e.what());
     }
     for (const std::string& t : texts) {
       require(fs::exists(t), exp.path, ": text ", t, " does not exist");

@@ -325,10 +325,10 @@ void render_plot(Runtime& rt, const PlotArgs& a) {
   std::vector<std::string> series, xs;
   std::map<std::pair<std::string, std::string>, std::vector<double>> vals;
   for (const auto& [row, m] : records) {
+    const auto mi = m.find(a.metric);
+    if (mi == m.end()) continue;  // an evaluation of another kind (a task, a text)
     const auto xi = row.find(a.x);
     require(xi != row.end(), "--x ", a.x, ": not a key of the results (e.g. rotation.method)");
-    const auto mi = m.find(a.metric);
-    if (mi == m.end()) continue;
     const std::string s = join_values(row, series_keys);
     if (std::find(series.begin(), series.end(), s) == series.end()) series.push_back(s);
     if (std::find(xs.begin(), xs.end(), xi->second) == xs.end()) xs.push_back(xi->second);

@@ -158,7 +158,11 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context,
     q.context = tok_encode(tok, ctx, add_bos);
     if (q.context.size() < whole.size())
       q.continuation.assign(whole.begin() + q.context.size(), whole.end());
-    if (q.context.empty()) q.context = {tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id()};
+    if (q.context.empty()) {
+      const int32_t prefix = tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id();
+      require(prefix >= 0, "a blank context needs a BOS or EOS token; the tokenizer has neither");
+      q.context = {prefix};
+    }
   }
   require(!q.continuation.empty(), "the continuation '", continuation,
           "' has no tokens of its own after the context (tokenization merged it away)");

@@ -140,7 +140,11 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   std::vector<PreparedTask> tasks;
   for (const auto& [name, path] : cell.tasks) {
     tasks.push_back(prepare_task(name, path, cell.task_opts, tok));
+    check_task_tokens(tasks.back(), model.config);
   }
+  require(cell.task_opts.max_length <= model.config.max_seq_len, "--max-length ",
+          cell.task_opts.max_length, " exceeds the model's context of ", model.config.max_seq_len);
+  TaskSamplesWriter samples(tasks.empty() ? "" : cell.task_samples, comm);
   CalibrationText calib(model, tok, cell.calib_text);
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
 
@@ -213,7 +217,6 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
     require(!cell.acts.empty(), "tasks: no activation configuration to evaluate");
     t = Clock::now();
     Transformer tf(model);
-    TaskSamplesWriter samples(cell.task_samples, comm);
     for (const PreparedTask& task : tasks) {
       for (size_t ai = 0; ai < cell.acts.size(); ++ai) {
         if (!cell.task_acts.empty() && !cell.task_acts.at(ai)) continue;

@@ -9,8 +9,8 @@
 // checksums), seconds (stage timings); evals/<k> (text, acts, a_bits, kv_bits, ppl, kl, mean_nll,
 // windows, scored_tokens, seconds); tasks/<k> (task, acts, a_bits, kv_bits, n, requests, tokens,
 // limit, acc, acc_stderr, acc_norm, acc_norm_stderr, acc_bytes, ppl, acc_subject_mean, metric,
-// seconds; subtasks/<subject> with n and acc); datasets rotation_loss (a learned rotation's curve), series/*
-// (per-layer GPTQ seconds, ...) and r1 (C × C, with runtime.save_rotations).
+// seconds; subtasks/<subject> with n and acc); datasets rotation_loss (a learned rotation's curve),
+// series/* (per-layer GPTQ seconds, ...) and r1 (C × C, with runtime.save_rotations).
 #pragma once
 
 #include <cstdint>

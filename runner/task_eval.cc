@@ -68,6 +68,21 @@ PreparedTask prepare_task(const std::string& name, const std::string& path, cons
   return t;
 }
 
+void check_task_tokens(const PreparedTask& t, const ModelConfig& config) {
+  for (size_t d = 0; d < t.docs.size(); ++d) {
+    for (size_t r = t.first[d]; r < (d + 1 < t.docs.size() ? t.first[d + 1] : t.requests.size());
+         ++r) {
+      for (const auto* ids : {&t.requests[r].context, &t.requests[r].continuation}) {
+        for (int32_t id : *ids) {
+          require(id >= 0 && id < config.vocab_size, "task ", t.spec->name, ", example ", d,
+                  ": token id ", id, " is outside the model's vocabulary of ", config.vocab_size,
+                  " (a tokenizer of another model?)");
+        }
+      }
+    }
+  }
+}
+
 TaskScore task_metrics(const PreparedTask& t, const std::vector<LlScore>& scores) {
   require(scores.size() == t.requests.size(), "task ", t.spec->name, ": ", scores.size(),
           " scores for ", t.requests.size(), " requests");
@@ -185,8 +200,10 @@ void TaskSamplesWriter::write(const PreparedTask& t, const std::string& acts,
 void TaskSamplesWriter::close() {
   if (!out_.is_open()) return;
   out_.close();
-  require(!out_.fail() && std::rename(tmp_.c_str(), path_.c_str()) == 0, path_,
-          ": cannot finish writing the task samples");
+  if (out_.fail() || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    std::remove(tmp_.c_str());
+    fail(path_, ": cannot finish writing the task samples");
+  }
 }
 
 }  // namespace rotq

@@ -45,6 +45,10 @@ struct PreparedTask {
 PreparedTask prepare_task(const std::string& name, const std::string& path, const TaskOptions& opts,
                           const Tokenizer& tok);
 
+// rotq::Error naming the task and example if a token id is outside the model's vocabulary (a
+// tokenizer that does not belong to the model), before any rank runs a forward.
+void check_task_tokens(const PreparedTask& t, const ModelConfig& config);
+
 struct SubtaskScore {
   std::string name;
   int64_t n = 0;
@@ -60,8 +64,8 @@ struct TaskScore {
   double ppl = -1;               // LAMBADA's perplexity (-1 elsewhere)
   double acc_subject_mean = -1;  // MMLU: the mean of the subjects' accuracies
   std::string metric;            // the papers' metric: "acc_norm" or "acc"
-  size_t acts_index = 0;
-  int64_t cut = 0;  // continuations longer than the model's context (scored on their last L tokens)         // the activation configuration (QuantCell::acts) it ran under
+  size_t acts_index = 0;         // the activation configuration (QuantCell::acts) it ran under
+  int64_t cut = 0;  // continuations longer than the model's context (scored on their last L tokens)
   std::vector<SubtaskScore> subtasks;
   double seconds = 0;
   double score() const { return metric == "acc_norm" ? acc_norm : acc; }

@@ -48,7 +48,9 @@ int64_t int_field(const json& j, const char* key) {
   if (v.is_boolean()) return v.get<bool>() ? 1 : 0;
   if (v.is_string()) {
     const std::string s = v.get<std::string>();
-    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) return std::stoll(s);
+    if (!s.empty() && s.size() <= 9 && s.find_first_not_of("0123456789") == std::string::npos) {
+      return std::stoll(s);
+    }
   }
   fail("field '", key, "' is not an integer");
 }
@@ -63,7 +65,6 @@ bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p,
 bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
-
 
 // One context shared by every choice, each continued by " " + choice.
 TaskDoc multiple_choice(const std::string& context, std::vector<std::string> choices, int gold) {
@@ -156,7 +157,9 @@ int mmlu_answer(const std::string& s) {
 
 // One MMLU CSV: rows question, choice0..choice3, answer (a header row is skipped).
 std::vector<MmluQuestion> read_mmlu_csv(const std::string& path) {
-  const auto rows = parse_csv(read_file(path), path);
+  std::string text = read_file(path);
+  if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte-order mark
+  const auto rows = parse_csv(text, path);
   std::vector<MmluQuestion> out;
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
@@ -426,7 +429,8 @@ TaskDoc lambada_doc(const json& j) {
 
 std::string hellaswag_preprocess(const std::string& text) {
   std::string t = py_strip(text);
-  for (size_t p; (p = t.find(" [title]")) != std::string::npos;) t.replace(p, 8, ". ");
+  for (size_t p = 0; (p = t.find(" [title]", p)) != std::string::npos; p += 2)
+    t.replace(p, 8, ". ");
   // re.sub("\\[.*?\\]", "", t): drop each '[' up to the nearest following ']'.
   std::string kept;
   for (size_t i = 0; i < t.size(); ++i) {

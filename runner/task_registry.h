@@ -12,11 +12,11 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
-
-#include "runner/py_str.h"
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "runner/py_str.h"
 
 namespace rotq {
 

@@ -146,6 +146,11 @@ TEST(TaskPrompts, HellaswagPreprocessing) {
   EXPECT_EQ(rotq::py_strip("\xe3\x80\x80x\xc3\xa9"), "x\xc3\xa9");
   EXPECT_EQ(rotq::py_rstrip("a \xe2\x80\xa8"), "a");
   EXPECT_EQ(rotq::py_strip(" \t "), "");
+  // Malformed UTF-8 is kept as it is: no byte is taken for a space it does not encode.
+  EXPECT_EQ(rotq::py_strip("\xc2 abc"), "\xc2 abc");
+  EXPECT_EQ(rotq::py_strip("\xc0\xa0x"), "\xc0\xa0x");
+  EXPECT_EQ(rotq::py_strip("\xe2\x80\n\n"), "\xe2\x80");
+  EXPECT_EQ(rotq::hellaswag_preprocess("a [title][title] b"), "a. b");  // Python: one pass
 }
 
 TEST(TaskPrompts, MmluZeroAndFewShot) {
@@ -249,7 +254,8 @@ TEST(TaskData, RealFilesLoadWithTheHarnessPrompts) {
   }
   ASSERT_EQ(sociology.size(), 70u);
   const TaskDoc& soc = sociology.back();
-  EXPECT_NE(soc.requests[0].first.find("Role-learning theory suggests that\nA. "), std::string::npos)
+  EXPECT_NE(soc.requests[0].first.find("Role-learning theory suggests that\nA. "),
+            std::string::npos)
       << soc.requests[0].first;
 }
 
