@@ -262,11 +262,8 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
     rt.init();
     for (const auto& [name, path] : parse_task_list(q->tasks)) {
       const TaskSpec& spec = find_task(name);
-      require(!path.empty() || !q->dir.empty(), "task ", name, ": give --tasks-dir or ", name,
-              "=PATH");
-      const std::string where =
-          path.empty() ? (std::filesystem::path(q->dir) / spec.file).string() : path;
-      const std::vector<TaskDoc> docs = load_task_docs(spec, where, q->limit);
+      const std::vector<TaskDoc> docs =
+          load_task_docs(spec, task_path(spec, path, q->dir), q->limit);
       for (size_t d = 0; d < docs.size(); ++d) {
         nlohmann::json j = {{"task", name},
                             {"doc", d},

@@ -118,10 +118,7 @@ std::vector<std::string> task_files(const Cell& c) {
   std::vector<std::string> files;
   for (const auto& [name, path] : parse_task_list(items)) {
     const TaskSpec& spec = find_task(name);
-    require(!path.empty() || !c.at("evaluation.tasks_dir").empty(), "task ", name,
-            ": set evaluation.tasks_dir (or list it as ", name, "=PATH)");
-    const std::string where =
-        path.empty() ? (fs::path(c.at("evaluation.tasks_dir")) / spec.file).string() : path;
+    const std::string where = task_path(spec, path, c.at("evaluation.tasks_dir"));
     require(fs::exists(where), "task ", name, ": ", where, " does not exist");
     for (const std::string& f : task_data_files(spec, where)) files.push_back(f);
   }
@@ -208,29 +205,14 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
     ev.seconds = r.ppl[e].seconds;
     rec.evals.push_back(ev);
   }
-  for (size_t e = 0; e < r.tasks.size(); ++e) {
-    const TaskScore& s = r.tasks[e];
+  for (const TaskScore& s : r.tasks) {
     const ActivationQuant& acts = qc.acts.at(s.acts_index);
     TaskRecord t;
-    t.task = s.task;
+    static_cast<TaskScore&>(t) = s;
     t.acts = acts.describe();
-    t.metric = s.metric;
     t.a_bits = acts.act.bits;
     t.kv_bits = acts.k_cache.bits;
-    t.n = s.n;
-    t.requests = s.requests;
-    t.tokens = s.tokens;
     t.limit = a.tasks_limit;
-    t.cut = s.cut;
-    t.acc = s.acc;
-    t.acc_stderr = s.acc_stderr;
-    t.acc_norm = s.acc_norm;
-    t.acc_norm_stderr = s.acc_norm_stderr;
-    t.acc_bytes = s.acc_bytes;
-    t.ppl = s.ppl;
-    t.acc_subject_mean = s.acc_subject_mean;
-    t.seconds = s.seconds;
-    for (const SubtaskScore& sub : s.subtasks) t.subtasks[sub.name] = {sub.n, sub.acc};
     rec.tasks.push_back(std::move(t));
   }
   rec.rotation_loss = r.learning.loss;

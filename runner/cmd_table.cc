@@ -13,6 +13,7 @@
 #include "runner/cmd_common.h"
 #include "runner/experiment.h"
 #include "runner/results.h"
+#include "runner/stats.h"
 #include "runner/task_registry.h"
 #include "solvers/error.h"
 
@@ -53,9 +54,8 @@ void flatten_tasks(const CellRecord& r,
     if (t.ppl >= 0) m["task_ppl"] = t.ppl;
     if (t.acc_subject_mean >= 0) m["acc_subject_mean"] = t.acc_subject_mean;
     if (t.n > 0) m["seconds_per_1000"] = 1000.0 * t.seconds / static_cast<double>(t.n);
-    const auto spec = std::find_if(task_registry().begin(), task_registry().end(),
-                                   [&](const TaskSpec& s) { return s.name == t.task; });
-    if (spec != task_registry().end() && spec->zero_shot_avg) {
+    const TaskSpec* spec = lookup_task(t.task);
+    if (spec && spec->zero_shot_avg) {
       auto& [arow, scores] = avg[t.acts];
       arow = row;
       arow["task"] = "avg";
@@ -106,20 +106,6 @@ std::string join_values(const Row& row, const std::vector<std::string>& keys) {
     s += (s.empty() ? "" : " ") + (it == row.end() ? std::string("-") : it->second);
   }
   return s;
-}
-
-// Mean and sample standard deviation (0 for one value) over seeds.
-struct MeanSd {
-  double mean = 0, sd = 0;
-};
-MeanSd mean_sd(const std::vector<double>& v) {
-  MeanSd m;
-  for (double x : v) m.mean += x;
-  m.mean /= static_cast<double>(v.size());
-  double var = 0;
-  for (double x : v) var += (x - m.mean) * (x - m.mean);
-  if (v.size() > 1) m.sd = std::sqrt(var / static_cast<double>(v.size() - 1));
-  return m;
 }
 
 std::string mean_spread(const std::vector<double>& v, int digits) {
@@ -192,10 +178,8 @@ bool setting_before(const std::string& a, const std::string& b) {
 
 // A task column as the papers head it ("ARC-c", "Avg."), with the metric when there are several.
 std::string task_title(const std::string& task, const std::string& metric, size_t metrics) {
-  std::string title = task == "avg" ? "Avg." : task;
-  for (const TaskSpec& s : task_registry()) {
-    if (s.name == task) title = s.title;
-  }
+  const TaskSpec* spec = lookup_task(task);
+  const std::string title = spec ? spec->title : task == "avg" ? "Avg." : task;
   return metrics > 1 ? title + " " + metric : title;
 }
 

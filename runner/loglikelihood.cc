@@ -15,12 +15,9 @@
 namespace rotq {
 namespace {
 
+// The harness's tok_encode: BOS first when asked and the tokenizer has one.
 std::vector<int32_t> tok_encode(const Tokenizer& tok, const std::string& s, bool add_bos) {
-  std::vector<int32_t> ids;
-  if (add_bos && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  const std::vector<int32_t> body = tok.encode(s);
-  ids.insert(ids.end(), body.begin(), body.end());
-  return ids;
+  return encode_with_bos(tok, s, add_bos && tok.bos_id() >= 0);
 }
 
 // One forward input: the (left-truncated) tokens the model reads and how many of its last
@@ -60,6 +57,7 @@ std::vector<Input> unique_inputs(const std::vector<LlRequest>& requests, int64_t
 
 struct Batch {
   size_t begin = 0, end = 0;  // inputs [begin, end)
+  int64_t requests = 0;       // the requests they score
 };
 
 at::Tensor batch_tokens(const std::vector<Input>& inputs, const Batch& b) {
@@ -79,6 +77,10 @@ at::Tensor batch_tokens(const std::vector<Input>& inputs, const Batch& b) {
 void score_batch(const std::vector<Input>& inputs, const Batch& b,
                  const std::vector<LlRequest>& requests, const at::Tensor& h,
                  const at::Tensor& lm_head, at::Tensor& logprob, at::Tensor& greedy) {
+  // A request's flags and sums are written only by the rank that scores it (zeros elsewhere), so
+  // the all-reduce that follows is exact.
+  auto lp_acc = logprob.accessor<double, 1>();
+  auto gr_acc = greedy.accessor<double, 1>();
   std::vector<at::Tensor> rows;
   std::vector<int64_t> pair_row, pair_tok, pair_req;
   int64_t row0 = 0;
@@ -87,6 +89,7 @@ void score_batch(const std::vector<Input>& inputs, const Batch& b,
     const int64_t len = static_cast<int64_t>(in.tokens.size());
     rows.push_back(h[static_cast<int64_t>(i - b.begin)].narrow(0, len - in.contlen, in.contlen));
     for (size_t r : in.requests) {
+      gr_acc[static_cast<int64_t>(r)] = 1;  // cleared below by a token that is not the argmax
       const std::vector<int32_t>& cont = requests[r].continuation;
       const size_t skip = cont.size() - static_cast<size_t>(in.contlen);  // > 0: cut to L
       for (int64_t k = 0; k < in.contlen; ++k) {
@@ -100,8 +103,6 @@ void score_batch(const std::vector<Input>& inputs, const Batch& b,
   const at::Tensor hidden = at::cat(rows);  // [R, D]
   const int64_t R = hidden.size(0), V = lm_head.size(0);
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / V);
-  auto lp_acc = logprob.accessor<double, 1>();
-  auto gr_acc = greedy.accessor<double, 1>();
   size_t p = 0;  // pairs are ordered by row
   std::vector<size_t> order(pair_row.size());
   std::iota(order.begin(), order.end(), 0);
@@ -200,24 +201,14 @@ std::vector<LlScore> score_requests(const Transformer& model,
            inputs[j].tokens.size() == inputs[i].tokens.size()) {
       ++j;
     }
-    batches.push_back({i, j});
+    Batch b{i, j, 0};
+    for (size_t k = i; k < j; ++k) b.requests += static_cast<int64_t>(inputs[k].requests.size());
+    batches.push_back(b);
     i = j;
   }
   const int64_t n = static_cast<int64_t>(requests.size());
   at::Tensor logprob = at::zeros({n}, at::kDouble);
   at::Tensor greedy = at::zeros({n}, at::kDouble);
-  const auto count = [&](const Batch& b) {
-    int64_t c = 0;
-    for (size_t i = b.begin; i < b.end; ++i) c += static_cast<int64_t>(inputs[i].requests.size());
-    return c;
-  };
-  // A request's greedy flag starts at 1 on the rank that scores it (0 elsewhere: the sum is exact).
-  const auto claim = [&](const Batch& b) {
-    auto g = greedy.accessor<double, 1>();
-    for (size_t i = b.begin; i < b.end; ++i) {
-      for (size_t r : inputs[i].requests) g[static_cast<int64_t>(r)] = 1;
-    }
-  };
   at::NoGradGuard no_grad;
   const at::Tensor& lm_head = model.model().weights.lm_head;
   int64_t done = 0;
@@ -226,20 +217,18 @@ std::vector<LlScore> score_requests(const Transformer& model,
     for (const Batch& b : batches) toks.push_back(batch_tokens(inputs, b));
     pipeline_forward({&model}, {hooks}, *shard, comm, toks,
                      [&](size_t m, const std::vector<at::Tensor>& outs) {
-                       claim(batches[m]);
                        score_batch(inputs, batches[m], requests, model.final_norm(outs[0]), lm_head,
                                    logprob, greedy);
-                       done += count(batches[m]);
+                       done += batches[m].requests;
                        if (progress) progress(done, n);
                      });
   } else {
     int64_t mine = 0;
-    for (size_t k = comm.rank(); k < batches.size(); k += comm.size()) mine += count(batches[k]);
+    for (size_t k = comm.rank(); k < batches.size(); k += comm.size()) mine += batches[k].requests;
     for (size_t k = comm.rank(); k < batches.size(); k += comm.size()) {
-      claim(batches[k]);
       const at::Tensor h = model.hidden_states(batch_tokens(inputs, batches[k]), hooks);
       score_batch(inputs, batches[k], requests, h, lm_head, logprob, greedy);
-      done += count(batches[k]);
+      done += batches[k].requests;
       if (progress) progress(done, mine);
     }
   }

@@ -54,10 +54,10 @@ void write_task_group(const h5::Handle& parent, const std::string& name, const T
   }
   if (t.subtasks.empty()) return;
   const h5::Handle sub = h5::create_group(g, "subtasks");
-  for (const auto& [subject, nacc] : t.subtasks) {
-    const h5::Handle s = h5::create_group(sub, subject);
-    h5::set_int(s, "n", nacc.first);
-    h5::set_double(s, "acc", nacc.second);
+  for (const SubtaskScore& s : t.subtasks) {
+    const h5::Handle sg = h5::create_group(sub, s.name);
+    h5::set_int(sg, "n", s.n);
+    h5::set_double(sg, "acc", s.acc);
   }
 }
 
@@ -86,7 +86,7 @@ TaskRecord read_task_group(const h5::Handle& parent, const std::string& name) {
     const h5::Handle sub = h5::open_group(g, "subtasks");
     for (const std::string& s : h5::children(sub)) {
       const h5::Handle sg = h5::open_group(sub, s);
-      t.subtasks[s] = {h5::get_int(sg, "n"), h5::get_double(sg, "acc")};
+      t.subtasks.push_back({s, h5::get_int(sg, "n"), h5::get_double(sg, "acc")});
     }
   }
   return t;

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "runner/task_score.h"
+
 namespace rotq {
 
 struct EvalRecord {
@@ -26,15 +28,10 @@ struct EvalRecord {
   double ppl = 0, kl = -1, mean_nll = 0, seconds = 0;  // kl < 0: not measured
 };
 
-// One zero-shot task under one activation configuration (runner/task_eval.h). Metrics a task does
-// not define are -1. subtasks: MMLU's subjects (name -> n, acc).
-struct TaskRecord {
-  std::string task, acts, metric;
-  int64_t a_bits = 16, kv_bits = 16, n = 0, requests = 0, tokens = 0, limit = -1, cut = 0;
-  double acc = 0, acc_stderr = 0, acc_norm = -1, acc_norm_stderr = -1, acc_bytes = -1, ppl = -1,
-         acc_subject_mean = -1, seconds = 0;
-  std::map<std::string, std::pair<int64_t, double>> subtasks;
-  double score() const { return metric == "acc_norm" ? acc_norm : acc; }
+// One zero-shot task's scores under one activation configuration, as recorded with a cell.
+struct TaskRecord : TaskScore {
+  std::string acts;
+  int64_t a_bits = 16, kv_bits = 16, limit = -1;
 };
 
 struct CellRecord {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runner/progress.h"
+#include "runner/stats.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -21,37 +22,13 @@ size_t argmax(const std::vector<double>& v) {
   return static_cast<size_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-// lm-eval's mean_stderr: sample standard deviation (n - 1) over sqrt(n).
-double mean_stderr(const std::vector<double>& x) {
-  const double n = static_cast<double>(x.size());
-  if (x.size() < 2) return 0;
-  double mean = 0;
-  for (double v : x) mean += v;
-  mean /= n;
-  double ss = 0;
-  for (double v : x) ss += (v - mean) * (v - mean);
-  return std::sqrt(ss / (n - 1)) / std::sqrt(n);
-}
-
-double mean(const std::vector<double>& x) {
-  double s = 0;
-  for (double v : x) s += v;
-  return x.empty() ? 0 : s / static_cast<double>(x.size());
-}
-
 }  // namespace
 
 PreparedTask prepare_task(const std::string& name, const std::string& path, const TaskOptions& opts,
                           const Tokenizer& tok) {
   PreparedTask t;
   t.spec = &find_task(name);
-  if (path.empty()) {
-    require(!opts.dir.empty(), "task ", name,
-            ": no tasks directory (give --tasks-dir, evaluation.tasks_dir or ", name, "=PATH)");
-    t.path = (std::filesystem::path(opts.dir) / t.spec->file).string();
-  } else {
-    t.path = path;
-  }
+  t.path = task_path(*t.spec, path, opts.dir);
   t.docs = load_task_docs(*t.spec, t.path, opts.limit);
   for (size_t d = 0; d < t.docs.size(); ++d) {
     t.first.push_back(t.requests.size());
@@ -117,14 +94,14 @@ TaskScore task_metrics(const PreparedTask& t, const std::vector<LlScore>& scores
       correct += hit;
     }
   }
-  s.acc = mean(acc);
+  s.acc = mean_sd(acc).mean;
   s.acc_stderr = mean_stderr(acc);
   s.metric = "acc";
-  if (t.spec->kind == TaskKind::kLastWord) s.ppl = std::exp(-mean(ll));
+  if (t.spec->kind == TaskKind::kLastWord) s.ppl = std::exp(-mean_sd(ll).mean);
   if (t.spec->acc_norm) {
-    s.acc_norm = mean(acc_norm);
+    s.acc_norm = mean_sd(acc_norm).mean;
     s.acc_norm_stderr = mean_stderr(acc_norm);
-    s.acc_bytes = mean(acc_bytes);
+    s.acc_bytes = mean_sd(acc_bytes).mean;
     s.metric = "acc_norm";
   }
   if (!subjects.empty()) {

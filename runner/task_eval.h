@@ -20,6 +20,7 @@
 #include "runner/loglikelihood.h"
 #include "runner/placement.h"
 #include "runner/task_registry.h"
+#include "runner/task_score.h"
 #include "solvers/comm.h"
 
 namespace rotq {
@@ -48,28 +49,6 @@ PreparedTask prepare_task(const std::string& name, const std::string& path, cons
 // rotq::Error naming the task and example if a token id is outside the model's vocabulary (a
 // tokenizer that does not belong to the model), before any rank runs a forward.
 void check_task_tokens(const PreparedTask& t, const ModelConfig& config);
-
-struct SubtaskScore {
-  std::string name;
-  int64_t n = 0;
-  double acc = 0;
-};
-
-struct TaskScore {
-  std::string task;
-  int64_t n = 0, requests = 0, tokens = 0;
-  double acc = 0, acc_stderr = 0;
-  double acc_norm = -1, acc_norm_stderr = -1;  // -1: the task does not define it
-  double acc_bytes = -1;
-  double ppl = -1;               // LAMBADA's perplexity (-1 elsewhere)
-  double acc_subject_mean = -1;  // MMLU: the mean of the subjects' accuracies
-  std::string metric;            // the papers' metric: "acc_norm" or "acc"
-  size_t acts_index = 0;         // the activation configuration (QuantCell::acts) it ran under
-  int64_t cut = 0;  // continuations longer than the model's context (scored on their last L tokens)
-  std::vector<SubtaskScore> subtasks;
-  double seconds = 0;
-  double score() const { return metric == "acc_norm" ? acc_norm : acc; }
-};
 
 // The harness's metrics of `t` from its request scores (one per request, in order).
 TaskScore task_metrics(const PreparedTask& t, const std::vector<LlScore>& scores);

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "runner/text.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -94,18 +95,10 @@ TaskDoc foundry_doc(const json& j, const std::string& context) {
   return multiple_choice(context, std::move(choices), gold);
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  require(in.good(), path, ": cannot open the task file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The JSON records of a task file: a JSON array, or one object per line. Each comes with its
 // line number for error messages.
 std::vector<std::pair<size_t, json>> read_json_records(const std::string& path) {
-  const std::string text = read_file(path);
+  const std::string text = read_file_bytes(path);
   std::vector<std::pair<size_t, json>> out;
   const size_t first = text.find_first_not_of(" \t\r\n");
   require(first != std::string::npos, path, ": the task file is empty");
@@ -157,7 +150,7 @@ int mmlu_answer(const std::string& s) {
 
 // One MMLU CSV: rows question, choice0..choice3, answer (a header row is skipped).
 std::vector<MmluQuestion> read_mmlu_csv(const std::string& path) {
-  std::string text = read_file(path);
+  std::string text = read_file_bytes(path);
   if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // a UTF-8 byte-order mark
   const auto rows = parse_csv(text, path);
   std::vector<MmluQuestion> out;
@@ -233,12 +226,17 @@ const std::vector<TaskSpec>& task_registry() {
   return r;
 }
 
-const TaskSpec& find_task(const std::string& name) {
-  std::string known;
+const TaskSpec* lookup_task(const std::string& name) {
   for (const TaskSpec& s : task_registry()) {
-    if (s.name == name) return s;
-    known += (known.empty() ? "" : ", ") + s.name;
+    if (s.name == name) return &s;
   }
+  return nullptr;
+}
+
+const TaskSpec& find_task(const std::string& name) {
+  if (const TaskSpec* s = lookup_task(name)) return *s;
+  std::string known;
+  for (const TaskSpec& s : task_registry()) known += (known.empty() ? "" : ", ") + s.name;
   fail("task '", name, "': unknown (expected one of ", known, ", zeroshot, all)");
 }
 
@@ -297,6 +295,13 @@ std::vector<TaskDoc> load_task_docs(const TaskSpec& spec, const std::string& pat
   }
   require(!docs.empty(), "task ", spec.name, ": ", path, " holds no examples");
   return docs;
+}
+
+std::string task_path(const TaskSpec& spec, const std::string& path, const std::string& dir) {
+  if (!path.empty()) return path;
+  require(!dir.empty(), "task ", spec.name, ": no tasks directory (give --tasks-dir, ",
+          "evaluation.tasks_dir or ", spec.name, "=PATH)");
+  return (fs::path(dir) / spec.file).string();
 }
 
 std::vector<std::string> task_data_files(const TaskSpec& spec, const std::string& path) {

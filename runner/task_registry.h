@@ -47,6 +47,8 @@ struct TaskSpec {
 
 // Every task, in the papers' column order.
 const std::vector<TaskSpec>& task_registry();
+// The spec of `name`, or null (results written by a rotq that knew other tasks).
+const TaskSpec* lookup_task(const std::string& name);
 // The spec of `name`; rotq::Error listing the known names otherwise.
 const TaskSpec& find_task(const std::string& name);
 // "arc_easy,piqa" or "zeroshot" (the nine of the papers' average) or "all" -> task names; a
@@ -59,6 +61,9 @@ std::vector<std::pair<std::string, std::string>> parse_task_list(
 // input.
 std::vector<TaskDoc> load_task_docs(const TaskSpec& spec, const std::string& path,
                                     int64_t limit = -1);
+// Where task `spec` is read: `path` when given (a NAME=PATH item), else `dir` / the registry's file
+// name; rotq::Error when neither is given.
+std::string task_path(const TaskSpec& spec, const std::string& path, const std::string& dir);
 // The files a task reads from `path` (checksums in results).
 std::vector<std::string> task_data_files(const TaskSpec& spec, const std::string& path);
 
