@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "solvers/error.h"
@@ -25,13 +26,27 @@ at::Tensor permute_interleaved_to_half(const at::Tensor& w, int64_t n_heads, int
       .reshape({n_heads * head_dim, in});
 }
 
+void require_finite(const at::Tensor& t, const std::string& name, const std::string& source) {
+  // One float64 sum finds any NaN or Inf without a mask as large as the tensor: finite float32
+  // or bfloat16 values cannot overflow a float64 sum.
+  if (t.numel() == 0 || std::isfinite(t.sum(at::kDouble).item<double>())) return;
+  const at::Tensor flat = t.reshape({-1});
+  const int64_t bad = at::logical_not(at::isfinite(flat)).nonzero()[0][0].item<int64_t>();
+  const double v = flat[bad].item<double>();
+  fail(source, ": tensor ", name, " holds ", std::isnan(v) ? "NaN" : "Inf", " (element ", bad,
+       " of ", t.numel(), "); the checkpoint is corrupt");
+}
+
 LayerWeights read_layer(CheckpointReader& reader, int64_t layer, at::ScalarType dtype) {
   LayerWeights lw;
   for (size_t i = 0; i < lw.tensors.size(); ++i) {
-    at::Tensor t = reader.layer_tensor(layer, static_cast<LayerTensor>(i));
+    const LayerTensor which = static_cast<LayerTensor>(i);
+    at::Tensor t = reader.layer_tensor(layer, which);
+    if (!t.defined()) continue;
     // Owned copies: later stages (fusion, quantization) modify weights in place, and the
     // reader's tensors may be read-only views of a memory mapping.
-    if (t.defined()) lw.tensors[i] = t.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+    lw.tensors[i] = t.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+    require_finite(lw.tensors[i], hf_layer_tensor_name(which, layer), reader.source());
   }
   return lw;
 }
@@ -45,14 +60,18 @@ Model load_model(CheckpointReader& reader, const LoadOptions& opts) {
   require(opts.layer_begin >= 0 && opts.layer_begin <= end && end <= m.config.n_layers,
           reader.source(), ": layer range [", opts.layer_begin, ", ", end, ") outside [0, ",
           m.config.n_layers, "]");
-  auto owned = [&](at::Tensor t) { return t.to(opts.dtype, false, true); };
-  if (opts.embed) m.weights.embed = owned(reader.global_tensor(GlobalTensor::kEmbed));
+  auto owned = [&](GlobalTensor g) {
+    at::Tensor t = reader.global_tensor(g).to(opts.dtype, false, true);
+    require_finite(t, hf_global_tensor_name(g), reader.source());
+    return t;
+  };
+  if (opts.embed) m.weights.embed = owned(GlobalTensor::kEmbed);
   if (opts.head) {
-    m.weights.final_norm = owned(reader.global_tensor(GlobalTensor::kFinalNorm));
+    m.weights.final_norm = owned(GlobalTensor::kFinalNorm);
     if (m.config.tie_embeddings && opts.embed) {
       m.weights.lm_head = m.weights.embed;
     } else {  // a tied reader returns the embedding for kLmHead
-      m.weights.lm_head = owned(reader.global_tensor(GlobalTensor::kLmHead));
+      m.weights.lm_head = owned(GlobalTensor::kLmHead);
     }
   }
   for (int64_t l = opts.layer_begin; l < end; ++l) {

@@ -1,5 +1,6 @@
 #include "models/config.h"
 
+#include <cmath>
 #include <sstream>
 
 #include "models/arch.h"
@@ -27,26 +28,48 @@ int64_t ModelConfig::param_count() const {
 }
 
 void ModelConfig::validate(const std::string& source) const {
-  auto positive = [&](int64_t v, const char* name) {
+  // Upper bounds far beyond any released model (LLaMA-3.1-405B: hidden 16384, intermediate 53248,
+  // 126 layers, vocabulary 128256; Llama 4: 10M positions), so that a corrupt or hostile config
+  // is refused here instead of overflowing a size or asking for terabytes later.
+  auto positive = [&](int64_t v, const char* name, int64_t max) {
     require(v > 0, source, ": config field ", name, " = ", v, ", expected a positive integer");
+    require(v <= max, source, ": config field ", name, " = ", v, " exceeds ", max,
+            " (the largest rotq accepts)");
   };
   arch_spec(architecture);  // throws for an unsupported architecture
-  positive(dim, "hidden_size (dim)");
-  positive(hidden_dim, "intermediate_size (hidden_dim)");
-  positive(n_layers, "num_hidden_layers (n_layers)");
-  positive(n_heads, "num_attention_heads (n_heads)");
-  positive(n_kv_heads, "num_key_value_heads (n_kv_heads)");
-  positive(head_dim, "head_dim");
-  positive(vocab_size, "vocab_size");
-  positive(max_seq_len, "max_position_embeddings (max_seq_len)");
+  positive(dim, "hidden_size (dim)", int64_t{1} << 17);
+  positive(hidden_dim, "intermediate_size (hidden_dim)", int64_t{1} << 20);
+  positive(n_layers, "num_hidden_layers (n_layers)", 4096);
+  positive(n_heads, "num_attention_heads (n_heads)", 4096);
+  positive(n_kv_heads, "num_key_value_heads (n_kv_heads)", 4096);
+  positive(head_dim, "head_dim", 4096);
+  positive(vocab_size, "vocab_size", int64_t{1} << 24);
+  positive(max_seq_len, "max_position_embeddings (max_seq_len)", int64_t{1} << 24);
   require(n_heads % n_kv_heads == 0, source, ": num_attention_heads ", n_heads,
           " is not a multiple of num_key_value_heads ", n_kv_heads);
   require(head_dim % 2 == 0, source, ": head_dim ", head_dim, " must be even for RoPE");
-  require(rope_theta > 0, source, ": rope_theta ", rope_theta, " must be positive");
-  require(norm_eps > 0, source, ": rms_norm_eps ", norm_eps, " must be positive");
+  require(std::isfinite(rope_theta) && rope_theta > 0, source, ": rope_theta ", rope_theta,
+          " must be a positive number");
+  require(std::isfinite(norm_eps) && norm_eps > 0 && norm_eps < 1, source, ": rms_norm_eps ",
+          norm_eps, " must be in (0, 1)");
   require(rope_scaling.type == "none" || rope_scaling.type == "linear" ||
               rope_scaling.type == "llama3",
           source, ": rope_scaling type ", rope_scaling.type, " unsupported (expected none, linear, llama3)");
+  if (rope_scaling.type != "none") {
+    const RopeScaling& r = rope_scaling;
+    require(std::isfinite(r.factor) && r.factor >= 1, source, ": rope_scaling.factor = ", r.factor,
+            ", expected a number >= 1 (a context extension)");
+  }
+  if (rope_scaling.type == "llama3") {
+    const RopeScaling& r = rope_scaling;
+    require(std::isfinite(r.low_freq_factor) && r.low_freq_factor > 0 &&
+                std::isfinite(r.high_freq_factor) && r.high_freq_factor > r.low_freq_factor,
+            source, ": rope_scaling low_freq_factor = ", r.low_freq_factor, ", high_freq_factor = ",
+            r.high_freq_factor, ": expected 0 < low_freq_factor < high_freq_factor");
+    require(r.original_max_position > 0 && r.original_max_position <= (int64_t{1} << 24), source,
+            ": rope_scaling.original_max_position_embeddings = ", r.original_max_position,
+            ", expected a positive integer");
+  }
   dtype_bytes(dtype);
 }
 

@@ -3,12 +3,14 @@
 // first asked for, so a rank that owns a few layers touches only the files that hold them.
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "models/checkpoint.h"
+#include "models/files.h"
 #include "models/safetensors.h"
 #include "solvers/error.h"
 
@@ -19,10 +21,9 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 json read_json(const std::string& path) {
-  std::ifstream in(path);
-  require(in.good(), path, ": cannot open");
+  const std::string text = read_file_bytes(path);
   try {
-    return json::parse(in);
+    return json::parse(text);
   } catch (const json::exception& e) {
     fail(path, ": not valid JSON (", e.what(), ")");
   }
@@ -46,6 +47,20 @@ double get_double_or(const json& j, const std::string& path, const char* key, do
   return j[key].get<double>();
 }
 
+bool get_bool_or(const json& j, const std::string& path, const char* key, bool fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  require(j[key].is_boolean(), path, ": field ", key, " = ", j[key].dump(),
+          ", expected true or false");
+  return j[key].get<bool>();
+}
+
+std::string get_string_or(const json& j, const std::string& path, const char* key,
+                          const std::string& fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  require(j[key].is_string(), path, ": field ", key, " = ", j[key].dump(), ", expected a string");
+  return j[key].get<std::string>();
+}
+
 std::string dtype_from_torch_dtype(const std::string& s) {
   if (s == "float32") return "float32";
   if (s == "float16") return "float16";
@@ -58,25 +73,26 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& path) {
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return rs;
   const json& r = j["rope_scaling"];
   require(r.is_object(), path, ": rope_scaling must be an object or null");
-  std::string type = r.value("rope_type", r.value("type", std::string("none")));
+  const std::string where = path + ": rope_scaling";
+  std::string type = get_string_or(r, where, "rope_type", get_string_or(r, where, "type", "none"));
   if (type == "default") type = "none";
   require(type == "none" || type == "linear" || type == "llama3", path, ": rope_scaling type '",
           type, "' unsupported (expected linear or llama3)");
   rs.type = type;
-  rs.factor = get_double_or(r, path, "factor", 1.0);
-  rs.low_freq_factor = get_double_or(r, path, "low_freq_factor", 1.0);
-  rs.high_freq_factor = get_double_or(r, path, "high_freq_factor", 4.0);
-  rs.original_max_position = get_int_or(r, path, "original_max_position_embeddings", 8192);
+  rs.factor = get_double_or(r, where, "factor", 1.0);
+  rs.low_freq_factor = get_double_or(r, where, "low_freq_factor", 1.0);
+  rs.high_freq_factor = get_double_or(r, where, "high_freq_factor", 4.0);
+  rs.original_max_position = get_int_or(r, where, "original_max_position_embeddings", 8192);
   return rs;
 }
 
-int32_t token_id_or(const json& j, const char* key, int32_t fallback) {
+// A token id (LLaMA-3.1 lists several eos ids: the first is taken), within int32.
+int32_t token_id_or(const json& j, const std::string& path, const char* key, int32_t fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (j[key].is_number_integer()) return j[key].get<int32_t>();
-  if (j[key].is_array() && !j[key].empty() && j[key][0].is_number_integer()) {
-    return j[key][0].get<int32_t>();
-  }
-  return fallback;
+  const json& v = j[key].is_array() && !j[key].empty() ? j[key][0] : j[key];
+  require(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX, path,
+          ": field ", key, " = ", j[key].dump(), ", expected a token id (an integer >= 0)");
+  return static_cast<int32_t>(v.get<int64_t>());
 }
 
 ModelConfig parse_hf_config(const std::string& path) {
@@ -99,16 +115,16 @@ ModelConfig parse_hf_config(const std::string& path) {
   c.max_seq_len = get_int_or(j, path, "max_position_embeddings", 2048);
   c.rope_theta = get_double_or(j, path, "rope_theta", 10000.0);
   c.norm_eps = get_double_or(j, path, "rms_norm_eps", 1e-6);
-  c.tie_embeddings = j.value("tie_word_embeddings", false);
+  c.tie_embeddings = get_bool_or(j, path, "tie_word_embeddings", false);
   c.rope_scaling = parse_rope_scaling(j, path);
-  c.dtype = dtype_from_torch_dtype(j.value("torch_dtype", std::string("float32")));
-  c.bos_id = token_id_or(j, "bos_token_id", 1);
-  c.eos_id = token_id_or(j, "eos_token_id", 2);
+  c.dtype = dtype_from_torch_dtype(get_string_or(j, path, "torch_dtype", "float32"));
+  c.bos_id = token_id_or(j, path, "bos_token_id", 1);
+  c.eos_id = token_id_or(j, path, "eos_token_id", 2);
   if (j.contains("rotq_online_hadamard")) {
     const json& h = j["rotq_online_hadamard"];
     require(h.is_object(), path, ": rotq_online_hadamard must be an object {qk, down}");
-    c.online_hadamard_qk = h.value("qk", false);
-    c.online_hadamard_down = h.value("down", false);
+    c.online_hadamard_qk = get_bool_or(h, path + ": rotq_online_hadamard", "qk", false);
+    c.online_hadamard_down = get_bool_or(h, path + ": rotq_online_hadamard", "down", false);
   }
   c.validate(path);
   return c;

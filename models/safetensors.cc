@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -43,7 +44,10 @@ SafetensorInfo parse_entry(const std::string& path, const std::string& name, con
   for (const json& d : e["shape"]) {
     require(d.is_number_integer() && d.get<int64_t>() >= 0, where, ": bad shape ", e["shape"].dump());
     info.shape.push_back(d.get<int64_t>());
-    numel *= static_cast<uint64_t>(d.get<int64_t>());
+    // A product that overflows could wrap to the byte count of a small tensor: refuse it.
+    require(!__builtin_mul_overflow(numel, static_cast<uint64_t>(d.get<int64_t>()), &numel) &&
+                numel <= (uint64_t{1} << 48),
+            where, ": shape ", e["shape"].dump(), " has more elements than any file can hold");
   }
   const json& off = e["data_offsets"];
   require(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
@@ -59,6 +63,24 @@ SafetensorInfo parse_entry(const std::string& path, const std::string& name, con
           info.end - info.begin, " bytes for shape ", e["shape"].dump(), " of ", info.dtype,
           ", expected ", numel * esize);
   return info;
+}
+
+// Tensors own disjoint byte ranges: two that overlap would alias one another's data (a writer
+// bug or a crafted file), and in-place edits of one would silently change the other.
+void check_disjoint(const std::string& path, const std::map<std::string, SafetensorInfo>& infos) {
+  std::vector<std::pair<const std::string*, const SafetensorInfo*>> by_start;
+  for (const auto& [name, info] : infos) {
+    if (info.end > info.begin) by_start.push_back({&name, &info});
+  }
+  std::sort(by_start.begin(), by_start.end(),
+            [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
+  for (size_t i = 1; i < by_start.size(); ++i) {
+    const auto& [prev_name, prev] = by_start[i - 1];
+    const auto& [name, info] = by_start[i];
+    require(info->begin >= prev->end, path, ": tensors ", *prev_name, " [", prev->begin, ", ",
+            prev->end, ") and ", *name, " [", info->begin, ", ", info->end,
+            ") overlap (expected disjoint data_offsets)");
+  }
 }
 
 }  // namespace
@@ -121,6 +143,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     }
     f->infos_[it.key()] = parse_entry(path, it.key(), it.value(), data_bytes);
   }
+  check_disjoint(path, f->infos_);
   return f;
 }
 

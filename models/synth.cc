@@ -90,14 +90,9 @@ const std::map<std::string, std::function<ModelConfig()>>& presets() {
 }
 
 int64_t parse_int(const std::string& key, const std::string& v) {
-  try {
-    size_t pos = 0;
-    long long x = std::stoll(v, &pos);
-    require(pos == v.size(), "");
-    return x;
-  } catch (...) {
-    fail("--dims ", key, "=", v, ": expected an integer");
-  }
+  const std::optional<int64_t> x = parse_integer(v);
+  require(x.has_value(), "--dims ", key, "=", v, ": expected an integer");
+  return *x;
 }
 
 double parse_double(const std::string& key, const std::string& v) {

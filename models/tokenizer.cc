@@ -7,17 +7,18 @@
 
 #include "models/llama2c_tokenizer.h"
 #include "models/sentencepiece_model.h"
+#include "models/files.h"
 #include "solvers/error.h"
 
 namespace rotq {
 namespace {
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open tokenizer file ", path, ": ", std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  require(!in.bad(), "cannot read tokenizer file ", path, ": ", std::strerror(errno));
-  return bytes;
+  try {
+    return read_file_bytes(path);
+  } catch (const Error& e) {
+    fail("tokenizer: ", e.what());
+  }
 }
 
 }  // namespace

@@ -91,7 +91,10 @@ const RopeCache& Transformer::rope(int64_t T) const {
     const at::ScalarType dt = model_.weights.embed.defined()
                                   ? model_.weights.embed.scalar_type()
                                   : model_.weights.layers.at(0)[LayerTensor::kWq].scalar_type();
-    rope_ = make_rope_cache(model_.config, std::max(T, model_.config.max_seq_len), dt);
+    // Sized by what is asked (at least the usual context), never by the config alone: a config's
+    // max_position_embeddings may be millions of positions no input uses.
+    const int64_t usual = std::min<int64_t>(model_.config.max_seq_len, 8192);
+    rope_ = make_rope_cache(model_.config, std::max(T, usual), dt);
     const at::Device device = model_device(model_);
     rope_.cos = rope_.cos.to(device);
     rope_.sin = rope_.sin.to(device);

@@ -169,7 +169,12 @@ void register_bench_rotation(CLI::App* bench, Runtime& rt) {
       ->capture_default_str();
   cmd->add_option("--window", a->window, "DFRot calibration window (tokens per block input)")
       ->capture_default_str();
-  cmd->add_option("--gemm-n", a->gemm_n, "size of the reference GEMMs")->capture_default_str();
+  cmd->add_option("--gemm-n", a->gemm_n, "size of the reference GEMMs")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  for (const char* flag : {"--tokens", "--rows", "--window"}) {
+    cmd->get_option(flag)->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  }
   cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_flag("--json", a->json, "print JSON lines");
   cmd->callback([a, &rt] { run_rotation_bench(rt, *a); });

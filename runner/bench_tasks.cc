@@ -112,6 +112,8 @@ void register_bench_tasks(CLI::App* bench, Runtime& rt) {
   cmd->add_option("--kv-bits", a->kv_bits, "KV-cache bits (16: none)")->capture_default_str();
   cmd->add_option("--gemm-n", a->gemm_n, "size of the reference GEMM")->capture_default_str();
   cmd->add_flag("--json", a->json, "print JSON lines");
+  add_schema_checks(cmd);
+  cmd->get_option("--gemm-n")->check(CLI::Range(1, 1 << 16));
   cmd->callback([a, &rt] { run_task_bench(rt, *a); });
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "runner/experiment.h"
 #include "solvers/error.h"
 #include "solvers/optrot.h"
 #include "solvers/optrot_model.h"
@@ -23,9 +24,10 @@ double parse_gamma(const std::string& text) {
 std::pair<int, int> parse_acts_pair(const std::string& text) {
   const size_t slash = text.find('/');
   const auto number = [&](const std::string& s) {
-    require(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos, "--acts '", text,
-            "': expected A/KV bit widths such as 4/16");
-    return std::stoi(s);
+    const std::optional<int64_t> v = parse_integer(s);
+    require(v && s.find_first_not_of("0123456789") == std::string::npos && *v <= 64, "--acts '",
+            text, "': expected A/KV bit widths such as 4/16");
+    return static_cast<int>(*v);
   };
   require(slash != std::string::npos, "--acts '", text, "': expected A/KV bit widths such as 4/16");
   return {number(text.substr(0, slash)), number(text.substr(slash + 1))};
@@ -99,6 +101,11 @@ QuantCell make_cell(const CellArgs& a) {
     cell.acts.push_back(q);
   }
 
+  const bool needs_calib = (w.method == WeightMethod::kGptq && a.w_bits < 16) ||
+                           a.rotation == "dfrot" || a.rotation == "optrot+";
+  require(!needs_calib || !a.calib.empty(), "calibration text (--calib / calibration.text): ",
+          "required for ", a.rotation == "dfrot" || a.rotation == "optrot+" ? a.rotation : "GPTQ",
+          " (a text file of calibration windows)");
   cell.calib_text = a.calib;
   cell.calib.nsamples = a.nsamples;
   cell.calib.seqlen = a.calib_seqlen;
@@ -132,6 +139,76 @@ QuantCell make_cell(const CellArgs& a) {
     }
   }
   return cell;
+}
+
+const std::vector<std::pair<const char*, const char*>>& cell_option_keys() {
+  static const std::vector<std::pair<const char*, const char*>> keys = {
+      {"--rotation", "rotation.method"},
+      {"--optrot-steps", "rotation.optrot.steps"},
+      {"--optrot-lr", "rotation.optrot.lr"},
+      {"--optrot-norm", "rotation.optrot.norm"},
+      {"--optrot-optimizer", "rotation.optrot.optimizer"},
+      {"--optrot-matrices", "rotation.optrot.matrices"},
+      {"--dfrot-gamma", "rotation.dfrot.gamma"},
+      {"--dfrot-iters", "rotation.dfrot.iters"},
+      {"--dfrot-init", "rotation.dfrot.init"},
+      {"--dfrot-rule", "rotation.dfrot.rule"},
+      {"--dfrot-threshold", "rotation.dfrot.threshold"},
+      {"--dfrot-layers", "rotation.dfrot.layers"},
+      {"--dfrot-nsamples", "rotation.dfrot.nsamples"},
+      {"--dfrot-seqlen", "rotation.dfrot.seqlen"},
+      {"--fp-massive", "rotation.fp_massive"},
+      {"--w-bits", "quantization.w_bits"},
+      {"--w-quant", "quantization.w_method"},
+      {"--w-group", "quantization.w_group"},
+      {"--percdamp", "quantization.percdamp"},
+      {"--gptq-block", "quantization.gptq_block"},
+      {"--hessian-dtype", "quantization.hessian_dtype"},
+      {"--a-bits", "quantization.a_bits"},
+      {"--a-clip", "quantization.a_clip"},
+      {"--kv-bits", "quantization.kv_bits"},
+      {"--kv-clip", "quantization.kv_clip"},
+      {"--kv-group", "quantization.kv_group"},
+      {"--acts", "evaluation.acts"},
+      {"--calib", "calibration.text"},
+      {"--nsamples", "calibration.nsamples"},
+      {"--calib-seqlen", "calibration.seqlen"},
+      {"--ppl-text", "evaluation.ppl_texts"},
+      {"--seqlen", "evaluation.seqlen"},
+      {"--max-windows", "evaluation.max_windows"},
+      {"--batch", "evaluation.batch"},
+      {"--tasks", "evaluation.tasks"},
+      {"--tasks-dir", "evaluation.tasks_dir"},
+      {"--limit", "evaluation.tasks_limit"},
+      {"--batch-size", "evaluation.tasks_batch"},
+      {"--max-length", "evaluation.tasks_max_length"},
+      {"--tasks-acts", "evaluation.tasks_acts"},
+      {"--placement", "runtime.placement"},
+      {"--dtype", "runtime.dtype"},
+      {"--device", "runtime.device"},
+  };
+  return keys;
+}
+
+CLI::Validator schema_validator(const std::string& key) {
+  return CLI::Validator(
+      [key](std::string& value) -> std::string {
+        try {
+          check_schema_value(key, value, "");
+        } catch (const Error& e) {
+          std::string what = e.what();  // ": KEY = VALUE: expected ..." (no file to name)
+          return what.rfind(": ", 0) == 0 ? what.substr(2) : what;
+        }
+        return "";
+      },
+      "", key);
+}
+
+void add_schema_checks(CLI::App* cmd) {
+  for (const auto& [flag, key] : cell_option_keys()) {
+    CLI::Option* o = cmd->get_option_no_throw(flag);
+    if (o) o->check(schema_validator(key));
+  }
 }
 
 void add_cell_options(CLI::App* cmd, CellArgs& a) {
@@ -245,6 +322,8 @@ void add_cell_options(CLI::App* cmd, CellArgs& a) {
                   "score the tasks only under these A/KV pairs of --acts (default: all)");
   cmd->add_option("--samples", a.task_samples,
                   "write every task example's scores here (JSON lines)");
+  // The values experiment files accept, no more and no less (runner/experiment.cc's schema).
+  add_schema_checks(cmd);
 }
 
 }  // namespace rotq

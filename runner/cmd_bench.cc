@@ -201,6 +201,8 @@ void register_bench(CLI::App& app, Runtime& rt) {
   ppl->add_option("--batch", a->batch, "windows per forward (0: auto)");
   ppl->add_option("--gemm-n", a->gemm_n, "size of the reference GEMM")->capture_default_str();
   ppl->add_flag("--json", a->json, "print JSON lines");
+  add_schema_checks(ppl);
+  ppl->get_option("--gemm-n")->check(CLI::Range(1, 1 << 16));
   ppl->callback([a, &rt] { run_bench(rt, *a); });
 
   auto q = std::make_shared<QuantBenchArgs>();
@@ -219,6 +221,8 @@ void register_bench(CLI::App& app, Runtime& rt) {
   quant->add_option("--kv-bits", q->kv_bits, "KV-cache bits")->capture_default_str();
   quant->add_option("--gemm-n", q->gemm_n, "size of the reference GEMM")->capture_default_str();
   quant->add_flag("--json", q->json, "print JSON lines");
+  add_schema_checks(quant);
+  quant->get_option("--gemm-n")->check(CLI::Range(1, 1 << 16));
   quant->callback([q, &rt] { run_quant_bench(rt, *q); });
   register_bench_rotation(bench, rt);
   register_bench_tasks(bench, rt);

@@ -15,6 +15,7 @@
 #include "runner/device.h"
 #include "runner/log.h"
 #include "runner/pipeline.h"
+#include "runner/subprocess.h"
 #include "solvers/error.h"
 #include "solvers/kernel_path.h"
 
@@ -54,7 +55,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer) {
                     "tokenizer.bin or tokenizer.model (default: the one in the model directory)");
   }
   cmd->add_option("--dtype", o.dtype, "compute dtype: float32, float64 or bfloat16")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(schema_validator("runtime.dtype"));
   cmd->add_option("--device", o.device,
                   "compute device: cpu, cuda (this rank's GPU) or cuda:N; weights are moved there")
       ->capture_default_str();
@@ -183,11 +185,11 @@ void run_plot_script(const std::string& script, const std::vector<std::string>& 
   const std::string python = py_env                           ? py_env
                              : fs::exists("/usr/bin/python3") ? "/usr/bin/python3"
                                                               : "python3";
-  std::string cmd = python + " " + shell_quote(script);
-  for (const std::string& a : args) cmd += " " + shell_quote(a);
-  const int rc = std::system(cmd.c_str());
-  require(rc == 0, "plotting failed (", cmd, " exited with ", rc, "; needs python3-matplotlib); ",
-          where_data);
+  std::vector<std::string> argv = {python, script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const ProcessResult r = run_process(argv, /*capture=*/false);
+  require(r.exit_code == 0, "plotting failed (", quoted_command(argv), " exited with ",
+          r.exit_code, "; needs python3-matplotlib); ", where_data);
 }
 
 void copy_tokenizer(const std::string& path, const std::string& out_dir) {

@@ -62,6 +62,14 @@ void print_table(Comm& comm, const std::vector<std::string>& header,
                  const std::vector<std::vector<std::string>>& rows);
 std::string fmt_double(double v, int precision = 3);
 
+// The command-line flag of each experiment key it mirrors ("--seqlen" -> "evaluation.seqlen").
+const std::vector<std::pair<const char*, const char*>>& cell_option_keys();
+// A CLI11 check of a flag's value by the experiment schema's rule for `key` (runner/cell_args.cc).
+CLI::Validator schema_validator(const std::string& key);
+// Attaches schema_validator to every flag of cell_option_keys() that `cmd` has, so that a flag
+// accepts exactly what the experiment key accepts.
+void add_schema_checks(CLI::App* cmd);
+
 using CommandRegistrar = void (*)(CLI::App& app, Runtime& rt);
 void register_ppl(CLI::App& app, Runtime& rt);
 void register_generate(CLI::App& app, Runtime& rt);

@@ -51,7 +51,8 @@ void register_convert(CLI::App& app, Runtime& rt) {
   cmd->add_option("--out", a->out, "output directory")->required();
   cmd->add_option("--out-dtype", a->out_dtype, "storage dtype: float32, float16, bfloat16")
       ->capture_default_str();
-  cmd->add_option("--shard-bytes", a->shard_bytes, "split into shards of at most this many bytes");
+  cmd->add_option("--shard-bytes", a->shard_bytes, "split into shards of at most this many bytes")
+      ->check(CLI::Range(int64_t{0}, INT64_MAX));
   cmd->callback([a, &rt] { run_convert(rt, *a); });
 }
 

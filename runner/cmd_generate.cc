@@ -35,9 +35,15 @@ void register_generate(CLI::App& app, Runtime& rt) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "generate text (greedy at temperature 0)");
   add_model_options(cmd, a->m);
-  cmd->add_option("--steps", a->g.steps, "positions in all, prompt included")->capture_default_str();
-  cmd->add_option("--temperature", a->g.temperature, "0: greedy")->capture_default_str();
-  cmd->add_option("--top-p", a->g.top_p, "nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--steps", a->g.steps, "positions in all, prompt included")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  cmd->add_option("--temperature", a->g.temperature, "0: greedy")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  cmd->add_option("--top-p", a->g.top_p, "nucleus sampling mass")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->g.seed, "sampling seed")->capture_default_str();
   cmd->add_option("--prompt", a->g.prompt, "prompt text (default: start from BOS)");
   cmd->callback([a, &rt] { run_generate(rt, *a); });

@@ -113,7 +113,8 @@ void register_hadamard(CLI::App& app, Runtime& rt) {
       "hadamard", "build exact Hadamard matrices and check H·Hᵀ = n·I (float64, exact)");
   cmd->add_option("--check", a->check,
                   "order N to build and check (repeatable); the dense matrix takes 8·N² bytes")
-      ->required();
+      ->required()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_flag("--dense", a->dense,
                 "form H·Hᵀ with dense GEMMs instead of H's Kronecker structure (2N³ flops)");
   cmd->add_flag("--json", a->json, "print one JSON object per order");

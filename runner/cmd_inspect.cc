@@ -234,6 +234,8 @@ void register_inspect(CLI::App& app, Runtime& rt) {
       ->capture_default_str();
   cmd->add_option("--out", a->out, "output directory")->required();
   cmd->add_flag("--no-plots", a->no_plots, "write the CSVs only");
+  cmd->get_option("--threshold")->check(CLI::Range(1e-12, 1e6));
+  add_schema_checks(cmd);
   cmd->callback([a, &rt] { run_inspect(rt, *a); });
 }
 

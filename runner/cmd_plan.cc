@@ -146,6 +146,11 @@ void register_plan(CLI::App& app, Runtime& rt) {
   cmd->add_option("--calib-batch", a->opts.calib_batch, "windows per calibration forward")
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "print one JSON object");
+  cmd->get_option("--ranks")->check(CLI::Range(1, 1 << 20));
+  cmd->get_option("--device-mem")->check(CLI::Range(1e-3, 1e9));
+  cmd->get_option("--nsamples")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->get_option("--seqlen")->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  cmd->get_option("--calib-batch")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   cmd->callback([a, &rt] { run_plan(rt, *a); });
 }
 

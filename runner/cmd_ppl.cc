@@ -72,6 +72,7 @@ void register_ppl(CLI::App& app, Runtime& rt) {
   cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");
   cmd->add_option("--batch", a->batch, "windows per forward pass (0: auto)");
   cmd->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the text");
+  add_schema_checks(cmd);
   cmd->callback([a, &rt] { run_ppl(rt, *a); });
 }
 

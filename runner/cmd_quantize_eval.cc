@@ -257,7 +257,8 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
       "task-requests", "each task document's (context, continuation) requests as JSON lines");
   reqs->add_option("--tasks", q->tasks, "tasks (as rotq tasks --tasks)")->required();
   reqs->add_option("--tasks-dir", q->dir, "directory of the task files");
-  reqs->add_option("--limit", q->limit, "the first N documents (MMLU: of each subject)");
+  reqs->add_option("--limit", q->limit, "the first N documents (MMLU: of each subject)")
+      ->check(schema_validator("evaluation.tasks_limit"));
   reqs->callback([q, &rt] {
     rt.init();
     for (const auto& [name, path] : parse_task_list(q->tasks)) {

@@ -228,26 +228,44 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
   return rec;
 }
 
-const char* state_name(CellState s) {
-  switch (s) {
-    case CellState::kPending:
-      return "pending";
-    case CellState::kRunning:
-      return "running";
-    case CellState::kDone:
-      return "done";
-    case CellState::kFailed:
-      return "failed";
-  }
-  return "?";
-}
-
 struct RunArgs {
   std::string file;
   std::vector<std::string> overrides;
   std::string cells;
-  bool dry_run = false, force = false, schema = false;
+  bool dry_run = false, force = false, force_stale = false, schema = false;
 };
+
+// Whether `run` computes a cell in state `s`: what is not done; a live runner's cell only with
+// --force; a stale one whose runner may still exist (another host) only with --force-stale.
+bool should_run(const CellStatus& s, const RunArgs& a) {
+  switch (s.state) {
+    case CellState::kDone:
+    case CellState::kRunning:
+      return a.force;
+    case CellState::kStale:
+      return a.force || a.force_stale || s.certainly_dead;
+    default:
+      return true;
+  }
+}
+
+// Rank 0's verdict, on every rank.
+bool broadcast_flag(Comm& comm, bool root_value) {
+  at::Tensor t = at::full({1}, root_value ? 1.0 : 0.0, at::kDouble);
+  comm.broadcast(t, 0);
+  return t.item<double>() != 0;
+}
+
+// A failed cell's marker and log line. A marker that cannot be written (a full disk) is logged,
+// not fatal: the cell already failed, and the next cells may still fit.
+void record_failure(const std::string& output, const Cell& c, const std::string& why) {
+  spdlog::error("cell {} ({}) failed: {}", c.id, c.label(), why);
+  try {
+    mark_failed(output, c.id, why);
+  } catch (const Error& e) {
+    spdlog::error("cell {}: cannot record the failure: {}", c.id, e.what());
+  }
+}
 
 void run_experiment(Runtime& rt, const RunArgs& a) {
   if (a.schema) {
@@ -260,12 +278,18 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
   const std::vector<Cell> cells = select_cells(exp.cells, a.cells);
   const std::map<std::string, CellRecord> done = read_results(exp.output);
   std::vector<std::vector<std::string>> rows;
+  std::set<std::string> runnable;
   size_t todo = 0;
   for (const Cell& c : cells) {
     const CellStatus s = cell_status(exp.output, c.id, done.count(c.id) > 0);
-    const bool run = a.force || s.state != CellState::kDone;
+    const bool run = should_run(s, a);
     todo += run;
+    if (run) runnable.insert(c.id);
     rows.push_back({c.id, c.label(), state_name(s.state), run ? "run" : "skip"});
+    if (!run && s.state == CellState::kStale) {
+      spdlog::warn("cell {} ({}): {}; rotq run --force-stale takes it over", c.id, c.label(),
+                   s.detail);
+    }
   }
   spdlog::info("{}: {} cells, {} to run ({} selected, results in {})", exp.path, exp.cells.size(),
                todo, cells.size(), exp.output);
@@ -292,32 +316,46 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
     }
   }
   if (rt.c().is_root()) remove_stale_temporaries(exp.output);
-  size_t k = 0, failed = 0;
+  size_t k = 0, failed = 0, skipped = 0;
   std::map<std::string, std::string> checksums;  // data files read by several cells
   for (const Cell& c : cells) {
-    if (!a.force && done.count(c.id)) continue;
+    if (!runnable.count(c.id)) continue;
     ++k;
+    // Rank 0 claims the cell (an exclusive marker with a heartbeat); every rank learns the verdict.
+    std::unique_ptr<RunningMarker> claim;
+    std::string why_not;
+    if (rt.c().is_root()) {
+      claim = RunningMarker::claim(exp.output, c.id, a.force_stale || a.force, &why_not);
+    }
+    if (!broadcast_flag(rt.c(), rt.c().is_root() ? claim != nullptr : false)) {
+      ++skipped;
+      if (rt.c().is_root()) spdlog::warn("cell {} ({}) skipped: {}", c.id, c.label(), why_not);
+      continue;
+    }
     spdlog::info("cell {}/{} {} ({})", k, todo, c.id, c.label());
-    if (rt.c().is_root()) mark_running(exp.output, c.id);
     try {
       const CellRecord rec = run_cell(rt, exp, c, checksums);
       if (rt.c().is_root()) {
         write_cell_file(exp.output, rec);
-        clear_markers(exp.output, c.id);
+        clear_failed(exp.output, c.id);
       }
       std::string summary;
       for (const EvalRecord& e : rec.evals) summary += " ppl " + fmt_double(e.ppl, 4);
       spdlog::info("cell {} done in {:.1f}s:{}", c.id, rec.seconds.at("total"), summary);
     } catch (const Error& e) {
       ++failed;
-      if (rt.c().is_root()) mark_failed(exp.output, c.id, e.what());
-      spdlog::error("cell {} ({}) failed: {}", c.id, c.label(), e.what());
+      if (rt.c().is_root()) record_failure(exp.output, c, e.what());
     }
+    claim.reset();
   }
   if (rt.c().is_root() && k > 0) merge_results(exp.output);
   rt.c().barrier();
   require(failed == 0, failed, " of ", k, " cells failed (rotq status ", a.file,
           " lists them; rerun to retry)");
+  if (skipped > 0) {
+    spdlog::warn("{} of {} cells skipped: another runner holds them (rotq status {})", skipped, k,
+                 a.file);
+  }
 }
 
 void show_status(Runtime& rt, const RunArgs& a) {
@@ -339,8 +377,8 @@ void show_status(Runtime& rt, const RunArgs& a) {
   }
   print_table(rt.c(), {"cell", "label", "state", "seconds", "detail"}, rows);
   if (rt.c().is_root()) {
-    std::printf("%d done, %d running, %d failed, %d pending\n", counts["done"], counts["running"],
-                counts["failed"], counts["pending"]);
+    std::printf("%d done, %d running, %d failed, %d pending, %d stale\n", counts["done"],
+                counts["running"], counts["failed"], counts["pending"], counts["stale"]);
   }
 }
 
@@ -354,7 +392,9 @@ void register_run(CLI::App& app, Runtime& rt) {
   run->add_option("overrides", a->overrides, "key.sub=value overrides");
   run->add_option("--cells", a->cells, "cells whose id starts with / label contains any term");
   run->add_flag("--dry-run", a->dry_run, "list the cells and what would run");
-  run->add_flag("--force", a->force, "recompute cells that are done");
+  run->add_flag("--force", a->force, "recompute cells that are done (or running elsewhere)");
+  run->add_flag("--force-stale", a->force_stale,
+                "take over cells whose runner on another host stopped its heartbeat");
   run->add_flag("--schema", a->schema, "print the experiment keys (markdown) and exit");
   run->callback([a, &rt] { run_experiment(rt, *a); });
 

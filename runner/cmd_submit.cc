@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "runner/cmd_common.h"
 #include "runner/experiment.h"
 #include "runner/results.h"
+#include "runner/subprocess.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -31,9 +33,9 @@ struct SubmitArgs {
   bool dry_run = false, force = false;
 };
 
-std::string read_file(const std::string& path) {
+std::string read_template(const std::string& path) {
   std::ifstream in(path);
-  require(in.good(), path, ": cannot read the sbatch template");
+  require(in.good() && fs::is_regular_file(path), path, ": cannot read the sbatch template");
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
@@ -51,39 +53,74 @@ std::string self_path() {
   return ec ? std::string("rotq") : p.string();
 }
 
-std::string run_capture(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  require(p, "cannot run: ", cmd);
-  char buf[4096];
-  while (fgets(buf, sizeof buf, p)) out += buf;
-  *status = pclose(p);
-  return out;
+// A value bound for the script: no control characters (a newline would end a comment or a
+// directive and start a command), whatever else it holds is quoted where it lands.
+void require_printable(const std::string& what, const std::string& v) {
+  for (unsigned char c : v) {
+    require(c >= 0x20 && c != 0x7f, "rotq submit: ", what, " '", v,
+            "' contains a control character (newline, tab, ...); refused");
+  }
 }
 
-void submit(Runtime& rt, const SubmitArgs& a) {
-  rt.init();
-  require(a.ranks >= 1 && a.nodes >= 1 && a.gpus_per_node >= 0 && a.array_max >= 0,
-          "rotq submit: --ranks and --nodes must be >= 1, --gpus-per-node and --array-max >= 0");
-  const Experiment exp = load_experiment(a.file, a.overrides);
+// A value for an #SBATCH directive: sbatch reads those lines itself, split at spaces and with its
+// own quoting rules, so only characters that need no quoting are accepted.
+const char* kDirectiveChars =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-/+:,=@%";
+
+void require_directive_value(const std::string& what, const std::string& v) {
+  require_printable(what, v);
+  require(!v.empty() && v.find_first_not_of(kDirectiveChars) == std::string::npos,
+          "rotq submit: ", what, " '", v, "': expected letters, digits and ._-/+:,=@% only (it ",
+          "goes into an #SBATCH line)");
+}
+
+// The job name from the experiment's: characters a directive cannot carry become '_'.
+std::string job_name(const std::string& experiment) {
+  std::string n = "rotq-" + experiment.substr(0, 120);
+  for (char& c : n) {
+    if (std::strchr(kDirectiveChars, c) == nullptr || c == '\0') c = '_';
+  }
+  return n;
+}
+
+// The unfinished cells (pending, failed, or whose runner is gone); live ones are left alone.
+std::vector<Cell> cells_to_submit(const Experiment& exp, const SubmitArgs& a) {
   const std::map<std::string, CellRecord> done = read_results(exp.output);
   std::vector<Cell> todo;
   for (const Cell& c : select_cells(exp.cells, a.cells)) {
     const CellStatus s = cell_status(exp.output, c.id, done.count(c.id) > 0);
-    if (a.force || s.state == CellState::kPending || s.state == CellState::kFailed)
+    if (s.state == CellState::kStale) {
+      spdlog::info("cell {} ({}): {}; submitted again", c.id, c.label(), s.detail);
+    }
+    if (a.force || s.state == CellState::kPending || s.state == CellState::kFailed ||
+        s.state == CellState::kStale) {
       todo.push_back(c);
+    }
   }
-  if (todo.empty()) {
-    std::printf("nothing to submit: the %zu selected cells of %s are done or running\n",
-                exp.cells.size(), a.file.c_str());
-    return;
+  return todo;
+}
+
+void check_values(const SubmitArgs& a, const Experiment& exp) {
+  for (const auto& [what, v] : std::vector<std::pair<const char*, std::string>>{
+           {"--partition", a.partition}, {"--time", a.time}, {"--account", a.account},
+           {"--qos", a.qos}}) {
+    if (!v.empty()) require_directive_value(what, v);
   }
-  const fs::path dir = fs::absolute(cell_dir(exp.output));
-  const fs::path logs = dir / "logs";
-  const std::string stamp = std::to_string(std::time(nullptr)) + "-" + std::to_string(::getpid());
-  const fs::path cells_file = dir / ("submit-" + stamp + ".cells");
-  std::string tmpl = read_file(
-      a.template_path.empty() ? std::string(ROTQ_SLURM_DIR) + "/rotq.sbatch.in" : a.template_path);
+  for (const std::string& s : a.sbatch_args) require_printable("--sbatch-arg", s);
+  for (const std::string& o : a.overrides) require_printable("override", o);
+  require_printable("the experiment file", fs::absolute(a.file).string());
+  require_printable("the experiment name", exp.name);
+  require_printable("the output", exp.output);
+  require_printable("the working directory", fs::current_path().string());
+  require_directive_value("the log directory (beside the experiment's output)",
+                          (fs::absolute(cell_dir(exp.output)) / "logs").string());
+}
+
+std::string render_script(const SubmitArgs& a, const Experiment& exp, size_t count,
+                          const fs::path& cells_file) {
+  std::string tmpl = read_template(a.template_path.empty()
+                                       ? std::string(ROTQ_SLURM_DIR) + "/rotq.sbatch.in"
+                                       : a.template_path);
   std::string lines;
   if (!a.partition.empty()) lines += "#SBATCH --partition=" + a.partition + "\n";
   if (!a.time.empty()) lines += "#SBATCH --time=" + a.time + "\n";
@@ -94,23 +131,43 @@ void submit(Runtime& rt, const SubmitArgs& a) {
   for (const std::string& s : a.sbatch_args) lines += "#SBATCH " + s + "\n";
   std::string overrides;
   for (const std::string& o : a.overrides) overrides += " " + shell_quote(o);
-  std::string array = "0-" + std::to_string(todo.size() - 1);
+  std::string array = "0-" + std::to_string(count - 1);
   if (a.array_max > 0) array += "%" + std::to_string(a.array_max);
-  replace_all(tmpl, "@EXPERIMENT@", shell_quote(fs::absolute(a.file).string()));
-  replace_all(tmpl, "@COUNT@", std::to_string(todo.size()));
-  replace_all(tmpl, "@JOB_NAME@", "rotq-" + exp.name);
+  replace_all(tmpl, "@JOB_NAME@", job_name(exp.name));
+  replace_all(tmpl, "@COUNT@", std::to_string(count));
   replace_all(tmpl, "@ARRAY@", array);
   replace_all(tmpl, "@RANKS@", std::to_string(a.ranks));
   replace_all(tmpl, "@NODES@", std::to_string(a.nodes));
-  replace_all(tmpl, "@LOG_DIR@", logs.string());
+  replace_all(tmpl, "@LOG_DIR@", (fs::absolute(cell_dir(exp.output)) / "logs").string());
   replace_all(tmpl, "@SBATCH_LINES@", lines);
   replace_all(tmpl, "@PROLOGUE@", a.prologue);
   replace_all(tmpl, "@WORKDIR@", shell_quote(fs::current_path().string()));
   replace_all(tmpl, "@CELLS_FILE@", shell_quote(cells_file.string()));
   replace_all(tmpl, "@ROTQ@", shell_quote(self_path()));
+  replace_all(tmpl, "@EXPERIMENT@", shell_quote(fs::absolute(a.file).string()));
   replace_all(tmpl, "@OVERRIDES@", overrides);
+  return tmpl;
+}
+
+void submit(Runtime& rt, const SubmitArgs& a) {
+  rt.init();
+  require(a.ranks >= 1 && a.nodes >= 1 && a.gpus_per_node >= 0 && a.array_max >= 0,
+          "rotq submit: --ranks and --nodes must be >= 1, --gpus-per-node and --array-max >= 0");
+  const Experiment exp = load_experiment(a.file, a.overrides);
+  check_values(a, exp);
+  const std::vector<Cell> todo = cells_to_submit(exp, a);
+  if (todo.empty()) {
+    std::printf("nothing to submit: the %zu selected cells of %s are done or running\n",
+                exp.cells.size(), a.file.c_str());
+    return;
+  }
+  const fs::path dir = fs::absolute(cell_dir(exp.output));
+  const fs::path logs = dir / "logs";
+  const std::string stamp = std::to_string(std::time(nullptr)) + "-" + std::to_string(::getpid());
+  const fs::path cells_file = dir / ("submit-" + stamp + ".cells");
+  const std::string script_text = render_script(a, exp, todo.size(), cells_file);
   if (a.dry_run) {
-    std::cout << tmpl;
+    std::cout << script_text;
     std::cout << "# " << todo.size() << " cells:";
     for (const Cell& c : todo) std::cout << " " << c.id;
     std::cout << "\n";
@@ -118,17 +175,15 @@ void submit(Runtime& rt, const SubmitArgs& a) {
   }
   if (!rt.c().is_root()) return;
   fs::create_directories(logs);
-  {
-    std::ofstream out(cells_file);
-    for (const Cell& c : todo) out << c.id << "\n";
-  }
+  std::string ids;
+  for (const Cell& c : todo) ids += c.id + "\n";
+  write_file_atomically(cells_file.string(), ids);
   const fs::path script = dir / ("submit-" + stamp + ".sbatch");
-  std::ofstream(script) << tmpl;
-  int status = 0;
-  const std::string out =
-      run_capture("sbatch --parsable " + shell_quote(script.string()) + " 2>&1", &status);
-  std::string first = out.substr(0, out.find('\n'));
-  require(status == 0 && !first.empty() && std::isdigit(static_cast<unsigned char>(first[0])),
+  write_file_atomically(script.string(), script_text);
+  const std::vector<std::string> argv = {"sbatch", "--parsable", script.string()};
+  const ProcessResult r = run_process(argv, /*capture=*/true);
+  const std::string first = r.output.substr(0, r.output.find('\n'));
+  require(r.exit_code == 0 && !first.empty() && std::isdigit(static_cast<unsigned char>(first[0])),
           "sbatch refused ", script.string(), ": ", first.empty() ? "(no output)" : first);
   const std::string job = first.substr(0, first.find(';'));
   std::printf("%s\n", job.c_str());
@@ -158,7 +213,8 @@ void register_submit(CLI::App& app, Runtime& rt) {
       ->capture_default_str();
   cmd->add_option("--sbatch-arg", a->sbatch_args,
                   "extra #SBATCH line, e.g. --sbatch-arg=--exclusive");
-  cmd->add_option("--prologue", a->prologue, "shell lines before srun (module load ...)");
+  cmd->add_option("--prologue", a->prologue,
+                  "shell lines before srun (module load ...): your own code, inserted as is");
   cmd->add_option("--template", a->template_path, "sbatch template (default slurm/rotq.sbatch.in)");
   cmd->add_flag("--dry-run", a->dry_run, "print the script instead of submitting it");
   cmd->add_flag("--force", a->force, "also submit cells that are done");

@@ -78,7 +78,8 @@ void register_synth(CLI::App& app, Runtime& rt) {
   cmd->add_option("--out", a->out, "output directory")->required();
   cmd->add_option("--dtype", a->dtype, "storage dtype")->capture_default_str();
   cmd->add_option("--seed", a->seed, "weights seed")->capture_default_str();
-  cmd->add_option("--shard-bytes", a->shard_bytes, "split into shards of at most this many bytes");
+  cmd->add_option("--shard-bytes", a->shard_bytes, "split into shards of at most this many bytes")
+      ->check(CLI::Range(int64_t{0}, INT64_MAX));
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer to copy into the directory");
   cmd->add_flag("--json", a->json, "print one JSON object");
   CLI::Option* massive =

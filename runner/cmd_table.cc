@@ -10,7 +10,9 @@
 #include <sstream>
 #include <tuple>
 
+#include "models/files.h"
 #include "runner/cmd_common.h"
+#include "runner/csv.h"
 #include "runner/experiment.h"
 #include "runner/results.h"
 #include "runner/stats.h"
@@ -258,21 +260,8 @@ void render_table(Runtime& rt, const TableArgs& a) {
   if (a.format == "md") {
     print_table(rt.c(), header, body);
   } else if (a.format == "csv") {
-    const auto csv = [](const std::vector<std::string>& cells) {
-      std::string s;
-      for (size_t i = 0; i < cells.size(); ++i) {
-        std::string v = cells[i];
-        if (v.find_first_of(",\"") != std::string::npos) {
-          std::string q = "\"";
-          for (char ch : v) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-          v = q + "\"";
-        }
-        s += (i ? "," : "") + v;
-      }
-      return s;
-    };
-    std::cout << csv(header) << "\n";
-    for (const auto& l : body) std::cout << csv(l) << "\n";
+    std::cout << csv_row(header) << "\n";
+    for (const auto& l : body) std::cout << csv_row(l) << "\n";
   } else {
     std::cout << "\\begin{tabular}{ll" << std::string(header.size() - 2, 'r') << "}\n\\toprule\n";
     const auto tex = [](const std::vector<std::string>& cells) {
@@ -324,20 +313,22 @@ void render_plot(Runtime& rt, const PlotArgs& a) {
   if (!rt.c().is_root()) return;
   const std::string csv = fs::path(a.out).replace_extension(".csv").string();
   if (!fs::path(csv).parent_path().empty()) fs::create_directories(fs::path(csv).parent_path());
-  {
-    std::ofstream out(csv);
-    require(out.good(), csv, ": cannot write the plot's data");
-    out << "series,x,mean,std,n\n";
-    for (const std::string& s : series) {
-      for (const std::string& x : xs) {
-        const auto it = vals.find({s, x});
-        if (it == vals.end()) continue;
-        const std::vector<double>& v = it->second;
-        const auto [mean, sd] = mean_sd(v);
-        out << '"' << s << "\"," << x << "," << mean << "," << sd << "," << v.size() << "\n";
-      }
+  const auto text = [](double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  std::string data = "series,x,mean,std,n\n";
+  for (const std::string& s : series) {
+    for (const std::string& x : xs) {
+      const auto it = vals.find({s, x});
+      if (it == vals.end()) continue;
+      const std::vector<double>& v = it->second;
+      const auto [mean, sd] = mean_sd(v);
+      data += csv_row({s, x, text(mean), text(sd), std::to_string(v.size())}) + "\n";
     }
   }
+  write_file_atomically(csv, data);
   std::vector<std::string> args = {csv, a.out, a.x, a.metric};
   if (a.logx) args.push_back("--logx");
   if (!a.title.empty()) {

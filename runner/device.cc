@@ -4,6 +4,7 @@
 
 #include "runner/comm.h"
 #include "solvers/error.h"
+#include "solvers/parse.h"
 
 namespace rotq {
 
@@ -19,10 +20,11 @@ at::Device resolve_device(const std::string& name) {
   int index = local_rank_from_env() % gpus;
   if (name != "cuda") {
     const std::string digits = name.substr(5);
-    require(!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos,
+    const std::optional<int64_t> n = parse_integer(digits);
+    require(n && digits.find_first_not_of("0123456789") == std::string::npos,
             "--device ", name, ": expected cuda:N with N a GPU index");
-    index = std::stoi(digits);
-    require(index < gpus, "--device ", name, ": only ", gpus, " GPU(s) are visible");
+    require(*n < gpus, "--device ", name, ": only ", gpus, " GPU(s) are visible");
+    index = static_cast<int>(*n);
   }
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
 }

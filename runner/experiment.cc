@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "models/files.h"
 #include "runner/task_registry.h"
 #include "solvers/error.h"
 #include "solvers/hash.h"
@@ -22,6 +23,8 @@ namespace {
 struct Rule {
   std::vector<std::string> choices;  // empty: any
   double min = -INFINITY, max = INFINITY;
+  std::vector<double> excluded = {};  // values inside [min, max] that mean nothing
+  const char* meaning = "";           // how the special values read, for the error
 };
 
 const std::map<std::string, Rule>& rules() {
@@ -42,7 +45,7 @@ const std::map<std::string, Rule>& rules() {
       {"rotation.optrot.optimizer", {{"cayley", "adam"}}},
       {"quantization.w_bits", {{}, 2, 16}},
       {"quantization.w_method", {{"rtn", "gptq"}}},
-      {"quantization.w_group", {{}, 0, 1e9}},
+      {"quantization.w_group", {{}, 0, 1e9, {1}, " (0: per channel; a group has 2 columns or more)"}},
       {"quantization.percdamp", {{}, 0, 1e6}},
       {"quantization.gptq_block", {{}, 1, 1e9}},
       {"quantization.hessian_dtype", {{"float64", "float32"}}},
@@ -52,9 +55,9 @@ const std::map<std::string, Rule>& rules() {
       {"quantization.kv_clip", {{}, 1e-9, 1}},
       {"quantization.kv_group", {{}, 0, 1e9}},
       {"evaluation.seqlen", {{}, 0, 1e7}},
-      {"evaluation.max_windows", {{}, -1, 1e12}},
+      {"evaluation.max_windows", {{}, -1, 1e12, {0}, " (-1: all windows)"}},
       {"evaluation.batch", {{}, 0, 1e6}},
-      {"evaluation.tasks_limit", {{}, -1, 1e12}},
+      {"evaluation.tasks_limit", {{}, -1, 1e12, {0}, " (-1: every example)"}},
       {"evaluation.tasks_batch", {{}, 1, 1e6}},
       {"evaluation.tasks_max_length", {{}, 0, 1e7}},
       {"runtime.dtype", {{"float32", "float64", "bfloat16"}}},
@@ -109,12 +112,7 @@ std::string canonical_double(double v) {
   return std::string(buf, r.ptr);
 }
 
-std::optional<int64_t> parse_int(const std::string& s) {
-  int64_t v = 0;
-  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (r.ec != std::errc() || r.ptr != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
-}
+std::optional<int64_t> parse_int(const std::string& s) { return parse_integer(s); }
 
 // A scalar value of `key` as canonical text, or an error naming both.
 std::string canonical_scalar(const SchemaKey& k, const std::string& text, const std::string& at) {
@@ -179,8 +177,12 @@ void check_rules(const std::string& key, const std::string& value, const std::st
     return;
   }
   const double v = *parse_number(value);
-  require(v >= r.min && v <= r.max, at, ": ", key, " = ", value, ": expected a value in [",
-          canonical_double(r.min), ", ", canonical_double(r.max), "]");
+  const bool excluded = std::find(r.excluded.begin(), r.excluded.end(), v) != r.excluded.end();
+  if (v >= r.min && v <= r.max && !excluded) return;
+  std::string but;
+  for (double e : r.excluded) but += (but.empty() ? " except " : ", ") + canonical_double(e);
+  fail(at, ": ", key, " = ", value, ": expected a value in [", canonical_double(r.min), ", ",
+       canonical_double(r.max), "]", but, r.meaning);
 }
 
 void check_rotation_method(const std::string& v, const std::string& at) {
@@ -195,6 +197,14 @@ void check_gamma(const std::string& v, const std::string& at) {
   const auto g = parse_number(v);
   require(v == "inf" || (g && std::isfinite(*g) && *g >= 0), at, ": rotation.dfrot.gamma = '", v,
           "': expected a number >= 0 or inf");
+}
+
+void check_acts_pair(const std::string& key, const std::string& pair, const std::string& at) {
+  const size_t slash = pair.find('/');
+  const auto a = parse_int(pair.substr(0, slash)),
+             kv = slash == std::string::npos ? std::nullopt : parse_int(pair.substr(slash + 1));
+  require(a && kv && *a >= 2 && *a <= 16 && *kv >= 1 && *kv <= 16, at, ": ", key, ": '", pair,
+          "': expected A/KV bit widths such as 4/16 (A in [2, 16], KV in [1, 16])");
 }
 
 // Whole-cell checks (keys that constrain each other).
@@ -212,17 +222,10 @@ void check_cell(const Cell& c, const std::string& at) {
       fail(at, ": evaluation.tasks: ", e.what());
     }
   }
-  for (const std::string& pair : c.list("evaluation.acts")) {
-    const size_t slash = pair.find('/');
-    const auto a = parse_int(pair.substr(0, slash)),
-               kv = slash == std::string::npos ? std::nullopt : parse_int(pair.substr(slash + 1));
-    require(a && kv && *a >= 2 && *a <= 16 && *kv >= 1 && *kv <= 16, at, ": evaluation.acts: '",
-            pair, "': expected A/KV bit widths such as 4/16 (A in [2, 16], KV in [1, 16])");
+  for (const char* key : {"evaluation.acts", "evaluation.tasks_acts"}) {
+    for (const std::string& pair : c.list(key)) check_acts_pair(key, pair, at);
   }
   const int w = static_cast<int>(c.integer("quantization.w_bits"));
-  const int64_t g = c.integer("quantization.w_group");
-  require(w == 16 || g == 0 || g >= 2, at, ": quantization.w_group = ", g,
-          ": expected 0 (per channel) or a group of at least 2 columns");
   const bool needs_calib = c.at("quantization.w_method") == "gptq" && w < 16;
   const std::string m = c.at("rotation.method");
   require(!(needs_calib || m == "dfrot" || m == "optrot+") || !c.at("calibration.text").empty(), at,
@@ -361,6 +364,46 @@ std::string cell_id(const Cell& c) {
   return hex16(fnv1a(j.dump()));
 }
 
+// The document's shape rules that yaml-cpp does not enforce: map keys are plain scalars, each
+// given once (yaml-cpp keeps both of two equal keys and a lookup silently takes one), and no merge
+// keys ("<<", which yaml-cpp 0.7 does not expand). `path` names the map in errors.
+void check_yaml_tree(const YAML::Node& n, const std::string& origin, const std::string& path) {
+  if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      check_yaml_tree(n[i], origin, path + "[" + std::to_string(i) + "]");
+    }
+    return;
+  }
+  if (!n.IsMap()) return;
+  std::map<std::string, int> seen;  // key -> its line
+  for (const auto& kv : n) {
+    require(kv.first.IsScalar(), where(origin, kv.first), ": ", path.empty() ? "a key" : path,
+            ": a key must be a plain name, not a list or a map");
+    const std::string key = kv.first.as<std::string>();
+    const std::string dotted = path.empty() ? key : path + "." + key;
+    require(key != "<<", where(origin, kv.first), ": ", dotted,
+            ": merge keys (<<) are not supported; write the settings out");
+    const auto [it, fresh] = seen.emplace(key, kv.first.Mark().line + 1);
+    require(fresh, where(origin, kv.first), ": duplicate key '", dotted, "' (first set at line ",
+            it->second, "); give each key once");
+    check_yaml_tree(kv.second, origin, dotted);
+  }
+}
+
+// The number of cells a grid expands to, refused above kMaxCells before anything is allocated.
+constexpr double kMaxCells = 100000;
+void check_grid_size(size_t models, size_t seeds, const std::vector<Axis>& axes,
+                     const std::string& origin) {
+  double n = static_cast<double>(models) * static_cast<double>(seeds);
+  std::string how = std::to_string(models) + " model(s) x " + std::to_string(seeds) + " seed(s)";
+  for (const Axis& a : axes) {
+    n *= static_cast<double>(a.size());
+    how += " x " + std::to_string(a.size());
+  }
+  require(n <= kMaxCells, origin, ": the sweep expands to ", canonical_double(n), " cells (", how,
+          "), more than ", canonical_double(kMaxCells), "; split it into several experiments");
+}
+
 void apply_override(const std::string& ov, YAML::Node& root, const std::string& origin) {
   const size_t eq = ov.find('=');
   require(eq != std::string::npos && eq > 0, "override '", ov,
@@ -372,6 +415,7 @@ void apply_override(const std::string& ov, YAML::Node& root, const std::string& 
   } catch (const YAML::Exception& e) {
     fail("override '", ov, "': the value is not valid YAML (", e.msg, ")");
   }
+  check_yaml_tree(value, "override '" + ov + "'", key);
   if (top_level().count(key)) {
     root[key] = value;
     return;
@@ -396,6 +440,19 @@ void apply_override(const std::string& ov, YAML::Node& root, const std::string& 
 }
 
 }  // namespace
+
+void check_schema_value(const std::string& key, const std::string& text, const std::string& at) {
+  const SchemaKey* k = find_key(key);
+  require(k, at, ": unknown key '", key, "'");
+  if (k->type == KeyType::kStringList) {
+    if (key == "evaluation.acts" || key == "evaluation.tasks_acts") check_acts_pair(key, text, at);
+    return;
+  }
+  const std::string value = canonical_scalar(*k, text, at);
+  check_rules(key, value, at);
+  if (key == "rotation.method") check_rotation_method(value, at);
+  if (key == "rotation.dfrot.gamma") check_gamma(value, at);
+}
 
 const std::vector<SchemaKey>& experiment_schema() {
   using K = KeyType;
@@ -508,6 +565,7 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& ori
     fail(origin, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
   }
   require(root.IsMap(), origin, ": expected a map of settings (name, output, models, ...)");
+  check_yaml_tree(root, origin, "");
   for (const std::string& ov : overrides) apply_override(ov, root, origin);
 
   Experiment exp;
@@ -525,12 +583,16 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& ori
   require(root["output"] && root["output"].IsScalar() && !root["output"].as<std::string>().empty(),
           origin, ": output: expected the results file (e.g. results/quickstart.h5)");
   exp.output = root["output"].as<std::string>();
+  if (root["name"] && !root["name"].IsScalar()) {
+    fail(where(origin, root["name"]), ": name: expected a string");
+  }
   exp.name = root["name"] ? root["name"].as<std::string>() : origin;
   require(root["models"].IsDefined(), origin, ": models: missing (expected a list of model paths)");
   const std::vector<ModelEntry> models = read_models(root["models"], origin);
   const std::vector<uint64_t> seeds = read_seeds(root["seeds"], origin);
   std::vector<std::string> varied;
   const std::vector<Axis> axes = read_sweep(root["sweep"], origin, varied);
+  check_grid_size(models.size(), seeds.size(), axes, origin);
 
   std::set<std::string> ids;
   for (const ModelEntry& m : models) {
@@ -561,11 +623,13 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& ori
 }
 
 Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  require(in.good(), path, ": cannot read the experiment file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_experiment(ss.str(), path, overrides);
+  std::string text;
+  try {
+    text = read_file_bytes(path);
+  } catch (const Error& e) {
+    fail("experiment file ", e.what());
+  }
+  return parse_experiment(text, path, overrides);
 }
 
 std::vector<Cell> select_cells(const std::vector<Cell>& cells, const std::string& selector) {

@@ -67,6 +67,11 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& ori
 // ("" selects all); a selector matching nothing is an error.
 std::vector<Cell> select_cells(const std::vector<Cell>& cells, const std::string& selector);
 
+// Checks one value of `key` as text (a command-line value, an element of a list key) by the
+// schema's type and range: the rule YAML files and command-line flags share. Throws rotq::Error
+// "AT: KEY = VALUE: expected ..." otherwise.
+void check_schema_value(const std::string& key, const std::string& text, const std::string& at);
+
 // The schema as a markdown table (rotq run --schema, experiments/README.md).
 std::string schema_markdown();
 

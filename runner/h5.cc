@@ -83,6 +83,25 @@ Handle create_file(const std::string& path) {
                 H5Fclose);
 }
 
+Handle create_memory_file() {
+  quiet();
+  const Handle fapl(checked(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+  checked_status(H5Pset_fapl_core(fapl.id(), 1 << 20, /*backing_store=*/0), "H5Pset_fapl_core");
+  return Handle(checked(H5Fcreate("rotq-in-memory.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id()),
+                        "cannot create an in-memory file"),
+                H5Fclose);
+}
+
+std::string file_image(const Handle& file) {
+  checked_status(H5Fflush(file.id(), H5F_SCOPE_GLOBAL), "flush of an in-memory file");
+  const ssize_t n = H5Fget_file_image(file.id(), nullptr, 0);
+  require(n > 0, "HDF5: cannot size the in-memory file's image");
+  std::string bytes(static_cast<size_t>(n), '\0');
+  require(H5Fget_file_image(file.id(), bytes.data(), bytes.size()) == n,
+          "HDF5: cannot copy the in-memory file's image");
+  return bytes;
+}
+
 Handle open_file(const std::string& path) {
   quiet();
   return Handle(checked(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT),

@@ -28,6 +28,10 @@ class Handle {
 };
 
 Handle create_file(const std::string& path);  // truncates
+// A file held in memory (HDF5's core driver, no backing store): HDF5 never writes to disk, so a
+// full disk cannot leave its library state half-flushed; file_image gives the bytes to store.
+Handle create_memory_file();
+std::string file_image(const Handle& file);
 Handle open_file(const std::string& path);    // read-only
 Handle create_group(const Handle& parent, const std::string& name);
 Handle open_group(const Handle& parent, const std::string& name);

@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", rt.log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
   app.add_flag("--log-all-ranks", rt.log_all_ranks, "let every rank log at --log-level");
-  app.add_option("--threads", rt.threads, "intra-op threads per rank (0: cores / local ranks)");
+  app.add_option("--threads", rt.threads, "intra-op threads per rank (0: cores / local ranks)")
+      ->check(CLI::Range(0, 4096));
   for (rotq::CommandRegistrar reg :
        {rotq::register_ppl, rotq::register_generate, rotq::register_convert, rotq::register_info,
         rotq::register_synth, rotq::register_tokenize, rotq::register_bench,

@@ -14,18 +14,16 @@
 #include <fstream>
 #include <sstream>
 
+#include "models/files.h"
 #include "runner/experiment.h"
 #include "runner/h5.h"
 #include "solvers/error.h"
 #include "solvers/hash.h"
+#include "solvers/parse.h"
 
 namespace rotq {
 namespace fs = std::filesystem;
 namespace {
-
-// A writer's temporary is FILE + this + its pid, so that a later run on the same host can tell
-// whether the writer is gone (remove_stale_temporaries).
-std::string temporary_suffix() { return ".tmp." + host_name() + "."; }
 
 void write_task_group(const h5::Handle& parent, const std::string& name, const TaskRecord& t) {
   const h5::Handle g = h5::create_group(parent, name);
@@ -152,10 +150,11 @@ CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
   const std::vector<std::string> names = h5::children(evals);
   r.evals.resize(names.size());
   for (const std::string& n : names) {
-    const size_t i = std::stoul(n);
-    require(i < r.evals.size(), "cell ", id, ": eval index ", n, " out of range");
+    const std::optional<int64_t> i = parse_integer(n);
+    require(i && *i >= 0 && static_cast<size_t>(*i) < r.evals.size(), "cell ", id,
+            ": eval index '", n, "' out of range");
     const h5::Handle eg = h5::open_group(evals, n);
-    EvalRecord& e = r.evals[i];
+    EvalRecord& e = r.evals[static_cast<size_t>(*i)];
     e.text = h5::get_string(eg, "text");
     e.acts = h5::get_string(eg, "acts");
     e.a_bits = h5::get_int(eg, "a_bits");
@@ -172,9 +171,10 @@ CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
     const std::vector<std::string> names = h5::children(tasks);
     r.tasks.resize(names.size());
     for (const std::string& n : names) {
-      const size_t i = std::stoul(n);
-      require(i < r.tasks.size(), "cell ", id, ": task index ", n, " out of range");
-      r.tasks[i] = read_task_group(tasks, n);
+      const std::optional<int64_t> i = parse_integer(n);
+      require(i && *i >= 0 && static_cast<size_t>(*i) < r.tasks.size(), "cell ", id,
+              ": task index '", n, "' out of range");
+      r.tasks[static_cast<size_t>(*i)] = read_task_group(tasks, n);
     }
   }
   if (h5::has_child(g, "rotation_loss")) r.rotation_loss = h5::read_doubles(g, "rotation_loss");
@@ -195,44 +195,19 @@ void read_file_into(const std::string& path, std::map<std::string, CellRecord>& 
   for (const std::string& id : h5::children(cells)) out[id] = read_cell_group(cells, id);
 }
 
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-// Writes `path` through a temporary sibling and a rename: readers see the old file or the new one.
+// Writes `path` whole or not at all: the HDF5 file is built in memory and its bytes stored
+// through a temporary in OUTPUT.d (write_file_atomically), so a full disk is one error, the old
+// file stays, and no HDF5 state is left half-flushed.
 template <typename F>
-void write_atomically(const std::string& path, F write) {
-  const std::string tmp = path + temporary_suffix() + std::to_string(::getpid());
-  try {
-    {
-      const h5::Handle f = h5::create_file(tmp);
-      write(f);
-      h5::flush(f);
-    }
-    fsync_path(tmp);
-    require(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path, ": ",
-            std::strerror(errno));
-    fsync_path(fs::path(path).parent_path().string());
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
+void write_atomically(const std::string& path, const std::string& output, F write) {
+  std::string image;
+  {
+    const h5::Handle f = h5::create_memory_file();
+    write(f);
+    image = h5::file_image(f);
   }
-}
-
-std::string marker(const std::string& output, const std::string& id, const char* kind) {
-  return (fs::path(cell_dir(output)) / (id + "." + kind)).string();
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  fs::create_directories(cell_dir(output));
+  write_file_atomically(path, image, cell_dir(output));
 }
 
 }  // namespace
@@ -245,15 +220,9 @@ std::string results_path(const std::string& results_or_experiment) {
                                          : results_or_experiment;
 }
 
-std::string host_name() {
-  char buf[256] = {0};
-  gethostname(buf, sizeof buf - 1);
-  return buf;
-}
-
 void write_cell_file(const std::string& output, const CellRecord& r) {
   fs::create_directories(cell_dir(output));
-  write_atomically((fs::path(cell_dir(output)) / (r.id + ".h5")).string(),
+  write_atomically((fs::path(cell_dir(output)) / (r.id + ".h5")).string(), output,
                    [&](const h5::Handle& f) {
                      const h5::Handle cells = h5::create_group(f, "cells");
                      write_cell_group(cells, r);
@@ -267,7 +236,7 @@ std::map<std::string, CellRecord> read_results(const std::string& output) {
   if (!fs::is_directory(dir)) return out;
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if (entry.path().extension() != ".h5" || name.find(".tmp.") != std::string::npos) continue;
+    if (entry.path().extension() != ".h5" || is_rotq_temporary(name)) continue;
     try {
       read_file_into(entry.path().string(), out);
     } catch (const Error& e) {
@@ -281,83 +250,19 @@ size_t merge_results(const std::string& output) {
   const std::map<std::string, CellRecord> all = read_results(output);
   if (!fs::path(output).parent_path().empty())
     fs::create_directories(fs::path(output).parent_path());
-  write_atomically(output, [&](const h5::Handle& f) {
+  write_atomically(output, output, [&](const h5::Handle& f) {
     const h5::Handle cells = h5::create_group(f, "cells");
     for (const auto& [id, r] : all) write_cell_group(cells, r);
   });
   return all.size();
 }
 
-CellStatus cell_status(const std::string& output, const std::string& id, bool done) {
-  CellStatus s;
-  if (done) {
-    s.state = CellState::kDone;
-    return s;
-  }
-  const std::string failed = marker(output, id, "failed"), running = marker(output, id, "running");
-  if (fs::exists(running)) {
-    s.detail = read_all(running);
-    std::istringstream in(s.detail);
-    std::string host;
-    long pid = 0;
-    in >> host >> pid;
-    const bool alive = host != host_name() || (pid > 0 && ::kill(pid, 0) == 0);
-    s.state = alive ? CellState::kRunning : CellState::kFailed;
-    if (!alive) s.detail = "interrupted (" + s.detail + ")";
-    return s;
-  }
-  if (fs::exists(failed)) {
-    s.state = CellState::kFailed;
-    s.detail = read_all(failed);
-  }
-  return s;
-}
-
-void mark_running(const std::string& output, const std::string& id) {
-  fs::create_directories(cell_dir(output));
-  std::ofstream(marker(output, id, "running"))
-      << host_name() << " " << ::getpid() << " " << std::time(nullptr) << "\n";
-  std::error_code ec;
-  fs::remove(marker(output, id, "failed"), ec);
-}
-
-void mark_failed(const std::string& output, const std::string& id, const std::string& why) {
-  fs::create_directories(cell_dir(output));
-  std::ofstream(marker(output, id, "failed")) << why << "\n";
-  std::error_code ec;
-  fs::remove(marker(output, id, "running"), ec);
-}
-
-void clear_markers(const std::string& output, const std::string& id) {
-  std::error_code ec;
-  fs::remove(marker(output, id, "running"), ec);
-  fs::remove(marker(output, id, "failed"), ec);
-}
-
-void remove_stale_temporaries(const std::string& output) {
-  const std::string prefix_host = temporary_suffix();
-  std::vector<fs::path> candidates;
-  if (fs::is_directory(cell_dir(output))) {
-    for (const auto& e : fs::directory_iterator(cell_dir(output))) candidates.push_back(e.path());
-  }
-  const fs::path parent =
-      fs::path(output).parent_path().empty() ? fs::path(".") : fs::path(output).parent_path();
-  if (fs::is_directory(parent)) {
-    for (const auto& e : fs::directory_iterator(parent)) candidates.push_back(e.path());
-  }
-  for (const fs::path& p : candidates) {
-    const std::string name = p.filename().string();
-    const size_t at = name.find(prefix_host);
-    if (at == std::string::npos) continue;
-    const long pid = std::atol(name.c_str() + at + prefix_host.size());
-    if (pid > 0 && ::kill(pid, 0) != 0) {
-      std::error_code ec;
-      fs::remove(p, ec);
-    }
-  }
+int remove_stale_temporaries(const std::string& output) {
+  return remove_stale_temporaries_in(cell_dir(output));
 }
 
 std::string file_checksum(const std::string& path) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   require(in.good(), path, ": cannot read (for its checksum)");
   uint64_t h = kFnvOffset;

@@ -2,7 +2,8 @@
 // temporary name and renamed into place, so a cell is whole or absent however writers are killed
 // or race (Slurm array tasks, resumed runs); `rotq merge` gathers them into OUTPUT, one group per
 // cell. Readers take both, a cell file winning over the merged copy. Markers OUTPUT.d/<id>.running
-// and <id>.failed say what is in flight or went wrong.
+// and <id>.failed say what is in flight or went wrong (runner/cell_markers.h). Files are built in
+// memory and stored through rotq's own temporaries in OUTPUT.d (models/files.h).
 //
 // Layout of a cell group (/cells/<id>): attributes id, label, experiment, config_yaml; groups
 // config (every resolved key, as strings), meta (versions, host, ranks, device, times, data
@@ -18,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "models/files.h"  // host_name
+#include "runner/cell_markers.h"
 #include "runner/task_score.h"
 
 namespace rotq {
@@ -53,9 +56,6 @@ std::string cell_dir(const std::string& output);  // OUTPUT.d
 // The results file a command argument names: RESULTS.h5 itself, or an experiment file's output.
 std::string results_path(const std::string& results_or_experiment);
 
-// This machine's host name (markers, temporaries and records name it).
-std::string host_name();
-
 // Writes OUTPUT.d/<id>.h5 atomically (temporary file, flush, fsync, rename).
 void write_cell_file(const std::string& output, const CellRecord& r);
 
@@ -66,20 +66,9 @@ std::map<std::string, CellRecord> read_results(const std::string& output);
 // Writes OUTPUT (atomically) with every cell read_results finds; returns the count.
 size_t merge_results(const std::string& output);
 
-enum class CellState { kPending, kRunning, kDone, kFailed };
-struct CellStatus {
-  CellState state = CellState::kPending;
-  std::string detail;  // failure message, or the running marker's host/pid/start
-};
-// What the markers and files say about cell `id`. A running marker left by a process that no
-// longer exists on this host reads as failed ("interrupted").
-CellStatus cell_status(const std::string& output, const std::string& id, bool done);
-void mark_running(const std::string& output, const std::string& id);
-void mark_failed(const std::string& output, const std::string& id, const std::string& why);
-void clear_markers(const std::string& output, const std::string& id);
-
-// Removes temporary files left by writers that were killed (on this host, process gone).
-void remove_stale_temporaries(const std::string& output);
+// Removes, in OUTPUT.d only, the temporaries of writers on this host that are gone (never a file
+// rotq did not create); returns how many.
+int remove_stale_temporaries(const std::string& output);
 
 // FNV-1a 64 of a file's bytes as 16 hex digits (data checksums recorded with each cell).
 std::string file_checksum(const std::string& path);

@@ -7,6 +7,7 @@
 
 #include "models/safetensors.h"
 #include "solvers/error.h"
+#include "solvers/parse.h"
 
 namespace rotq {
 namespace {
@@ -44,7 +45,10 @@ void save_rotations(const Rotations& rot, const std::string& path,
 Rotations load_rotations(const std::string& path, const ModelConfig& config) {
   auto f = SafetensorsFile::open(path);
   Rotations rot;
-  if (f->has("R1")) rot.r1 = checked_rotation(*f, "R1", config.dim);
+  // Without R1 the file would apply no residual rotation at all, silently: refuse it.
+  require(f->has("R1"), path, ": no tensor R1 (expected R1 [", config.dim, ", ", config.dim,
+          "] and optional R2.<layer> [", config.head_dim, ", ", config.head_dim, "])");
+  rot.r1 = checked_rotation(*f, "R1", config.dim);
   rot.r2.resize(config.n_layers);
   for (int64_t l = 0; l < config.n_layers; ++l) {
     const std::string name = "R2." + std::to_string(l);
@@ -55,8 +59,9 @@ Rotations load_rotations(const std::string& path, const ModelConfig& config) {
     require(known, path, ": unexpected tensor '", name, "' (expected R1 and R2.<layer>)");
     if (name.rfind("R2.", 0) == 0) {
       const std::string idx = name.substr(3);
-      require(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos &&
-                  std::stoll(idx) < config.n_layers,
+      const std::optional<int64_t> layer = parse_integer(idx);
+      require(layer && *layer >= 0 && *layer < config.n_layers &&
+                  idx.find_first_not_of("0123456789") == std::string::npos,
               path, ": tensor '", name, "' names no layer of a ", config.n_layers, "-layer model");
     }
   }

@@ -9,6 +9,7 @@
 
 #include "runner/text.h"
 #include "solvers/error.h"
+#include "solvers/parse.h"
 
 namespace rotq {
 namespace fs = std::filesystem;
@@ -50,7 +51,7 @@ int64_t int_field(const json& j, const char* key) {
   if (v.is_string()) {
     const std::string s = v.get<std::string>();
     if (!s.empty() && s.size() <= 9 && s.find_first_not_of("0123456789") == std::string::npos) {
-      return std::stoll(s);
+      return *parse_integer(s);
     }
   }
   fail("field '", key, "' is not an integer");

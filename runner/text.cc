@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "models/files.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -48,16 +49,6 @@ std::string hf_rows_joined(const std::string& raw) {
     if (line.find_first_not_of(" \t\r\n") != std::string::npos) out += line;
   }
   return out;
-}
-
-std::string read_file_bytes(const std::string& path) {
-  std::error_code ec;
-  require(std::filesystem::is_regular_file(path, ec), path, ": no such file");
-  std::ifstream in(path, std::ios::binary);
-  require(in.good(), path, ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::string read_text(const std::string& path, TextFormat format) {

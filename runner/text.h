@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "models/files.h"  // read_file_bytes
+
 namespace rotq {
 
 // hf-rows: the file is WikiText raw; each line is a dataset row with its "\n" kept, a line that is
@@ -20,8 +22,5 @@ std::string hf_rows_joined(const std::string& raw);
 
 // Reads `path` in `format` (resolved); throws naming the file when missing or empty.
 std::string read_text(const std::string& path, TextFormat format);
-
-// Whole file as bytes; throws naming the file when missing.
-std::string read_file_bytes(const std::string& path);
 
 }  // namespace rotq

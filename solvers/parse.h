@@ -2,6 +2,8 @@
 // and throws on none, so every option parser wraps it the same way.
 #pragma once
 
+#include <charconv>
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -18,6 +20,16 @@ inline std::optional<double> parse_number(const std::string& text) {
   } catch (const std::exception&) {
   }
   return std::nullopt;
+}
+
+// The decimal integer `text` spells, all of it, within int64; nullopt otherwise (no exception for
+// an overflow: callers name the option in their own error).
+inline std::optional<int64_t> parse_integer(const std::string& text) {
+  int64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto r = std::from_chars(text.data(), end, v);
+  if (text.empty() || r.ec != std::errc() || r.ptr != end) return std::nullopt;
+  return v;
 }
 
 }  // namespace rotq

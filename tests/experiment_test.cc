@@ -71,7 +71,9 @@ std::vector<Malformed> malformed() {
       {"bad_method", with("rotation:\n  method: spin\n"), "rotation.method = 'spin'"},
       {"bad_choice", with("quantization:\n  w_method: awq\n"), "expected one of rtn, gptq"},
       {"bad_gamma", with("rotation:\n  dfrot:\n    gamma: -1\n"), "rotation.dfrot.gamma"},
-      {"bad_acts_pair", with("evaluation:\n  acts: [4x4]\n"), "evaluation.acts"},
+      {"bad_acts_pair",
+       "output: o.h5\nmodels: [m]\nevaluation:\n  ppl_texts: [t]\n  acts: [4x4]\n",
+       "evaluation.acts"},
       {"gptq_without_calibration", with("quantization:\n  w_bits: 4\n  w_method: gptq\n"),
        "calibration.text"},
       {"empty_sweep", with("sweep: {}\n"), "sweep: empty"},
@@ -87,8 +89,44 @@ std::vector<Malformed> malformed() {
        "duplicate cells"},
       {"negative_seed", with("seeds: [-1]\n"), "seeds"},
       {"seed_not_int", with("seeds: [a]\n"), "seeds"},
+      // Duplicate keys: yaml-cpp keeps both and a lookup silently takes one.
+      {"duplicate_scalar_key", with("quantization:\n  w_bits: 4\n  w_bits: 8\n"),
+       "duplicate key 'quantization.w_bits' (first set at line 7)"},
+      {"duplicate_section", with("quantization:\n  w_bits: 4\nquantization:\n  a_bits: 4\n"),
+       "duplicate key 'quantization'"},
+      {"duplicate_output", with("output: /tmp/y.h5\n"), "duplicate key 'output'"},
+      {"duplicate_models", with("models: [other.bin]\n"), "duplicate key 'models'"},
+      {"duplicate_in_model_entry", "output: o.h5\nmodels: [{path: a, path: b}]\n",
+       "duplicate key 'models[0].path'"},
+      {"duplicate_in_zip_group",
+       with("sweep:\n  zip:\n    - quantization.a_bits: [4]\n      quantization.a_bits: [8]\n"),
+       "duplicate key 'sweep.zip[0].quantization.a_bits'"},
+      {"merge_key", with("base: &b {w_bits: 4}\nquantization:\n  <<: *b\n"),
+       "merge keys (<<) are not supported"},
+      {"top_level_merge_key", with("<<: {name: x}\n"), "merge keys (<<)"},
+      {"complex_key", with("? [a, b]\n: 1\n"), "a key must be a plain name"},
+      {"name_is_a_map", with("name: {a: 1}\n"), "name: expected a string"},
+      // Values the command line refuses too (one rule for both).
+      {"zero_max_windows",
+       "output: o.h5\nmodels: [m]\nevaluation:\n  ppl_texts: [t]\n  max_windows: 0\n",
+       "evaluation.max_windows = 0: expected a value in [-1, 1e+12] except 0 (-1: all windows)"},
+      {"zero_tasks_limit", "output: o.h5\nmodels: [m]\nevaluation:\n  tasks: [piqa]\n"
+                           "  tasks_limit: 0\n", "evaluation.tasks_limit = 0"},
+      {"group_of_one", with("quantization:\n  w_group: 1\n"), "quantization.w_group = 1"},
+      {"negative_seqlen", with("calibration:\n  seqlen: -5\n"), "calibration.seqlen = -5"},
+      // A sweep too large to expand is refused with its size, before anything is allocated.
+      {"huge_sweep",
+       with("seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nsweep:\n"
+            "  quantization.percdamp: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]\n"
+            "  quantization.gptq_block: [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]\n"
+            "  rotation.optrot.steps: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+            "  rotation.dfrot.iters: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+            "  calibration.nsamples: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"),
+       "expands to 1e+06 cells (1 model(s) x 10 seed(s) x 10 x 10 x 10 x 10 x 10)"},
   };
 }
+
+void PrintTo(const Malformed& m, std::ostream* os) { *os << m.name; }
 
 class ExperimentMalformed : public ::testing::TestWithParam<Malformed> {};
 
