@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "models/resources.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -37,6 +38,23 @@ void require_finite(const at::Tensor& t, const std::string& name, const std::str
        " of ", t.numel(), "); the checkpoint is corrupt");
 }
 
+// The weights this process is about to hold, against the machine's memory (before any of it is
+// allocated).
+void require_weights_fit(const ModelConfig& c, const LoadOptions& opts, int64_t layers,
+                         const std::string& source) {
+  const double per_layer =
+      static_cast<double>(c.param_count() - c.vocab_size * c.dim * (c.tie_embeddings ? 1 : 2) -
+                          c.dim) /
+      static_cast<double>(c.n_layers);
+  double params = per_layer * static_cast<double>(layers);
+  if (opts.embed) params += static_cast<double>(c.vocab_size) * c.dim;
+  if (opts.head && !(c.tie_embeddings && opts.embed)) params += static_cast<double>(c.vocab_size) * c.dim;
+  const double bytes = params * static_cast<double>(at::elementSize(opts.dtype));
+  require_memory(bytes, "loading " + source + " (" + std::to_string(layers) + " layers in " +
+                            std::string(c10::toString(opts.dtype)) + ")",
+                 "use --dtype bfloat16, or --placement layers over more ranks");
+}
+
 LayerWeights read_layer(CheckpointReader& reader, int64_t layer, at::ScalarType dtype) {
   LayerWeights lw;
   for (size_t i = 0; i < lw.tensors.size(); ++i) {
@@ -60,6 +78,7 @@ Model load_model(CheckpointReader& reader, const LoadOptions& opts) {
   require(opts.layer_begin >= 0 && opts.layer_begin <= end && end <= m.config.n_layers,
           reader.source(), ": layer range [", opts.layer_begin, ", ", end, ") outside [0, ",
           m.config.n_layers, "]");
+  require_weights_fit(m.config, opts, end - opts.layer_begin, reader.source());
   auto owned = [&](GlobalTensor g) {
     at::Tensor t = reader.global_tensor(g).to(opts.dtype, false, true);
     require_finite(t, hf_global_tensor_name(g), reader.source());

@@ -12,6 +12,8 @@
 #include <iostream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "runner/cmd_common.h"
 #include "runner/experiment.h"
 #include "runner/results.h"
@@ -57,8 +59,9 @@ std::string self_path() {
 // directive and start a command), whatever else it holds is quoted where it lands.
 void require_printable(const std::string& what, const std::string& v) {
   for (unsigned char c : v) {
-    require(c >= 0x20 && c != 0x7f, "rotq submit: ", what, " '", v,
-            "' contains a control character (newline, tab, ...); refused");
+    // The value is shown JSON-escaped: the error stays one line.
+    require(c >= 0x20 && c != 0x7f, "rotq submit: ", what, " ", nlohmann::json(v).dump(),
+            " contains a control character (newline, tab, ...); refused");
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "models/resources.h"
 #include "models/synth.h"
 #include "runner/cmd_common.h"
 #include "solvers/error.h"
@@ -42,6 +43,8 @@ void run_synth(Runtime& rt, const SynthArgs& a) {
                  ch.signature, ch.dc);
   }
   if (rt.c().is_root()) {
+    require_disk_space(a.out, static_cast<double>(cfg.param_count()) * dtype_bytes(a.dtype),
+                       "rotq synth " + cfg.summary());
     write_synthetic_checkpoint(cfg, a.seed, a.out, so, massive);
     if (!a.tokenizer.empty()) {
       auto tok = load_tokenizer(a.tokenizer);

@@ -9,6 +9,7 @@
 
 #include "runner/pipeline.h"
 #include "runner/progress.h"
+#include "models/resources.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -51,6 +52,13 @@ WindowPlan plan_windows(const ModelConfig& c, const std::vector<int32_t>& tokens
   require(w.windows > 0, "the text has ", w.n, " tokens, fewer than one window of --seqlen ", w.T);
   if (opts.max_windows > 0) w.windows = std::min(w.windows, opts.max_windows);
   w.batch = opts.batch > 0 ? opts.batch : std::max<int64_t>(1, 2048 / w.T);
+  // The largest temporaries of one forward: a layer's attention scores and the logits.
+  const double scores = static_cast<double>(w.batch) * c.n_heads * w.T * w.T * 4;
+  const double logits = static_cast<double>(w.batch) * w.T * c.vocab_size * 8;
+  require_memory(scores + logits,
+                 "a forward of " + std::to_string(w.batch) + " window(s) of " +
+                     std::to_string(w.T) + " tokens",
+                 "use a smaller --seqlen or --batch");
   return w;
 }
 

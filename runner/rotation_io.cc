@@ -45,10 +45,6 @@ void save_rotations(const Rotations& rot, const std::string& path,
 Rotations load_rotations(const std::string& path, const ModelConfig& config) {
   auto f = SafetensorsFile::open(path);
   Rotations rot;
-  // Without R1 the file would apply no residual rotation at all, silently: refuse it.
-  require(f->has("R1"), path, ": no tensor R1 (expected R1 [", config.dim, ", ", config.dim,
-          "] and optional R2.<layer> [", config.head_dim, ", ", config.head_dim, "])");
-  rot.r1 = checked_rotation(*f, "R1", config.dim);
   rot.r2.resize(config.n_layers);
   for (int64_t l = 0; l < config.n_layers; ++l) {
     const std::string name = "R2." + std::to_string(l);
@@ -65,9 +61,16 @@ Rotations load_rotations(const std::string& path, const ModelConfig& config) {
               path, ": tensor '", name, "' names no layer of a ", config.n_layers, "-layer model");
     }
   }
+  // Without R1 the file would apply no residual rotation at all, silently: refuse it.
+  require(f->has("R1"), path, ": no tensor R1 (expected R1 [", config.dim, ", ", config.dim,
+          "] and optional R2.<layer> [", config.head_dim, ", ", config.head_dim, "])");
+  rot.r1 = checked_rotation(*f, "R1", config.dim);
   const auto flag = [&](const char* key) {
     auto it = f->metadata().find(key);
-    return it != f->metadata().end() && it->second == "true";
+    if (it == f->metadata().end()) return false;
+    require(it->second == "true" || it->second == "false", path, ": metadata ", key, " = '",
+            it->second, "', expected true or false");
+    return it->second == "true";
   };
   rot.r3 = flag("r3");
   rot.r4 = flag("r4");

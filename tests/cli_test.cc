@@ -400,8 +400,53 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), bytes.size());
 }
 
-// Fixtures the bad-input cases point at.
-void make_fixtures(const rotq_test::TempDir& d) {
+// A safetensors file of float64 tensors (name -> (shape, values)), for crafted inputs.
+void write_f64_safetensors(const std::string& path,
+                           const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+  json header = json::object();
+  std::string data;
+  for (const auto& [name, shape] : tensors) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    std::vector<double> v(static_cast<size_t>(n), 0.0);
+    for (int64_t i = 0; shape.size() == 2 && i < shape[0]; ++i) v[i * shape[1] + i] = 1.0;
+    header[name] = {{"dtype", "F64"},
+                    {"shape", shape},
+                    {"data_offsets", {data.size(), data.size() + v.size() * 8}}};
+    data.append(reinterpret_cast<const char*>(v.data()), v.size() * 8);
+  }
+  const std::string h = header.dump();
+  const uint64_t len = h.size();
+  write_bytes(path, std::string(reinterpret_cast<const char*>(&len), 8) + h + data);
+}
+
+// Rewrites the JSON header of a safetensors file with `f`, keeping the data.
+void patch_safetensors_header(const std::string& path, const std::function<void(json&)>& f) {
+  const std::string bytes = rotq::read_file_bytes(path);
+  uint64_t n;
+  std::memcpy(&n, bytes.data(), 8);
+  json header = json::parse(bytes.substr(8, n));
+  f(header);
+  std::string h = header.dump();
+  while (h.size() % 8 != 0) h.push_back(' ');  // data offsets are relative to the data section
+  const uint64_t len = h.size();
+  write_bytes(path, std::string(reinterpret_cast<const char*>(&len), 8) + h + bytes.substr(8 + n));
+}
+
+// The checkpoint copies (each broken in one way) that the bad-input cases name.
+const std::vector<std::string> kBrokenCheckpoints = {
+    "hf",     "nofield",   "arch",       "lying",       "dtype",   "overlap",   "rope_neg",
+    "bighid", "boolstr",   "nan_weight", "huge_shape",  "bigvocab", "bos_huge"};
+
+// Fixtures the bad-input cases point at (the synthetic checkpoints only when a case uses one).
+void make_fixtures(const rotq_test::TempDir& d, const std::string& args) {
+  write_f64_safetensors(d.str("no_r1.safetensors"), {{"R2.0", {8, 8}}});
+  write_f64_safetensors(d.str("r2_overflow.safetensors"),
+                        {{"R1", {64, 64}}, {"R2.99999999999999999999", {8, 8}}});
+  write_bytes(d.str("dup.yaml"), "output: " + d.str("o.h5") + "\nmodels: [" + kStories +
+                                     "]\nevaluation:\n  ppl_texts: [" + kText +
+                                     "]\nquantization:\n  w_bits: 4\n  w_bits: 8\n");
+  std::filesystem::create_directories(d.str("adir"));
   const std::string model = rotq::read_file_bytes(kStories);
   write_bytes(d.str("trunc.bin"), model.substr(0, 100000));
   write_bytes(d.str("empty.txt"), "\n \n");
@@ -409,11 +454,18 @@ void make_fixtures(const rotq_test::TempDir& d) {
   write_bytes(d.str("bad_arc.jsonl"),
               "{\"query\": \"Q\", \"choices\": [\"a\"], \"gold\": 0}\n"
               "{\"query\": \"Q\", \"choices\": \"a\", \"gold\": 0}\n");
+  bool needs_checkpoints = false;
+  for (const std::string& name : kBrokenCheckpoints) {
+    needs_checkpoints = needs_checkpoints || args.find("{dir}/" + name) != std::string::npos;
+  }
+  if (!needs_checkpoints) return;
   run_command(kRotq + " --log-level error synth --like tiny --out " + d.str("hf") +
               " --tokenizer " + kTok);
   // Copies of the synthetic checkpoint, each broken in one way.
-  for (const char* name : {"nofield", "arch", "lying", "dtype"}) {
-    std::filesystem::copy(d.str("hf"), d.str(name), std::filesystem::copy_options::recursive);
+  for (const std::string& name : kBrokenCheckpoints) {
+    if (name != "hf") {
+      std::filesystem::copy(d.str("hf"), d.str(name), std::filesystem::copy_options::recursive);
+    }
   }
   auto patch_config = [&](const std::string& dir, const std::function<void(json&)>& f) {
     std::ifstream in(d.str(dir + "/config.json"));
@@ -423,6 +475,33 @@ void make_fixtures(const rotq_test::TempDir& d) {
   };
   patch_config("nofield", [](json& j) { j.erase("num_attention_heads"); });
   patch_config("arch", [](json& j) { j["architectures"] = {"FalconForCausalLM"}; });
+  patch_config("rope_neg", [](json& j) {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", -2.0}};
+  });
+  patch_config("bighid", [](json& j) { j["intermediate_size"] = 1000000000; });
+  patch_config("bigvocab", [](json& j) { j["vocab_size"] = int64_t{1} << 30; });
+  patch_config("boolstr", [](json& j) { j["tie_word_embeddings"] = "yes"; });
+  patch_config("bos_huge", [](json& j) { j["bos_token_id"] = int64_t{1} << 40; });
+  // Two tensors of one shape sharing their bytes; a shape whose element count overflows 64 bits.
+  patch_safetensors_header(d.str("overlap/model.safetensors"), [](json& h) {
+    h["model.layers.0.post_attention_layernorm.weight"]["data_offsets"] =
+        h["model.layers.0.input_layernorm.weight"]["data_offsets"];
+  });
+  patch_safetensors_header(d.str("huge_shape/model.safetensors"), [](json& h) {
+    h["model.norm.weight"]["shape"] = {int64_t{1} << 32, int64_t{1} << 32};
+  });
+  // A NaN in one weight.
+  {
+    const std::string path = d.str("nan_weight/model.safetensors");
+    std::string st = rotq::read_file_bytes(path);
+    uint64_t n;
+    std::memcpy(&n, st.data(), 8);
+    const json h = json::parse(st.substr(8, n));
+    const uint64_t at = 8 + n + h["model.layers.1.mlp.down_proj.weight"]["data_offsets"][0].get<uint64_t>();
+    const float nan = std::nanf("");
+    std::memcpy(st.data() + at + 4 * 5, &nan, 4);
+    write_bytes(path, st);
+  }
   // A safetensors header that claims more bytes than the file has.
   std::string st = rotq::read_file_bytes(d.str("lying/model.safetensors"));
   write_bytes(d.str("lying/model.safetensors"), st.substr(0, st.size() - 1000));
@@ -438,8 +517,8 @@ void make_fixtures(const rotq_test::TempDir& d) {
 
 TEST_P(CliBadInput, OneErrorLineAndNonZeroExit) {
   rotq_test::TempDir d;
-  make_fixtures(d);
   std::string args = GetParam().args;
+  make_fixtures(d, args);
   for (size_t p; (p = args.find("{dir}")) != std::string::npos;) args.replace(p, 5, d.str());
   for (size_t p; (p = args.find("{model}")) != std::string::npos;) args.replace(p, 7, kStories);
   for (size_t p; (p = args.find("{tok}")) != std::string::npos;) args.replace(p, 5, kTok);
@@ -494,7 +573,7 @@ INSTANTIATE_TEST_SUITE_P(
             "spin"},
         BadInput{"bad_w_bits",
                  "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 0",
-                 "weight quantizer"},
+                 "quantization.w_bits = 0"},
         BadInput{"bad_group",
                  "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 "
                  "--w-group 48",
@@ -552,7 +631,63 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"rotation_file_wrong_model",
                  "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
                  "file:{dir}/hf/model.safetensors",
-                 "unexpected tensor"}),
+                 "unexpected tensor"},
+        // Options: the command line accepts exactly what experiment files accept.
+        BadInput{"negative_seqlen", "ppl --model {model} --tokenizer {tok} --text {text} --seqlen -5",
+                 "evaluation.seqlen = -5"},
+        BadInput{"zero_max_windows",
+                 "ppl --model {model} --tokenizer {tok} --text {text} --max-windows 0",
+                 "evaluation.max_windows = 0"},
+        BadInput{"negative_limit",
+                 "tasks --model {model} --tokenizer {tok} --tasks piqa --tasks-dir {tasks} "
+                 "--limit -7",
+                 "evaluation.tasks_limit = -7"},
+        BadInput{"group_of_one",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 "
+                 "--w-group 1",
+                 "quantization.w_group = 1"},
+        BadInput{"acts_overflow",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --acts "
+                 "99999999999999999999/4",
+                 "99999999999999999999/4"},
+        BadInput{"negative_threads", "--threads -3 info {model}", "--threads"},
+        BadInput{"top_p_above_one",
+                 "generate --model {model} --tokenizer {tok} --top-p 2", "--top-p"},
+        BadInput{"zero_ranks", "plan --model {model} --ranks 0 --device-mem 80", "--ranks"},
+        // Checkpoints: refused with the field or tensor named.
+        BadInput{"overlapping_tensors", "ppl --model {dir}/overlap --text {text}", "overlap"},
+        BadInput{"negative_rope_factor", "info {dir}/rope_neg", "rope_scaling.factor = -2"},
+        BadInput{"hidden_overflow", "info {dir}/bighid", "intermediate_size"},
+        BadInput{"vocab_too_large", "info {dir}/bigvocab", "vocab_size"},
+        BadInput{"bool_as_string", "info {dir}/boolstr", "tie_word_embeddings"},
+        BadInput{"token_id_too_large", "info {dir}/bos_huge", "bos_token_id"},
+        BadInput{"shape_overflow", "ppl --model {dir}/huge_shape --text {text}", "model.norm.weight"},
+        BadInput{"nan_weight", "ppl --model {dir}/nan_weight --text {text} --seqlen 64",
+                 "model.layers.1.mlp.down_proj.weight holds NaN"},
+        BadInput{"rotation_file_without_r1",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
+                 "file:{dir}/no_r1.safetensors",
+                 "no tensor R1"},
+        BadInput{"rotation_layer_overflow",
+                 "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
+                 "file:{dir}/r2_overflow.safetensors",
+                 "names no layer"},
+        BadInput{"synth_larger_than_disk", "synth --like llama-2-70b --dims hidden=1048576 "
+                 "--out {dir}/big", "free"},
+        BadInput{"window_larger_than_memory",
+                 "ppl --model {model} --tokenizer {tok} --text {text} --seqlen 256 --batch "
+                 "1000000",
+                 "of memory"},
+        // Files: what is wrong with the path, not a stream's message.
+        BadInput{"text_is_dev_null", "ppl --model {model} --tokenizer {tok} --text /dev/null",
+                 "/dev/null: is not a regular file"},
+        BadInput{"text_is_directory", "ppl --model {model} --tokenizer {tok} --text {dir}/adir",
+                 "adir: is a directory"},
+        BadInput{"experiment_is_directory", "run {dir}/adir", "adir: is a directory"},
+        BadInput{"tokenizer_is_directory",
+                 "ppl --model {model} --tokenizer {dir}/adir --text {text}", "is a directory"},
+        BadInput{"experiment_duplicate_key", "run {dir}/dup.yaml",
+                 "duplicate key 'quantization.w_bits'"}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -49,7 +49,7 @@ SlurmctldLogFile=$work/slurmctld.log
 SlurmdLogFile=$work/slurmd.log
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=2 RealMemory=$mem State=UNKNOWN
 PartitionName=rotq Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF=$work/slurm.conf
@@ -57,7 +57,7 @@ slurmctld -D -i -f "$SLURM_CONF" > "$work/ctld.out" 2>&1 &
 ctld_pid=$!
 slurmd -D -f "$SLURM_CONF" > "$work/slurmd.out" 2>&1 &
 slurmd_pid=$!
-for _ in $(seq 100); do sinfo -h -o %t 2>/dev/null | grep -q idle && break; sleep 0.2; done
+for _ in $(seq 300); do sinfo -h -o %t 2>/dev/null | grep -q idle && break; sleep 0.2; done
 sinfo -h -o %t | grep -q idle || { echo "FAIL: the node never became idle"; cat "$work"/*.out "$work"/*.log; exit 1; }
 
 experiment() {  # experiment NAME OUTPUT EXTRA_QUANTIZATION
