@@ -287,8 +287,10 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
     if (run) runnable.insert(c.id);
     rows.push_back({c.id, c.label(), state_name(s.state), run ? "run" : "skip"});
     if (!run && s.state == CellState::kStale) {
-      spdlog::warn("cell {} ({}): {}; rotq run --force-stale takes it over", c.id, c.label(),
-                   s.detail);
+      spdlog::warn("cell {} ({}) skipped: {}; rotq run --force-stale takes it over", c.id,
+                   c.label(), s.detail);
+    } else if (!run && s.state == CellState::kRunning) {
+      spdlog::warn("cell {} ({}) skipped: {}", c.id, c.label(), s.detail);
     }
   }
   spdlog::info("{}: {} cells, {} to run ({} selected, results in {})", exp.path, exp.cells.size(),
