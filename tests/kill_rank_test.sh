@@ -4,7 +4,7 @@
 # collective). Run by CTest: kill_rank_test.sh MPIRUN ROTQ DATA_DIR
 set -uo pipefail
 MPIRUN=$1 ROTQ=$2 DATA=$3
-LIMIT_S=${KILL_RANK_LIMIT_S:-30}
+LIMIT_S=${KILL_RANK_LIMIT_S:-60}
 work=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 log=$work/log
@@ -18,7 +18,8 @@ OMP_WAIT_POLICY=PASSIVE "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 \
 launcher=$!
 
 # Wait until both ranks are inside the pipeline (the GPTQ progress is logged after collectives).
-for _ in $(seq 600); do
+# No wall-clock bound here: the job's own progress decides (CTest's timeout is the backstop).
+while true; do
   grep -q "gptq layers" "$log" && break
   kill -0 $launcher 2>/dev/null || { echo "FAIL: the job ended before it could be killed"; cat "$log"; exit 1; }
   sleep 0.1
