@@ -159,20 +159,52 @@ bool process_alive(int64_t pid, uint64_t start_ticks) {
   return now == 0 || now == start_ticks;
 }
 
+AtomicFileWriter::AtomicFileWriter(std::string path, const std::string& tmp_dir)
+    : path_(std::move(path)),
+      tmp_(temporary_name(tmp_dir.empty() ? dir_of(path_) : tmp_dir, base_of(path_))),
+      fd_(open_temporary(tmp_, path_)) {}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFileWriter::write(std::string_view bytes) {
+  require(fd_ >= 0, path_, ": write after commit");
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      fail(path_, ": write failed after ", written_ + done, " bytes (", std::strerror(err), ")");
+    }
+    done += static_cast<size_t>(n);
+  }
+  written_ += done;
+}
+
+void AtomicFileWriter::commit() {
+  require(fd_ >= 0, path_, ": committed twice");
+  const int fd = fd_;
+  fd_ = -1;
+  int err = ::fsync(fd) != 0 ? errno : 0;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && std::rename(tmp_.c_str(), path_.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp_.c_str());
+    fail(path_, ": cannot store the file (", std::strerror(err), ")");
+  }
+  fsync_dir(dir_of(path_));
+}
+
 void write_file_atomically(const std::string& path, std::string_view bytes,
                            const std::string& tmp_dir) {
-  const std::string tmp = temporary_name(tmp_dir.empty() ? dir_of(path) : tmp_dir, base_of(path));
-  const int fd = open_temporary(tmp, path);
-  try {
-    write_all_and_close(fd, bytes, path);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      fail(path, ": cannot rename ", tmp, " into place (", std::strerror(errno), ")");
-    }
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  fsync_dir(dir_of(path));
+  AtomicFileWriter w(path, tmp_dir);
+  w.write(bytes);
+  w.commit();
 }
 
 bool create_file_exclusively(const std::string& path, std::string_view bytes) {

@@ -19,6 +19,25 @@ std::string read_file_bytes(const std::string& path);
 // Throws the same errors as read_file_bytes when `path` is not a readable regular file.
 void require_regular_file(const std::string& path);
 
+// A file written in pieces that appears whole at `path` on commit(), or not at all: an exclusive
+// temporary beside it (or in `tmp_dir`), every write checked (rotq::Error naming `path` and the
+// cause, e.g. "No space left on device"), fsync and rename on commit; destroyed uncommitted, the
+// temporary is removed.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path, const std::string& tmp_dir = "");
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  void write(std::string_view bytes);
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+};
+
 // Writes `bytes` to `path` atomically through a temporary in `tmp_dir` (default: path's
 // directory; it must be on the same filesystem). Throws rotq::Error naming `path` and the cause
 // (e.g. "No space left on device"); on failure the temporary is removed and `path` is untouched.

@@ -324,15 +324,13 @@ void save_hf_checkpoint(const Model& model, const std::string& dir, const SaveOp
       write_safetensors((fs::path(dir) / name).string(), shards[s], meta);
       for (auto& nt : shards[s]) index["weight_map"][nt.first] = name;
     }
-    std::ofstream((fs::path(dir) / "model.safetensors.index.json").string()) << index.dump(2);
+    write_file_atomically((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2));
   }
   write_hf_config(out_cfg, dir);
 }
 
 void write_hf_config(const ModelConfig& cfg, const std::string& dir) {
-  std::ofstream out((fs::path(dir) / "config.json").string());
-  out << config_to_json(cfg).dump(2) << "\n";
-  require(out.good(), dir, "/config.json: write failed");
+  write_file_atomically((fs::path(dir) / "config.json").string(), config_to_json(cfg).dump(2) + "\n");
 }
 
 }  // namespace rotq

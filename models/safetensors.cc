@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "models/files.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -195,20 +196,15 @@ void write_safetensors(const std::string& path,
   }
   std::string text = header.dump();
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // keeps the data section aligned
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    require(out.good(), path, ": cannot open for writing");
-    const uint64_t len = text.size();
-    out.write(reinterpret_cast<const char*>(&len), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const at::Tensor& c : contiguous) {
-      out.write(static_cast<const char*>(c.data_ptr()),
-                static_cast<std::streamsize>(c.numel() * c.element_size()));
-    }
-    require(out.good(), path, ": write failed (disk full?)");
+  AtomicFileWriter out(path);
+  const uint64_t len = text.size();
+  out.write(std::string_view(reinterpret_cast<const char*>(&len), 8));
+  out.write(text);
+  for (const at::Tensor& c : contiguous) {
+    out.write(std::string_view(static_cast<const char*>(c.data_ptr()),
+                               static_cast<size_t>(c.numel() * c.element_size())));
   }
-  std::filesystem::rename(tmp, path);
+  out.commit();
 }
 
 }  // namespace rotq

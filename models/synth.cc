@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "models/files.h"
 #include "models/safetensors.h"
 #include "solvers/error.h"
 #include "solvers/hash.h"
@@ -294,7 +295,7 @@ void write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t seed, const std
     nlohmann::json index;
     index["metadata"] = {{"total_size", total}};
     index["weight_map"] = weight_map;
-    std::ofstream((fs::path(dir) / "model.safetensors.index.json").string()) << index.dump(2);
+    write_file_atomically((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2));
   }
   ModelConfig out_cfg = cfg;
   out_cfg.dtype = opts.dtype;

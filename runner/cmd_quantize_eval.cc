@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 
+#include "models/files.h"
 #include "runner/cell_args.h"
 #include "runner/cmd_common.h"
 #include "runner/comm_timed.h"
@@ -94,7 +95,7 @@ void save_outputs(const CellArgs& a, const Model& model, const QuantCellResult& 
   save_hf_checkpoint(model, a.save, so);
   save_rotations(r.rotations, (fs::path(a.save) / "rotations.safetensors").string(),
                  {{"rotation", record["rotation"].get<std::string>()}});
-  std::ofstream((fs::path(a.save) / "rotq_quant.json").string()) << record.dump(2) << "\n";
+  write_file_atomically((fs::path(a.save) / "rotq_quant.json").string(), record.dump(2) + "\n");
   const std::string tok = mo.tokenizer.empty() ? reader.bundled_tokenizer() : mo.tokenizer;
   if (!tok.empty()) copy_tokenizer(tok, a.save);
   spdlog::info("saved the rotated, quantized model to {}", a.save);

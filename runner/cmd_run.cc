@@ -278,14 +278,16 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
   const std::vector<Cell> cells = select_cells(exp.cells, a.cells);
   const std::map<std::string, CellRecord> done = read_results(exp.output);
   std::vector<std::vector<std::string>> rows;
-  std::set<std::string> runnable;
-  size_t todo = 0;
-  for (const Cell& c : cells) {
+  // Rank 0 decides which cells run and every rank follows: the markers it reads change while the
+  // ranks start (rank 0 creates them), so ranks that looked for themselves could disagree.
+  at::Tensor run_flags = at::zeros({static_cast<int64_t>(cells.size())}, at::kDouble);
+  for (size_t i = 0; i < cells.size(); ++i) {
+    const Cell& c = cells[i];
     const CellStatus s = cell_status(exp.output, c.id, done.count(c.id) > 0);
     const bool run = should_run(s, a);
-    todo += run;
-    if (run) runnable.insert(c.id);
+    run_flags[static_cast<int64_t>(i)] = run ? 1.0 : 0.0;
     rows.push_back({c.id, c.label(), state_name(s.state), run ? "run" : "skip"});
+    if (!rt.c().is_root()) continue;
     if (!run && s.state == CellState::kStale) {
       spdlog::warn("cell {} ({}) skipped: {}; rotq run --force-stale takes it over", c.id,
                    c.label(), s.detail);
@@ -293,6 +295,12 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
       spdlog::warn("cell {} ({}) skipped: {}", c.id, c.label(), s.detail);
     }
   }
+  rt.c().broadcast(run_flags, 0);
+  std::set<std::string> runnable;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    if (run_flags[static_cast<int64_t>(i)].item<double>() != 0) runnable.insert(cells[i].id);
+  }
+  const size_t todo = runnable.size();
   spdlog::info("{}: {} cells, {} to run ({} selected, results in {})", exp.path, exp.cells.size(),
                todo, cells.size(), exp.output);
   if (a.dry_run) {

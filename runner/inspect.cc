@@ -5,6 +5,8 @@
 #include <cmath>
 #include <fstream>
 
+#include "models/files.h"
+#include "runner/csv.h"
 #include "solvers/dfrot.h"
 #include "solvers/error.h"
 #include "solvers/quantizer.h"
@@ -43,21 +45,9 @@ at::Tensor relative_token_error(const at::Tensor& x, const at::Tensor& r, int bi
 
 void write_csv(const std::string& path, const std::vector<std::string>& header,
                const std::vector<std::vector<std::string>>& rows) {
-  std::ofstream f(path);
-  require(f.good(), path, ": cannot write (expected a writable output directory)");
-  const auto field = [](const std::string& v) {
-    if (v.find_first_of(",\"\n") == std::string::npos) return v;
-    std::string q = "\"";
-    for (char ch : v) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-    return q + "\"";
-  };
-  const auto line = [&](const std::vector<std::string>& cells) {
-    for (size_t i = 0; i < cells.size(); ++i) f << (i ? "," : "") << field(cells[i]);
-    f << "\n";
-  };
-  line(header);
-  for (const auto& r : rows) line(r);
-  require(f.good(), path, ": write failed");
+  std::string text = csv_row(header) + "\n";
+  for (const auto& r : rows) text += csv_row(r) + "\n";
+  write_file_atomically(path, text);
 }
 
 }  // namespace rotq

@@ -144,23 +144,17 @@ TaskEvaluation evaluate_task(const PreparedTask& t, const Transformer& model,
   return e;
 }
 
-TaskSamplesWriter::TaskSamplesWriter(std::string path, Comm& comm) : path_(std::move(path)) {
-  if (path_.empty() || !comm.is_root()) return;
-  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
-  out_.open(tmp_);
-  require(out_.good(), path_, ": cannot write the task samples");
+TaskSamplesWriter::TaskSamplesWriter(std::string path, Comm& comm) {
+  if (path.empty() || !comm.is_root()) return;
+  out_ = std::make_unique<AtomicFileWriter>(std::move(path));
 }
 
-TaskSamplesWriter::~TaskSamplesWriter() {
-  if (out_.is_open()) {
-    out_.close();
-    std::remove(tmp_.c_str());
-  }
-}
+TaskSamplesWriter::~TaskSamplesWriter() = default;  // an unfinished file's temporary goes with it
 
 void TaskSamplesWriter::write(const PreparedTask& t, const std::string& acts,
                               const std::vector<LlScore>& scores) {
-  if (!out_.is_open()) return;
+  if (!out_) return;
+  std::string lines;
   for (size_t d = 0; d < t.docs.size(); ++d) {
     nlohmann::json ll = nlohmann::json::array(), greedy = nlohmann::json::array();
     for (size_t i = 0; i < t.docs[d].requests.size(); ++i) {
@@ -170,17 +164,15 @@ void TaskSamplesWriter::write(const PreparedTask& t, const std::string& acts,
     nlohmann::json j = {{"task", t.spec->name},   {"acts", acts}, {"doc", d},
                         {"gold", t.docs[d].gold}, {"ll", ll},     {"greedy", greedy}};
     if (!t.docs[d].subtask.empty()) j["subtask"] = t.docs[d].subtask;
-    out_ << j.dump() << "\n";
+    lines += j.dump() + "\n";
   }
+  out_->write(lines);
 }
 
 void TaskSamplesWriter::close() {
-  if (!out_.is_open()) return;
-  out_.close();
-  if (out_.fail() || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    std::remove(tmp_.c_str());
-    fail(path_, ": cannot finish writing the task samples");
-  }
+  if (!out_) return;
+  out_->commit();
+  out_.reset();
 }
 
 }  // namespace rotq

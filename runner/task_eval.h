@@ -11,10 +11,11 @@
 #pragma once
 
 #include <cstdint>
-#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "models/files.h"
 #include "models/tokenizer.h"
 #include "models/transformer.h"
 #include "runner/loglikelihood.h"
@@ -75,8 +76,7 @@ class TaskSamplesWriter {
   void close();
 
  private:
-  std::string path_, tmp_;
-  std::ofstream out_;
+  std::unique_ptr<AtomicFileWriter> out_;
 };
 
 }  // namespace rotq

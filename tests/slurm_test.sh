@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 host=$(hostname -s)
 mem=$(awk '/MemTotal/ {print int($2 / 1024) - 1024}' /proc/meminfo)
-mkdir -p "$work/state" "$work/spool"
+mkdir -p "$work/state" "$work/spool" "$work/tmp"
 cat > "$work/slurm.conf" <<CONF
 ClusterName=rotqtest
 SlurmctldHost=$host(127.0.0.1)
@@ -43,6 +43,9 @@ MpiDefault=none
 ReturnToService=2
 StateSaveLocation=$work/state
 SlurmdSpoolDir=$work/spool
+# PMIx's per-step directories go here, not /tmp: job ids restart at 1 with every private
+# controller, and directories left in /tmp by an earlier killed run would collide.
+TmpFS=$work/tmp
 SlurmctldPidFile=$work/slurmctld.pid
 SlurmdPidFile=$work/slurmd.pid
 SlurmctldLogFile=$work/slurmctld.log
