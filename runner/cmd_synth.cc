@@ -1,6 +1,7 @@
 // rotq synth: a random-weight HF checkpoint of any LLaMA-family shape, for tests and benchmarks.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "models/resources.h"
@@ -45,6 +46,11 @@ void run_synth(Runtime& rt, const SynthArgs& a) {
   if (rt.c().is_root()) {
     require_disk_space(a.out, static_cast<double>(cfg.param_count()) * dtype_bytes(a.dtype),
                        "rotq synth " + cfg.summary());
+    // Tensors are drawn one at a time in float32: the largest must fit in memory.
+    const double largest = static_cast<double>(std::max(
+        {cfg.vocab_size * cfg.dim, cfg.hidden_dim * cfg.dim, cfg.q_dim() * cfg.dim}));
+    require_memory(largest * 4, "rotq synth's largest tensor (" + cfg.summary() + ")",
+                   "choose smaller --dims");
     write_synthetic_checkpoint(cfg, a.seed, a.out, so, massive);
     if (!a.tokenizer.empty()) {
       auto tok = load_tokenizer(a.tokenizer);

@@ -168,6 +168,23 @@ TEST(Markers, RunSkipsLiveCellsAndTakesOverDeadOnes) {
   EXPECT_TRUE(fs::exists(d2.str("out.h5.d/" + id2 + ".h5"))) << log;
 }
 
+// Under mpirun every rank follows rank 0's reading of the markers (rank 0 creates them as the
+// ranks start; ranks that looked for themselves once disagreed and deadlocked).
+TEST(Markers, RanksAgreeOnWhatRuns) {
+  rotq_test::TempDir d;
+  const std::string exp = write_experiment(d, "[0, 1, 2]");
+  const auto cells = rotq::load_experiment(exp).cells;
+  plant_marker(marker_path(d, cells[1].id), rotq::host_name(), dead_pid(), 1);   // taken over
+  plant_marker(marker_path(d, cells[2].id), "elsewhere.example", 4242, 1);       // left alone
+  const auto r = run_command("OMPI_MCA_btl_vader_single_copy_mechanism=none timeout 300 mpirun "
+                             "--allow-run-as-root --oversubscribe -np 2 " + kRotq +
+                             " --log-level warn run " + exp);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(fs::exists(d.str("out.h5.d/" + cells[0].id + ".h5"))) << r.output;
+  EXPECT_TRUE(fs::exists(d.str("out.h5.d/" + cells[1].id + ".h5"))) << r.output;
+  EXPECT_FALSE(fs::exists(d.str("out.h5.d/" + cells[2].id + ".h5"))) << r.output;
+}
+
 TEST(Markers, NeverWritesThroughALinkAndCleansOnlyItsOwnTemporaries) {
   rotq_test::TempDir d;
   const std::string exp = write_experiment(d, "[0, 1]");
