@@ -48,10 +48,12 @@ void require_weights_fit(const ModelConfig& c, const LoadOptions& opts, int64_t 
       static_cast<double>(c.n_layers);
   double params = per_layer * static_cast<double>(layers);
   if (opts.embed) params += static_cast<double>(c.vocab_size) * c.dim;
-  if (opts.head && !(c.tie_embeddings && opts.embed)) params += static_cast<double>(c.vocab_size) * c.dim;
+  if (opts.head && !(c.tie_embeddings && opts.embed))
+    params += static_cast<double>(c.vocab_size) * c.dim;
   const double bytes = params * static_cast<double>(at::elementSize(opts.dtype));
-  require_memory(bytes, "loading " + source + " (" + std::to_string(layers) + " layers in " +
-                            std::string(c10::toString(opts.dtype)) + ")",
+  require_memory(bytes,
+                 "loading " + source + " (" + std::to_string(layers) + " layers in " +
+                     std::string(c10::toString(opts.dtype)) + ")",
                  "use --dtype bfloat16, or --placement layers over more ranks");
 }
 

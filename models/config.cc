@@ -18,8 +18,8 @@ int64_t dtype_bytes(const std::string& dtype) {
 int64_t ModelConfig::param_count() const {
   const ArchSpec& arch = arch_spec(architecture);
   int64_t per_layer = dim * q_dim() + 2 * dim * kv_dim() + q_dim() * dim  // q, k, v, o
-                      + 3 * dim * hidden_dim                               // gate, up, down
-                      + 2 * dim;                                           // two RMSNorms
+                      + 3 * dim * hidden_dim                              // gate, up, down
+                      + 2 * dim;                                          // two RMSNorms
   if (arch.qkv_bias) per_layer += q_dim() + 2 * kv_dim();
   if (arch.qk_norm) per_layer += 2 * head_dim;
   int64_t total = n_layers * per_layer + vocab_size * dim + dim;
@@ -52,9 +52,10 @@ void ModelConfig::validate(const std::string& source) const {
           " must be a positive number");
   require(std::isfinite(norm_eps) && norm_eps > 0 && norm_eps < 1, source, ": rms_norm_eps ",
           norm_eps, " must be in (0, 1)");
-  require(rope_scaling.type == "none" || rope_scaling.type == "linear" ||
-              rope_scaling.type == "llama3",
-          source, ": rope_scaling type ", rope_scaling.type, " unsupported (expected none, linear, llama3)");
+  require(
+      rope_scaling.type == "none" || rope_scaling.type == "linear" || rope_scaling.type == "llama3",
+      source, ": rope_scaling type ", rope_scaling.type,
+      " unsupported (expected none, linear, llama3)");
   if (rope_scaling.type != "none") {
     const RopeScaling& r = rope_scaling;
     require(std::isfinite(r.factor) && r.factor >= 1, source, ": rope_scaling.factor = ", r.factor,
@@ -64,8 +65,9 @@ void ModelConfig::validate(const std::string& source) const {
     const RopeScaling& r = rope_scaling;
     require(std::isfinite(r.low_freq_factor) && r.low_freq_factor > 0 &&
                 std::isfinite(r.high_freq_factor) && r.high_freq_factor > r.low_freq_factor,
-            source, ": rope_scaling low_freq_factor = ", r.low_freq_factor, ", high_freq_factor = ",
-            r.high_freq_factor, ": expected 0 < low_freq_factor < high_freq_factor");
+            source, ": rope_scaling low_freq_factor = ", r.low_freq_factor,
+            ", high_freq_factor = ", r.high_freq_factor,
+            ": expected 0 < low_freq_factor < high_freq_factor");
     require(r.original_max_position > 0 && r.original_max_position <= (int64_t{1} << 24), source,
             ": rope_scaling.original_max_position_embeddings = ", r.original_max_position,
             ", expected a positive integer");

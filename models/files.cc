@@ -34,8 +34,8 @@ std::string base_of(const std::string& path) {
 // `.NAME.rotq-tmp.HOST.PID.N`: unique within this process (N), and across processes and hosts.
 std::string temporary_name(const std::string& dir, const std::string& name) {
   static std::atomic<uint64_t> counter{0};
-  return dir + "/." + name + std::string(kTmpTag) + host_name() + "." +
-         std::to_string(::getpid()) + "." + std::to_string(counter++);
+  return dir + "/." + name + std::string(kTmpTag) + host_name() + "." + std::to_string(::getpid()) +
+         "." + std::to_string(counter++);
 }
 
 // Opens a new temporary exclusively (never through a link, never an existing file).

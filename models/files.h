@@ -1,7 +1,8 @@
 // Reading and writing whole files with one clear error each. Reads name what is wrong with the
 // path (missing, a directory, a device) instead of a stream's "underflow". Writes appear whole or
-// not at all, through temporaries that can be told apart from a user's files. A temporary is created exclusively (O_EXCL | O_NOFOLLOW: never through a link someone
-// planted, never over an existing file) in a directory rotq owns, named
+// not at all, through temporaries that can be told apart from a user's files. A temporary is
+// created exclusively (O_EXCL | O_NOFOLLOW: never through a link someone planted, never over an
+// existing file) in a directory rotq owns, named
 // `.NAME.rotq-tmp.HOST.PID.N`, written with every write's error checked (a full disk is one clear
 // error, not a torn file), fsynced and renamed into place. remove_stale_temporaries deletes only
 // such names whose writer is gone.

@@ -192,7 +192,8 @@ class HfReader final : public CheckpointReader {
       auto f = shard(single.string());
       for (const std::string& n : f->names()) weight_map_[n] = single.string();
     } else {
-      fail(dir_, ": no model.safetensors or model.safetensors.index.json (only safetensors "
+      fail(dir_,
+           ": no model.safetensors or model.safetensors.index.json (only safetensors "
            "checkpoints are supported)");
     }
   }
@@ -223,7 +224,8 @@ class HfReader final : public CheckpointReader {
     if (dt == "BF16") return "bfloat16";
     if (dt == "F16") return "float16";
     if (dt == "F32") return "float32";
-    fail(name, " in ", it->second, ": weight dtype ", dt, " unsupported (expected F32, F16 or BF16)");
+    fail(name, " in ", it->second, ": weight dtype ", dt,
+         " unsupported (expected F32, F16 or BF16)");
   }
 
   std::string dir_;
@@ -258,11 +260,12 @@ json config_to_json(const ModelConfig& c) {
   if (c.rope_scaling.type == "none") {
     j["rope_scaling"] = nullptr;
   } else {
-    j["rope_scaling"] = {{"rope_type", c.rope_scaling.type},
-                         {"factor", c.rope_scaling.factor},
-                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
+    j["rope_scaling"] = {
+        {"rope_type", c.rope_scaling.type},
+        {"factor", c.rope_scaling.factor},
+        {"low_freq_factor", c.rope_scaling.low_freq_factor},
+        {"high_freq_factor", c.rope_scaling.high_freq_factor},
+        {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
   }
   return j;
 }
@@ -277,8 +280,9 @@ std::unique_ptr<CheckpointReader> open_hf_checkpoint(const std::string& dir) {
 
 void save_hf_checkpoint(const Model& model, const std::string& dir, const SaveOptions& opts) {
   const ModelConfig& c = model.config;
-  require(model.layer_offset == 0 && static_cast<int64_t>(model.weights.layers.size()) == c.n_layers,
-          "save_hf_checkpoint: the model holds only part of its layers");
+  require(
+      model.layer_offset == 0 && static_cast<int64_t>(model.weights.layers.size()) == c.n_layers,
+      "save_hf_checkpoint: the model holds only part of its layers");
   const at::ScalarType st = scalar_type_from_name(opts.dtype);
   fs::create_directories(dir);
 
@@ -330,7 +334,8 @@ void save_hf_checkpoint(const Model& model, const std::string& dir, const SaveOp
 }
 
 void write_hf_config(const ModelConfig& cfg, const std::string& dir) {
-  write_file_atomically((fs::path(dir) / "config.json").string(), config_to_json(cfg).dump(2) + "\n");
+  write_file_atomically((fs::path(dir) / "config.json").string(),
+                        config_to_json(cfg).dump(2) + "\n");
 }
 
 }  // namespace rotq

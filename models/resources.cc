@@ -42,8 +42,8 @@ void require_memory(double bytes, const std::string& what, const std::string& hi
 void require_disk_space(const std::string& path, double bytes, const std::string& what) {
   const uint64_t free = free_disk_bytes(path);
   require(free == UINT64_MAX || bytes <= static_cast<double>(free), what, " needs ",
-          gib_text(bytes), ", but the file system of ", path, " has ", gib_text(static_cast<double>(free)),
-          " free");
+          gib_text(bytes), ", but the file system of ", path, " has ",
+          gib_text(static_cast<double>(free)), " free");
 }
 
 }  // namespace rotq

@@ -31,8 +31,7 @@ int64_t element_bytes(const std::string& dtype) {
 SafetensorInfo parse_entry(const std::string& path, const std::string& name, const json& e,
                            uint64_t data_bytes) {
   const std::string where = path + ": tensor " + name;
-  require(e.is_object() && e.contains("dtype") && e.contains("shape") &&
-              e.contains("data_offsets"),
+  require(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
           where, ": header entry needs dtype, shape and data_offsets");
   SafetensorInfo info;
   require(e["dtype"].is_string(), where, ": dtype is not a string");
@@ -43,7 +42,8 @@ SafetensorInfo parse_entry(const std::string& path, const std::string& name, con
   require(e["shape"].is_array(), where, ": shape is not an array");
   uint64_t numel = 1;
   for (const json& d : e["shape"]) {
-    require(d.is_number_integer() && d.get<int64_t>() >= 0, where, ": bad shape ", e["shape"].dump());
+    require(d.is_number_integer() && d.get<int64_t>() >= 0, where, ": bad shape ",
+            e["shape"].dump());
     info.shape.push_back(d.get<int64_t>());
     // A product that overflows could wrap to the byte count of a small tensor: refuse it.
     require(!__builtin_mul_overflow(numel, static_cast<uint64_t>(d.get<int64_t>()), &numel) &&
@@ -102,17 +102,28 @@ at::ScalarType safetensors_dtype_to_scalar(const std::string& dtype, const std::
 
 std::string scalar_to_safetensors_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "F32";
-    case at::kHalf: return "F16";
-    case at::kBFloat16: return "BF16";
-    case at::kDouble: return "F64";
-    case at::kLong: return "I64";
-    case at::kInt: return "I32";
-    case at::kShort: return "I16";
-    case at::kChar: return "I8";
-    case at::kByte: return "U8";
-    case at::kBool: return "BOOL";
-    default: fail("safetensors: cannot store dtype ", c10::toString(t));
+    case at::kFloat:
+      return "F32";
+    case at::kHalf:
+      return "F16";
+    case at::kBFloat16:
+      return "BF16";
+    case at::kDouble:
+      return "F64";
+    case at::kLong:
+      return "I64";
+    case at::kInt:
+      return "I32";
+    case at::kShort:
+      return "I16";
+    case at::kChar:
+      return "I8";
+    case at::kByte:
+      return "U8";
+    case at::kBool:
+      return "BOOL";
+    default:
+      fail("safetensors: cannot store dtype ", c10::toString(t));
   }
 }
 
@@ -123,8 +134,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   require(size >= 8, path, ": ", size, " bytes is too short for a safetensors file");
   uint64_t header_len = 0;
   std::memcpy(&header_len, f->file_->data(), 8);  // little-endian on every platform we run on
-  require(header_len <= kMaxHeaderBytes && 8 + header_len <= size, path,
-          ": header length ", header_len, " exceeds the file size ", size);
+  require(header_len <= kMaxHeaderBytes && 8 + header_len <= size, path, ": header length ",
+          header_len, " exceeds the file size ", size);
   json header;
   try {
     header = json::parse(f->file_->data() + 8, f->file_->data() + 8 + header_len);
@@ -174,7 +185,8 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
     return t;
   }
   auto keep = file_;  // the view keeps the mapping alive
-  return at::from_blob(const_cast<uint8_t*>(ptr), in.shape, [keep](void*) {}, opts);
+  return at::from_blob(
+      const_cast<uint8_t*>(ptr), in.shape, [keep](void*) {}, opts);
 }
 
 void write_safetensors(const std::string& path,

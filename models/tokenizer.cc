@@ -5,9 +5,9 @@
 #include <fstream>
 #include <iterator>
 
+#include "models/files.h"
 #include "models/llama2c_tokenizer.h"
 #include "models/sentencepiece_model.h"
-#include "models/files.h"
 #include "solvers/error.h"
 
 namespace rotq {

@@ -103,8 +103,9 @@ QuantCell make_cell(const CellArgs& a) {
 
   const bool needs_calib = (w.method == WeightMethod::kGptq && a.w_bits < 16) ||
                            a.rotation == "dfrot" || a.rotation == "optrot+";
-  require(!needs_calib || !a.calib.empty(), "calibration text (--calib / calibration.text): ",
-          "required for ", a.rotation == "dfrot" || a.rotation == "optrot+" ? a.rotation : "GPTQ",
+  require(!needs_calib || !a.calib.empty(),
+          "calibration text (--calib / calibration.text): ", "required for ",
+          a.rotation == "dfrot" || a.rotation == "optrot+" ? a.rotation : "GPTQ",
           " (a text file of calibration windows)");
   cell.calib_text = a.calib;
   cell.calib.nsamples = a.nsamples;

@@ -209,7 +209,8 @@ std::unique_ptr<RunningMarker> RunningMarker::claim(const std::string& output,
     std::string seen;
     double age = 0;
     const bool regular = read_regular(path, &seen, &age);
-    const CellStatus s = regular ? judge_marker(seen, age) : CellStatus{CellState::kStale, true, ""};
+    const CellStatus s =
+        regular ? judge_marker(seen, age) : CellStatus{CellState::kStale, true, ""};
     if (s.state == CellState::kRunning) {
       *why_not = s.detail;
       return nullptr;

@@ -188,8 +188,8 @@ void run_plot_script(const std::string& script, const std::vector<std::string>& 
   std::vector<std::string> argv = {python, script};
   argv.insert(argv.end(), args.begin(), args.end());
   const ProcessResult r = run_process(argv, /*capture=*/false);
-  require(r.exit_code == 0, "plotting failed (", quoted_command(argv), " exited with ",
-          r.exit_code, "; needs python3-matplotlib); ", where_data);
+  require(r.exit_code == 0, "plotting failed (", quoted_command(argv), " exited with ", r.exit_code,
+          "; needs python3-matplotlib); ", where_data);
 }
 
 void copy_tokenizer(const std::string& path, const std::string& out_dir) {

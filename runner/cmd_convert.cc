@@ -34,8 +34,11 @@ void run_convert(Runtime& rt, const ConvertArgs& a) {
   }
   rt.c().barrier();
   if (a.m.json) {
-    print_json_line(rt.c(), {{"command", "convert"}, {"model", a.m.model}, {"out", a.out},
-                             {"dtype", a.out_dtype}, {"params", model.config.param_count()}});
+    print_json_line(rt.c(), {{"command", "convert"},
+                             {"model", a.m.model},
+                             {"out", a.out},
+                             {"dtype", a.out_dtype},
+                             {"params", model.config.param_count()}});
   } else if (rt.c().is_root()) {
     std::printf("wrote %s (%s, %lld parameters)\n", a.out.c_str(), a.out_dtype.c_str(),
                 static_cast<long long>(model.config.param_count()));

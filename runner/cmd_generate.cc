@@ -21,9 +21,13 @@ void run_generate(Runtime& rt, GenerateArgs& a) {
     if (stream) std::cout << piece << std::flush;
   });
   if (a.m.json) {
-    print_json_line(rt.c(), {{"command", "generate"}, {"model", a.m.model}, {"text", r.text},
-                             {"tokens", r.tokens}, {"seconds", r.seconds},
-                             {"temperature", a.g.temperature}, {"seed", a.g.seed}});
+    print_json_line(rt.c(), {{"command", "generate"},
+                             {"model", a.m.model},
+                             {"text", r.text},
+                             {"tokens", r.tokens},
+                             {"seconds", r.seconds},
+                             {"temperature", a.g.temperature},
+                             {"seed", a.g.seed}});
   } else if (rt.c().is_root()) {
     std::cout << "\n";
   }

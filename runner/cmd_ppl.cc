@@ -40,12 +40,19 @@ void run_ppl(Runtime& rt, const PplArgs& a) {
     po.batch = a.batch;
     const PplResult r = perplexity(model, tokens, po, rt.c());
     if (a.m.json) {
-      print_json_line(rt.c(), {{"command", "ppl"}, {"model", a.m.model}, {"text", path},
-                               {"text_format", text_format_name(fmt)}, {"seqlen", seqlen},
-                               {"windows", r.windows}, {"text_tokens", r.text_tokens},
-                               {"scored_tokens", r.scored_tokens}, {"ppl", r.ppl},
-                               {"mean_nll", r.mean_nll}, {"seconds", r.seconds},
-                               {"tokens_per_s", r.tokens_per_s}, {"ranks", rt.c().size()},
+      print_json_line(rt.c(), {{"command", "ppl"},
+                               {"model", a.m.model},
+                               {"text", path},
+                               {"text_format", text_format_name(fmt)},
+                               {"seqlen", seqlen},
+                               {"windows", r.windows},
+                               {"text_tokens", r.text_tokens},
+                               {"scored_tokens", r.scored_tokens},
+                               {"ppl", r.ppl},
+                               {"mean_nll", r.mean_nll},
+                               {"seconds", r.seconds},
+                               {"tokens_per_s", r.tokens_per_s},
+                               {"ranks", rt.c().size()},
                                {"dtype", a.m.dtype}});
     }
     rows.push_back({a.m.model, path, std::to_string(seqlen), std::to_string(r.windows),

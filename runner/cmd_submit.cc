@@ -10,9 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "runner/cmd_common.h"
 #include "runner/experiment.h"
@@ -104,9 +103,11 @@ std::vector<Cell> cells_to_submit(const Experiment& exp, const SubmitArgs& a) {
 }
 
 void check_values(const SubmitArgs& a, const Experiment& exp) {
-  for (const auto& [what, v] : std::vector<std::pair<const char*, std::string>>{
-           {"--partition", a.partition}, {"--time", a.time}, {"--account", a.account},
-           {"--qos", a.qos}}) {
+  for (const auto& [what, v] :
+       std::vector<std::pair<const char*, std::string>>{{"--partition", a.partition},
+                                                        {"--time", a.time},
+                                                        {"--account", a.account},
+                                                        {"--qos", a.qos}}) {
     if (!v.empty()) require_directive_value(what, v);
   }
   for (const std::string& s : a.sbatch_args) require_printable("--sbatch-arg", s);
@@ -121,9 +122,8 @@ void check_values(const SubmitArgs& a, const Experiment& exp) {
 
 std::string render_script(const SubmitArgs& a, const Experiment& exp, size_t count,
                           const fs::path& cells_file) {
-  std::string tmpl = read_template(a.template_path.empty()
-                                       ? std::string(ROTQ_SLURM_DIR) + "/rotq.sbatch.in"
-                                       : a.template_path);
+  std::string tmpl = read_template(
+      a.template_path.empty() ? std::string(ROTQ_SLURM_DIR) + "/rotq.sbatch.in" : a.template_path);
   std::string lines;
   if (!a.partition.empty()) lines += "#SBATCH --partition=" + a.partition + "\n";
   if (!a.time.empty()) lines += "#SBATCH --time=" + a.time + "\n";

@@ -47,8 +47,8 @@ void run_synth(Runtime& rt, const SynthArgs& a) {
     require_disk_space(a.out, static_cast<double>(cfg.param_count()) * dtype_bytes(a.dtype),
                        "rotq synth " + cfg.summary());
     // Tensors are drawn one at a time in float32: the largest must fit in memory.
-    const double largest = static_cast<double>(std::max(
-        {cfg.vocab_size * cfg.dim, cfg.hidden_dim * cfg.dim, cfg.q_dim() * cfg.dim}));
+    const double largest = static_cast<double>(
+        std::max({cfg.vocab_size * cfg.dim, cfg.hidden_dim * cfg.dim, cfg.q_dim() * cfg.dim}));
     require_memory(largest * 4, "rotq synth's largest tensor (" + cfg.summary() + ")",
                    "choose smaller --dims");
     write_synthetic_checkpoint(cfg, a.seed, a.out, so, massive);

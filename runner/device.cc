@@ -21,8 +21,8 @@ at::Device resolve_device(const std::string& name) {
   if (name != "cuda") {
     const std::string digits = name.substr(5);
     const std::optional<int64_t> n = parse_integer(digits);
-    require(n && digits.find_first_not_of("0123456789") == std::string::npos,
-            "--device ", name, ": expected cuda:N with N a GPU index");
+    require(n && digits.find_first_not_of("0123456789") == std::string::npos, "--device ", name,
+            ": expected cuda:N with N a GPU index");
     require(*n < gpus, "--device ", name, ": only ", gpus, " GPU(s) are visible");
     index = static_cast<int>(*n);
   }

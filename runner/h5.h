@@ -32,7 +32,7 @@ Handle create_file(const std::string& path);  // truncates
 // full disk cannot leave its library state half-flushed; file_image gives the bytes to store.
 Handle create_memory_file();
 std::string file_image(const Handle& file);
-Handle open_file(const std::string& path);    // read-only
+Handle open_file(const std::string& path);  // read-only
 Handle create_group(const Handle& parent, const std::string& name);
 Handle open_group(const Handle& parent, const std::string& name);
 bool has_child(const Handle& parent, const std::string& name);

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "models/resources.h"
 #include "runner/pipeline.h"
 #include "runner/progress.h"
-#include "models/resources.h"
 #include "solvers/error.h"
 
 namespace rotq {

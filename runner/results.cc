@@ -151,8 +151,8 @@ CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
   r.evals.resize(names.size());
   for (const std::string& n : names) {
     const std::optional<int64_t> i = parse_integer(n);
-    require(i && *i >= 0 && static_cast<size_t>(*i) < r.evals.size(), "cell ", id,
-            ": eval index '", n, "' out of range");
+    require(i && *i >= 0 && static_cast<size_t>(*i) < r.evals.size(), "cell ", id, ": eval index '",
+            n, "' out of range");
     const h5::Handle eg = h5::open_group(evals, n);
     EvalRecord& e = r.evals[static_cast<size_t>(*i)];
     e.text = h5::get_string(eg, "text");

@@ -16,12 +16,12 @@ constexpr double kOrthogonalityTolerance = 1e-8;
 
 at::Tensor checked_rotation(const SafetensorsFile& f, const std::string& name, int64_t n) {
   at::Tensor r = f.tensor(name).to(at::kDouble).clone();
-  require(r.dim() == 2 && r.size(0) == n && r.size(1) == n, f.path(), ": ", name, " is ",
-          r.sizes(), ", expected ", n, "x", n);
+  require(r.dim() == 2 && r.size(0) == n && r.size(1) == n, f.path(), ": ", name, " is ", r.sizes(),
+          ", expected ", n, "x", n);
   require(at::isfinite(r).all().item<bool>(), f.path(), ": ", name, " has NaN/Inf entries");
   const double err = orthogonality_error(r);
-  require(err < kOrthogonalityTolerance, f.path(), ": ", name, " is not orthogonal (max|RᵀR-I| = ",
-          err, ", expected < ", kOrthogonalityTolerance, ")");
+  require(err < kOrthogonalityTolerance, f.path(), ": ", name,
+          " is not orthogonal (max|RᵀR-I| = ", err, ", expected < ", kOrthogonalityTolerance, ")");
   return r;
 }
 

@@ -18,9 +18,12 @@ TextFormat parse_text_format(const std::string& s) {
 
 const char* text_format_name(TextFormat f) {
   switch (f) {
-    case TextFormat::kAuto: return "auto";
-    case TextFormat::kHfRows: return "hf-rows";
-    case TextFormat::kRaw: return "raw";
+    case TextFormat::kAuto:
+      return "auto";
+    case TextFormat::kHfRows:
+      return "hf-rows";
+    case TextFormat::kRaw:
+      return "raw";
   }
   return "?";
 }

@@ -401,8 +401,9 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 // A safetensors file of float64 tensors (name -> (shape, values)), for crafted inputs.
-void write_f64_safetensors(const std::string& path,
-                           const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+void write_f64_safetensors(
+    const std::string& path,
+    const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
   json header = json::object();
   std::string data;
   for (const auto& [name, shape] : tensors) {
@@ -435,8 +436,8 @@ void patch_safetensors_header(const std::string& path, const std::function<void(
 
 // The checkpoint copies (each broken in one way) that the bad-input cases name.
 const std::vector<std::string> kBrokenCheckpoints = {
-    "hf",     "nofield",   "arch",       "lying",       "dtype",   "overlap",   "rope_neg",
-    "bighid", "boolstr",   "nan_weight", "huge_shape",  "bigvocab", "bos_huge"};
+    "hf",     "nofield", "arch",       "lying",      "dtype",    "overlap", "rope_neg",
+    "bighid", "boolstr", "nan_weight", "huge_shape", "bigvocab", "bos_huge"};
 
 // Fixtures the bad-input cases point at (the synthetic checkpoints only when a case uses one).
 void make_fixtures(const rotq_test::TempDir& d, const std::string& args) {
@@ -497,7 +498,8 @@ void make_fixtures(const rotq_test::TempDir& d, const std::string& args) {
     uint64_t n;
     std::memcpy(&n, st.data(), 8);
     const json h = json::parse(st.substr(8, n));
-    const uint64_t at = 8 + n + h["model.layers.1.mlp.down_proj.weight"]["data_offsets"][0].get<uint64_t>();
+    const uint64_t at =
+        8 + n + h["model.layers.1.mlp.down_proj.weight"]["data_offsets"][0].get<uint64_t>();
     const float nan = std::nanf("");
     std::memcpy(st.data() + at + 4 * 5, &nan, 4);
     write_bytes(path, st);
@@ -633,7 +635,8 @@ INSTANTIATE_TEST_SUITE_P(
                  "file:{dir}/hf/model.safetensors",
                  "unexpected tensor"},
         // Options: the command line accepts exactly what experiment files accept.
-        BadInput{"negative_seqlen", "ppl --model {model} --tokenizer {tok} --text {text} --seqlen -5",
+        BadInput{"negative_seqlen",
+                 "ppl --model {model} --tokenizer {tok} --text {text} --seqlen -5",
                  "evaluation.seqlen = -5"},
         BadInput{"zero_max_windows",
                  "ppl --model {model} --tokenizer {tok} --text {text} --max-windows 0",
@@ -651,8 +654,8 @@ INSTANTIATE_TEST_SUITE_P(
                  "99999999999999999999/4",
                  "99999999999999999999/4"},
         BadInput{"negative_threads", "--threads -3 info {model}", "--threads"},
-        BadInput{"top_p_above_one",
-                 "generate --model {model} --tokenizer {tok} --top-p 2", "--top-p"},
+        BadInput{"top_p_above_one", "generate --model {model} --tokenizer {tok} --top-p 2",
+                 "--top-p"},
         BadInput{"zero_ranks", "plan --model {model} --ranks 0 --device-mem 80", "--ranks"},
         // Checkpoints: refused with the field or tensor named.
         BadInput{"overlapping_tensors", "ppl --model {dir}/overlap --text {text}", "overlap"},
@@ -661,7 +664,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"vocab_too_large", "info {dir}/bigvocab", "vocab_size"},
         BadInput{"bool_as_string", "info {dir}/boolstr", "tie_word_embeddings"},
         BadInput{"token_id_too_large", "info {dir}/bos_huge", "bos_token_id"},
-        BadInput{"shape_overflow", "ppl --model {dir}/huge_shape --text {text}", "model.norm.weight"},
+        BadInput{"shape_overflow", "ppl --model {dir}/huge_shape --text {text}",
+                 "model.norm.weight"},
         BadInput{"nan_weight", "ppl --model {dir}/nan_weight --text {text} --seqlen 64",
                  "model.layers.1.mlp.down_proj.weight holds NaN"},
         BadInput{"rotation_file_without_r1",
@@ -672,8 +676,10 @@ INSTANTIATE_TEST_SUITE_P(
                  "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --rotation "
                  "file:{dir}/r2_overflow.safetensors",
                  "names no layer"},
-        BadInput{"synth_larger_than_disk", "synth --like llama-2-70b --dims hidden=1048576 "
-                 "--out {dir}/big", "free"},
+        BadInput{"synth_larger_than_disk",
+                 "synth --like llama-2-70b --dims hidden=1048576 "
+                 "--out {dir}/big",
+                 "free"},
         BadInput{"window_larger_than_memory",
                  "ppl --model {model} --tokenizer {tok} --text {text} --seqlen 256 --batch "
                  "1000000",

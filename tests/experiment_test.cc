@@ -71,8 +71,7 @@ std::vector<Malformed> malformed() {
       {"bad_method", with("rotation:\n  method: spin\n"), "rotation.method = 'spin'"},
       {"bad_choice", with("quantization:\n  w_method: awq\n"), "expected one of rtn, gptq"},
       {"bad_gamma", with("rotation:\n  dfrot:\n    gamma: -1\n"), "rotation.dfrot.gamma"},
-      {"bad_acts_pair",
-       "output: o.h5\nmodels: [m]\nevaluation:\n  ppl_texts: [t]\n  acts: [4x4]\n",
+      {"bad_acts_pair", "output: o.h5\nmodels: [m]\nevaluation:\n  ppl_texts: [t]\n  acts: [4x4]\n",
        "evaluation.acts"},
       {"gptq_without_calibration", with("quantization:\n  w_bits: 4\n  w_method: gptq\n"),
        "calibration.text"},
@@ -110,8 +109,10 @@ std::vector<Malformed> malformed() {
       {"zero_max_windows",
        "output: o.h5\nmodels: [m]\nevaluation:\n  ppl_texts: [t]\n  max_windows: 0\n",
        "evaluation.max_windows = 0: expected a value in [-1, 1e+12] except 0 (-1: all windows)"},
-      {"zero_tasks_limit", "output: o.h5\nmodels: [m]\nevaluation:\n  tasks: [piqa]\n"
-                           "  tasks_limit: 0\n", "evaluation.tasks_limit = 0"},
+      {"zero_tasks_limit",
+       "output: o.h5\nmodels: [m]\nevaluation:\n  tasks: [piqa]\n"
+       "  tasks_limit: 0\n",
+       "evaluation.tasks_limit = 0"},
       {"group_of_one", with("quantization:\n  w_group: 1\n"), "quantization.w_group = 1"},
       {"negative_seqlen", with("calibration:\n  seqlen: -5\n"), "calibration.seqlen = -5"},
       // A sweep too large to expand is refused with its size, before anything is allocated.

@@ -49,11 +49,11 @@ std::string marker_path(const rotq_test::TempDir& d, const std::string& id) {
 void plant_marker(const std::string& path, const std::string& host, int64_t pid,
                   double age_seconds) {
   fs::create_directories(fs::path(path).parent_path());
-  write_text(path, json{{"host", host}, {"pid", pid}, {"start", 0}, {"heartbeat_seconds", 30}}
-                       .dump());
-  const auto when = fs::file_time_type::clock::now() -
-                    std::chrono::duration_cast<fs::file_time_type::duration>(
-                        std::chrono::duration<double>(age_seconds));
+  write_text(path,
+             json{{"host", host}, {"pid", pid}, {"start", 0}, {"heartbeat_seconds", 30}}.dump());
+  const auto when =
+      fs::file_time_type::clock::now() - std::chrono::duration_cast<fs::file_time_type::duration>(
+                                             std::chrono::duration<double>(age_seconds));
   fs::last_write_time(path, when);
 }
 
@@ -174,11 +174,12 @@ TEST(Markers, RanksAgreeOnWhatRuns) {
   rotq_test::TempDir d;
   const std::string exp = write_experiment(d, "[0, 1, 2]");
   const auto cells = rotq::load_experiment(exp).cells;
-  plant_marker(marker_path(d, cells[1].id), rotq::host_name(), dead_pid(), 1);   // taken over
-  plant_marker(marker_path(d, cells[2].id), "elsewhere.example", 4242, 1);       // left alone
-  const auto r = run_command("OMPI_MCA_btl_vader_single_copy_mechanism=none timeout 300 mpirun "
-                             "--allow-run-as-root --oversubscribe -np 2 " + kRotq +
-                             " --log-level warn run " + exp);
+  plant_marker(marker_path(d, cells[1].id), rotq::host_name(), dead_pid(), 1);  // taken over
+  plant_marker(marker_path(d, cells[2].id), "elsewhere.example", 4242, 1);      // left alone
+  const auto r = run_command(
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none timeout 300 mpirun "
+      "--allow-run-as-root --oversubscribe -np 2 " +
+      kRotq + " --log-level warn run " + exp);
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(fs::exists(d.str("out.h5.d/" + cells[0].id + ".h5"))) << r.output;
   EXPECT_TRUE(fs::exists(d.str("out.h5.d/" + cells[1].id + ".h5"))) << r.output;
@@ -204,7 +205,8 @@ TEST(Markers, NeverWritesThroughALinkAndCleansOnlyItsOwnTemporaries) {
   write_text(live_tmp, "a live writer's file\n");
   const std::string log = run_rotq("run " + exp);
   EXPECT_EQ(rotq::read_file_bytes(d.str("precious.txt")), "keep me\n") << log;
-  EXPECT_TRUE(fs::is_symlink(marker_path(d, cells[0].id)) || !fs::exists(marker_path(d, cells[0].id)));
+  EXPECT_TRUE(fs::is_symlink(marker_path(d, cells[0].id)) ||
+              !fs::exists(marker_path(d, cells[0].id)));
   for (const auto& c : cells) EXPECT_TRUE(fs::exists(d.str("out.h5.d/" + c.id + ".h5"))) << log;
   EXPECT_TRUE(fs::exists(d.str("out.h5.tmp." + host + "." + pid)));
   EXPECT_TRUE(fs::exists(d.str(".out.h5.rotq-tmp." + host + "." + pid + ".0")));
@@ -216,14 +218,17 @@ TEST(Markers, PlotCsvReadsBackWithCommasAndQuotes) {
   rotq_test::TempDir d;
   // Two cells whose series (the model's name) holds a comma, a quote and a newline.
   write_text(d.str("exp.yaml"), "name: csv\noutput: " + d.str("out.h5") +
-                                    "\nmodels:\n  - {name: \"a, \\\"b\\\"\\nc\", path: " + kStories +
-                                    ", tokenizer: " + kTok + "}\nseeds: [0]\nevaluation: "
-                                    "{ppl_texts: [" + kText + "], seqlen: 128, max_windows: 1}\n"
+                                    "\nmodels:\n  - {name: \"a, \\\"b\\\"\\nc\", path: " +
+                                    kStories + ", tokenizer: " + kTok +
+                                    "}\nseeds: [0]\nevaluation: "
+                                    "{ppl_texts: [" +
+                                    kText +
+                                    "], seqlen: 128, max_windows: 1}\n"
                                     "sweep:\n  quantization.a_bits: [8, 16]\n");
   ASSERT_NE(run_rotq("run " + d.str("exp.yaml")).find(""), std::string::npos);
-  const std::string plot = run_rotq("plot " + d.str("out.h5") +
-                                    " --x quantization.a_bits --series model --out " +
-                                    d.str("p.png"));
+  const std::string plot =
+      run_rotq("plot " + d.str("out.h5") + " --x quantization.a_bits --series model --out " +
+               d.str("p.png"));
   ASSERT_TRUE(fs::exists(d.str("p.csv"))) << plot;
   // Python's csv module reads back the series name whole, and the numbers in their columns.
   const auto r = run_command(

@@ -482,8 +482,8 @@ double expect_same_scores(const RealScores& a, const RealScores& b, double tol) 
     // Accuracies differ by at most the near-ties that went the other way.
     const double n = static_cast<double>(task.docs.size());
     EXPECT_LE(std::abs(a.scores[t].acc - b.scores[t].acc) * n, changed + 1e-9) << task.spec->name;
-    if (changed) std::printf("%s: %d of %d near-ties changed\n", task.spec->name.c_str(), changed,
-                             near_ties);
+    if (changed)
+      std::printf("%s: %d of %d near-ties changed\n", task.spec->name.c_str(), changed, near_ties);
   }
   return worst;
 }
