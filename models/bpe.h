@@ -73,6 +73,10 @@ class BpeTokenizer final : public Tokenizer {
   int32_t eos_id() const override { return eos_id_; }
   const std::string& piece(int32_t id) const override { return vocab_.pieces[checked(id)].text; }
   std::string kind() const override { return kind_; }
+  // LLaMA-1/2, Mistral and llama2.c models were trained with BOS before every document.
+  BosPolicy bos_policy() const override {
+    return {bos_id_ >= 0, bos_id_, bos_id_ >= 0 ? kind_ + ": BOS before every text (LLaMA-1/2 convention)" : kind_ + ": the vocabulary has no BOS"};
+  }
 
   // The string BPE segments: dummy prefix, spaces as U+2581 (when escape_whitespaces), runs of
   // spaces collapsed (when remove_extra_whitespaces), malformed bytes replaced (kReplace).

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/checkpoint.h"
+#include "models/tokenizer.h"
 #include "models/files.h"
 #include "models/safetensors.h"
 #include "solvers/error.h"
@@ -165,13 +166,7 @@ class HfReader final : public CheckpointReader {
     return w;
   }
 
-  std::string bundled_tokenizer() const override {
-    for (const char* f : {"tokenizer.model", "tokenizer.bin"}) {
-      fs::path p = fs::path(dir_) / f;
-      if (fs::exists(p)) return p.string();
-    }
-    return "";
-  }
+  std::string bundled_tokenizer() const override { return tokenizer_in_directory(dir_); }
 
  private:
   static std::string global_name(GlobalTensor t) { return hf_global_tensor_name(t); }

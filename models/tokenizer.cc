@@ -5,6 +5,9 @@
 #include <fstream>
 #include <iterator>
 
+#include <filesystem>
+
+#include "models/byte_level_bpe.h"
 #include "models/files.h"
 #include "models/llama2c_tokenizer.h"
 #include "models/sentencepiece_model.h"
@@ -23,7 +26,23 @@ std::string read_file(const std::string& path) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, int32_t vocab_size_hint) {
+std::string tokenizer_in_directory(const std::string& dir) {
+  for (const char* name : kTokenizerFileNames) {
+    const std::filesystem::path p = std::filesystem::path(dir) / name;
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(p, ec)) return p.string();
+  }
+  return "";
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& given, int32_t vocab_size_hint) {
+  std::error_code ec;
+  std::string path = given;
+  if (std::filesystem::is_directory(given, ec)) {
+    path = tokenizer_in_directory(given);
+    require(!path.empty(), "tokenizer: directory ", given,
+            " has none of tokenizer.model, tokenizer.bin, tokenizer.json");
+  }
   const std::string bytes = read_file(path);
   require(!bytes.empty(), "tokenizer file ", path, " is empty");
   // The two signatures cannot both match: a ModelProto's first four bytes (0x0A, a non-zero length
@@ -33,10 +52,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, int32_t vocab
   if (looks_like_llama2c_tokenizer(bytes)) {
     return load_llama2c_tokenizer(bytes, vocab_size_hint, path);
   }
+  if (looks_like_json_object(bytes)) return load_tokenizer_json(bytes, path);
   fail("tokenizer file ", path,
-       " is neither a SentencePiece model (protobuf starting with a piece, byte 0x0A) nor a "
-       "llama2.c tokenizer.bin (starting with a small int32 max_token_length)");
+       " is neither a SentencePiece model (protobuf starting with a piece, byte 0x0A), a "
+       "llama2.c tokenizer.bin (starting with a small int32 max_token_length) nor a Hugging Face "
+       "tokenizer.json (a JSON object)");
 }
+
+const char* const kTokenizerFileNames[3] = {"tokenizer.model", "tokenizer.bin", "tokenizer.json"};
 
 std::vector<int32_t> encode_with_bos(const Tokenizer& tok, std::string_view text, bool add_bos) {
   std::vector<int32_t> ids;

@@ -13,6 +13,13 @@
 
 namespace rotq {
 
+// Whether a text's ids start with a BOS, as the tokenizer's own configuration says.
+struct BosPolicy {
+  bool add = false;
+  int32_t id = -1;     // the BOS id (-1: none), also when it is not added
+  std::string source;  // where the policy comes from; recorded with every result
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -35,14 +42,23 @@ class Tokenizer {
   virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
   virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
   virtual const std::string& piece(int32_t id) const = 0;  // raw piece string (U+2581 kept)
-  virtual std::string kind() const = 0;  // "llama2c-bin" or "sentencepiece"
+  virtual std::string kind() const = 0;  // "llama2c-bin", "sentencepiece" or "byte-level-bpe"
+  virtual BosPolicy bos_policy() const = 0;
 };
 
-// Loads a tokenizer.bin (llama2.c format) or tokenizer.model (SentencePiece protobuf); the format
-// is detected from the bytes, not the file name. `vocab_size_hint` is needed by tokenizer.bin
+// Loads a tokenizer.bin (llama2.c format), tokenizer.model (SentencePiece protobuf) or
+// tokenizer.json (Hugging Face, byte-level BPE, with tokenizer_config.json beside it); the format
+// is detected from the bytes, not the file name. A directory: its first file named in
+// kTokenizerFileNames. `vocab_size_hint` is needed by tokenizer.bin
 // files, which do not record their size (pass the model's vocab size; -1 reads to end of file).
 // Throws rotq::Error naming the file and the problem on any malformed input.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, int32_t vocab_size_hint = -1);
+
+// The file names a model directory's tokenizer may have, in order of preference (LLaMA-2
+// directories carry both tokenizer.model and a tokenizer.json: SentencePiece's own model wins).
+extern const char* const kTokenizerFileNames[3];
+// The first of them in `dir`, or "" when none is there.
+std::string tokenizer_in_directory(const std::string& dir);
 
 // BOS policy made explicit at every call site.
 std::vector<int32_t> encode_with_bos(const Tokenizer& tok, std::string_view text, bool add_bos);
