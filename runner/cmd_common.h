@@ -87,6 +87,7 @@ void register_table(CLI::App& app, Runtime& rt);             // table, plot
 void register_submit(CLI::App& app, Runtime& rt);            // Slurm job arrays
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
 void register_bench_tasks(CLI::App* bench, Runtime& rt);     // `bench tasks`
+void register_bench_tokenize(CLI::App* bench, Runtime& rt);  // `bench tokenize`
 
 std::string rotq_version();
 

@@ -14,6 +14,7 @@ struct TokenizeArgs {
   std::string text;  // file; empty: stdin
   bool decode = false;
   bool bos = false;
+  bool whole = false;
 };
 
 void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
@@ -21,6 +22,12 @@ void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
   auto tok = load_tokenizer(a.tokenizer);
   const std::string input = a.text.empty() ? std::string(std::istreambuf_iterator<char>(std::cin), {})
                                            : read_file_bytes(a.text);
+  if (a.whole && !a.decode) {
+    const std::vector<int32_t> ids = encode_with_bos(*tok, input, a.bos);
+    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+    std::cout << "\n";
+    return;
+  }
   std::istringstream lines(input);
   std::string line;
   while (std::getline(lines, line)) {
@@ -43,10 +50,11 @@ void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
 void register_tokenize(CLI::App& app, Runtime& rt) {
   auto a = std::make_shared<TokenizeArgs>();
   CLI::App* cmd = app.add_subcommand("tokenize", "encode text line by line (or --decode ids)");
-  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.bin or tokenizer.model")->required();
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.bin, tokenizer.model, tokenizer.json or a model directory")->required();
   cmd->add_option("--text", a->text, "input file (default: stdin)");
   cmd->add_flag("--decode", a->decode, "decode lines of ids instead");
   cmd->add_flag("--bos", a->bos, "prepend BOS");
+  cmd->add_flag("--whole", a->whole, "encode the whole input as one text (one line of ids)");
   cmd->callback([a, &rt] { run_tokenize(rt, *a); });
 }
 
