@@ -6,12 +6,13 @@
 
 namespace rotq {
 
-AddedTokenMatcher::AddedTokenMatcher(const std::vector<const AddedToken*>& tokens)
-    : tokens_(tokens), nodes_(1) {
+AddedTokenMatcher::AddedTokenMatcher(std::vector<Pattern> patterns)
+    : tokens_(std::move(patterns)), nodes_(1) {
   std::fill(std::begin(root_children_), std::end(root_children_), -1);
   for (size_t t = 0; t < tokens_.size(); ++t) {
     int32_t node = 0;
-    for (unsigned char byte : tokens_[t]->content) {
+    if (tokens_[t].text.empty()) continue;  // normalized to nothing: never matches
+    for (unsigned char byte : tokens_[t].text) {
       int32_t next = child(node, byte);
       if (next < 0) {
         next = static_cast<int32_t>(nodes_.size());
@@ -56,12 +57,12 @@ namespace {
 bool word_char_before(std::string_view text, size_t pos) {
   if (pos == 0) return false;
   size_t start;
-  return unicode::is_alphanumeric(unicode::previous_code_point(text, pos, &start));
+  return unicode::is_word_char(unicode::previous_code_point(text, pos, &start));
 }
 
 bool word_char_after(std::string_view text, size_t pos) {
   if (pos >= text.size()) return false;
-  return unicode::is_alphanumeric(unicode::next_code_point(text, &pos));
+  return unicode::is_word_char(unicode::next_code_point(text, &pos));
 }
 
 }  // namespace
@@ -81,7 +82,7 @@ std::vector<AddedTokenMatcher::Segment> AddedTokenMatcher::split(std::string_vie
       ++pos;
       continue;
     }
-    const AddedToken& token = *tokens_[t];
+    const AddedToken& token = *tokens_[t].token;
     size_t begin = pos, end = pos + length;
     pos = end;
     if (token.single_word && (word_char_before(text, begin) || word_char_after(text, end))) {

@@ -1,10 +1,11 @@
 // Cutting a text at added tokens (<|begin_of_text|>, <|im_start|>, ...), as Hugging Face
 // `tokenizers`' AddedVocabulary does: leftmost-longest matches of the tokens' contents, widened
 // over white space by lstrip/rstrip, and skipped by single_word when a letter or digit touches
-// them.
+// them (Rust regex's \w: letters, marks, decimal digits, connector punctuation).
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -14,7 +15,13 @@ namespace rotq {
 
 class AddedTokenMatcher {
  public:
-  explicit AddedTokenMatcher(const std::vector<const AddedToken*>& tokens);
+  // Each token with the text it matches: its content, or for a normalized token its content
+  // normalized as the text is (`tokenizers` matches "Ⓐ" as "A" under NFKC).
+  struct Pattern {
+    std::string text;
+    const AddedToken* token;
+  };
+  explicit AddedTokenMatcher(std::vector<Pattern> patterns);
 
   struct Segment {
     size_t begin;
@@ -34,7 +41,7 @@ class AddedTokenMatcher {
   // Index into tokens_ of the longest token starting at `pos`, its length in *length; -1 if none.
   int32_t longest_at(std::string_view text, size_t pos, size_t* length) const;
 
-  std::vector<const AddedToken*> tokens_;
+  std::vector<Pattern> tokens_;
   std::vector<Node> nodes_;
   int32_t root_children_[256];
 };

@@ -21,22 +21,27 @@ const LayerTensorInfo kLayerTensors[] = {
     {LayerTensor::kBq, "bq", "self_attn.q_proj.bias"},
     {LayerTensor::kBk, "bk", "self_attn.k_proj.bias"},
     {LayerTensor::kBv, "bv", "self_attn.v_proj.bias"},
+    {LayerTensor::kBo, "bo", "self_attn.o_proj.bias"},
     {LayerTensor::kQNorm, "q_norm", "self_attn.q_norm.weight"},
     {LayerTensor::kKNorm, "k_norm", "self_attn.k_norm.weight"},
     {LayerTensor::kFfnNorm, "ffn_norm", "post_attention_layernorm.weight"},
     {LayerTensor::kWGate, "w_gate", "mlp.gate_proj.weight"},
     {LayerTensor::kWUp, "w_up", "mlp.up_proj.weight"},
     {LayerTensor::kWDown, "w_down", "mlp.down_proj.weight"},
+    {LayerTensor::kBGate, "b_gate", "mlp.gate_proj.bias"},
+    {LayerTensor::kBUp, "b_up", "mlp.up_proj.bias"},
+    {LayerTensor::kBDown, "b_down", "mlp.down_proj.bias"},
 };
 
 }  // namespace
 
 const std::vector<ArchSpec>& supported_archs() {
   static const std::vector<ArchSpec> kArchs = {
-      {"LlamaForCausalLM", "llama", false, false},
-      {"MistralForCausalLM", "mistral", false, false},
-      {"Qwen2ForCausalLM", "qwen2", true, false},
-      {"Qwen3ForCausalLM", "qwen3", false, true},
+      // name, family, qkv_bias, qk_norm, attention_bias, mlp_bias, sliding_window
+      {"LlamaForCausalLM", "llama", false, false, true, true, false},
+      {"MistralForCausalLM", "mistral", false, false, false, false, true},
+      {"Qwen2ForCausalLM", "qwen2", true, false, false, false, true},
+      {"Qwen3ForCausalLM", "qwen3", false, true, true, false, true},
   };
   return kArchs;
 }
@@ -51,11 +56,16 @@ const ArchSpec& arch_spec(const std::string& hf_name) {
   fail("unsupported architecture '", hf_name, "' (supported: ", names, ")");
 }
 
-bool arch_has(const ArchSpec& arch, LayerTensor t) {
+bool has_tensor(const ModelConfig& c, LayerTensor t) {
+  const ArchSpec& arch = arch_spec(c.architecture);
   switch (t) {
     case LayerTensor::kBq:
     case LayerTensor::kBk:
-    case LayerTensor::kBv: return arch.qkv_bias;
+    case LayerTensor::kBv: return arch.qkv_bias || c.qkv_bias;
+    case LayerTensor::kBo: return c.o_bias;
+    case LayerTensor::kBGate:
+    case LayerTensor::kBUp:
+    case LayerTensor::kBDown: return c.mlp_bias;
     case LayerTensor::kQNorm:
     case LayerTensor::kKNorm: return arch.qk_norm;
     default: return true;

@@ -128,14 +128,20 @@ struct CandidateOrder {
   }
 };
 
+std::string apply_normalizers(const ByteLevelBpeSpec& spec, std::string_view text) {
+  std::string s(text);
+  for (unicode::NormalForm form : spec.normalizers) s = unicode::normalize(s, form);
+  return s;
+}
+
 std::unique_ptr<AddedTokenMatcher> matcher(const ByteLevelBpeSpec& spec, bool normalized) {
-  std::vector<const AddedToken*> tokens;
+  std::vector<AddedTokenMatcher::Pattern> patterns;
   for (const AddedToken& t : spec.added_tokens) {
     if (t.normalized != normalized) continue;
     if (t.special && spec.split_special_tokens) continue;
-    tokens.push_back(&t);
+    patterns.push_back({normalized ? apply_normalizers(spec, t.content) : t.content, &t});
   }
-  return std::make_unique<AddedTokenMatcher>(tokens);
+  return std::make_unique<AddedTokenMatcher>(std::move(patterns));
 }
 
 }  // namespace
@@ -177,9 +183,7 @@ size_t ByteLevelBpeTokenizer::checked(int32_t id) const {
 }
 
 std::string ByteLevelBpeTokenizer::normalize(std::string_view text) const {
-  std::string s(text);
-  for (unicode::NormalForm form : spec_.normalizers) s = unicode::normalize(s, form);
-  return s;
+  return apply_normalizers(spec_, text);
 }
 
 std::vector<std::string> ByteLevelBpeTokenizer::pre_tokenize(std::string_view text) const {

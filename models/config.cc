@@ -15,12 +15,21 @@ int64_t dtype_bytes(const std::string& dtype) {
   fail("dtype ", dtype, ": expected float32, float16, bfloat16 or float64");
 }
 
+bool is_supported_activation(const std::string& name) {
+  for (const char* a : {"silu", "swish", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu"}) {
+    if (name == a) return true;
+  }
+  return false;
+}
+
 int64_t ModelConfig::param_count() const {
   const ArchSpec& arch = arch_spec(architecture);
   int64_t per_layer = dim * q_dim() + 2 * dim * kv_dim() + q_dim() * dim  // q, k, v, o
                       + 3 * dim * hidden_dim                              // gate, up, down
                       + 2 * dim;                                          // two RMSNorms
-  if (arch.qkv_bias) per_layer += q_dim() + 2 * kv_dim();
+  if (arch.qkv_bias || qkv_bias) per_layer += q_dim() + 2 * kv_dim();
+  if (o_bias) per_layer += dim;
+  if (mlp_bias) per_layer += 2 * hidden_dim + dim;
   if (arch.qk_norm) per_layer += 2 * head_dim;
   int64_t total = n_layers * per_layer + vocab_size * dim + dim;
   if (!tie_embeddings) total += vocab_size * dim;
@@ -36,7 +45,22 @@ void ModelConfig::validate(const std::string& source) const {
     require(v <= max, source, ": config field ", name, " = ", v, " exceeds ", max,
             " (the largest rotq accepts)");
   };
-  arch_spec(architecture);  // throws for an unsupported architecture
+  const ArchSpec& arch = arch_spec(architecture);  // throws for an unsupported architecture
+  require(arch.reads_attention_bias || !o_bias, source, ": ", architecture,
+          " has no o_proj bias (attention_bias: true is not part of this architecture)");
+  require(arch.reads_attention_bias || arch.qkv_bias || !qkv_bias, source, ": ", architecture,
+          " has no q/k/v_proj biases (attention_bias: true is not part of this architecture)");
+  require(!arch.reads_attention_bias || qkv_bias == o_bias, source,
+          ": attention_bias puts biases on q/k/v and o_proj together in ", architecture);
+  require(arch.reads_mlp_bias || !mlp_bias, source, ": ", architecture,
+          " has no MLP biases (mlp_bias: true is not part of this architecture)");
+  require(is_supported_activation(hidden_act), source, ": hidden_act '", hidden_act,
+          "' is not computed by rotq (expected silu, swish, gelu, gelu_pytorch_tanh, gelu_new or "
+          "relu)");
+  require(sliding_window >= 0, source, ": sliding_window ", sliding_window,
+          " must be a positive window or absent");
+  require(arch.reads_sliding_window || sliding_window == 0, source, ": ", architecture,
+          " has no sliding-window attention (sliding_window ", sliding_window, ")");
   positive(dim, "hidden_size (dim)", int64_t{1} << 17);
   positive(hidden_dim, "intermediate_size (hidden_dim)", int64_t{1} << 20);
   positive(n_layers, "num_hidden_layers (n_layers)", 4096);
@@ -80,6 +104,10 @@ std::string ModelConfig::summary() const {
   os << architecture << " dim=" << dim << " hidden=" << hidden_dim << " layers=" << n_layers
      << " heads=" << n_heads << " kv_heads=" << n_kv_heads << " head_dim=" << head_dim
      << " vocab=" << vocab_size << " ctx=" << max_seq_len << " tied=" << (tie_embeddings ? 1 : 0);
+  if (qkv_bias || o_bias) os << " attention_bias=1";
+  if (mlp_bias) os << " mlp_bias=1";
+  if (hidden_act != "silu") os << " act=" << hidden_act;
+  if (sliding_window > 0) os << " window=" << sliding_window;
   return os.str();
 }
 

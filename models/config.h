@@ -30,6 +30,16 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   RopeScaling rope_scaling;
   bool tie_embeddings = false;
+  // Biases beyond the architecture's own (Qwen2's q/k/v): Llama's and Qwen3's attention_bias puts
+  // them on q/k/v and o_proj, Llama's mlp_bias on gate/up/down_proj.
+  bool qkv_bias = false;
+  bool o_bias = false;
+  bool mlp_bias = false;
+  std::string hidden_act = "silu";  // the MLP's gate activation: silu | gelu | gelu_pytorch_tanh | relu
+  // Attention window of Mistral / Qwen sliding-window configs (0: full attention). rotq computes
+  // full causal attention, which equals it only for sequences no longer than the window: longer
+  // ones are refused (Transformer::layer_forward).
+  int64_t sliding_window = 0;
   std::string dtype = "float32";  // storage dtype of the checkpoint: float32 | float16 | bfloat16
   int32_t bos_id = 1;
   int32_t eos_id = 2;
@@ -46,6 +56,9 @@ struct ModelConfig {
   void validate(const std::string& source) const;
   std::string summary() const;  // one line: dims, heads, vocab
 };
+
+// The activations hidden_act may name (transformers' ACT2FN keys rotq computes).
+bool is_supported_activation(const std::string& name);
 
 // Bytes per element of a storage dtype name ("float32" -> 4); throws on an unknown name.
 int64_t dtype_bytes(const std::string& dtype);

@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "models/checkpoint.h"
 #include "models/tokenizer.h"
 #include "models/files.h"
+#include "models/hf_config_keys.h"
 #include "models/safetensors.h"
 #include "solvers/error.h"
 
@@ -75,6 +77,13 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& path) {
   const json& r = j["rope_scaling"];
   require(r.is_object(), path, ": rope_scaling must be an object or null");
   const std::string where = path + ": rope_scaling";
+  for (const auto& [key, value] : r.items()) {
+    static const char* const known[] = {"rope_type", "type", "factor", "low_freq_factor",
+                                        "high_freq_factor", "original_max_position_embeddings"};
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    require(ok, where, ": key '", key, "' (= ", value.dump(), ") is not computed by rotq");
+  }
   std::string type = get_string_or(r, where, "rope_type", get_string_or(r, where, "type", "none"));
   if (type == "default") type = "none";
   require(type == "none" || type == "linear" || type == "llama3", path, ": rope_scaling type '",
@@ -96,15 +105,49 @@ int32_t token_id_or(const json& j, const std::string& path, const char* key, int
   return static_cast<int32_t>(v.get<int64_t>());
 }
 
+// The attention window, 0 for full attention: Mistral's sliding_window, Qwen's when
+// use_sliding_window (or a layer_types entry) turns it on.
+int64_t parse_sliding_window(const json& j, const std::string& path, const ArchSpec& arch) {
+  bool sliding = std::string(arch.family) == "mistral";
+  if (j.contains("use_sliding_window")) sliding = get_bool_or(j, path, "use_sliding_window", false);
+  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+    require(j["layer_types"].is_array(), path, ": layer_types must be a list");
+    for (const json& t : j["layer_types"]) {
+      require(t == "full_attention" || t == "sliding_attention", path, ": layer_types entry ",
+              t.dump(), " is not computed by rotq (expected full_attention or sliding_attention)");
+      sliding = sliding || t == "sliding_attention";
+    }
+  }
+  const bool has_window = j.contains("sliding_window") && !j["sliding_window"].is_null();
+  if (!arch.reads_sliding_window) {
+    require(!has_window && !sliding, path, ": ", arch.hf_name,
+            " has no sliding-window attention (sliding_window ",
+            has_window ? j["sliding_window"].dump() : "null", ")");
+    return 0;
+  }
+  if (!sliding || !has_window) {
+    require(!sliding || std::string(arch.family) == "mistral", path,
+            ": use_sliding_window / layer_types ask for a window but sliding_window is null");
+    return 0;
+  }
+  const int64_t w = get_int(j, path, "sliding_window");
+  require(w > 0, path, ": sliding_window ", w, " must be positive");
+  return w;
+}
+
 ModelConfig parse_hf_config(const std::string& path) {
   const json j = read_json(path);
   require(j.is_object(), path, ": expected a JSON object");
+  require_known_config_keys(j, path);
   ModelConfig c;
   require(j.contains("architectures") && j["architectures"].is_array() &&
               !j["architectures"].empty() && j["architectures"][0].is_string(),
           path, ": missing field architectures (e.g. [\"LlamaForCausalLM\"])");
   c.architecture = j["architectures"][0].get<std::string>();
-  arch_spec(c.architecture);
+  const ArchSpec& arch = arch_spec(c.architecture);
+  const std::string model_type = get_string_or(j, path, "model_type", arch.family);
+  require(model_type == arch.family, path, ": model_type '", model_type, "' does not match ",
+          c.architecture, " (expected '", arch.family, "')");
   c.dim = get_int(j, path, "hidden_size");
   c.hidden_dim = get_int(j, path, "intermediate_size");
   c.n_layers = get_int(j, path, "num_hidden_layers");
@@ -121,6 +164,18 @@ ModelConfig parse_hf_config(const std::string& path) {
   c.dtype = dtype_from_torch_dtype(get_string_or(j, path, "torch_dtype", "float32"));
   c.bos_id = token_id_or(j, path, "bos_token_id", 1);
   c.eos_id = token_id_or(j, path, "eos_token_id", 2);
+  const bool attention_bias = get_bool_or(j, path, "attention_bias", false);
+  if (arch.reads_attention_bias) {
+    c.qkv_bias = c.o_bias = attention_bias;
+  } else {
+    // Qwen2 has q/k/v biases and no o_proj bias whatever attention_bias says (transformers does
+    // not read it); Mistral has none.
+    require(!attention_bias || arch.qkv_bias, path, ": attention_bias: true, but ",
+            c.architecture, " has no attention biases");
+  }
+  c.mlp_bias = get_bool_or(j, path, "mlp_bias", false);
+  c.hidden_act = get_string_or(j, path, "hidden_act", "silu");
+  c.sliding_window = parse_sliding_window(j, path, arch);
   if (j.contains("rotq_online_hadamard")) {
     const json& h = j["rotq_online_hadamard"];
     require(h.is_object(), path, ": rotq_online_hadamard must be an object {qk, down}");
@@ -138,6 +193,7 @@ class HfReader final : public CheckpointReader {
     require(fs::exists(cfg_path), dir, ": no config.json (expected an HF checkpoint directory)");
     cfg_ = parse_hf_config(cfg_path);
     index_files();
+    check_tensor_names();
     // The storage dtype is what the weights really are, whatever torch_dtype claims.
     cfg_.dtype = dtype_name_of(global_name(GlobalTensor::kEmbed));
     if (!cfg_.tie_embeddings && !weight_map_.count(global_name(GlobalTensor::kLmHead))) {
@@ -159,7 +215,7 @@ class HfReader final : public CheckpointReader {
 
   at::Tensor layer_tensor(int64_t layer, LayerTensor t) override {
     require(layer >= 0 && layer < cfg_.n_layers, dir_, ": layer ", layer, " out of range");
-    if (!arch_has(arch_spec(cfg_.architecture), t)) return {};
+    if (!has_tensor(cfg_, t)) return {};
     const std::string name = hf_layer_tensor_name(t, layer);
     at::Tensor w = fetch(name);
     check_shape(w, expected_shape(cfg_, t), name + " in " + dir_);
@@ -175,6 +231,7 @@ class HfReader final : public CheckpointReader {
     const fs::path single = fs::path(dir_) / "model.safetensors";
     const fs::path index = fs::path(dir_) / "model.safetensors.index.json";
     if (fs::exists(index)) {
+      indexed_ = true;
       const json j = read_json(index.string());
       require(j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
               ": missing weight_map");
@@ -193,10 +250,50 @@ class HfReader final : public CheckpointReader {
     }
   }
 
+  // Every tensor the config implies is there, and every tensor there is read: a stored tensor
+  // nothing reads (a bias the config does not announce, an unknown module) would make rotq compute
+  // another function than the checkpoint's. Known harmless: rotary inv_freq buffers (recomputed),
+  // and lm_head.weight in a tied model (transformers ties it to the embedding).
+  void check_tensor_names() const {
+    std::set<std::string> expected = {global_name(GlobalTensor::kEmbed),
+                                      global_name(GlobalTensor::kFinalNorm)};
+    if (!cfg_.tie_embeddings) expected.insert(global_name(GlobalTensor::kLmHead));
+    for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+      for (int i = 0; i < static_cast<int>(LayerTensor::kCount); ++i) {
+        const auto t = static_cast<LayerTensor>(i);
+        if (has_tensor(cfg_, t)) expected.insert(hf_layer_tensor_name(t, l));
+      }
+    }
+    for (const auto& [name, file] : weight_map_) {
+      if (expected.count(name) || is_harmless_extra(name)) continue;
+      fail(dir_, ": tensor ", name, " (", fs::path(file).filename().string(),
+           ") is not read by rotq for this config (", cfg_.summary(),
+           "); refusing a checkpoint whose function rotq would not compute");
+    }
+    for (const std::string& name : expected) {
+      require(weight_map_.count(name) > 0, dir_, ": tensor ", name,
+              " is missing (config.json implies it: ", cfg_.summary(), ")");
+    }
+  }
+
+  bool is_harmless_extra(const std::string& name) const {
+    const std::string inv_freq = ".rotary_emb.inv_freq";
+    if (name.size() > inv_freq.size() &&
+        name.compare(name.size() - inv_freq.size(), inv_freq.size(), inv_freq) == 0) {
+      return true;
+    }
+    return cfg_.tie_embeddings && name == global_name(GlobalTensor::kLmHead);
+  }
+
   std::shared_ptr<SafetensorsFile> shard(const std::string& file) {
     auto it = shards_.find(file);
     if (it != shards_.end()) return it->second;
     auto f = SafetensorsFile::open(file);
+    // A shard may not hold tensors its index does not list: nothing would read them.
+    for (const std::string& n : indexed_ ? f->names() : std::vector<std::string>{}) {
+      require(weight_map_.count(n) > 0, file, ": tensor ", n,
+              " is not listed in model.safetensors.index.json (nothing would read it)");
+    }
     shards_[file] = f;
     return f;
   }
@@ -227,6 +324,7 @@ class HfReader final : public CheckpointReader {
   ModelConfig cfg_;
   std::map<std::string, std::string> weight_map_;
   std::map<std::string, std::shared_ptr<SafetensorsFile>> shards_;
+  bool indexed_ = false;  // tensors listed by model.safetensors.index.json
 };
 
 json config_to_json(const ModelConfig& c) {
@@ -247,11 +345,19 @@ json config_to_json(const ModelConfig& c) {
   j["torch_dtype"] = c.dtype;
   j["bos_token_id"] = c.bos_id;
   j["eos_token_id"] = c.eos_id;
-  j["hidden_act"] = "silu";
+  j["hidden_act"] = c.hidden_act;
   if (c.online_hadamard_qk || c.online_hadamard_down) {
     j["rotq_online_hadamard"] = {{"qk", c.online_hadamard_qk}, {"down", c.online_hadamard_down}};
   }
-  if (arch_spec(c.architecture).qkv_bias) j["attention_bias"] = true;
+  const ArchSpec& arch = arch_spec(c.architecture);
+  if (arch.reads_attention_bias) j["attention_bias"] = c.o_bias;
+  if (arch.reads_mlp_bias) j["mlp_bias"] = c.mlp_bias;
+  if (std::string(arch.family) == "mistral") {
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  } else if (arch.reads_sliding_window) {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  }
   if (c.rope_scaling.type == "none") {
     j["rope_scaling"] = nullptr;
   } else {

@@ -50,7 +50,7 @@ class Llama2cReader final : public CheckpointReader {
 
   at::Tensor layer_tensor(int64_t layer, LayerTensor t) override {
     require(layer >= 0 && layer < cfg_.n_layers, path_, ": layer ", layer, " out of range");
-    if (!arch_has(arch_spec(cfg_.architecture), t)) return {};
+    if (!has_tensor(cfg_, t)) return {};
     at::Tensor w = read(std::string(layer_tensor_key(t)) + "." + std::to_string(layer));
     if (t == LayerTensor::kWq) return permute_interleaved_to_half(w, cfg_.n_heads, cfg_.head_dim);
     if (t == LayerTensor::kWk) return permute_interleaved_to_half(w, cfg_.n_kv_heads, cfg_.head_dim);

@@ -45,6 +45,19 @@ ModelConfig base(int64_t dim, int64_t hidden, int64_t layers, int64_t heads, int
   return c;
 }
 
+// The special-token ids of the LLaMA-3 and Qwen vocabularies, as their config.json files give them.
+ModelConfig llama3(ModelConfig c) {
+  c.bos_id = 128000;  // <|begin_of_text|>
+  c.eos_id = 128001;  // <|end_of_text|>
+  return c;
+}
+
+ModelConfig qwen(ModelConfig c) {
+  c.bos_id = 151643;  // <|endoftext|>
+  c.eos_id = 151643;
+  return c;
+}
+
 const std::map<std::string, std::function<ModelConfig()>>& presets() {
   static const std::map<std::string, std::function<ModelConfig()>> kPresets = {
       {"tiny", [] { return base(64, 172, 2, 8, 4, 512, 256, 1e4, 1e-5); }},
@@ -52,11 +65,23 @@ const std::map<std::string, std::function<ModelConfig()>>& presets() {
       {"llama-2-7b", [] { return base(4096, 11008, 32, 32, 32, 32000, 4096, 1e4, 1e-5); }},
       {"llama-2-13b", [] { return base(5120, 13824, 40, 40, 40, 32000, 4096, 1e4, 1e-5); }},
       {"llama-2-70b", [] { return base(8192, 28672, 80, 64, 8, 32000, 4096, 1e4, 1e-5); }},
-      {"llama-3-8b", [] { return base(4096, 14336, 32, 32, 8, 128256, 8192, 5e5, 1e-5); }},
-      {"llama-3-70b", [] { return base(8192, 28672, 80, 64, 8, 128256, 8192, 5e5, 1e-5); }},
+      {"llama-3-8b", [] { return llama3(base(4096, 14336, 32, 32, 8, 128256, 8192, 5e5, 1e-5)); }},
+      {"llama-3-70b", [] { return llama3(base(8192, 28672, 80, 64, 8, 128256, 8192, 5e5, 1e-5)); }},
+      {"llama-3.1-8b",
+       [] {
+         ModelConfig c = llama3(base(4096, 14336, 32, 32, 8, 128256, 131072, 5e5, 1e-5));
+         c.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+         return c;
+       }},
+      {"llama-3.1-70b",
+       [] {
+         ModelConfig c = llama3(base(8192, 28672, 80, 64, 8, 128256, 131072, 5e5, 1e-5));
+         c.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+         return c;
+       }},
       {"llama-3.2-1b",
        [] {
-         ModelConfig c = base(2048, 8192, 16, 32, 8, 128256, 131072, 5e5, 1e-5);
+         ModelConfig c = llama3(base(2048, 8192, 16, 32, 8, 128256, 131072, 5e5, 1e-5));
          c.tie_embeddings = true;
          c.rope_scaling = {"llama3", 32.0, 1.0, 4.0, 8192};
          return c;
@@ -69,19 +94,25 @@ const std::map<std::string, std::function<ModelConfig()>>& presets() {
        }},
       {"qwen2-7b",
        [] {
-         ModelConfig c = base(3584, 18944, 28, 28, 4, 152064, 32768, 1e6, 1e-6);
+         ModelConfig c = qwen(base(3584, 18944, 28, 28, 4, 152064, 32768, 1e6, 1e-6));
+         c.architecture = "Qwen2ForCausalLM";
+         return c;
+       }},
+      {"qwen2.5-7b",
+       [] {
+         ModelConfig c = qwen(base(3584, 18944, 28, 28, 4, 152064, 131072, 1e6, 1e-6));
          c.architecture = "Qwen2ForCausalLM";
          return c;
        }},
       {"qwen2-72b",
        [] {
-         ModelConfig c = base(8192, 29568, 80, 64, 8, 152064, 32768, 1e6, 1e-6);
+         ModelConfig c = qwen(base(8192, 29568, 80, 64, 8, 152064, 32768, 1e6, 1e-6));
          c.architecture = "Qwen2ForCausalLM";
          return c;
        }},
       {"qwen3-8b",
        [] {
-         ModelConfig c = base(4096, 12288, 36, 32, 8, 151936, 40960, 1e6, 1e-6);
+         ModelConfig c = qwen(base(4096, 12288, 36, 32, 8, 151936, 40960, 1e6, 1e-6));
          c.architecture = "Qwen3ForCausalLM";
          c.head_dim = 128;
          return c;
@@ -117,7 +148,10 @@ Named synth_layer(const ModelConfig& cfg, int64_t l, uint64_t seed, at::ScalarTy
     const std::string name = hf_layer_tensor_name(t, l);
     at::Tensor w = synth_tensor(name, shape, norm, seed);
     // Biases are small, as in trained Qwen2 models.
-    if (t == LayerTensor::kBq || t == LayerTensor::kBk || t == LayerTensor::kBv) w.mul_(0.1);
+    for (LayerTensor b : {LayerTensor::kBq, LayerTensor::kBk, LayerTensor::kBv, LayerTensor::kBo,
+                          LayerTensor::kBGate, LayerTensor::kBUp, LayerTensor::kBDown}) {
+      if (t == b) w.mul_(0.1);
+    }
     plant_massive(cfg, massive, seed, name, w);
     out.emplace_back(name, w.to(dt));
   }
@@ -176,10 +210,18 @@ void apply_dims(ModelConfig& c, const std::string& dims) {
       c.tie_embeddings = parse_int(k, v) != 0;
     else if (k == "arch")
       c.architecture = v;
+    else if (k == "attention_bias")
+      c.qkv_bias = c.o_bias = parse_int(k, v) != 0;
+    else if (k == "mlp_bias")
+      c.mlp_bias = parse_int(k, v) != 0;
+    else if (k == "act")
+      c.hidden_act = v;
+    else if (k == "window")
+      c.sliding_window = parse_int(k, v);
     else
       fail("--dims ", k,
-           ": unknown key (expected dim, hidden, layers, heads, kv_heads, "
-           "head_dim, vocab, ctx, theta, eps, tied, arch)");
+           ": unknown key (expected dim, hidden, layers, heads, kv_heads, head_dim, vocab, ctx, "
+           "theta, eps, tied, arch, attention_bias, mlp_bias, act, window)");
   }
   if (!head_dim_set && c.n_heads > 0 && c.architecture != "Qwen3ForCausalLM") {
     c.head_dim = c.dim / c.n_heads;

@@ -35,14 +35,31 @@ std::string tokenizer_in_directory(const std::string& dir) {
   return "";
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& given, int32_t vocab_size_hint) {
+std::string resolve_tokenizer_path(const std::string& given) {
   std::error_code ec;
-  std::string path = given;
-  if (std::filesystem::is_directory(given, ec)) {
-    path = tokenizer_in_directory(given);
-    require(!path.empty(), "tokenizer: directory ", given,
-            " has none of tokenizer.model, tokenizer.bin, tokenizer.json");
+  if (!std::filesystem::is_directory(given, ec)) return given;
+  const std::string path = tokenizer_in_directory(given);
+  require(!path.empty(), "tokenizer: directory ", given,
+          " has none of tokenizer.model, tokenizer.bin, tokenizer.json");
+  return path;
+}
+
+std::vector<std::pair<std::string, std::string>> tokenizer_files(const Tokenizer& tok,
+                                                                 const std::string& given) {
+  const std::string path = resolve_tokenizer_path(given);
+  if (tok.kind() == "sentencepiece") return {{path, "tokenizer.model"}};
+  if (tok.kind() == "llama2c-bin") return {{path, "tokenizer.bin"}};
+  std::vector<std::pair<std::string, std::string>> files = {{path, "tokenizer.json"}};
+  const auto config = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(config, ec)) {
+    files.emplace_back(config.string(), "tokenizer_config.json");
   }
+  return files;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& given, int32_t vocab_size_hint) {
+  const std::string path = resolve_tokenizer_path(given);
   const std::string bytes = read_file(path);
   require(!bytes.empty(), "tokenizer file ", path, " is empty");
   // The two signatures cannot both match: a ModelProto's first four bytes (0x0A, a non-zero length
@@ -60,6 +77,19 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& given, int32_t voca
 }
 
 const char* const kTokenizerFileNames[3] = {"tokenizer.model", "tokenizer.bin", "tokenizer.json"};
+
+bool resolve_bos(const Tokenizer& tok, std::optional<bool> choice) {
+  return choice.value_or(tok.bos_policy().add);
+}
+
+BosPolicy effective_bos(const Tokenizer& tok, std::optional<bool> choice) {
+  BosPolicy p = tok.bos_policy();
+  if (choice && *choice != p.add) {
+    p.source = std::string(*choice ? "--bos" : "--no-bos") + " (the tokenizer's own: " + p.source + ")";
+    p.add = *choice;
+  }
+  return p;
+}
 
 std::vector<int32_t> encode_with_bos(const Tokenizer& tok, std::string_view text, bool add_bos) {
   std::vector<int32_t> ids;

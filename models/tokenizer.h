@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace rotq {
@@ -59,6 +61,21 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path, int32_t vocab
 extern const char* const kTokenizerFileNames[3];
 // The first of them in `dir`, or "" when none is there.
 std::string tokenizer_in_directory(const std::string& dir);
+
+// `path` itself, or for a directory the tokenizer file in it; rotq::Error when it has none.
+std::string resolve_tokenizer_path(const std::string& path);
+
+// The files that make up the tokenizer `tok` loaded from `path`, each with the name it has in a
+// model directory: tokenizer.model, tokenizer.bin, or tokenizer.json with the
+// tokenizer_config.json beside it (when there is one).
+std::vector<std::pair<std::string, std::string>> tokenizer_files(const Tokenizer& tok,
+                                                                 const std::string& path);
+
+// Whether texts start with BOS: `choice` (--bos/--no-bos, evaluation.bos) when given, else the
+// tokenizer's own policy.
+bool resolve_bos(const Tokenizer& tok, std::optional<bool> choice);
+// The policy in effect, with where it comes from, for the records of a result.
+BosPolicy effective_bos(const Tokenizer& tok, std::optional<bool> choice);
 
 // BOS policy made explicit at every call site.
 std::vector<int32_t> encode_with_bos(const Tokenizer& tok, std::string_view text, bool add_bos);

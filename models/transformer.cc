@@ -21,6 +21,15 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   return b.defined() ? at::linear(x, w, b) : at::matmul(x, w.t());
 }
 
+// The MLP's gate activation (transformers' ACT2FN; swish is silu, gelu_new is the tanh form).
+at::Tensor activation(const std::string& name, const at::Tensor& x) {
+  if (name == "silu" || name == "swish") return at::silu(x);
+  if (name == "gelu") return at::gelu(x, "none");
+  if (name == "gelu_pytorch_tanh" || name == "gelu_new") return at::gelu(x, "tanh");
+  if (name == "relu") return at::relu(x);
+  fail("hidden_act '", name, "' is not computed by rotq");
+}
+
 void hook(ForwardHooks* hooks, Site s, int64_t layer, at::Tensor& x) {
   if (hooks) hooks->at_site(s, layer, x);
 }
@@ -120,6 +129,10 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
   const int64_t li = layer + model_.layer_offset;
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t H = c.n_heads, KVH = c.n_kv_heads, G = H / KVH, d = c.head_dim;
+  require(c.sliding_window == 0 || T <= c.sliding_window, model_.source,
+          ": config.json sliding_window ", c.sliding_window, " is shorter than this sequence of ",
+          T, " tokens; rotq computes full causal attention, which equals the model's only within "
+          "the window (use --seqlen <= ", c.sliding_window, ")");
 
   // Attention block.
   at::Tensor h = rms_norm(x_in, w[LayerTensor::kAttnNorm], c.norm_eps);
@@ -145,16 +158,16 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
   at::Tensor a = causal_attention(q.reshape({B, KVH, G, T, d}), k.unsqueeze(2), v.unsqueeze(2));
   a = a.reshape({B, H, T, d}).transpose(1, 2).reshape({B, T, H * d});
   hook(hooks, Site::kOProjIn, li, a);
-  at::Tensor x = x_in + at::matmul(a, w[LayerTensor::kWo].t());
+  at::Tensor x = x_in + linear(a, w[LayerTensor::kWo], w[LayerTensor::kBo]);
 
   // MLP block.
   h = rms_norm(x, w[LayerTensor::kFfnNorm], c.norm_eps);
   hook(hooks, Site::kMlpIn, li, h);
-  at::Tensor m = at::silu(at::matmul(h, w[LayerTensor::kWGate].t()))
-                     .mul_(at::matmul(h, w[LayerTensor::kWUp].t()));
+  at::Tensor m = activation(c.hidden_act, linear(h, w[LayerTensor::kWGate], w[LayerTensor::kBGate]))
+                     .mul_(linear(h, w[LayerTensor::kWUp], w[LayerTensor::kBUp]));
   if (c.online_hadamard_down) m = hadamard_transform(m);  // R4: its inverse is fused into Wd
   hook(hooks, Site::kDownIn, li, m);
-  return x.add_(at::matmul(m, w[LayerTensor::kWDown].t()));
+  return x.add_(linear(m, w[LayerTensor::kWDown], w[LayerTensor::kBDown]));
 }
 
 at::Tensor Transformer::final_norm(const at::Tensor& x) const {

@@ -6,10 +6,10 @@
 //     q, k, v = h Wqᵀ, h Wkᵀ, h Wvᵀ  (+ biases; per-head q/k RMSNorm for Qwen3)
 //     q, k = rope(q), rope(k)  (then ·Hᵀ/√d if R3)      kQ, kKCache, kVCache
 //     a = softmax(q kᵀ/√d + causal) v                  kOProjIn   (input of o_proj)
-//     x = x + a Woᵀ
+//     x = x + a Woᵀ (+ bo)
 //     h = rmsnorm(x) · γ_ffn                           kMlpIn     (input of gate/up)
-//     m = silu(h Wgᵀ) ⊙ (h Wuᵀ)  (then ·Hᵀ/√n if R4)     kDownIn    (input of down_proj)
-//     x = x + m Wdᵀ
+//     m = act(h Wgᵀ) ⊙ (h Wuᵀ)  (+ biases; ·Hᵀ/√n if R4) kDownIn    (input of down_proj)
+//     x = x + m Wdᵀ (+ bd)            act: hidden_act (silu, gelu, gelu_pytorch_tanh, relu)
 //   logits = rmsnorm(x) · γ_final  lm_headᵀ  (computed in row chunks; see token_nll)
 //
 // Hooks (quantizers, online Hadamards, activation capture) see and may replace the tensor at each

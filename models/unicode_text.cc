@@ -141,10 +141,11 @@ bool is_white_space(uint32_t cp) {
   return c == UTF8PROC_CATEGORY_ZS || c == UTF8PROC_CATEGORY_ZL || c == UTF8PROC_CATEGORY_ZP;
 }
 
-bool is_alphanumeric(uint32_t cp) {
+bool is_word_char(uint32_t cp) {
+  if (cp == 0x200C || cp == 0x200D) return true;
   const utf8proc_category_t c = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
-  return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
-         (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+  return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_ME) ||  // L*, M*
+         c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC;
 }
 
 }  // namespace rotq::unicode

@@ -1,6 +1,6 @@
 // Unicode text operations the tokenizer.json pipeline needs, on UTF-8 strings: repairing
 // malformed bytes, the four normalization forms (utf8proc), and the character properties Hugging
-// Face `tokenizers` tests (Rust's char::is_whitespace / is_alphanumeric).
+// Face `tokenizers` tests (\s and \w of Rust's regex crate).
 #pragma once
 
 #include <cstdint>
@@ -26,7 +26,8 @@ uint32_t previous_code_point(std::string_view s, size_t end, size_t* start);
 
 // Unicode's White_Space property.
 bool is_white_space(uint32_t cp);
-// A letter or a number (general category L* or N*).
-bool is_alphanumeric(uint32_t cp);
+// A word character as Rust's regex \w: letters, marks, decimal and letter numbers, connector
+// punctuation, and the joiners U+200C/U+200D.
+bool is_word_char(uint32_t cp);
 
 }  // namespace rotq::unicode

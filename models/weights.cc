@@ -20,7 +20,7 @@ std::string shape_str(at::IntArrayRef s) {
 }  // namespace
 
 std::vector<int64_t> expected_shape(const ModelConfig& c, LayerTensor t) {
-  if (!arch_has(arch_spec(c.architecture), t)) return {};
+  if (!has_tensor(c, t)) return {};
   switch (t) {
     case LayerTensor::kAttnNorm:
     case LayerTensor::kFfnNorm:
@@ -37,6 +37,12 @@ std::vector<int64_t> expected_shape(const ModelConfig& c, LayerTensor t) {
     case LayerTensor::kBk:
     case LayerTensor::kBv:
       return {c.kv_dim()};
+    case LayerTensor::kBo:
+    case LayerTensor::kBDown:
+      return {c.dim};
+    case LayerTensor::kBGate:
+    case LayerTensor::kBUp:
+      return {c.hidden_dim};
     case LayerTensor::kQNorm:
     case LayerTensor::kKNorm:
       return {c.head_dim};

@@ -120,7 +120,7 @@ QuantCell make_cell(const CellArgs& a) {
   cell.task_opts.dir = a.tasks_dir;
   cell.task_opts.limit = a.tasks_limit;
   cell.task_opts.batch = a.tasks_batch;
-  cell.task_opts.bos = !a.tasks_no_bos;
+  cell.bos = a.bos;
   cell.task_opts.max_length = a.tasks_max_length;
   require(a.tasks_batch > 0, "--batch-size (evaluation.tasks_batch) must be positive, got ",
           a.tasks_batch);
@@ -313,9 +313,7 @@ void add_cell_options(CLI::App* cmd, CellArgs& a) {
                   "score only the first N examples of each task (MMLU: of each subject)");
   cmd->add_option("--batch-size", a.tasks_batch, "task sequences per forward")
       ->capture_default_str();
-  cmd->add_flag("--no-bos", a.tasks_no_bos,
-                "task contexts without BOS (the harness's earlier causal-LM default, "
-                "add_special_tokens=False)");
+  add_bos_flags(cmd, a.bos);
   cmd->add_option("--max-length", a.tasks_max_length,
                   "task inputs left-truncated to N tokens (0: the model's context)")
       ->capture_default_str();

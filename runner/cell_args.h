@@ -3,6 +3,7 @@
 // into the pipeline's QuantCell.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,7 +71,7 @@ struct CellArgs {
   std::string tasks_dir;
   int64_t tasks_limit = -1;
   int64_t tasks_batch = 32;
-  bool tasks_no_bos = false;
+  std::optional<bool> bos;  // --bos / --no-bos (evaluation.bos); nullopt: the tokenizer's policy
   int64_t tasks_max_length = 0;
   std::string task_samples;
   std::vector<std::string> tasks_acts;  // A/KV pairs (of the evaluated ones) to score tasks under

@@ -1,5 +1,7 @@
 #include "runner/cmd_common.h"
 
+#include "models/files.h"
+
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <spdlog/spdlog.h>
@@ -52,7 +54,7 @@ void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer) {
   cmd->add_option("--model", o.model, "llama2.c .bin file or HF checkpoint directory")->required();
   if (with_tokenizer) {
     cmd->add_option("--tokenizer", o.tokenizer,
-                    "tokenizer.bin or tokenizer.model (default: the one in the model directory)");
+                    "tokenizer.model, tokenizer.bin or tokenizer.json (default: the one in the model directory)");
   }
   cmd->add_option("--dtype", o.dtype, "compute dtype: float32, float64 or bfloat16")
       ->capture_default_str()
@@ -66,8 +68,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer) {
 std::unique_ptr<Tokenizer> open_tokenizer(const ModelOptions& o, const CheckpointReader& reader) {
   std::string path = o.tokenizer.empty() ? reader.bundled_tokenizer() : o.tokenizer;
   require(!path.empty(), reader.source(),
-          ": no tokenizer in the model directory; pass --tokenizer PATH (tokenizer.bin or "
-          "tokenizer.model)");
+          ": no tokenizer in the model directory; pass --tokenizer PATH (tokenizer.model, "
+          "tokenizer.bin or tokenizer.json)");
   auto tok = load_tokenizer(path, static_cast<int32_t>(reader.config().vocab_size));
   require(tok->vocab_size() <= reader.config().vocab_size, path, ": tokenizer has ",
           tok->vocab_size(), " tokens, more than the model's vocabulary of ",
@@ -192,11 +194,22 @@ void run_plot_script(const std::string& script, const std::vector<std::string>& 
           "; needs python3-matplotlib); ", where_data);
 }
 
+void add_bos_flags(CLI::App* cmd, std::optional<bool>& bos) {
+  CLI::Option* on = cmd->add_flag_callback(
+      "--bos", [&bos] { bos = true; },
+      "prepend BOS to texts, calibration and task contexts (default: the tokenizer's own policy, "
+      "from tokenizer_config.json / tokenizer.json; SentencePiece: yes)");
+  CLI::Option* off = cmd->add_flag_callback(
+      "--no-bos", [&bos] { bos = false; }, "never prepend BOS (overrides the tokenizer's policy)");
+  on->excludes(off);
+}
+
 void copy_tokenizer(const std::string& path, const std::string& out_dir) {
   namespace fs = std::filesystem;
   auto tok = load_tokenizer(path);  // validates it before it is copied
-  const std::string name = tok->kind() == "sentencepiece" ? "tokenizer.model" : "tokenizer.bin";
-  fs::copy_file(path, fs::path(out_dir) / name, fs::copy_options::overwrite_existing);
+  for (const auto& [from, name] : tokenizer_files(*tok, path)) {
+    write_file_atomically((fs::path(out_dir) / name).string(), read_file_bytes(from));
+  }
 }
 
 }  // namespace rotq

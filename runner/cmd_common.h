@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,9 @@ void register_run(CLI::App& app, Runtime& rt);               // run, status, mer
 void register_table(CLI::App& app, Runtime& rt);             // table, plot
 void register_submit(CLI::App& app, Runtime& rt);            // Slurm job arrays
 void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
+// --bos / --no-bos: override the tokenizer's own BOS policy (`bos` stays nullopt: follow it).
+void add_bos_flags(CLI::App* cmd, std::optional<bool>& bos);
+
 void register_bench_tasks(CLI::App* bench, Runtime& rt);     // `bench tasks`
 void register_bench_tokenize(CLI::App* bench, Runtime& rt);  // `bench tokenize`
 

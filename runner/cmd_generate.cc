@@ -50,6 +50,7 @@ void register_generate(CLI::App& app, Runtime& rt) {
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->g.seed, "sampling seed")->capture_default_str();
   cmd->add_option("--prompt", a->g.prompt, "prompt text (default: start from BOS)");
+  add_bos_flags(cmd, a->g.bos);
   cmd->callback([a, &rt] { run_generate(rt, *a); });
 }
 

@@ -19,7 +19,7 @@ struct PplArgs {
   int64_t seqlen = 0;
   int64_t max_windows = -1;
   int64_t batch = 0;
-  bool no_bos = false;
+  std::optional<bool> bos;
 };
 
 void run_ppl(Runtime& rt, const PplArgs& a) {
@@ -27,11 +27,13 @@ void run_ppl(Runtime& rt, const PplArgs& a) {
   LoadedModel lm = load_for_command(a.m, /*need_tokenizer=*/true);
   const int64_t seqlen = a.seqlen > 0 ? a.seqlen : default_window(lm.model.config);
   Transformer model(lm.model);
+  const BosPolicy bos = effective_bos(*lm.tokenizer, a.bos);
+  spdlog::info("BOS {}: {}", bos.add ? "prepended" : "not prepended", bos.source);
   std::vector<std::vector<std::string>> rows;
   for (const std::string& path : a.texts) {
     const TextFormat fmt = resolve_text_format(parse_text_format(a.text_format), path);
     const std::string text = read_text(path, fmt);
-    std::vector<int32_t> tokens = encode_with_bos(*lm.tokenizer, text, !a.no_bos);
+    std::vector<int32_t> tokens = encode_with_bos(*lm.tokenizer, text, bos.add);
     spdlog::info("{}: {} bytes ({}), {} tokens", path, text.size(), text_format_name(fmt),
                  tokens.size());
     PplOptions po;
@@ -47,6 +49,9 @@ void run_ppl(Runtime& rt, const PplArgs& a) {
                                {"seqlen", seqlen},
                                {"windows", r.windows},
                                {"text_tokens", r.text_tokens},
+                               {"bos", bos.add},
+                               {"bos_source", bos.source},
+                               {"tokenizer", lm.tokenizer->kind()},
                                {"scored_tokens", r.scored_tokens},
                                {"ppl", r.ppl},
                                {"mean_nll", r.mean_nll},
@@ -78,7 +83,7 @@ void register_ppl(CLI::App& app, Runtime& rt) {
       ->capture_default_str();
   cmd->add_option("--max-windows", a->max_windows, "score only the first K windows");
   cmd->add_option("--batch", a->batch, "windows per forward pass (0: auto)");
-  cmd->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the text");
+  add_bos_flags(cmd, a->bos);
   add_schema_checks(cmd);
   cmd->callback([a, &rt] { run_ppl(rt, *a); });
 }

@@ -62,6 +62,8 @@ nlohmann::json cell_json(const CellArgs& a, const QuantCell& cell, const QuantCe
       {"kv_bits", acts.k_cache.bits},
       {"acts", acts.describe()},
       {"calib", a.calib},
+      {"bos", r.bos.add},
+      {"bos_source", r.bos.source},
       {"nsamples", a.nsamples},
       {"ppl_text", text},
       {"seqlen", ppl.seqlen},
@@ -103,8 +105,8 @@ void save_outputs(const CellArgs& a, const Model& model, const QuantCellResult& 
 
 std::string fmt_metric(double v) { return v < 0 ? "-" : fmt_double(v, 4); }
 
-nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const TaskScore& s,
-                         const ActivationQuant& acts, const Runtime& rt) {
+nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const QuantCellResult& r,
+                         const TaskScore& s, const ActivationQuant& acts, const Runtime& rt) {
   const auto opt = [](double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
   nlohmann::json j = {{"task", s.task},
                       {"n", s.n},
@@ -127,7 +129,8 @@ nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const TaskSco
                       {"kv_bits", acts.k_cache.bits},
                       {"acts", acts.describe()},
                       {"limit", a.tasks_limit},
-                      {"bos", !a.tasks_no_bos},
+                      {"bos", r.bos.add},
+                      {"bos_source", r.bos.source},
                       {"ranks", rt.comm->size()},
                       {"version", rotq_version()}};
   if (s.acc_norm >= 0) {
@@ -156,7 +159,7 @@ void print_task_results(const CellArgs& a, const QuantCell& cell, const QuantCel
     const TaskScore& s = r.tasks[e];
     const ActivationQuant& acts = cell.acts.at(s.acts_index);
     if (a.m.json) {
-      print_json_line(rt.c(), task_json(a, cell, s, acts, rt));
+      print_json_line(rt.c(), task_json(a, cell, r, s, acts, rt));
       continue;
     }
     if (find_task(s.task).zero_shot_avg) avg[acts.describe()].push_back(s.score());

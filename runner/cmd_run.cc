@@ -89,7 +89,8 @@ CellArgs args_of(const Cell& c) {
   a.tasks_dir = c.at("evaluation.tasks_dir");
   a.tasks_limit = c.integer("evaluation.tasks_limit");
   a.tasks_batch = c.integer("evaluation.tasks_batch");
-  a.tasks_no_bos = !c.flag("evaluation.tasks_bos");
+  const std::string& bos = c.at("evaluation.bos");
+  if (bos != "auto") a.bos = bos == "true";
   a.tasks_max_length = c.integer("evaluation.tasks_max_length");
   a.tasks_acts = c.list("evaluation.tasks_acts");
   a.label = c.label();
@@ -181,6 +182,9 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
   rec.meta["comm"] = comm.backend();
   rec.meta["device"] = a.m.device;
   rec.meta["host"] = host_name();
+  rec.meta["bos"] = r.bos.add ? "true" : "false";
+  rec.meta["bos_source"] = r.bos.source;
+  rec.meta["tokenizer_kind"] = lm.tokenizer->kind();
   record_checksums(c, checksums, rec.meta);
   rec.seconds = {
       {"rotate", r.seconds.rotate},

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "models/files.h"
 #include "models/resources.h"
 #include "models/synth.h"
 #include "runner/cmd_common.h"
@@ -56,9 +57,10 @@ void run_synth(Runtime& rt, const SynthArgs& a) {
       auto tok = load_tokenizer(a.tokenizer);
       require(tok->vocab_size() <= cfg.vocab_size, a.tokenizer, ": ", tok->vocab_size(),
               " tokens do not fit the synthetic vocabulary of ", cfg.vocab_size);
-      const char* name = tok->kind() == "sentencepiece" ? "tokenizer.model" : "tokenizer.bin";
-      std::filesystem::copy_file(a.tokenizer, std::filesystem::path(a.out) / name,
-                                 std::filesystem::copy_options::overwrite_existing);
+      // The tokenizer's own files, so that the directory is a complete HF directory.
+      for (const auto& [from, name] : tokenizer_files(*tok, a.tokenizer)) {
+        write_file_atomically((std::filesystem::path(a.out) / name).string(), read_file_bytes(from));
+      }
     }
   }
   rt.c().barrier();
@@ -89,7 +91,9 @@ void register_synth(CLI::App& app, Runtime& rt) {
   cmd->add_option("--seed", a->seed, "weights seed")->capture_default_str();
   cmd->add_option("--shard-bytes", a->shard_bytes, "split into shards of at most this many bytes")
       ->check(CLI::Range(int64_t{0}, INT64_MAX));
-  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer to copy into the directory");
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer to copy into the directory (a file, or a directory with "
+                  "tokenizer.json + tokenizer_config.json)");
   cmd->add_flag("--json", a->json, "print one JSON object");
   CLI::Option* massive =
       cmd->add_option("--massive", a->massive,

@@ -33,6 +33,7 @@ const std::map<std::string, Rule>& rules() {
       {"calibration.seqlen", {{}, 0, 1e7}},
       {"rotation.dfrot.iters", {{}, 0, 1e6}},
       {"rotation.dfrot.init", {{"hadamard", "random", "none"}}},
+      {"evaluation.bos", {{"auto", "true", "false"}}},
       {"rotation.dfrot.rule", {{"quant-error", "random"}}},
       {"rotation.dfrot.threshold", {{}, 1e-12, 1e6}},
       {"rotation.dfrot.layers", {{}, 0, 1e6}},
@@ -514,7 +515,9 @@ const std::vector<SchemaKey>& experiment_schema() {
       {"evaluation.tasks_dir", K::kString, "", "directory of the task files"},
       {"evaluation.tasks_limit", K::kInt, "-1", "first N examples per task (MMLU: per subject)"},
       {"evaluation.tasks_batch", K::kInt, "32", "task sequences per forward"},
-      {"evaluation.tasks_bos", K::kBool, "true", "BOS before task contexts (lm-eval's default)"},
+      {"evaluation.bos", K::kString, "auto",
+       "BOS before texts, calibration and task contexts: auto (the tokenizer's own policy), true, "
+       "false"},
       {"evaluation.tasks_max_length", K::kInt, "0", "task left-truncation (0: model context)"},
       {"runtime.dtype", K::kString, "float32", "compute dtype float32 | float64 | bfloat16"},
       {"runtime.device", K::kString, "cpu", "cpu | cuda | cuda:N"},

@@ -57,15 +57,24 @@ GenerateResult generate(const Transformer& model, const Tokenizer& tok, const Ge
           " exceeds the model's context of ", model.config().max_seq_len, " tokens");
   require(o.temperature >= 0, "--temperature ", o.temperature, ": expected >= 0");
   require(o.top_p > 0 && o.top_p <= 1, "--top-p ", o.top_p, ": expected in (0, 1]");
+  // The tokenizer's BOS policy (a SentencePiece vocabulary: BOS first; Qwen: none). A sequence
+  // must start somewhere: with no BOS, the prompt's first token.
+  const bool add_bos = resolve_bos(tok, o.bos);
   const int32_t bos = tok.bos_id() >= 0 ? tok.bos_id() : model.config().bos_id;
-  std::vector<int32_t> prompt = encode_with_bos(tok, o.prompt, /*add_bos=*/false);
-  prompt.insert(prompt.begin(), bos);
+  const int32_t eos = tok.eos_id() >= 0 ? tok.eos_id() : model.config().eos_id;
+  std::vector<int32_t> prompt = encode_with_bos(tok, o.prompt, add_bos);
+  require(!prompt.empty(), "generate: the tokenizer adds no BOS, so give a --prompt");
   require(static_cast<int64_t>(prompt.size()) <= o.steps, "the prompt has ", prompt.size(),
           " tokens, more than --steps ", o.steps);
 
+  GenerateResult res;
+  if (!add_bos) {  // the first token is text, not a BOS: it is shown too
+    const std::string first = tok.decode_piece(bos, prompt[0]);
+    res.text += first;
+    if (on_piece) on_piece(first);
+  }
   std::mt19937_64 rng(o.seed);
   std::vector<int64_t> seq(prompt.begin(), prompt.end());
-  GenerateResult res;
   const auto t0 = std::chrono::steady_clock::now();
   at::NoGradGuard no_grad;
   // Each step re-runs the sequence so far (no KV cache): generation is a check of the forward
@@ -83,7 +92,8 @@ GenerateResult generate(const Transformer& model, const Tokenizer& tok, const Ge
       next = sample(logits, o, rng);
       seq.push_back(next);
     }
-    if (next == bos) break;
+    // llama2.c's models end a story with BOS; HF models with EOS.
+    if (next == bos || next == eos) break;
     const std::string piece =
         tok.decode_piece(static_cast<int32_t>(seq[pos]), static_cast<int32_t>(next));
     if (printable(piece)) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "models/tokenizer.h"
@@ -17,6 +18,7 @@ struct GenerateOptions {
   double top_p = 1.0;
   uint64_t seed = 0;
   std::string prompt;  // empty: start from BOS alone
+  std::optional<bool> bos;  // nullopt: the tokenizer's own policy
 };
 
 struct GenerateResult {

@@ -78,13 +78,12 @@ LayerWeights broadcast_layer(const Model& shard, const Placement& p, int64_t lay
                              at::ScalarType dtype, Comm& comm) {
   const int owner = p.owner(layer);
   const bool mine = owner == comm.rank();
-  const ArchSpec& arch = arch_spec(shard.config.architecture);
   LayerWeights out;
   if (mine) out = shard.weights.layers.at(layer - shard.layer_offset);
   if (comm.size() == 1) return out;
   for (size_t i = 0; i < out.tensors.size(); ++i) {
     const LayerTensor t = static_cast<LayerTensor>(i);
-    if (!arch_has(arch, t)) continue;
+    if (!has_tensor(shard.config, t)) continue;
     at::Tensor& x = out.tensors[i];
     if (!mine) {
       x = at::empty(expected_shape(shard.config, t),

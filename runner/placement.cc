@@ -20,7 +20,9 @@ int64_t layer_bytes(const ModelConfig& c, int64_t weight_bytes) {
   const ArchSpec& arch = arch_spec(c.architecture);
   int64_t n = c.dim * c.q_dim() + 2 * c.dim * c.kv_dim() + c.q_dim() * c.dim +
               3 * c.dim * c.hidden_dim + 2 * c.dim;
-  if (arch.qkv_bias) n += c.q_dim() + 2 * c.kv_dim();
+  if (arch.qkv_bias || c.qkv_bias) n += c.q_dim() + 2 * c.kv_dim();
+  if (c.o_bias) n += c.dim;
+  if (c.mlp_bias) n += 2 * c.hidden_dim + c.dim;
   if (arch.qk_norm) n += 2 * c.head_dim;
   return n * weight_bytes;
 }

@@ -30,17 +30,17 @@ double seconds_since(Clock::time_point t0, const Model& model) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path) {
+std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path, bool add_bos) {
   const TextFormat fmt = resolve_text_format(TextFormat::kAuto, path);
-  return encode_with_bos(tok, read_text(path, fmt), /*add_bos=*/true);
+  return encode_with_bos(tok, read_text(path, fmt), add_bos);
 }
 
 // The cell's calibration text, read and tokenized at most once however many stages (DFRot,
 // OptRot+, GPTQ) draw windows from it.
 class CalibrationText {
  public:
-  CalibrationText(const Model& model, const Tokenizer& tok, const std::string& path)
-      : model_(model), tok_(tok), path_(path) {}
+  CalibrationText(const Model& model, const Tokenizer& tok, const std::string& path, bool add_bos)
+      : model_(model), tok_(tok), path_(path), add_bos_(add_bos) {}
 
   // [nsamples, seqlen] windows (seqlen 0: min(2048, context)); `who` and `flag` name the stage
   // and its window option in errors.
@@ -50,7 +50,7 @@ class CalibrationText {
     if (seqlen <= 0) seqlen = default_window(model_.config);
     require(seqlen <= model_.config.max_seq_len, flag, " ", seqlen,
             " exceeds the model's context of ", model_.config.max_seq_len, " tokens");
-    if (!tokens_) tokens_ = tokenize_file(tok_, path_);
+    if (!tokens_) tokens_ = tokenize_file(tok_, path_, add_bos_);
     return calibration_windows(*tokens_, nsamples, seqlen, seed);
   }
   const std::string& path() const { return path_; }
@@ -58,6 +58,7 @@ class CalibrationText {
  private:
   const Model& model_;
   const Tokenizer& tok_;
+  bool add_bos_;
   std::string path_;
   std::optional<std::vector<int32_t>> tokens_;
 };
@@ -136,16 +137,22 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   require(shard || holds_all_layers(model), model.source,
           ": a model shard needs its placement over the ranks");
   QuantCellResult res;
+  res.bos = effective_bos(tok, cell.bos);
+  require(!res.bos.add || tok.bos_id() >= 0, "--bos: the ", tok.kind(),
+          " tokenizer has no BOS token to prepend");
+  spdlog::info("BOS {}: {}", res.bos.add ? "prepended" : "not prepended", res.bos.source);
+  TaskOptions task_opts = cell.task_opts;
+  task_opts.bos = res.bos.add;
   // Task files are read and tokenized first: a bad one fails before any work is spent.
   std::vector<PreparedTask> tasks;
   for (const auto& [name, path] : cell.tasks) {
-    tasks.push_back(prepare_task(name, path, cell.task_opts, tok));
+    tasks.push_back(prepare_task(name, path, task_opts, tok));
     check_task_tokens(tasks.back(), model.config);
   }
   require(cell.task_opts.max_length <= model.config.max_seq_len, "--max-length ",
           cell.task_opts.max_length, " exceeds the model's context of ", model.config.max_seq_len);
   TaskSamplesWriter samples(tasks.empty() ? "" : cell.task_samples, comm);
-  CalibrationText calib(model, tok, cell.calib_text);
+  CalibrationText calib(model, tok, cell.calib_text, res.bos.add);
   const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
 
   // Norms are folded first: the learned rotations see the norm-fused weights and x/rms(x).
@@ -199,7 +206,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
     std::unique_ptr<Transformer> ref_tf;
     if (reference) ref_tf = std::make_unique<Transformer>(*reference);
     for (const std::string& text : cell.ppl_texts) {
-      const std::vector<int32_t> tokens = tokenize_file(tok, text);
+      const std::vector<int32_t> tokens = tokenize_file(tok, text, res.bos.add);
       for (const ActivationQuant& acts : cell.acts) {
         ActQuantHooks hooks(model.config, acts);
         hooks.set_residual_rotation(res.rotations.r1);
@@ -224,7 +231,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
         ActQuantHooks hooks(model.config, acts);
         hooks.set_residual_rotation(res.rotations.r1);
         TaskEvaluation e =
-            evaluate_task(task, tf, cell.task_opts, comm, acts.any() ? &hooks : nullptr, shard);
+            evaluate_task(task, tf, task_opts, comm, acts.any() ? &hooks : nullptr, shard);
         samples.write(task, acts.describe(), e.requests);
         spdlog::info("task {} | {}: {} {:.4f} ({} examples, {:.1f}s)", task.spec->name,
                      acts.describe(), e.score.metric, e.score.score(), e.score.n, e.score.seconds);

@@ -2,6 +2,7 @@
 // activations and KV cache, with the time of each stage. The model is modified in place.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,10 @@ struct QuantCell {
   // Zero-shot/MMLU tasks (name, path or "" for tasks.dir), each under every activation
   // configuration; `task_samples` (optional) receives every document's scores as JSON lines.
   std::vector<std::pair<std::string, std::string>> tasks;
-  TaskOptions task_opts;
+  TaskOptions task_opts;  // its bos is resolved from `bos` below
+  // BOS before perplexity texts, calibration windows' text and task contexts: nullopt follows the
+  // tokenizer's own policy (tokenizer_config.json / post-processor; SentencePiece: yes).
+  std::optional<bool> bos;
   std::vector<bool> task_acts;  // per acts entry: score the tasks under it (empty: all)
   std::string task_samples;
 };
@@ -57,6 +61,7 @@ struct RotationLearning {
 };
 
 struct QuantCellResult {
+  BosPolicy bos;  // the policy the cell ran with, recorded with its results
   Rotations rotations;
   RotationLearning learning;
   WeightQuantReport weights;

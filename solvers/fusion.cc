@@ -97,6 +97,11 @@ void fuse_rotations(Model& model, const Rotations& rot) {
       }
       update_f64(l[LayerTensor::kWo], writer);
       update_f64(l[LayerTensor::kWDown], writer);
+      // A writer's bias lands in the residual stream, so it turns with it; readers' biases are
+      // added after their (rotated) input has been undone by W·R1 and stay as they are.
+      for (LayerTensor t : {LayerTensor::kBo, LayerTensor::kBDown}) {
+        if (l[t].defined()) update_f64(l[t], writer);
+      }
     }
   }
   // R2 is indexed by the full model's layers; a shard (layer_offset) uses its own range.

@@ -93,6 +93,14 @@ INSTANTIATE_TEST_SUITE_P(
         ArchCase{"linear_rope", "dim=32,heads=4,kv_heads=2", "linear"},
         ArchCase{"qwen2_bias", "dim=32,heads=4,kv_heads=2,arch=Qwen2ForCausalLM", "none"},
         ArchCase{"qwen3_qknorm", "dim=32,heads=4,kv_heads=2,head_dim=16,arch=Qwen3ForCausalLM",
+                 "none"},
+        ArchCase{"llama_biases_gelu",
+                 "dim=32,heads=4,kv_heads=2,attention_bias=1,mlp_bias=1,act=gelu", "none"},
+        ArchCase{"llama_tanh_gelu", "dim=32,heads=4,kv_heads=2,act=gelu_pytorch_tanh", "none"},
+        ArchCase{"mistral_relu", "dim=32,heads=4,kv_heads=2,arch=MistralForCausalLM,act=relu",
+                 "none"},
+        ArchCase{"qwen3_biases",
+                 "dim=32,heads=4,kv_heads=2,head_dim=16,arch=Qwen3ForCausalLM,attention_bias=1",
                  "none"}),
     [](const auto& info) { return info.param.name; });
 

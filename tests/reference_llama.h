@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "models/weights.h"
@@ -18,7 +20,19 @@ using Mat = std::vector<double>;  // row-major [out, in]
 struct RefLayer {
   Mat wq, wk, wv, wo, wg, wu, wd;
   Vec bq, bk, bv, qn, kn, an, fn;
+  Vec bo, bg, bu, bd;
 };
+
+// hidden_act by its textbook formula (transformers' ACT2FN).
+inline double reference_activation(const std::string& name, double x) {
+  if (name == "silu" || name == "swish") return x / (1.0 + std::exp(-x));
+  if (name == "gelu") return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+  if (name == "gelu_pytorch_tanh" || name == "gelu_new") {
+    return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  }
+  if (name == "relu") return x > 0 ? x : 0.0;
+  throw std::runtime_error("reference: activation " + name);
+}
 
 inline Vec to_vec(const at::Tensor& t) {
   if (!t.defined()) return {};
@@ -85,7 +99,9 @@ inline std::vector<Vec> reference_logits(const rotq::Model& m, const std::vector
                  to_vec(lw[LayerTensor::kWDown]), to_vec(lw[LayerTensor::kBq]),
                  to_vec(lw[LayerTensor::kBk]), to_vec(lw[LayerTensor::kBv]),
                  to_vec(lw[LayerTensor::kQNorm]), to_vec(lw[LayerTensor::kKNorm]),
-                 to_vec(lw[LayerTensor::kAttnNorm]), to_vec(lw[LayerTensor::kFfnNorm])});
+                 to_vec(lw[LayerTensor::kAttnNorm]), to_vec(lw[LayerTensor::kFfnNorm]),
+                 to_vec(lw[LayerTensor::kBo]), to_vec(lw[LayerTensor::kBGate]),
+                 to_vec(lw[LayerTensor::kBUp]), to_vec(lw[LayerTensor::kBDown])});
   }
   const Vec emb = to_vec(m.weights.embed), head = to_vec(m.weights.lm_head),
             fnorm = to_vec(m.weights.final_norm);
@@ -143,15 +159,15 @@ inline std::vector<Vec> reference_logits(const rotq::Model& m, const std::vector
           for (size_t i = 0; i < hd; ++i) att[h * hd + i] += s[u] / z * v[u][kh * hd + i];
         }
       }
-      const Vec o = matvec(l.wo, att);
+      const Vec o = matvec(l.wo, att, l.bo);
       for (size_t i = 0; i < D; ++i) x[t][i] += o[i];
     }
     for (size_t t = 0; t < T; ++t) {
       const Vec h = rmsnorm(x[t], l.fn, c.norm_eps);
-      Vec g = matvec(l.wg, h);
-      const Vec u = matvec(l.wu, h);
-      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-      const Vec d = matvec(l.wd, g);
+      Vec g = matvec(l.wg, h, l.bg);
+      const Vec u = matvec(l.wu, h, l.bu);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = reference_activation(c.hidden_act, g[i]) * u[i];
+      const Vec d = matvec(l.wd, g, l.bd);
       for (size_t i = 0; i < D; ++i) x[t][i] += d[i];
     }
   }

@@ -26,9 +26,11 @@ const std::string kStories = rotq_test::shared_data("models/stories260K/stories2
 
 // A synthetic model whose sizes need non-power-of-two Hadamards: dim 192 = 12·16 (R1),
 // intermediate 688 = 172·4 (R4), head_dim 32 (R2, R3), GQA 6 heads over 2 KV heads, untied.
-Model synthetic_model(at::ScalarType dtype) {
+// `extra` adds --dims keys: the biases and activations of other LLaMA-family configs.
+Model synthetic_model(at::ScalarType dtype, const std::string& extra = "") {
   rotq::ModelConfig cfg = rotq::synth_preset("tiny");
-  rotq::apply_dims(cfg, "dim=192,hidden=688,layers=2,heads=6,kv_heads=2,vocab=300,tied=0,ctx=128");
+  rotq::apply_dims(cfg, "dim=192,hidden=688,layers=2,heads=6,kv_heads=2,vocab=300,tied=0,ctx=128" +
+                            extra);
   Model m = rotq::make_synthetic_model(cfg, 5, dtype);
   // Non-trivial (seeded) norm scales, so that norm fusion is exercised.
   uint64_t stream = 0;
@@ -75,6 +77,7 @@ struct InvarianceCase {
   const char* model;
   at::ScalarType dtype;
   double tol;  // relative to max |logit|
+  const char* dims = "";
 };
 
 void PrintTo(const InvarianceCase& c, std::ostream* os) {
@@ -86,7 +89,8 @@ class RotationInvariance : public ::testing::TestWithParam<InvarianceCase> {};
 TEST_P(RotationInvariance, RotatedModelHasTheSameLogits) {
   const InvarianceCase& p = GetParam();
   const auto load = [&] {
-    return std::string(p.model) == "stories260K" ? stories(p.dtype) : synthetic_model(p.dtype);
+    return std::string(p.model) == "stories260K" ? stories(p.dtype)
+                                                 : synthetic_model(p.dtype, p.dims);
   };
   const Model original = load();
   const at::Tensor want = logits_of(original);
@@ -126,7 +130,20 @@ INSTANTIATE_TEST_SUITE_P(Models, RotationInvariance,
                          ::testing::Values(InvarianceCase{"stories260K", at::kFloat, 1e-5},
                                            InvarianceCase{"stories260K", at::kDouble, 1e-10},
                                            InvarianceCase{"synthetic", at::kFloat, 1e-5},
-                                           InvarianceCase{"synthetic", at::kDouble, 1e-10}),
+                                           InvarianceCase{"synthetic", at::kDouble, 1e-10},
+                                           // Llama with attention_bias, mlp_bias and a GELU gate:
+                                           // o/down biases turn with R1, the others stay.
+                                           InvarianceCase{"llama_biases", at::kFloat, 1e-5,
+                                                          ",attention_bias=1,mlp_bias=1,"
+                                                          "act=gelu_pytorch_tanh"},
+                                           InvarianceCase{"llama_biases", at::kDouble, 1e-10,
+                                                          ",attention_bias=1,mlp_bias=1,act=gelu"},
+                                           // Qwen3: q/k norms, head_dim 48 != 192/6, biases.
+                                           InvarianceCase{"qwen3_biases", at::kFloat, 1e-5,
+                                                          ",arch=Qwen3ForCausalLM,head_dim=48,"
+                                                          "attention_bias=1"},
+                                           InvarianceCase{"qwen2", at::kFloat, 1e-5,
+                                                          ",arch=Qwen2ForCausalLM"}),
                          [](const auto& info) {
                            return std::string(info.param.model) +
                                   (info.param.dtype == at::kFloat ? "_f32" : "_f64");
