@@ -38,6 +38,8 @@ Row base_row(const CellRecord& r, const std::string& acts, int64_t a_bits, int64
   row["acts"] = acts;
   row["wakv"] = wakv(r, a_bits, kv_bits);
   row["experiment"] = r.experiment;
+  // The run's records (host, versions, BOS policy, ...) as meta.KEY, for --rows/--where.
+  for (const auto& [k, v] : r.meta) row["meta." + k] = v;
   return row;
 }
 

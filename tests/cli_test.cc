@@ -437,7 +437,10 @@ void patch_safetensors_header(const std::string& path, const std::function<void(
 // The checkpoint copies (each broken in one way) that the bad-input cases name.
 const std::vector<std::string> kBrokenCheckpoints = {
     "hf",     "nofield", "arch",       "lying",      "dtype",    "overlap", "rope_neg",
-    "bighid", "boolstr", "nan_weight", "huge_shape", "bigvocab", "bos_huge"};
+    "bighid", "boolstr", "nan_weight", "huge_shape", "bigvocab", "bos_huge",
+    // Valid-looking configs whose function rotq does not compute: refused, never approximated.
+    "mistral_bias", "act_unknown", "window", "unknown_key", "quantized", "yarn", "rope_key",
+    "model_type", "layer_types", "missing_bias"};
 
 // Fixtures the bad-input cases point at (the synthetic checkpoints only when a case uses one).
 void make_fixtures(const rotq_test::TempDir& d, const std::string& args) {
@@ -483,6 +486,32 @@ void make_fixtures(const rotq_test::TempDir& d, const std::string& args) {
   patch_config("bigvocab", [](json& j) { j["vocab_size"] = int64_t{1} << 30; });
   patch_config("boolstr", [](json& j) { j["tie_word_embeddings"] = "yes"; });
   patch_config("bos_huge", [](json& j) { j["bos_token_id"] = int64_t{1} << 40; });
+  patch_config("mistral_bias", [](json& j) {
+    j["architectures"] = {"MistralForCausalLM"};
+    j["model_type"] = "mistral";
+    j["attention_bias"] = true;
+  });
+  patch_config("act_unknown", [](json& j) { j["hidden_act"] = "gelu_fast"; });
+  patch_config("window", [](json& j) {
+    j["architectures"] = {"MistralForCausalLM"};
+    j["model_type"] = "mistral";
+    j["sliding_window"] = 32;
+  });
+  patch_config("unknown_key", [](json& j) { j["rope_interleaved"] = true; });
+  patch_config("quantized", [](json& j) { j["quantization_config"] = {{"quant_method", "gptq"}}; });
+  patch_config("yarn", [](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; });
+  patch_config("rope_key", [](json& j) {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}, {"beta_fast", 32}};
+  });
+  patch_config("model_type", [](json& j) { j["model_type"] = "gemma"; });
+  patch_config("layer_types", [](json& j) { j["layer_types"] = {"full_attention", "chunked"}; });
+  patch_config("missing_bias", [](json& j) { j["attention_bias"] = true; });
+  // Biases in the file that the config does not announce: nothing would read them.
+  if (args.find("{dir}/hf_biased") != std::string::npos) {
+    run_command(kRotq + " --log-level error synth --like tiny --dims attention_bias=1 --out " +
+                d.str("hf_biased") + " --tokenizer " + kTok);
+    patch_config("hf_biased", [](json& j) { j["attention_bias"] = false; });
+  }
   // Two tensors of one shape sharing their bytes; a shape whose element count overflows 64 bits.
   patch_safetensors_header(d.str("overlap/model.safetensors"), [](json& h) {
     h["model.layers.0.post_attention_layernorm.weight"]["data_offsets"] =
@@ -524,6 +553,8 @@ TEST_P(CliBadInput, OneErrorLineAndNonZeroExit) {
   for (size_t p; (p = args.find("{dir}")) != std::string::npos;) args.replace(p, 5, d.str());
   for (size_t p; (p = args.find("{model}")) != std::string::npos;) args.replace(p, 7, kStories);
   for (size_t p; (p = args.find("{tok}")) != std::string::npos;) args.replace(p, 5, kTok);
+  const std::string llama3 = rotq_test::shared_data("tokenizers/llama3/tokenizer.json");
+  for (size_t p; (p = args.find("{llama3}")) != std::string::npos;) args.replace(p, 8, llama3);
   for (size_t p; (p = args.find("{text}")) != std::string::npos;) args.replace(p, 6, kText);
   const std::string tasks = rotq_test::project_data("tasks");
   for (size_t p; (p = args.find("{tasks}")) != std::string::npos;) args.replace(p, 7, tasks);
@@ -691,7 +722,26 @@ INSTANTIATE_TEST_SUITE_P(
                  "adir: is a directory"},
         BadInput{"experiment_is_directory", "run {dir}/adir", "adir: is a directory"},
         BadInput{"tokenizer_is_directory",
-                 "ppl --model {model} --tokenizer {dir}/adir --text {text}", "is a directory"},
+                 "ppl --model {model} --tokenizer {dir}/adir --text {text}",
+                 "has none of tokenizer.model, tokenizer.bin, tokenizer.json"},
+        // Config fields and tensors: computed or refused with the field named.
+        BadInput{"attention_bias_on_mistral", "info {dir}/mistral_bias", "attention_bias"},
+        BadInput{"unknown_activation", "info {dir}/act_unknown", "hidden_act 'gelu_fast'"},
+        BadInput{"window_shorter_than_sequence", "ppl --model {dir}/window --text {text} --seqlen 64",
+                 "sliding_window 32 is shorter than this sequence of 64 tokens"},
+        BadInput{"unknown_config_key", "info {dir}/unknown_key", "config key 'rope_interleaved'"},
+        BadInput{"quantized_checkpoint", "info {dir}/quantized", "quantization_config"},
+        BadInput{"rope_yarn", "info {dir}/yarn", "rope_scaling type 'yarn'"},
+        BadInput{"rope_unknown_key", "info {dir}/rope_key", "key 'beta_fast'"},
+        BadInput{"model_type_mismatch", "info {dir}/model_type", "model_type 'gemma'"},
+        BadInput{"layer_type_unknown", "info {dir}/layer_types", "\"chunked\""},
+        BadInput{"bias_announced_but_missing", "ppl --model {dir}/missing_bias --text {text}",
+                 "_proj.bias is missing"},
+        BadInput{"unread_tensor", "ppl --model {dir}/hf_biased --text {text}",
+                 "_proj.bias (model.safetensors) is not read by rotq"},
+        BadInput{"tokenizer_larger_than_embedding",
+                 "ppl --model {model} --tokenizer {llama3} --text {text}",
+                 "tokenizer has 128256 tokens, more than the model's vocabulary of 512"},
         BadInput{"experiment_duplicate_key", "run {dir}/dup.yaml",
                  "duplicate key 'quantization.w_bits'"}),
     [](const auto& info) { return info.param.name; });

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
+#include <future>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -243,23 +245,51 @@ TEST(TokenizerJsonReference, IdsMatchHuggingFaceJavaScript) {
   if (generator_dir() != nullptr) GTEST_SKIP() << "generator mode";
   const json ref = read_json(reference_path());
   rotq_test::TempDir tmp;
-  for (const Case& c : reference_cases(tmp.str())) {
+  const std::vector<Case> cases = reference_cases(tmp.str());
+  // Each tokenizer on its own thread (encode is const and thread-safe): the digests are the slow
+  // part, the comparisons below are made on the test's thread.
+  std::vector<std::future<std::vector<Digested>>> work;
+  for (const Case& c : cases) {
+    work.push_back(std::async(std::launch::async, [&c] {
+      const auto tok = rotq::load_tokenizer(c.dir);
+      std::vector<Digested> out;
+      for (const TokenizerInput& in : inputs()) out.push_back(digest(*tok, in));
+      return out;
+    }));
+  }
+  // Known deviations of the reference, each justified by its input: the JavaScript library's
+  // hard-coded GPT-2 split (ByteLevel use_regex) uses JavaScript's \s, which counts U+FEFF as
+  // white space; Oniguruma's \s in Hugging Face's Rust `tokenizers` is Unicode's White_Space,
+  // without U+FEFF, as rotq's is (TokenizerJson.GptSplitTreatsBomAsNonSpace).
+  const std::map<std::pair<std::string, std::string>, std::string> deviations = {
+      {{"gpt2-style", "task boolq"}, "\xEF\xBB\xBF"},
+      {{"gpt2-style", "task mmlu"}, "\xEF\xBB\xBF"}};
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const Case& c = cases[k];
     SCOPED_TRACE(c.name);
+    const std::vector<Digested> got_all = work[k].get();
     ASSERT_TRUE(ref["tokenizers"].contains(c.name)) << "regenerate " << reference_path();
     const json& expected = ref["tokenizers"][c.name];
-    const auto tok = rotq::load_tokenizer(c.dir);
-    for (const TokenizerInput& in : inputs()) {
+    for (size_t i = 0; i < inputs().size(); ++i) {
+      const TokenizerInput& in = inputs()[i];
+      const Digested& got = got_all[i];
       ASSERT_TRUE(expected.contains(in.name)) << in.name << ": regenerate " << reference_path();
       const json& e = expected[in.name];
-      const Digested got = digest(*tok, in);
+      const auto deviation = deviations.find({c.name, in.name});
+      if (deviation != deviations.end()) {
+        bool present = false;
+        for (const std::string& t : in.texts) present = present || t.find(deviation->second) != std::string::npos;
+        EXPECT_TRUE(present) << c.name << " / " << in.name << ": the exemption's cause is gone";
+        continue;
+      }
       EXPECT_EQ(got.tokens, e["tokens"].get<int64_t>()) << c.name << " / " << in.name;
       if (got.fnv == e["fnv1a64"].get<std::string>()) continue;
       const auto want_chunks = e["chunks"].get<std::vector<std::string>>();
-      size_t k = 0;
-      while (k < got.chunks.size() && k < want_chunks.size() && got.chunks[k] == want_chunks[k]) ++k;
+      size_t j = 0;
+      while (j < got.chunks.size() && j < want_chunks.size() && got.chunks[j] == want_chunks[j]) ++j;
       ADD_FAILURE() << c.name << " / " << in.name << ": ids differ from the JavaScript reference, "
-                    << "first in ids [" << k * IdDigest::kChunk << ", "
-                    << (k + 1) * IdDigest::kChunk << ") of the input's stream";
+                    << "first in ids [" << j * IdDigest::kChunk << ", "
+                    << (j + 1) * IdDigest::kChunk << ") of the input's stream";
     }
   }
 }
@@ -436,6 +466,21 @@ TEST(TokenizerJson, SplitBehavioursFollowTokenizers) {
     ASSERT_NE(bpe, nullptr);
     EXPECT_EQ(bpe->pre_tokenize("How are you doing?"), expected);
   }
+}
+
+// GPT-2's split as Hugging Face compiles it (Oniguruma): U+FEFF is not white space, so a space
+// before it joins it as punctuation (" ?[^\s\p{L}\p{N}]+"), while U+00A0 is white space (a run
+// of its own: only U+0020 may prefix a word).
+TEST(TokenizerJson, GptSplitTreatsBomAsNonSpace) {
+  rotq_test::TempDir tmp;
+  const auto tok = tiny_tokenizer(tmp, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}});
+  const auto* bpe = dynamic_cast<const rotq::ByteLevelBpeTokenizer*>(tok.get());
+  ASSERT_NE(bpe, nullptr);
+  const auto spell = [](const std::string& s) { return rotq::byte_level::spell(s); };
+  EXPECT_EQ(bpe->pre_tokenize("a \xEF\xBB\xBF" "3"),
+            (std::vector<std::string>{"a", spell(" \xEF\xBB\xBF"), "3"}));
+  EXPECT_EQ(bpe->pre_tokenize("a \xC2\xA0" "b"),
+            (std::vector<std::string>{"a", spell(" "), spell("\xC2\xA0"), "b"}));
 }
 
 // single_word: the token matches only where no word character touches it; lstrip/rstrip absorb
