@@ -61,14 +61,19 @@ bool has_tensor(const ModelConfig& c, LayerTensor t) {
   switch (t) {
     case LayerTensor::kBq:
     case LayerTensor::kBk:
-    case LayerTensor::kBv: return arch.qkv_bias || c.qkv_bias;
-    case LayerTensor::kBo: return c.o_bias;
+    case LayerTensor::kBv:
+      return arch.qkv_bias || c.qkv_bias;
+    case LayerTensor::kBo:
+      return c.o_bias;
     case LayerTensor::kBGate:
     case LayerTensor::kBUp:
-    case LayerTensor::kBDown: return c.mlp_bias;
+    case LayerTensor::kBDown:
+      return c.mlp_bias;
     case LayerTensor::kQNorm:
-    case LayerTensor::kKNorm: return arch.qk_norm;
-    default: return true;
+    case LayerTensor::kKNorm:
+      return arch.qk_norm;
+    default:
+      return true;
   }
 }
 
@@ -79,9 +84,12 @@ std::string hf_layer_tensor_name(LayerTensor t, int64_t layer) {
 
 std::string hf_global_tensor_name(GlobalTensor t) {
   switch (t) {
-    case GlobalTensor::kEmbed: return "model.embed_tokens.weight";
-    case GlobalTensor::kFinalNorm: return "model.norm.weight";
-    case GlobalTensor::kLmHead: return "lm_head.weight";
+    case GlobalTensor::kEmbed:
+      return "model.embed_tokens.weight";
+    case GlobalTensor::kFinalNorm:
+      return "model.norm.weight";
+    case GlobalTensor::kLmHead:
+      return "lm_head.weight";
   }
   return "";
 }

@@ -37,13 +37,13 @@ enum class LayerTensor {
 enum class GlobalTensor { kEmbed, kFinalNorm, kLmHead };
 
 struct ArchSpec {
-  const char* hf_name;          // config.json "architectures"[0]
-  const char* family;           // llama | mistral | qwen2 | qwen3
-  bool qkv_bias;                // q/k/v projections always carry biases (Qwen2)
-  bool qk_norm;                 // per-head RMSNorm on q and k before RoPE (Qwen3)
-  bool reads_attention_bias;    // config attention_bias puts biases on q/k/v/o (Llama, Qwen3)
-  bool reads_mlp_bias;          // config mlp_bias puts biases on gate/up/down (Llama)
-  bool reads_sliding_window;    // sliding_window (Mistral) or use_sliding_window (Qwen2/3)
+  const char* hf_name;        // config.json "architectures"[0]
+  const char* family;         // llama | mistral | qwen2 | qwen3
+  bool qkv_bias;              // q/k/v projections always carry biases (Qwen2)
+  bool qk_norm;               // per-head RMSNorm on q and k before RoPE (Qwen3)
+  bool reads_attention_bias;  // config attention_bias puts biases on q/k/v/o (Llama, Qwen3)
+  bool reads_mlp_bias;        // config mlp_bias puts biases on gate/up/down (Llama)
+  bool reads_sliding_window;  // sliding_window (Mistral) or use_sliding_window (Qwen2/3)
 };
 
 // Throws rotq::Error listing the supported architectures when `hf_name` is not one of them.

@@ -75,7 +75,9 @@ class BpeTokenizer final : public Tokenizer {
   std::string kind() const override { return kind_; }
   // LLaMA-1/2, Mistral and llama2.c models were trained with BOS before every document.
   BosPolicy bos_policy() const override {
-    return {bos_id_ >= 0, bos_id_, bos_id_ >= 0 ? kind_ + ": BOS before every text (LLaMA-1/2 convention)" : kind_ + ": the vocabulary has no BOS"};
+    return {bos_id_ >= 0, bos_id_,
+            bos_id_ >= 0 ? kind_ + ": BOS before every text (LLaMA-1/2 convention)"
+                         : kind_ + ": the vocabulary has no BOS"};
   }
 
   // The string BPE segments: dummy prefix, spaces as U+2581 (when escape_whitespaces), runs of

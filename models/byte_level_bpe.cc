@@ -168,7 +168,8 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(ByteLevelBpeSpec spec, std::string 
   for (size_t r = 0; r < spec_.merges.size(); ++r) {
     const auto& m = spec_.merges[r];
     // A pair listed twice keeps its last rank, as `tokenizers` builds its map.
-    merges_[pair_key(m.left, m.right)] = (static_cast<uint64_t>(r) << 32) | static_cast<uint32_t>(m.merged);
+    merges_[pair_key(m.left, m.right)] =
+        (static_cast<uint64_t>(r) << 32) | static_cast<uint32_t>(m.merged);
   }
   raw_added_ = matcher(spec_, /*normalized=*/false);
   normalized_added_ = matcher(spec_, /*normalized=*/true);
@@ -230,7 +231,8 @@ std::vector<int32_t> ByteLevelBpeTokenizer::merge_word(const std::string& word) 
     if (next >= count) return;
     const auto it = merges_.find(pair_key(symbols[pos].id, symbols[next].id));
     if (it == merges_.end()) return;
-    queue.push({static_cast<uint32_t>(it->second >> 32), pos, static_cast<int32_t>(it->second & 0xFFFFFFFFu)});
+    queue.push({static_cast<uint32_t>(it->second >> 32), pos,
+                static_cast<int32_t>(it->second & 0xFFFFFFFFu)});
   };
   for (int32_t i = 0; i + 1 < count; ++i) push_pair(i);
   while (!queue.empty()) {
@@ -241,7 +243,8 @@ std::vector<int32_t> ByteLevelBpeTokenizer::merge_word(const std::string& word) 
     Symbol& right = symbols[left.next];
     // A stale candidate: one of its symbols has been merged with something else since.
     const auto it = merges_.find(pair_key(left.id, right.id));
-    if (it == merges_.end() || static_cast<int32_t>(it->second & 0xFFFFFFFFu) != top.merged) continue;
+    if (it == merges_.end() || static_cast<int32_t>(it->second & 0xFFFFFFFFu) != top.merged)
+      continue;
     left.id = top.merged;
     left.length += right.length;
     right.length = 0;
@@ -284,7 +287,8 @@ std::vector<int32_t> ByteLevelBpeTokenizer::encode(std::string_view text) const 
       ids.push_back(raw.id);
       continue;
     }
-    const std::string normalized = normalize(std::string_view(valid).substr(raw.begin, raw.end - raw.begin));
+    const std::string normalized =
+        normalize(std::string_view(valid).substr(raw.begin, raw.end - raw.begin));
     if (normalized_added_->empty()) {
       encode_text(normalized, &cache, &ids);
       continue;
@@ -293,7 +297,8 @@ std::vector<int32_t> ByteLevelBpeTokenizer::encode(std::string_view text) const 
       if (seg.id >= 0) {
         ids.push_back(seg.id);
       } else {
-        encode_text(std::string_view(normalized).substr(seg.begin, seg.end - seg.begin), &cache, &ids);
+        encode_text(std::string_view(normalized).substr(seg.begin, seg.end - seg.begin), &cache,
+                    &ids);
       }
     }
   }

@@ -18,12 +18,12 @@ struct RopeScaling {
 
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";  // key into the architecture table (arch.h)
-  int64_t dim = 0;          // hidden_size: width of the residual stream
-  int64_t hidden_dim = 0;   // intermediate_size: width of the SwiGLU MLP
+  int64_t dim = 0;                                // hidden_size: width of the residual stream
+  int64_t hidden_dim = 0;                         // intermediate_size: width of the SwiGLU MLP
   int64_t n_layers = 0;
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;
-  int64_t head_dim = 0;     // from the checkpoint; not always dim / n_heads (Qwen3)
+  int64_t head_dim = 0;  // from the checkpoint; not always dim / n_heads (Qwen3)
   int64_t vocab_size = 0;
   int64_t max_seq_len = 0;  // max_position_embeddings
   double rope_theta = 10000.0;
@@ -35,7 +35,8 @@ struct ModelConfig {
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;
-  std::string hidden_act = "silu";  // the MLP's gate activation: silu | gelu | gelu_pytorch_tanh | relu
+  std::string hidden_act =
+      "silu";  // the MLP's gate activation: silu | gelu | gelu_pytorch_tanh | relu
   // Attention window of Mistral / Qwen sliding-window configs (0: full attention). rotq computes
   // full causal attention, which equals it only for sequences no longer than the window: longer
   // ones are refused (Transformer::layer_forward).

@@ -7,14 +7,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "models/checkpoint.h"
-#include "models/tokenizer.h"
 #include "models/files.h"
 #include "models/hf_config_keys.h"
 #include "models/safetensors.h"
+#include "models/tokenizer.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -78,7 +78,8 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& path) {
   require(r.is_object(), path, ": rope_scaling must be an object or null");
   const std::string where = path + ": rope_scaling";
   for (const auto& [key, value] : r.items()) {
-    static const char* const known[] = {"rope_type", "type", "factor", "low_freq_factor",
+    static const char* const known[] = {"rope_type",        "type",
+                                        "factor",           "low_freq_factor",
                                         "high_freq_factor", "original_max_position_embeddings"};
     bool ok = false;
     for (const char* k : known) ok = ok || key == k;
@@ -170,8 +171,8 @@ ModelConfig parse_hf_config(const std::string& path) {
   } else {
     // Qwen2 has q/k/v biases and no o_proj bias whatever attention_bias says (transformers does
     // not read it); Mistral has none.
-    require(!attention_bias || arch.qkv_bias, path, ": attention_bias: true, but ",
-            c.architecture, " has no attention biases");
+    require(!attention_bias || arch.qkv_bias, path, ": attention_bias: true, but ", c.architecture,
+            " has no attention biases");
   }
   c.mlp_bias = get_bool_or(j, path, "mlp_bias", false);
   c.hidden_act = get_string_or(j, path, "hidden_act", "silu");

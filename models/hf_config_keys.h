@@ -4,10 +4,9 @@
 // attention variant) fails with one line instead of loading as a plain LLaMA.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace rotq {
 

@@ -23,7 +23,7 @@ constexpr int64_t kV1HeaderBytes = 256;
 struct Slot {
   int64_t offset = 0;  // byte offset of the data
   std::vector<int64_t> shape;
-  bool q8 = false;     // int8 data followed by fp32 scales (v2)
+  bool q8 = false;  // int8 data followed by fp32 scales (v2)
 };
 
 class Llama2cReader final : public CheckpointReader {
@@ -41,9 +41,12 @@ class Llama2cReader final : public CheckpointReader {
 
   at::Tensor global_tensor(GlobalTensor t) override {
     switch (t) {
-      case GlobalTensor::kEmbed: return read("embed");
-      case GlobalTensor::kFinalNorm: return read("final_norm");
-      case GlobalTensor::kLmHead: return cfg_.tie_embeddings ? read("embed") : read("lm_head");
+      case GlobalTensor::kEmbed:
+        return read("embed");
+      case GlobalTensor::kFinalNorm:
+        return read("final_norm");
+      case GlobalTensor::kLmHead:
+        return cfg_.tie_embeddings ? read("embed") : read("lm_head");
     }
     return {};
   }
@@ -53,7 +56,8 @@ class Llama2cReader final : public CheckpointReader {
     if (!has_tensor(cfg_, t)) return {};
     at::Tensor w = read(std::string(layer_tensor_key(t)) + "." + std::to_string(layer));
     if (t == LayerTensor::kWq) return permute_interleaved_to_half(w, cfg_.n_heads, cfg_.head_dim);
-    if (t == LayerTensor::kWk) return permute_interleaved_to_half(w, cfg_.n_kv_heads, cfg_.head_dim);
+    if (t == LayerTensor::kWk)
+      return permute_interleaved_to_half(w, cfg_.n_kv_heads, cfg_.head_dim);
     return w;
   }
 
@@ -78,8 +82,8 @@ class Llama2cReader final : public CheckpointReader {
       h = 8;
     }
     const int32_t dim = read_i32(h), hidden = read_i32(h + 4), layers = read_i32(h + 8),
-                  heads = read_i32(h + 12), kv_heads = read_i32(h + 16),
-                  vocab = read_i32(h + 20), seq_len = read_i32(h + 24);
+                  heads = read_i32(h + 12), kv_heads = read_i32(h + 16), vocab = read_i32(h + 20),
+                  seq_len = read_i32(h + 24);
     cfg_.architecture = "LlamaForCausalLM";
     cfg_.dim = dim;
     cfg_.hidden_dim = hidden;
@@ -99,9 +103,13 @@ class Llama2cReader final : public CheckpointReader {
       if (version_ == 2) group_size_ = read_i32(h + 29);
     }
     // Sanity before any size arithmetic, so that garbage headers fail with a clear message.
-    for (auto [v, name] : {std::pair<int64_t, const char*>{dim, "dim"}, {hidden, "hidden_dim"},
-                           {layers, "n_layers"}, {heads, "n_heads"}, {kv_heads, "n_kv_heads"},
-                           {cfg_.vocab_size, "vocab_size"}, {seq_len, "seq_len"}}) {
+    for (auto [v, name] : {std::pair<int64_t, const char*>{dim, "dim"},
+                           {hidden, "hidden_dim"},
+                           {layers, "n_layers"},
+                           {heads, "n_heads"},
+                           {kv_heads, "n_kv_heads"},
+                           {cfg_.vocab_size, "vocab_size"},
+                           {seq_len, "seq_len"}}) {
       require(v > 0 && v < (int64_t{1} << 20), path_, ": header field ", name, " = ", v,
               " is not plausible; not a llama2.c checkpoint?");
     }
@@ -125,7 +133,8 @@ class Llama2cReader final : public CheckpointReader {
   }
 
   void add_per_layer(const char* key, std::vector<int64_t> shape, bool q8 = false) {
-    for (int64_t l = 0; l < cfg_.n_layers; ++l) add(std::string(key) + "." + std::to_string(l), shape, q8);
+    for (int64_t l = 0; l < cfg_.n_layers; ++l)
+      add(std::string(key) + "." + std::to_string(l), shape, q8);
   }
 
   void layout() {

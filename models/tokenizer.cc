@@ -2,10 +2,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
-
-#include <filesystem>
 
 #include "models/byte_level_bpe.h"
 #include "models/files.h"
@@ -85,7 +84,8 @@ bool resolve_bos(const Tokenizer& tok, std::optional<bool> choice) {
 BosPolicy effective_bos(const Tokenizer& tok, std::optional<bool> choice) {
   BosPolicy p = tok.bos_policy();
   if (choice && *choice != p.add) {
-    p.source = std::string(*choice ? "--bos" : "--no-bos") + " (the tokenizer's own: " + p.source + ")";
+    p.source =
+        std::string(*choice ? "--bos" : "--no-bos") + " (the tokenizer's own: " + p.source + ")";
     p.add = *choice;
   }
   return p;

@@ -41,8 +41,8 @@ class Tokenizer {
   virtual std::string decode_piece(int32_t prev, int32_t token) const = 0;
 
   virtual int32_t vocab_size() const = 0;
-  virtual int32_t bos_id() const = 0;  // -1 when the vocabulary has none
-  virtual int32_t eos_id() const = 0;  // -1 when the vocabulary has none
+  virtual int32_t bos_id() const = 0;                      // -1 when the vocabulary has none
+  virtual int32_t eos_id() const = 0;                      // -1 when the vocabulary has none
   virtual const std::string& piece(int32_t id) const = 0;  // raw piece string (U+2581 kept)
   virtual std::string kind() const = 0;  // "llama2c-bin", "sentencepiece" or "byte-level-bpe"
   virtual BosPolicy bos_policy() const = 0;

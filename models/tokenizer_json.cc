@@ -1,8 +1,7 @@
 #include "models/tokenizer_json.h"
 
-#include <nlohmann/json.hpp>
-
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "solvers/error.h"
@@ -42,7 +41,8 @@ struct Source {
   int32_t id(const json& v, const std::string& where) const {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
         v.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-      refuse(where, "expected a token id (an integer in [0, 2^31)), got " + v.dump(-1).substr(0, 40));
+      refuse(where,
+             "expected a token id (an integer in [0, 2^31)), got " + v.dump(-1).substr(0, 40));
     }
     return static_cast<int32_t>(v.get<int64_t>());
   }
@@ -75,14 +75,16 @@ void read_vocab(const Source& src, const json& model, ByteLevelBpeSpec* spec,
     if (static_cast<size_t>(id) >= spec->vocab.size()) spec->vocab.resize(id + size_t{1});
     if (!spec->vocab[id].empty() || token.empty()) {
       src.refuse("model.vocab[\"" + token + "\"]",
-                 token.empty() ? std::string("empty token")
-                               : "id " + std::to_string(id) + " is also \"" + spec->vocab[id] + "\"");
+                 token.empty()
+                     ? std::string("empty token")
+                     : "id " + std::to_string(id) + " is also \"" + spec->vocab[id] + "\"");
     }
     spec->vocab[id] = token;
     (*ids)[token] = id;
   }
   spec->in_model_vocab.assign(spec->vocab.size(), false);
-  for (size_t id = 0; id < spec->vocab.size(); ++id) spec->in_model_vocab[id] = !spec->vocab[id].empty();
+  for (size_t id = 0; id < spec->vocab.size(); ++id)
+    spec->in_model_vocab[id] = !spec->vocab[id].empty();
 }
 
 void read_merges(const Source& src, const json& model,
@@ -160,8 +162,8 @@ void read_added_tokens(const Source& src, const json& root, ByteLevelBpeSpec* sp
     if (static_cast<size_t>(a.id) >= spec->vocab.size()) spec->vocab.resize(a.id + size_t{1});
     std::string& slot = spec->vocab[a.id];
     if (!slot.empty() && slot != a.content) {
-      src.refuse(where, "id " + std::to_string(a.id) + " is \"" + a.content +
-                            "\" here but \"" + slot + "\" in model.vocab");
+      src.refuse(where, "id " + std::to_string(a.id) + " is \"" + a.content + "\" here but \"" +
+                            slot + "\" in model.vocab");
     }
     slot = a.content;
     spec->in_model_vocab.resize(spec->vocab.size(), false);
@@ -258,7 +260,8 @@ void read_pre_tokenizer(const Source& src, const json& p, const std::string& whe
 
 void require_byte_level(const Source& src, const json& root, const ByteLevelBpeSpec& spec) {
   bool byte_level = false;
-  for (const auto& s : spec.pre_tokenizer) byte_level = byte_level || s.kind == PreTokenizerStep::Kind::kByteLevel;
+  for (const auto& s : spec.pre_tokenizer)
+    byte_level = byte_level || s.kind == PreTokenizerStep::Kind::kByteLevel;
   if (!byte_level) {
     src.refuse("pre_tokenizer",
                "has no ByteLevel step: rotq reads byte-level BPE tokenizer.json files (a "
@@ -270,7 +273,6 @@ void require_byte_level(const Source& src, const json& root, const ByteLevelBpeS
     src.refuse("decoder", decoder.dump().substr(0, 80) + ": expected {\"type\": \"ByteLevel\"}");
   }
 }
-
 
 // --- post-processor and BOS policy ----------------------------------------------------------
 
@@ -318,7 +320,8 @@ std::optional<std::vector<int32_t>> template_prefix(const Source& src, const jso
     const std::string name = src.text(item.at("SpecialToken"), "id", at + ".SpecialToken");
     const json& entry = src.field(specials, name, where + ".special_tokens");
     const json& entry_ids = src.field(entry, "ids", where + ".special_tokens." + name);
-    if (!entry_ids.is_array()) src.refuse(where + ".special_tokens." + name + ".ids", "expected a list");
+    if (!entry_ids.is_array())
+      src.refuse(where + ".special_tokens." + name + ".ids", "expected a list");
     for (const json& v : entry_ids) prefix.push_back(src.id(v, where + ".special_tokens." + name));
   }
   if (!seen_text) src.refuse(where + ".single", "the template has no Sequence A (the text)");
@@ -355,7 +358,8 @@ void read_config(const Source& src, const json& config, ByteLevelBpeSpec* spec) 
       {"do_lower_case", "lower-casing is not part of the tokenizer.json pipeline rotq computes"},
   };
   for (const auto& [key, why] : refused) {
-    if (src.flag(config, key, "tokenizer_config", false)) src.refuse(key, std::string("true: ") + why);
+    if (src.flag(config, key, "tokenizer_config", false))
+      src.refuse(key, std::string("true: ") + why);
   }
   spec->split_special_tokens = src.flag(config, "split_special_tokens", "tokenizer_config", false);
   if (src.flag(config, "add_prefix_space", "tokenizer_config", false)) {
@@ -377,9 +381,9 @@ BosPolicy decide_bos(const Source& json_src, const Source& config_src, const jso
                      const json* config, const std::unordered_map<std::string, int32_t>& ids,
                      const ByteLevelBpeSpec& spec) {
   const json null_json;
-  const auto prefix =
-      template_prefix(json_src, root.contains("post_processor") ? root.at("post_processor") : null_json,
-                      "post_processor");
+  const auto prefix = template_prefix(
+      json_src, root.contains("post_processor") ? root.at("post_processor") : null_json,
+      "post_processor");
   std::optional<bool> add_bos;
   std::optional<std::string> bos_token;
   if (config != nullptr) {
@@ -392,9 +396,9 @@ BosPolicy decide_bos(const Source& json_src, const Source& config_src, const jso
   if (prefix) {
     policy.add = !prefix->empty();
     policy.id = policy.add ? prefix->front() : -1;
-    policy.source = policy.add ? "tokenizer.json post_processor template prepends " +
-                                     spec.vocab.at(policy.id)
-                               : "tokenizer.json post_processor template prepends nothing";
+    policy.source =
+        policy.add ? "tokenizer.json post_processor template prepends " + spec.vocab.at(policy.id)
+                   : "tokenizer.json post_processor template prepends nothing";
     if (add_bos && *add_bos != policy.add) {
       config_src.refuse("add_bos_token",
                         std::string(*add_bos ? "true" : "false") + " disagrees with " +
@@ -403,7 +407,8 @@ BosPolicy decide_bos(const Source& json_src, const Source& config_src, const jso
     }
   } else if (add_bos) {
     policy.add = *add_bos;
-    policy.source = std::string("tokenizer_config.json add_bos_token: ") + (*add_bos ? "true" : "false");
+    policy.source =
+        std::string("tokenizer_config.json add_bos_token: ") + (*add_bos ? "true" : "false");
     if (policy.add) {
       if (!bos_token) config_src.refuse("bos_token", "missing, but add_bos_token is true");
       policy.id = token_id(config_src, ids, "bos_token", *bos_token);

@@ -45,14 +45,14 @@ struct PreTokenizerStep {
 };
 
 struct ByteLevelBpeSpec {
-  std::vector<std::string> vocab;  // by id; "" where no token has that id
+  std::vector<std::string> vocab;    // by id; "" where no token has that id
   std::vector<bool> in_model_vocab;  // by id: listed in model.vocab (not only an added token)
   struct Merge {
     int32_t left;
     int32_t right;
     int32_t merged;
   };
-  std::vector<Merge> merges;  // in rank order
+  std::vector<Merge> merges;   // in rank order
   bool ignore_merges = false;  // a word that is itself a token is not merged (LLaMA-3)
   std::vector<AddedToken> added_tokens;
   bool split_special_tokens = false;  // tokenizer_config: special tokens are not matched in text

@@ -131,8 +131,10 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
   const int64_t H = c.n_heads, KVH = c.n_kv_heads, G = H / KVH, d = c.head_dim;
   require(c.sliding_window == 0 || T <= c.sliding_window, model_.source,
           ": config.json sliding_window ", c.sliding_window, " is shorter than this sequence of ",
-          T, " tokens; rotq computes full causal attention, which equals the model's only within "
-          "the window (use --seqlen <= ", c.sliding_window, ")");
+          T,
+          " tokens; rotq computes full causal attention, which equals the model's only within "
+          "the window (use --seqlen <= ",
+          c.sliding_window, ")");
 
   // Attention block.
   at::Tensor h = rms_norm(x_in, w[LayerTensor::kAttnNorm], c.norm_eps);

@@ -62,6 +62,7 @@ class Transformer {
 
 // Negative log-likelihood of `targets` [N] under logits = hidden [N, D] · lm_headᵀ, in float64,
 // computed in row chunks so that no [N, vocab] buffer is ever materialized.
-at::Tensor token_nll(const at::Tensor& hidden, const at::Tensor& lm_head, const at::Tensor& targets);
+at::Tensor token_nll(const at::Tensor& hidden, const at::Tensor& lm_head,
+                     const at::Tensor& targets);
 
 }  // namespace rotq

@@ -14,7 +14,8 @@ constexpr const char* kWordProperties = "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}";
 
 std::string pcre2_message(int code) {
   PCRE2_UCHAR buffer[256];
-  if (pcre2_get_error_message(code, buffer, sizeof(buffer)) < 0) return "error " + std::to_string(code);
+  if (pcre2_get_error_message(code, buffer, sizeof(buffer)) < 0)
+    return "error " + std::to_string(code);
   return reinterpret_cast<const char*>(buffer);
 }
 
@@ -98,11 +99,12 @@ UnicodeRegex::UnicodeRegex(const std::string& pattern, const std::string& source
   const std::string translated = oniguruma_escapes_as_properties(pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  compiled_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                                  PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset,
-                                  nullptr);
-  require(compiled_->code != nullptr, source, ": regex ", pattern, " does not compile: ",
-          pcre2_message(error), " (at offset ", offset, " of its PCRE2 spelling ", translated, ")");
+  compiled_->code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
+  require(compiled_->code != nullptr, source, ": regex ", pattern,
+          " does not compile: ", pcre2_message(error), " (at offset ", offset,
+          " of its PCRE2 spelling ", translated, ")");
   // JIT is an optimisation only: without it (e.g. W^X memory policies) matching is slower.
   compiled_->jit = pcre2_jit_compile(compiled_->code, PCRE2_JIT_COMPLETE) == 0;
 }
@@ -119,11 +121,10 @@ std::vector<UnicodeRegex::Match> UnicodeRegex::find_all(std::string_view text) c
   size_t start = 0;
   while (start < text.size()) {
     // The text was validated once by the caller; PCRE2 must not rescan it at every start.
-    const int rc = compiled_->jit
-                       ? pcre2_jit_match(compiled_->code, subject, text.size(), start,
-                                         PCRE2_NO_UTF_CHECK, data, nullptr)
-                       : pcre2_match(compiled_->code, subject, text.size(), start,
-                                     PCRE2_NO_UTF_CHECK, data, nullptr);
+    const int rc = compiled_->jit ? pcre2_jit_match(compiled_->code, subject, text.size(), start,
+                                                    PCRE2_NO_UTF_CHECK, data, nullptr)
+                                  : pcre2_match(compiled_->code, subject, text.size(), start,
+                                                PCRE2_NO_UTF_CHECK, data, nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     require(rc >= 0, "regex ", pattern_, ": matching failed: ", pcre2_message(rc));
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);

@@ -58,7 +58,8 @@ Timing time_rotq(const std::string& tokenizer, const std::string& text, int64_t 
 Timing time_js(const TokenizeBenchArgs& a, const std::string& tokenizer) {
   std::string dir = tokenizer;
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) dir = std::filesystem::path(tokenizer).parent_path().string();
+  if (!std::filesystem::is_directory(dir, ec))
+    dir = std::filesystem::path(tokenizer).parent_path().string();
   const std::string script = std::string(ROTQ_SCRIPTS_DIR) + "/hf_tokenizers_js.mjs";
   const ProcessResult r = run_process(
       {a.node, script, "time", a.js_modules, dir, a.text, std::to_string(a.repeat)}, true);
@@ -107,10 +108,10 @@ void run_tokenize_bench(Runtime& rt, const TokenizeBenchArgs& a) {
                     js ? fmt_double(ratio, 2) + "x" : "-"});
   }
   if (!a.json) {
-    print_table(rt.c(),
-                {"tokenizer", "tokens", "load s", "encode s", "MB/s", "JS encode s",
-                 "speed-up vs JS"},
-                rows);
+    print_table(
+        rt.c(),
+        {"tokenizer", "tokens", "load s", "encode s", "MB/s", "JS encode s", "speed-up vs JS"},
+        rows);
   }
 }
 

@@ -57,7 +57,8 @@ void run_bench(Runtime& rt, const BenchArgs& a) {
     const ModelOptions mo = nth_model(a.models, a.tokenizers, i);
     LoadedModel lm = load_for_command(mo, true);
     const std::string text = read_text(a.text, TextFormat::kAuto);
-    std::vector<int32_t> tokens = encode_with_bos(*lm.tokenizer, text, resolve_bos(*lm.tokenizer, std::nullopt));
+    std::vector<int32_t> tokens =
+        encode_with_bos(*lm.tokenizer, text, resolve_bos(*lm.tokenizer, std::nullopt));
     Transformer model(lm.model);
     PplOptions po;
     po.seqlen = a.seqlen;

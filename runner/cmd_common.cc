@@ -1,7 +1,5 @@
 #include "runner/cmd_common.h"
 
-#include "models/files.h"
-
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <spdlog/spdlog.h>
@@ -13,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "models/files.h"
 #include "runner/comm.h"
 #include "runner/device.h"
 #include "runner/log.h"
@@ -54,7 +53,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer) {
   cmd->add_option("--model", o.model, "llama2.c .bin file or HF checkpoint directory")->required();
   if (with_tokenizer) {
     cmd->add_option("--tokenizer", o.tokenizer,
-                    "tokenizer.model, tokenizer.bin or tokenizer.json (default: the one in the model directory)");
+                    "tokenizer.model, tokenizer.bin or tokenizer.json (default: the one in the "
+                    "model directory)");
   }
   cmd->add_option("--dtype", o.dtype, "compute dtype: float32, float64 or bfloat16")
       ->capture_default_str()

@@ -123,8 +123,8 @@ void run_inspect(Runtime& rt, const InspectArgs& a) {
   const Tokenizer& tok = *lm.tokenizer;
   const int64_t T = a.seqlen > 0 ? a.seqlen : default_window(model.config);
   const TextFormat fmt = resolve_text_format(TextFormat::kAuto, a.calib);
-  const at::Tensor window =
-      calibration_windows(encode_with_bos(tok, read_text(a.calib, fmt), resolve_bos(tok, std::nullopt)), 1, T, a.seed);
+  const at::Tensor window = calibration_windows(
+      encode_with_bos(tok, read_text(a.calib, fmt), resolve_bos(tok, std::nullopt)), 1, T, a.seed);
   const BlockInputs in = collect_block_inputs(model, window);
   MassiveOptions mo;
   mo.threshold = a.threshold;

@@ -59,7 +59,8 @@ void run_synth(Runtime& rt, const SynthArgs& a) {
               " tokens do not fit the synthetic vocabulary of ", cfg.vocab_size);
       // The tokenizer's own files, so that the directory is a complete HF directory.
       for (const auto& [from, name] : tokenizer_files(*tok, a.tokenizer)) {
-        write_file_atomically((std::filesystem::path(a.out) / name).string(), read_file_bytes(from));
+        write_file_atomically((std::filesystem::path(a.out) / name).string(),
+                              read_file_bytes(from));
       }
     }
   }

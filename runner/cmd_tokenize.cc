@@ -20,8 +20,9 @@ struct TokenizeArgs {
 void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
   rt.init();
   auto tok = load_tokenizer(a.tokenizer);
-  const std::string input = a.text.empty() ? std::string(std::istreambuf_iterator<char>(std::cin), {})
-                                           : read_file_bytes(a.text);
+  const std::string input = a.text.empty()
+                                ? std::string(std::istreambuf_iterator<char>(std::cin), {})
+                                : read_file_bytes(a.text);
   if (a.whole && !a.decode) {
     const std::vector<int32_t> ids = encode_with_bos(*tok, input, a.bos);
     for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
@@ -50,7 +51,9 @@ void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
 void register_tokenize(CLI::App& app, Runtime& rt) {
   auto a = std::make_shared<TokenizeArgs>();
   CLI::App* cmd = app.add_subcommand("tokenize", "encode text line by line (or --decode ids)");
-  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.bin, tokenizer.model, tokenizer.json or a model directory")->required();
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "tokenizer.bin, tokenizer.model, tokenizer.json or a model directory")
+      ->required();
   cmd->add_option("--text", a->text, "input file (default: stdin)");
   cmd->add_flag("--decode", a->decode, "decode lines of ids instead");
   cmd->add_flag("--bos", a->bos, "prepend BOS");

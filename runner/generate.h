@@ -17,7 +17,7 @@ struct GenerateOptions {
   double temperature = 0.0;
   double top_p = 1.0;
   uint64_t seed = 0;
-  std::string prompt;  // empty: start from BOS alone
+  std::string prompt;       // empty: start from BOS alone
   std::optional<bool> bos;  // nullopt: the tokenizer's own policy
 };
 

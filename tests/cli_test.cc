@@ -436,8 +436,8 @@ void patch_safetensors_header(const std::string& path, const std::function<void(
 
 // The checkpoint copies (each broken in one way) that the bad-input cases name.
 const std::vector<std::string> kBrokenCheckpoints = {
-    "hf",     "nofield", "arch",       "lying",      "dtype",    "overlap", "rope_neg",
-    "bighid", "boolstr", "nan_weight", "huge_shape", "bigvocab", "bos_huge",
+    "hf", "nofield", "arch", "lying", "dtype", "overlap", "rope_neg", "bighid", "boolstr",
+    "nan_weight", "huge_shape", "bigvocab", "bos_huge",
     // Valid-looking configs whose function rotq does not compute: refused, never approximated.
     "mistral_bias", "act_unknown", "window", "unknown_key", "quantized", "yarn", "rope_key",
     "model_type", "layer_types", "missing_bias"};
@@ -499,7 +499,9 @@ void make_fixtures(const rotq_test::TempDir& d, const std::string& args) {
   });
   patch_config("unknown_key", [](json& j) { j["rope_interleaved"] = true; });
   patch_config("quantized", [](json& j) { j["quantization_config"] = {{"quant_method", "gptq"}}; });
-  patch_config("yarn", [](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; });
+  patch_config("yarn", [](json& j) {
+    j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  });
   patch_config("rope_key", [](json& j) {
     j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}, {"beta_fast", 32}};
   });
@@ -727,7 +729,8 @@ INSTANTIATE_TEST_SUITE_P(
         // Config fields and tensors: computed or refused with the field named.
         BadInput{"attention_bias_on_mistral", "info {dir}/mistral_bias", "attention_bias"},
         BadInput{"unknown_activation", "info {dir}/act_unknown", "hidden_act 'gelu_fast'"},
-        BadInput{"window_shorter_than_sequence", "ppl --model {dir}/window --text {text} --seqlen 64",
+        BadInput{"window_shorter_than_sequence",
+                 "ppl --model {dir}/window --text {text} --seqlen 64",
                  "sliding_window 32 is shorter than this sequence of 64 tokens"},
         BadInput{"unknown_config_key", "info {dir}/unknown_key", "config key 'rope_interleaved'"},
         BadInput{"quantized_checkpoint", "info {dir}/quantized", "quantization_config"},

@@ -5,7 +5,7 @@
 #
 #   tests/make_tokenizer_reference.sh [BUILD_DIR] [MODULES_DIR]
 #
-# BUILD_DIR (default build) holds tests/rotq_tests; MODULES_DIR is where
+# BUILD_DIR (default build) is the configured build directory; MODULES_DIR is where
 # `npm install @huggingface/tokenizers` is (or will be) run (default: a temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +21,8 @@ fi
 installed=$(node -p "require('$modules/node_modules/@huggingface/tokenizers/package.json').version")
 shared=${ROTQ_SHARED_DATA:-../shared/data}
 
-ROTQ_TOKENIZER_REFERENCE_OUT="$work" "$build/tests/rotq_tests" \
-  --gtest_filter='TokenizerJsonReference.WriteInputsForTheGenerator' >/dev/null
+cmake --build "$build" --target rotq_tokenizer_reference_inputs >/dev/null
+"$build/tests/rotq_tokenizer_reference_inputs" "$work"
 for name in llama3 qwen3 gpt2-style split-isolated-removed; do
   dir="$work/$name"
   [[ -d "$dir" ]] || dir="$shared/tokenizers/$name"

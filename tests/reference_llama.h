@@ -107,7 +107,8 @@ inline std::vector<Vec> reference_logits(const rotq::Model& m, const std::vector
             fnorm = to_vec(m.weights.final_norm);
   const Vec inv_freq = reference_inv_freq(c);
   std::vector<Vec> x(T);
-  for (size_t t = 0; t < T; ++t) x[t] = Vec(emb.begin() + tokens[t] * D, emb.begin() + (tokens[t] + 1) * D);
+  for (size_t t = 0; t < T; ++t)
+    x[t] = Vec(emb.begin() + tokens[t] * D, emb.begin() + (tokens[t] + 1) * D);
 
   auto rope = [&](Vec& v, size_t heads, size_t pos) {
     for (size_t h = 0; h < heads; ++h) {

@@ -29,8 +29,8 @@ const std::string kStories = rotq_test::shared_data("models/stories260K/stories2
 // `extra` adds --dims keys: the biases and activations of other LLaMA-family configs.
 Model synthetic_model(at::ScalarType dtype, const std::string& extra = "") {
   rotq::ModelConfig cfg = rotq::synth_preset("tiny");
-  rotq::apply_dims(cfg, "dim=192,hidden=688,layers=2,heads=6,kv_heads=2,vocab=300,tied=0,ctx=128" +
-                            extra);
+  rotq::apply_dims(
+      cfg, "dim=192,hidden=688,layers=2,heads=6,kv_heads=2,vocab=300,tied=0,ctx=128" + extra);
   Model m = rotq::make_synthetic_model(cfg, 5, dtype);
   // Non-trivial (seeded) norm scales, so that norm fusion is exercised.
   uint64_t stream = 0;

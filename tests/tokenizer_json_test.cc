@@ -5,14 +5,13 @@
 // BOS policy read from the tokenizer's own files, and one clear line for each malformed file.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
-#include <map>
-#include <future>
 #include <fstream>
+#include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
-
-#include <algorithm>
 
 #include "models/byte_level.h"
 #include "models/byte_level_bpe.h"
@@ -24,173 +23,17 @@
 #include "tests/test_util.h"
 #include "tests/tokenizer_reference.h"
 
-namespace rotq_test {
-
-void IdDigest::add(int32_t id) {
-  const auto u = static_cast<uint32_t>(id);
-  for (int k = 0; k < 4; ++k) {
-    const uint64_t b = (u >> (8 * k)) & 0xFFu;
-    hash_ = (hash_ ^ b) * 0x100000001b3ull;
-    chunk_ = (chunk_ ^ b) * 0x100000001b3ull;
-  }
-  if (++count_ % kChunk == 0) {
-    char buf[17];
-    std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(chunk_));
-    chunks_.push_back(buf);
-    chunk_ = 0xcbf29ce484222325ull;
-  }
-}
-
-std::string IdDigest::hex() const {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(hash_));
-  return buf;
-}
-
-std::vector<std::string> IdDigest::chunks() const {
-  std::vector<std::string> all = chunks_;
-  if (count_ % kChunk != 0) {
-    char buf[17];
-    std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(chunk_));
-    all.push_back(buf);
-  }
-  return all;
-}
-
-std::vector<TokenizerInput> tokenizer_reference_inputs() {
-  std::vector<TokenizerInput> inputs;
-  inputs.push_back({"wikitext-2 test", {rotq::read_file_bytes(shared_data("text/wikitext-2-raw/wiki.test.raw"))}});
-  inputs.push_back({"wikitext-2 train slice", {rotq::read_file_bytes(shared_data("text/wikitext-2-raw/wiki.train.slice.txt"))}});
-  inputs.push_back({"torture", {rotq::read_file_bytes(std::string(ROTQ_SOURCE_DIR) + "/tests/data/tokenizer_torture.txt")}});
-  // The torture file line by line too: each line then starts a text, as a task prompt does.
-  {
-    TokenizerInput lines{"torture lines", {}};
-    std::istringstream in(inputs.back().texts[0]);
-    for (std::string line; std::getline(in, line);) lines.texts.push_back(line);
-    inputs.push_back(std::move(lines));
-  }
-  for (const char* task : {"arc_easy", "arc_challenge", "boolq", "copa", "hellaswag",
-                           "lambada_openai", "openbookqa", "piqa", "social_iqa", "winogrande",
-                           "mmlu"}) {
-    const rotq::TaskSpec& spec = rotq::find_task(task);
-    TokenizerInput in{std::string("task ") + task, {}};
-    for (const rotq::TaskDoc& doc : rotq::load_task_docs(spec, rotq::task_path(spec, "", shared_data("tasks")))) {
-      const std::string* previous = nullptr;
-      for (const auto& [context, continuation] : doc.requests) {
-        if (previous == nullptr || *previous != context) in.texts.push_back(context);
-        previous = &context;
-        in.texts.push_back(continuation);
-        in.texts.push_back(context + continuation);
-      }
-    }
-    inputs.push_back(std::move(in));
-  }
-  return inputs;
-}
-
-}  // namespace rotq_test
-
 namespace {
 
 using rotq_test::IdDigest;
+using rotq_test::read_json;
+using rotq_test::tokenizer_dir;
 using rotq_test::TokenizerInput;
+using rotq_test::Variant;
+using rotq_test::variants;
+using rotq_test::write_text;
+using rotq_test::write_variant;
 using json = nlohmann::json;
-
-std::string tokenizer_dir(const std::string& name) {
-  return rotq_test::shared_data("tokenizers/" + name);
-}
-
-json read_json(const std::string& path) { return json::parse(rotq::read_file_bytes(path)); }
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-// Variants of the real files that exercise what neither real tokenizer uses: GPT-2's ByteLevel
-// regex with a prefix space, NFKC, added tokens with lstrip/rstrip/normalized, a literal Split
-// pattern, the Removed behaviour, merges without ignore_merges, and a template that prepends BOS.
-// (The JavaScript reference ignores single_word and implements only the Isolated and Removed
-// behaviours; those others are checked below against `tokenizers`' own semantics.)
-struct Variant {
-  std::string name;
-  std::string base;  // real tokenizer directory name
-  void (*edit)(json* tokenizer, json* config);
-};
-
-void add_token(json* t, const std::string& content, bool special, bool lstrip, bool rstrip,
-               bool single_word, bool normalized) {
-  int64_t next = 0;
-  for (const auto& [tok, id] : (*t)["model"]["vocab"].items()) next = std::max<int64_t>(next, id.get<int64_t>() + 1);
-  for (const auto& a : (*t)["added_tokens"]) next = std::max<int64_t>(next, a["id"].get<int64_t>() + 1);
-  (*t)["added_tokens"].push_back({{"id", next},
-                                  {"content", content},
-                                  {"single_word", single_word},
-                                  {"lstrip", lstrip},
-                                  {"rstrip", rstrip},
-                                  {"normalized", normalized},
-                                  {"special", special}});
-}
-
-const std::vector<Variant>& variants() {
-  static const std::vector<Variant> v = {
-      {"gpt2-style", "qwen3",
-       [](json* t, json* config) {
-         (*t)["normalizer"] = {{"type", "NFKC"}};
-         (*t)["pre_tokenizer"] = {{"type", "ByteLevel"},
-                                  {"add_prefix_space", true},
-                                  {"trim_offsets", true},
-                                  {"use_regex", true}};
-         add_token(t, "<mask>", true, /*lstrip=*/true, false, false, false);
-         add_token(t, "[SEP]", true, false, /*rstrip=*/true, false, false);
-         add_token(t, "Ⓐ", false, false, false, false, /*normalized=*/true);
-         (*config)["add_prefix_space"] = true;
-       }},
-      {"split-isolated-removed", "llama3",
-       [](json* t, json* config) {
-         json split_regex = (*t)["pre_tokenizer"]["pretokenizers"][0];
-         (*t)["pre_tokenizer"]["pretokenizers"] = json::array(
-             {{{"type", "Split"},
-               {"pattern", {{"String", "\n\n"}}},
-               {"behavior", "Isolated"},
-               {"invert", false}},
-              {{"type", "Split"},
-               {"pattern", {{"Regex", "[\u00a0\u3000]"}}},
-               {"behavior", "Removed"},
-               {"invert", false}},
-              split_regex,
-              {{"type", "ByteLevel"},
-               {"add_prefix_space", false},
-               {"trim_offsets", true},
-               {"use_regex", false}}});
-         (*t)["model"]["ignore_merges"] = false;
-         (*t)["post_processor"] = {
-             {"type", "TemplateProcessing"},
-             {"single", json::array({{{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}},
-                                     {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-             {"pair", json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                   {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-             {"special_tokens",
-              {{"<|begin_of_text|>",
-                {{"id", "<|begin_of_text|>"}, {"ids", {128000}}, {"tokens", {"<|begin_of_text|>"}}}}}}};
-         config->erase("bos_token");
-       }},
-  };
-  return v;
-}
-
-// Writes variant `v` as a tokenizer directory under `dir`.
-std::string write_variant(const Variant& v, const std::string& dir) {
-  json t = read_json(tokenizer_dir(v.base) + "/tokenizer.json");
-  json config = read_json(tokenizer_dir(v.base) + "/tokenizer_config.json");
-  v.edit(&t, &config);
-  const std::string out = dir + "/" + v.name;
-  std::filesystem::create_directories(out);
-  write_text(out + "/tokenizer.json", t.dump());
-  write_text(out + "/tokenizer_config.json", config.dump());
-  return out;
-}
 
 struct Digested {
   int64_t tokens = 0;
@@ -215,19 +58,8 @@ const std::vector<TokenizerInput>& inputs() {
   return all;
 }
 
-std::string reference_path() { return std::string(ROTQ_SOURCE_DIR) + "/tests/data/tokenizer_reference.json"; }
-
-// Generator mode (tests/make_tokenizer_reference.sh): write the inputs and the variants for the
-// JavaScript side instead of checking.
-const char* generator_dir() { return std::getenv("ROTQ_TOKENIZER_REFERENCE_OUT"); }
-
-TEST(TokenizerJsonReference, WriteInputsForTheGenerator) {
-  const char* out = generator_dir();
-  if (out == nullptr) GTEST_SKIP() << "only with ROTQ_TOKENIZER_REFERENCE_OUT (generator mode)";
-  std::ofstream f(std::string(out) + "/inputs.jsonl", std::ios::binary);
-  for (const TokenizerInput& in : inputs()) f << json{{"name", in.name}, {"texts", in.texts}}.dump() << "\n";
-  ASSERT_TRUE(f.good());
-  for (const Variant& v : variants()) write_variant(v, out);
+std::string reference_path() {
+  return std::string(ROTQ_SOURCE_DIR) + "/tests/data/tokenizer_reference.json";
 }
 
 struct Case {
@@ -236,13 +68,13 @@ struct Case {
 };
 
 std::vector<Case> reference_cases(const std::string& variant_dir) {
-  std::vector<Case> cases = {{"llama3", tokenizer_dir("llama3")}, {"qwen3", tokenizer_dir("qwen3")}};
+  std::vector<Case> cases = {{"llama3", tokenizer_dir("llama3")},
+                             {"qwen3", tokenizer_dir("qwen3")}};
   for (const Variant& v : variants()) cases.push_back({v.name, write_variant(v, variant_dir)});
   return cases;
 }
 
 TEST(TokenizerJsonReference, IdsMatchHuggingFaceJavaScript) {
-  if (generator_dir() != nullptr) GTEST_SKIP() << "generator mode";
   const json ref = read_json(reference_path());
   rotq_test::TempDir tmp;
   const std::vector<Case> cases = reference_cases(tmp.str());
@@ -278,7 +110,8 @@ TEST(TokenizerJsonReference, IdsMatchHuggingFaceJavaScript) {
       const auto deviation = deviations.find({c.name, in.name});
       if (deviation != deviations.end()) {
         bool present = false;
-        for (const std::string& t : in.texts) present = present || t.find(deviation->second) != std::string::npos;
+        for (const std::string& t : in.texts)
+          present = present || t.find(deviation->second) != std::string::npos;
         EXPECT_TRUE(present) << c.name << " / " << in.name << ": the exemption's cause is gone";
         continue;
       }
@@ -286,7 +119,8 @@ TEST(TokenizerJsonReference, IdsMatchHuggingFaceJavaScript) {
       if (got.fnv == e["fnv1a64"].get<std::string>()) continue;
       const auto want_chunks = e["chunks"].get<std::vector<std::string>>();
       size_t j = 0;
-      while (j < got.chunks.size() && j < want_chunks.size() && got.chunks[j] == want_chunks[j]) ++j;
+      while (j < got.chunks.size() && j < want_chunks.size() && got.chunks[j] == want_chunks[j])
+        ++j;
       ADD_FAILURE() << c.name << " / " << in.name << ": ids differ from the JavaScript reference, "
                     << "first in ids [" << j * IdDigest::kChunk << ", "
                     << (j + 1) * IdDigest::kChunk << ") of the input's stream";
@@ -297,7 +131,6 @@ TEST(TokenizerJsonReference, IdsMatchHuggingFaceJavaScript) {
 // decode(encode(t)) gives t back, normalized as the tokenizer normalizes (NFC for Qwen, NFKC for
 // the GPT-2-style variant, whose prefix space also comes back and is removed here).
 TEST(TokenizerJsonReference, DecodeInvertsEncode) {
-  if (generator_dir() != nullptr) GTEST_SKIP() << "generator mode";
   for (const std::string& name : {"llama3", "qwen3"}) {
     SCOPED_TRACE(name);
     const auto tok = rotq::load_tokenizer(tokenizer_dir(name));
@@ -305,7 +138,8 @@ TEST(TokenizerJsonReference, DecodeInvertsEncode) {
     for (const TokenizerInput& in : inputs()) {
       size_t bad = 0;
       for (const std::string& t : in.texts) {
-        const std::string want = nfc ? rotq::unicode::normalize(t, rotq::unicode::NormalForm::kNFC) : t;
+        const std::string want =
+            nfc ? rotq::unicode::normalize(t, rotq::unicode::NormalForm::kNFC) : t;
         if (tok->decode(tok->encode(t)) != want && bad++ == 0) {
           ADD_FAILURE() << name << " / " << in.name << ": decode(encode(text)) differs for text \""
                         << t.substr(0, 80) << "\"";
@@ -356,37 +190,51 @@ TEST(TokenizerJson, MalformedFilesAreRefusedWithOneLine) {
       {"merge without a space", [](json* t, json*) { (*t)["model"]["merges"][0] = "ĠĠ"; },
        "model.merges[0]: expected \"left right\""},
       {"vocabulary without a byte",
-       [](json* t, json*) { (*t)["model"]["vocab"].erase("Ā"); (*t)["model"]["merges"] = json::array(); },
+       [](json* t, json*) {
+         (*t)["model"]["vocab"].erase("Ā");
+         (*t)["model"]["merges"] = json::array();
+       },
        "no token for byte 0x0"},
       {"BPE dropout", [](json* t, json*) { (*t)["model"]["dropout"] = 0.1; }, "model.dropout"},
-      {"unsupported normalizer", [](json* t, json*) { (*t)["normalizer"] = {{"type", "Lowercase"}}; },
+      {"unsupported normalizer",
+       [](json* t, json*) {
+         (*t)["normalizer"] = {{"type", "Lowercase"}};
+       },
        "normalizer.type: \"Lowercase\" is not supported"},
       {"unsupported pre-tokenizer",
        [](json* t, json*) { (*t)["pre_tokenizer"]["pretokenizers"][0]["type"] = "Digits"; },
        "pre_tokenizer.pretokenizers[0].type: \"Digits\" is not supported"},
       {"regex that does not compile",
-       [](json* t, json*) { (*t)["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}+"; },
+       [](json* t, json*) {
+         (*t)["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}+";
+       },
        "does not compile"},
       {"no ByteLevel step",
        [](json* t, json*) { (*t)["pre_tokenizer"] = (*t)["pre_tokenizer"]["pretokenizers"][0]; },
        "has no ByteLevel step"},
-      {"truncation", [](json* t, json*) { (*t)["truncation"] = {{"max_length", 512}}; }, "truncation"},
+      {"truncation",
+       [](json* t, json*) {
+         (*t)["truncation"] = {{"max_length", 512}};
+       },
+       "truncation"},
       {"template appends EOS",
        [](json* t, json*) {
          (*t)["post_processor"] = {
              {"type", "TemplateProcessing"},
-             {"single", json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                     {{"SpecialToken", {{"id", "<|end_of_text|>"}, {"type_id", 0}}}}})},
-             {"special_tokens", {{"<|end_of_text|>", {{"id", "<|end_of_text|>"}, {"ids", {128001}}}}}}};
+             {"single",
+              json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                           {{"SpecialToken", {{"id", "<|end_of_text|>"}, {"type_id", 0}}}}})},
+             {"special_tokens",
+              {{"<|end_of_text|>", {{"id", "<|end_of_text|>"}, {"ids", {128001}}}}}}};
        },
        "a special token after the text"},
       {"config bos_token unknown", [](json*, json* c) { (*c)["bos_token"] = "<nope>"; },
        "bos_token: \"<nope>\" is not a token of the vocabulary"},
-      {"config add_eos_token", [](json*, json* c) { (*c)["add_eos_token"] = true; }, "add_eos_token"},
+      {"config add_eos_token", [](json*, json* c) { (*c)["add_eos_token"] = true; },
+       "add_eos_token"},
       {"config add_bos_token not a bool", [](json*, json* c) { (*c)["add_bos_token"] = "yes"; },
        "add_bos_token: expected true or false"},
-      {"added token id clashes",
-       [](json* t, json*) { (*t)["added_tokens"][0]["id"] = 5; },
+      {"added token id clashes", [](json* t, json*) { (*t)["added_tokens"][0]["id"] = 5; },
        "added_tokens[0]: id 5 is"},
   };
   const json base = read_json(tokenizer_dir("llama3") + "/tokenizer.json");
@@ -418,7 +266,8 @@ namespace {
 
 // A byte-level tokenizer.json with only the 256 byte tokens (ids 0..255, no merges), the given
 // pre-tokenizer and added tokens: enough to see pre-tokenization and added-token matching.
-std::unique_ptr<rotq::Tokenizer> tiny_tokenizer(const rotq_test::TempDir& tmp, const json& pre_tokenizer,
+std::unique_ptr<rotq::Tokenizer> tiny_tokenizer(const rotq_test::TempDir& tmp,
+                                                const json& pre_tokenizer,
                                                 const json& added = json::array()) {
   json vocab = json::object();
   for (int b = 0; b < 256; ++b) {
@@ -438,13 +287,14 @@ std::unique_ptr<rotq::Tokenizer> tiny_tokenizer(const rotq_test::TempDir& tmp, c
 }
 
 json split_then_bytes(const std::string& regex, const std::string& behavior, bool invert) {
-  return {{"type", "Sequence"},
-          {"pretokenizers",
-           json::array({{{"type", "Split"},
-                         {"pattern", {{"Regex", regex}}},
-                         {"behavior", behavior},
-                         {"invert", invert}},
-                        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}};
+  return {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       json::array({{{"type", "Split"},
+                     {"pattern", {{"Regex", regex}}},
+                     {"behavior", behavior},
+                     {"invert", invert}},
+                    {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}};
 }
 
 // The five delimiter behaviours on `tokenizers`' own example: words and punctuation as matches,
@@ -473,13 +323,16 @@ TEST(TokenizerJson, SplitBehavioursFollowTokenizers) {
 // of its own: only U+0020 may prefix a word).
 TEST(TokenizerJson, GptSplitTreatsBomAsNonSpace) {
   rotq_test::TempDir tmp;
-  const auto tok = tiny_tokenizer(tmp, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}});
+  const auto tok = tiny_tokenizer(
+      tmp, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}});
   const auto* bpe = dynamic_cast<const rotq::ByteLevelBpeTokenizer*>(tok.get());
   ASSERT_NE(bpe, nullptr);
   const auto spell = [](const std::string& s) { return rotq::byte_level::spell(s); };
-  EXPECT_EQ(bpe->pre_tokenize("a \xEF\xBB\xBF" "3"),
+  EXPECT_EQ(bpe->pre_tokenize("a \xEF\xBB\xBF"
+                              "3"),
             (std::vector<std::string>{"a", spell(" \xEF\xBB\xBF"), "3"}));
-  EXPECT_EQ(bpe->pre_tokenize("a \xC2\xA0" "b"),
+  EXPECT_EQ(bpe->pre_tokenize("a \xC2\xA0"
+                              "b"),
             (std::vector<std::string>{"a", spell(" "), spell("\xC2\xA0"), "b"}));
 }
 
@@ -487,11 +340,20 @@ TEST(TokenizerJson, GptSplitTreatsBomAsNonSpace) {
 // the white space beside it (and it is not encoded).
 TEST(TokenizerJson, AddedTokenFlags) {
   rotq_test::TempDir tmp;
-  const json added = json::array(
-      {{{"id", 256}, {"content", "fox"}, {"single_word", true}, {"lstrip", false}, {"rstrip", false},
-        {"normalized", false}, {"special", false}},
-       {{"id", 257}, {"content", "<m>"}, {"single_word", false}, {"lstrip", true}, {"rstrip", true},
-        {"normalized", false}, {"special", true}}});
+  const json added = json::array({{{"id", 256},
+                                   {"content", "fox"},
+                                   {"single_word", true},
+                                   {"lstrip", false},
+                                   {"rstrip", false},
+                                   {"normalized", false},
+                                   {"special", false}},
+                                  {{"id", 257},
+                                   {"content", "<m>"},
+                                   {"single_word", false},
+                                   {"lstrip", true},
+                                   {"rstrip", true},
+                                   {"normalized", false},
+                                   {"special", true}}});
   const auto tok = tiny_tokenizer(tmp, split_then_bytes("\\s+", "Isolated", false), added);
   auto count = [](const std::vector<int32_t>& ids, int32_t id) {
     return std::count(ids.begin(), ids.end(), id);

@@ -1,9 +1,11 @@
 // The texts rotq's byte-level BPE is checked on against Hugging Face's JavaScript tokenizers, and
 // the digest both sides compute over the ids. The reference digests are made by
-// tests/make_tokenizer_reference.sh and committed as tests/data/tokenizer_reference.json.
+// tests/make_tokenizer_reference.sh (with tests/tokenizer_reference_main.cc writing the inputs)
+// and committed as tests/data/tokenizer_reference.json.
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -39,5 +41,21 @@ class IdDigest {
   int64_t count_ = 0;
   std::vector<std::string> chunks_;
 };
+
+// Variants of the real tokenizer files that exercise what neither real tokenizer uses (see
+// variants() in tokenizer_reference.cc); each is a JSON edit of tokenizer.json and
+// tokenizer_config.json of `base` (a directory under ../shared/data/tokenizers).
+struct Variant {
+  std::string name;
+  std::string base;
+  void (*edit)(nlohmann::json* tokenizer, nlohmann::json* config);
+};
+const std::vector<Variant>& variants();
+// Writes variant `v` as DIR/NAME (tokenizer.json + tokenizer_config.json); returns that path.
+std::string write_variant(const Variant& v, const std::string& dir);
+
+std::string tokenizer_dir(const std::string& name);  // ../shared/data/tokenizers/NAME
+nlohmann::json read_json(const std::string& path);
+void write_text(const std::string& path, const std::string& text);  // throws on failure
 
 }  // namespace rotq_test
