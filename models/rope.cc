@@ -45,8 +45,8 @@ RopeCache make_rope_cache(const ModelConfig& cfg, int64_t max_pos, at::ScalarTyp
 at::Tensor apply_rope(const at::Tensor& x, const RopeCache& rope, int64_t pos0) {
   const int64_t T = x.size(-2);
   const int64_t half = x.size(-1) / 2;
-  require(pos0 + T <= rope.max_pos(), "RoPE: positions up to ", pos0 + T,
-          " exceed the cache of ", rope.max_pos());
+  require(pos0 + T <= rope.max_pos(), "RoPE: positions up to ", pos0 + T, " exceed the cache of ",
+          rope.max_pos());
   at::Tensor cos = rope.cos.narrow(0, pos0, T);
   at::Tensor sin = rope.sin.narrow(0, pos0, T);
   at::Tensor x1 = x.narrow(-1, 0, half);

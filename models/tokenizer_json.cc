@@ -122,7 +122,9 @@ void read_merges(const Source& src, const json& model,
 void read_model(const Source& src, const json& root, ByteLevelBpeSpec* spec,
                 std::unordered_map<std::string, int32_t>* ids) {
   const json& model = src.field(root, "model", "tokenizer");
-  const std::string type = model.value("type", std::string("BPE"));
+  if (!model.is_object())
+    src.refuse("model", "expected an object, got " + model.dump().substr(0, 60));
+  const std::string type = model.contains("type") ? src.text(model, "type", "model") : "BPE";
   if (type != "BPE") {
     src.refuse("model.type", "\"" + type +
                                  "\" is not supported (rotq reads byte-level BPE tokenizer.json "
@@ -268,8 +270,8 @@ void require_byte_level(const Source& src, const json& root, const ByteLevelBpeS
                "SentencePiece-style tokenizer.json, e.g. LLaMA-2's, is read from its "
                "tokenizer.model)");
   }
-  const json& decoder = root.value("decoder", json());
-  if (decoder.is_null() || decoder.value("type", std::string()) != "ByteLevel") {
+  const json decoder = root.contains("decoder") ? root.at("decoder") : json();
+  if (!decoder.is_object() || !decoder.contains("type") || decoder.at("type") != "ByteLevel") {
     src.refuse("decoder", decoder.dump().substr(0, 80) + ": expected {\"type\": \"ByteLevel\"}");
   }
 }
@@ -279,7 +281,8 @@ void require_byte_level(const Source& src, const json& root, const ByteLevelBpeS
 // The special tokens a TemplateProcessing "single" template puts before the text (nullopt when
 // the post-processor has no template); refuses tokens after the text.
 std::optional<std::vector<int32_t>> template_prefix(const Source& src, const json& p,
-                                                    const std::string& where) {
+                                                    const std::string& where,
+                                                    const ByteLevelBpeSpec& spec) {
   if (p.is_null()) return std::nullopt;
   const std::string type = src.text(p, "type", where);
   if (type == "ByteLevel") return std::nullopt;  // offsets only
@@ -288,7 +291,8 @@ std::optional<std::vector<int32_t>> template_prefix(const Source& src, const jso
     if (!list.is_array()) src.refuse(where + ".processors", "expected a list");
     std::optional<std::vector<int32_t>> found;
     for (size_t i = 0; i < list.size(); ++i) {
-      auto t = template_prefix(src, list[i], where + ".processors[" + std::to_string(i) + "]");
+      auto t =
+          template_prefix(src, list[i], where + ".processors[" + std::to_string(i) + "]", spec);
       if (t && found) src.refuse(where, "two templates");
       if (t) found = std::move(t);
     }
@@ -325,6 +329,12 @@ std::optional<std::vector<int32_t>> template_prefix(const Source& src, const jso
     for (const json& v : entry_ids) prefix.push_back(src.id(v, where + ".special_tokens." + name));
   }
   if (!seen_text) src.refuse(where + ".single", "the template has no Sequence A (the text)");
+  for (int32_t id : prefix) {
+    if (static_cast<size_t>(id) >= spec.vocab.size() || spec.vocab[id].empty()) {
+      src.refuse(where + ".special_tokens",
+                 "id " + std::to_string(id) + " is not a token of the vocabulary");
+    }
+  }
   if (prefix.size() > 1) {
     src.refuse(where + ".single", "prepends " + std::to_string(prefix.size()) +
                                       " tokens: rotq prepends at most one (a BOS)");
@@ -383,7 +393,7 @@ BosPolicy decide_bos(const Source& json_src, const Source& config_src, const jso
   const json null_json;
   const auto prefix = template_prefix(
       json_src, root.contains("post_processor") ? root.at("post_processor") : null_json,
-      "post_processor");
+      "post_processor", spec);
   std::optional<bool> add_bos;
   std::optional<std::string> bos_token;
   if (config != nullptr) {
@@ -435,9 +445,11 @@ bool looks_like_json_object(const std::string& bytes) {
   return false;
 }
 
-ByteLevelBpeSpec parse_tokenizer_json(const std::string& text, const std::string& path,
-                                      const std::optional<std::string>& config_text,
-                                      const std::string& config_path) {
+namespace {
+
+ByteLevelBpeSpec parse_checked(const std::string& text, const std::string& path,
+                               const std::optional<std::string>& config_text,
+                               const std::string& config_path) {
   const Source src{path};
   const json root = parse_json(text, path);
   if (!root.is_object()) src.refuse("(root)", "expected a JSON object");
@@ -466,6 +478,20 @@ ByteLevelBpeSpec parse_tokenizer_json(const std::string& text, const std::string
     }
   }
   return spec;
+}
+
+}  // namespace
+
+ByteLevelBpeSpec parse_tokenizer_json(const std::string& text, const std::string& path,
+                                      const std::optional<std::string>& config_text,
+                                      const std::string& config_path) {
+  // Every structural check above names its key; this only turns a shape nobody anticipated into
+  // the same one-line error rather than a library exception.
+  try {
+    return parse_checked(text, path, config_text, config_path);
+  } catch (const json::exception& e) {
+    fail("tokenizer ", path, " (or ", config_path, "): unexpected JSON structure: ", e.what());
+  }
 }
 
 }  // namespace rotq

@@ -22,8 +22,8 @@ uint64_t uniform_below(std::mt19937_64& gen, uint64_t n) {
 
 }  // namespace
 
-at::Tensor calibration_windows(const std::vector<int32_t>& tokens, int64_t nsamples,
-                               int64_t seqlen, uint64_t seed) {
+at::Tensor calibration_windows(const std::vector<int32_t>& tokens, int64_t nsamples, int64_t seqlen,
+                               uint64_t seed) {
   require(nsamples > 0, "calibration: nsamples must be positive, got ", nsamples);
   require(seqlen > 0, "calibration: seqlen must be positive, got ", seqlen);
   const int64_t n = static_cast<int64_t>(tokens.size());

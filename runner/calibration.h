@@ -17,7 +17,7 @@ struct CalibOptions {
 
 // [nsamples, seqlen] int64 token windows. Throws rotq::Error when the text has no more than
 // `seqlen` tokens.
-at::Tensor calibration_windows(const std::vector<int32_t>& tokens, int64_t nsamples,
-                               int64_t seqlen, uint64_t seed);
+at::Tensor calibration_windows(const std::vector<int32_t>& tokens, int64_t nsamples, int64_t seqlen,
+                               uint64_t seed);
 
 }  // namespace rotq

@@ -15,7 +15,9 @@ class LocalComm final : public Comm {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string backend() const override { return "local"; }
-  void all_reduce(at::Tensor& t, ReduceOp) override { require(t.defined(), "all_reduce: undefined tensor"); }
+  void all_reduce(at::Tensor& t, ReduceOp) override {
+    require(t.defined(), "all_reduce: undefined tensor");
+  }
   void broadcast(at::Tensor& t, int root) override {
     require(root == 0, "broadcast: root ", root, " out of range for 1 rank");
   }

@@ -21,8 +21,8 @@ void Progress::update(int64_t done, double units) {
   const double t = elapsed();
   const double rate = t > 0 ? units / t : 0;
   const double eta = done > 0 ? t * static_cast<double>(total_ - done) / done : 0;
-  spdlog::info("{} {}/{} ({:.0f}%), {:.1f} {}/s, elapsed {:.1f}s, ETA {:.1f}s", what_, done,
-               total_, 100.0 * done / std::max<int64_t>(1, total_), rate, unit_, t, eta);
+  spdlog::info("{} {}/{} ({:.0f}%), {:.1f} {}/s, elapsed {:.1f}s, ETA {:.1f}s", what_, done, total_,
+               100.0 * done / std::max<int64_t>(1, total_), rate, unit_, t, eta);
 }
 
 }  // namespace rotq

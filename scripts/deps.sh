@@ -11,6 +11,7 @@ ROTQ_DEB_PACKAGES=(
   sentencepiece python3-sentencepiece       # spm_encode and the Python bindings: independent references for the tokenizer tests
   slurm-wlm                                 # a real single-node Slurm cluster for the submission tests
   python3-matplotlib                        # rotq inspect draws its PNGs with scripts/plot_inspect.py
+  clang-format                              # the style test (tests/format_check.sh)
   libpcre2-dev libutf8proc-dev              # tokenizer.json: the pre-tokenizer's Unicode regexes (PCRE2, UTF + UCP, JIT) and NFC
 )
 

@@ -9,9 +9,9 @@
 namespace rotq {
 
 struct GemmRate {
-  int64_t n = 0;         // square matrix size
-  double seconds = 0;    // best of the timed repetitions
-  double gflops = 0;     // 2n³ / seconds / 1e9
+  int64_t n = 0;       // square matrix size
+  double seconds = 0;  // best of the timed repetitions
+  double gflops = 0;   // 2n³ / seconds / 1e9
 };
 
 // Times an n×n×n matmul (after a warm-up) on `device` and returns the best of `reps` runs (a GPU's
