@@ -58,8 +58,8 @@ class CalibrationText {
  private:
   const Model& model_;
   const Tokenizer& tok_;
-  bool add_bos_;
   std::string path_;
+  bool add_bos_;
   std::optional<std::vector<int32_t>> tokens_;
 };
 
