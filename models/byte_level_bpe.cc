@@ -183,10 +183,6 @@ size_t ByteLevelBpeTokenizer::checked(int32_t id) const {
   return static_cast<size_t>(id);
 }
 
-std::string ByteLevelBpeTokenizer::normalize(std::string_view text) const {
-  return apply_normalizers(spec_, text);
-}
-
 std::vector<std::string> ByteLevelBpeTokenizer::pre_tokenize(std::string_view text) const {
   static const PreTokenizerStep gpt2_split = [] {
     PreTokenizerStep s;
@@ -288,7 +284,7 @@ std::vector<int32_t> ByteLevelBpeTokenizer::encode(std::string_view text) const 
       continue;
     }
     const std::string normalized =
-        normalize(std::string_view(valid).substr(raw.begin, raw.end - raw.begin));
+        apply_normalizers(spec_, std::string_view(valid).substr(raw.begin, raw.end - raw.begin));
     if (normalized_added_->empty()) {
       encode_text(normalized, &cache, &ids);
       continue;

@@ -45,7 +45,6 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
  private:
   using WordCache = std::unordered_map<std::string, std::vector<int32_t>>;
   size_t checked(int32_t id) const;
-  std::string normalize(std::string_view text) const;
   void encode_text(std::string_view normalized, WordCache* cache, std::vector<int32_t>* out) const;
   void encode_word(const std::string& word, WordCache* cache, std::vector<int32_t>* out) const;
   std::vector<int32_t> merge_word(const std::string& word) const;

@@ -38,6 +38,16 @@ struct Source {
     return v.get<std::string>();
   }
 
+  // Calls f(item, its key path) for each item of the list j[key] (a Sequence's components).
+  template <typename F>
+  void each(const json& j, const std::string& key, const std::string& where, F f) const {
+    const json& list = field(j, key, where);
+    if (!list.is_array()) refuse(where + "." + key, "expected a list");
+    for (size_t i = 0; i < list.size(); ++i) {
+      f(list[i], where + "." + key + "[" + std::to_string(i) + "]");
+    }
+  }
+
   int32_t id(const json& v, const std::string& where) const {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
         v.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
@@ -181,11 +191,9 @@ void read_normalizer(const Source& src, const json& n, const std::string& where,
   if (n.is_null()) return;
   const std::string type = src.text(n, "type", where);
   if (type == "Sequence") {
-    const json& list = src.field(n, "normalizers", where);
-    if (!list.is_array()) src.refuse(where + ".normalizers", "expected a list");
-    for (size_t i = 0; i < list.size(); ++i) {
-      read_normalizer(src, list[i], where + ".normalizers[" + std::to_string(i) + "]", spec);
-    }
+    src.each(n, "normalizers", where, [&](const json& item, const std::string& at) {
+      read_normalizer(src, item, at, spec);
+    });
     return;
   }
   static const std::unordered_map<std::string, unicode::NormalForm> forms = {
@@ -224,11 +232,9 @@ void read_pre_tokenizer(const Source& src, const json& p, const std::string& whe
   if (p.is_null()) return;
   const std::string type = src.text(p, "type", where);
   if (type == "Sequence") {
-    const json& list = src.field(p, "pretokenizers", where);
-    if (!list.is_array()) src.refuse(where + ".pretokenizers", "expected a list");
-    for (size_t i = 0; i < list.size(); ++i) {
-      read_pre_tokenizer(src, list[i], where + ".pretokenizers[" + std::to_string(i) + "]", spec);
-    }
+    src.each(p, "pretokenizers", where, [&](const json& item, const std::string& at) {
+      read_pre_tokenizer(src, item, at, spec);
+    });
     return;
   }
   PreTokenizerStep step;
@@ -287,15 +293,12 @@ std::optional<std::vector<int32_t>> template_prefix(const Source& src, const jso
   const std::string type = src.text(p, "type", where);
   if (type == "ByteLevel") return std::nullopt;  // offsets only
   if (type == "Sequence") {
-    const json& list = src.field(p, "processors", where);
-    if (!list.is_array()) src.refuse(where + ".processors", "expected a list");
     std::optional<std::vector<int32_t>> found;
-    for (size_t i = 0; i < list.size(); ++i) {
-      auto t =
-          template_prefix(src, list[i], where + ".processors[" + std::to_string(i) + "]", spec);
+    src.each(p, "processors", where, [&](const json& item, const std::string& at) {
+      auto t = template_prefix(src, item, at, spec);
       if (t && found) src.refuse(where, "two templates");
       if (t) found = std::move(t);
-    }
+    });
     return found;
   }
   if (type != "TemplateProcessing") {

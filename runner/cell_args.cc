@@ -308,7 +308,7 @@ void add_cell_options(CLI::App* cmd, CellArgs& a) {
                   "zero-shot tasks: names (arc_easy,piqa,...), zeroshot (the papers' nine), all, "
                   "or NAME=PATH to read a task from PATH (comma-separated)");
   cmd->add_option("--tasks-dir", a.tasks_dir,
-                  "directory of the task files (e.g. ../shared/data/tasks)");
+                  "directory of the task files (e.g. data/tasks, the vendored first 100 of each)");
   cmd->add_option("--limit", a.tasks_limit,
                   "score only the first N examples of each task (MMLU: of each subject)");
   cmd->add_option("--batch-size", a.tasks_batch, "task sequences per forward")

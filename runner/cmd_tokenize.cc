@@ -17,6 +17,11 @@ struct TokenizeArgs {
   bool whole = false;
 };
 
+void print_ids(const std::vector<int32_t>& ids) {
+  for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+  std::cout << "\n";
+}
+
 void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
   rt.init();
   auto tok = load_tokenizer(a.tokenizer);
@@ -24,9 +29,7 @@ void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
                                 ? std::string(std::istreambuf_iterator<char>(std::cin), {})
                                 : read_file_bytes(a.text);
   if (a.whole && !a.decode) {
-    const std::vector<int32_t> ids = encode_with_bos(*tok, input, a.bos);
-    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
-    std::cout << "\n";
+    print_ids(encode_with_bos(*tok, input, a.bos));
     return;
   }
   std::istringstream lines(input);
@@ -40,9 +43,7 @@ void run_tokenize(Runtime& rt, const TokenizeArgs& a) {
       std::cout << tok->decode(v) << "\n";
       continue;
     }
-    const std::vector<int32_t> ids = encode_with_bos(*tok, line, a.bos);
-    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
-    std::cout << "\n";
+    print_ids(encode_with_bos(*tok, line, a.bos));
   }
 }
 

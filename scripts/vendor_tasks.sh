@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Vendors the first N examples (default 100) of each of the papers' nine zero-shot tasks from
-# ../shared/data/tasks into data/tasks (the quickstart's task table on a fresh machine).
+# A maintainer's tool, never run by rotq, its tests or the quickstart: vendors the first N
+# examples of each of the papers' nine zero-shot tasks from a full copy of the task files into
+# data/tasks (what the quickstart reads on a fresh machine, committed).
+#   scripts/vendor_tasks.sh TASKS_DIR [N=100]
 set -euo pipefail
-N=${1:-100}
-SRC=${ROTQ_SHARED_DATA:-$(dirname "$0")/../../shared/data}/tasks
+SRC=${1:?usage: scripts/vendor_tasks.sh TASKS_DIR [N]}
+N=${2:-100}
 DST=$(dirname "$0")/../data/tasks
 mkdir -p "$DST"
 for f in arc_challenge arc_easy boolq hellaswag_val_1k lambada_openai openbookqa piqa winogrande; do
