@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "models/quant_hooks.h"
+#include "runner/cell_options.h"
 #include "runner/cmd_common.h"
 #include "runner/task_eval.h"
 #include "solvers/error.h"

@@ -4,6 +4,8 @@
 
 #include <random>
 
+#include "runner/perplexity.h"
+#include "runner/text.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -38,6 +40,21 @@ at::Tensor calibration_windows(const std::vector<int32_t>& tokens, int64_t nsamp
     for (int64_t t = 0; t < seqlen; ++t) p[s * seqlen + t] = tokens[start + t];
   }
   return out;
+}
+
+std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path, bool add_bos) {
+  const TextFormat fmt = resolve_text_format(TextFormat::kAuto, path);
+  return encode_with_bos(tok, read_text(path, fmt), add_bos);
+}
+
+at::Tensor CalibrationText::windows(int64_t nsamples, int64_t seqlen, uint64_t seed,
+                                    const char* who, const char* flag) {
+  require(!path_.empty(), who, " needs calibration text (--calib FILE)");
+  if (seqlen <= 0) seqlen = default_window(model_.config);
+  require(seqlen <= model_.config.max_seq_len, flag, " ", seqlen,
+          " exceeds the model's context of ", model_.config.max_seq_len, " tokens");
+  if (!tokens_) tokens_ = tokenize_file(tok_, path_, add_bos_);
+  return calibration_windows(*tokens_, nsamples, seqlen, seed);
 }
 
 }  // namespace rotq

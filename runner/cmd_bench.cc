@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
+#include "runner/cell_options.h"
 #include "runner/cmd_common.h"
 #include "runner/perplexity.h"
 #include "runner/quant_pipeline.h"
@@ -122,7 +123,7 @@ void run_quant_bench(Runtime& rt, const QuantBenchArgs& a) {
     const ModelOptions mo = nth_model(a.models, a.tokenizers, i);
     LoadedModel lm = load_for_command(mo, true);
     QuantCell cell;
-    cell.rotation = RotationSpec::parse(a.rotation);
+    cell.rotation = rotation_spec(a.rotation);
     cell.weights.method = WeightMethod::kGptq;
     cell.weights.spec.bits = a.w_bits;
     cell.weights.spec.mse_clip = true;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "models/files.h"
+#include "runner/cell_options.h"
 #include "runner/comm.h"
 #include "runner/device.h"
 #include "runner/log.h"
@@ -49,19 +50,23 @@ void Runtime::init() {
                 comm->rank(), comm->size(), n);
 }
 
-void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer) {
+void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer, bool with_runtime) {
   cmd->add_option("--model", o.model, "llama2.c .bin file or HF checkpoint directory")->required();
   if (with_tokenizer) {
     cmd->add_option("--tokenizer", o.tokenizer,
                     "tokenizer.model, tokenizer.bin or tokenizer.json (default: the one in the "
                     "model directory)");
   }
-  cmd->add_option("--dtype", o.dtype, "compute dtype: float32, float64 or bfloat16")
-      ->capture_default_str()
-      ->check(schema_validator("runtime.dtype"));
-  cmd->add_option("--device", o.device,
-                  "compute device: cpu, cuda (this rank's GPU) or cuda:N; weights are moved there")
-      ->capture_default_str();
+  if (with_runtime) {
+    cmd->add_option("--dtype", o.dtype, "compute dtype: float32, float64 or bfloat16")
+        ->capture_default_str()
+        ->check(schema_validator("runtime.dtype"));
+    cmd->add_option(
+           "--device", o.device,
+           "compute device: cpu, cuda (this rank's GPU) or cuda:N; weights are moved there")
+        ->capture_default_str()
+        ->check(schema_validator("runtime.device"));
+  }
   cmd->add_flag("--json", o.json, "print one JSON object per result line");
 }
 

@@ -36,7 +36,10 @@ struct ModelOptions {
   bool json = false;
 };
 
-void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer = true);
+// --model, --tokenizer, --json, and (with_runtime) --dtype/--device; commands that take a cell's
+// options get dtype and device from those (runner/cell_options.h).
+void add_model_options(CLI::App* cmd, ModelOptions& o, bool with_tokenizer = true,
+                       bool with_runtime = true);
 
 // --tokenizer if given, else the tokenizer bundled in the HF directory, else an error.
 std::unique_ptr<Tokenizer> open_tokenizer(const ModelOptions& o, const CheckpointReader& reader);
@@ -62,14 +65,6 @@ void print_json_line(Comm& comm, const nlohmann::json& j);
 void print_table(Comm& comm, const std::vector<std::string>& header,
                  const std::vector<std::vector<std::string>>& rows);
 std::string fmt_double(double v, int precision = 3);
-
-// The command-line flag of each experiment key it mirrors ("--seqlen" -> "evaluation.seqlen").
-const std::vector<std::pair<const char*, const char*>>& cell_option_keys();
-// A CLI11 check of a flag's value by the experiment schema's rule for `key` (runner/cell_args.cc).
-CLI::Validator schema_validator(const std::string& key);
-// Attaches schema_validator to every flag of cell_option_keys() that `cmd` has, so that a flag
-// accepts exactly what the experiment key accepts.
-void add_schema_checks(CLI::App* cmd);
 
 using CommandRegistrar = void (*)(CLI::App& app, Runtime& rt);
 void register_ppl(CLI::App& app, Runtime& rt);

@@ -10,6 +10,7 @@
 
 #include "runner/block_inputs.h"
 #include "runner/calibration.h"
+#include "runner/cell_options.h"
 #include "runner/cmd_common.h"
 #include "runner/dfrot_model.h"
 #include "runner/inspect.h"
@@ -56,8 +57,8 @@ double masked_mean(const at::Tensor& v, const at::Tensor& mask) {
 const char* site_label(BlockSite s) { return s == BlockSite::kAttn ? "attn" : "mlp"; }
 
 // R1 exactly as quantize-eval draws it for `kind` and `seed`.
-at::Tensor fixed_r1(RotationKind kind, uint64_t seed, const ModelConfig& c) {
-  RotationSpec s;
+at::Tensor fixed_r1(FixedRotation kind, uint64_t seed, const ModelConfig& c) {
+  FixedRotationSpec s;
   s.kind = kind;
   s.seed = seed;
   s.r2 = false;
@@ -68,10 +69,9 @@ at::Tensor fixed_r1(RotationKind kind, uint64_t seed, const ModelConfig& c) {
 at::Tensor learned_r1(const InspectArgs& a, const Model& model, const at::Tensor& windows,
                       Comm& comm, const Tokenizer& tok) {
   if (!a.rotations.empty()) return load_rotations(a.rotations, model.config).r1;
-  RotationSpec spec;
-  spec.seed = a.seed;
   if (a.learn == "dfrot") {
-    spec.kind = RotationKind::kDfrot;
+    RotationSpec spec = rotation_spec("dfrot");
+    spec.seed = a.seed;
     spec.dfrot.massive.threshold = a.threshold;
     spec.dfrot.log_every = 0;
     return dfrot_rotations(model, windows, spec, comm, &tok).rotations.r1;
@@ -135,8 +135,8 @@ void run_inspect(Runtime& rt, const InspectArgs& a) {
   const int64_t C = model.config.dim;
   const std::vector<NamedRotation> rots = {
       {"NR", at::Tensor()},
-      {"RO", fixed_r1(RotationKind::kRandom, a.seed, model.config)},
-      {"RH", fixed_r1(RotationKind::kHadamard, a.seed, model.config)},
+      {"RO", fixed_r1(FixedRotation::kRandom, a.seed, model.config)},
+      {"RH", fixed_r1(FixedRotation::kHadamard, a.seed, model.config)},
       {"learned", learned_r1(a, model, window, rt.c(), tok)}};
   if (!rt.c().is_root()) return;
   fs::create_directories(a.out);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "runner/cell_options.h"
 #include "runner/cmd_common.h"
 #include "runner/perplexity.h"
 #include "runner/text.h"

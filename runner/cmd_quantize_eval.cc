@@ -10,7 +10,7 @@
 #include <map>
 
 #include "models/files.h"
-#include "runner/cell_args.h"
+#include "runner/cell_options.h"
 #include "runner/cmd_common.h"
 #include "runner/comm_timed.h"
 #include "runner/quant_pipeline.h"
@@ -22,6 +22,18 @@
 
 namespace rotq {
 namespace {
+
+// quantize-eval / tasks: the cell's options (runner/cell_options.h) and what is not a cell option:
+// the model, the seed, output and presentation.
+struct QuantizeEvalArgs {
+  ModelOptions m;  // model, tokenizer, --json (dtype and device are cell options)
+  CellValues values;
+  uint64_t seed = 0;
+  std::string label;
+  std::string save;
+  std::string save_dtype = "float32";
+  std::string task_samples;
+};
 
 nlohmann::json learning_json(const RotationLearning& l) {
   if (l.loss.empty()) return nullptr;
@@ -39,8 +51,9 @@ nlohmann::json learning_json(const RotationLearning& l) {
   return j;
 }
 
-nlohmann::json cell_json(const CellArgs& a, const QuantCell& cell, const QuantCellResult& r,
+nlohmann::json cell_json(const QuantizeEvalArgs& a, const CellConfig& cfg, const QuantCellResult& r,
                          size_t eval, const Runtime& rt) {
+  const QuantCell& cell = cfg.quant;
   const ActivationQuant& acts = cell.acts.at(eval % cell.acts.size());
   const std::string text = cell.ppl_texts.empty() ? "" : cell.ppl_texts.at(eval / cell.acts.size());
   const PplResult ppl = eval < r.ppl.size() ? r.ppl[eval] : PplResult{};
@@ -49,7 +62,7 @@ nlohmann::json cell_json(const CellArgs& a, const QuantCell& cell, const QuantCe
       {"label", a.label},
       {"model", a.m.model},
       {"rotation", cell.rotation.describe()},
-      {"rotation_kind", rotation_kind_name(cell.rotation.kind)},
+      {"rotation_kind", cell.rotation.method},
       {"seed", a.seed},
       {"rotation_learning", learning_json(r.learning)},
       {"r2", cell.rotation.r2},
@@ -61,10 +74,10 @@ nlohmann::json cell_json(const CellArgs& a, const QuantCell& cell, const QuantCe
       {"a_bits", acts.act.bits},
       {"kv_bits", acts.k_cache.bits},
       {"acts", acts.describe()},
-      {"calib", a.calib},
+      {"calib", cell.calib_text},
       {"bos", r.bos.add},
       {"bos_source", r.bos.source},
-      {"nsamples", a.nsamples},
+      {"nsamples", cell.calib.nsamples},
       {"ppl_text", text},
       {"seqlen", ppl.seqlen},
       {"windows", ppl.windows},
@@ -82,13 +95,13 @@ nlohmann::json cell_json(const CellArgs& a, const QuantCell& cell, const QuantCe
       {"quant_gflops",
        r.weights.quant_seconds > 0 ? r.weights.quant_flops / r.weights.quant_seconds / 1e9 : 0.0},
       {"ranks", rt.comm->size()},
-      {"device", a.m.device},
-      {"dtype", a.m.dtype},
+      {"device", cfg.device},
+      {"dtype", cfg.dtype},
       {"version", rotq_version()}};
   return j;
 }
 
-void save_outputs(const CellArgs& a, const Model& model, const QuantCellResult& r,
+void save_outputs(const QuantizeEvalArgs& a, const Model& model, const QuantCellResult& r,
                   const nlohmann::json& record, const ModelOptions& mo,
                   const CheckpointReader& reader) {
   namespace fs = std::filesystem;
@@ -105,7 +118,7 @@ void save_outputs(const CellArgs& a, const Model& model, const QuantCellResult& 
 
 std::string fmt_metric(double v) { return v < 0 ? "-" : fmt_double(v, 4); }
 
-nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const QuantCellResult& r,
+nlohmann::json task_json(const QuantizeEvalArgs& a, const QuantCell& cell, const QuantCellResult& r,
                          const TaskScore& s, const ActivationQuant& acts, const Runtime& rt) {
   const auto opt = [](double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
   nlohmann::json j = {{"task", s.task},
@@ -128,7 +141,7 @@ nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const QuantCe
                       {"a_bits", acts.act.bits},
                       {"kv_bits", acts.k_cache.bits},
                       {"acts", acts.describe()},
-                      {"limit", a.tasks_limit},
+                      {"limit", cell.task_opts.limit},
                       {"bos", r.bos.add},
                       {"bos_source", r.bos.source},
                       {"ranks", rt.comm->size()},
@@ -150,7 +163,7 @@ nlohmann::json task_json(const CellArgs& a, const QuantCell& cell, const QuantCe
 
 // One line per task and activation configuration (JSON, or a table with the papers' zero-shot
 // average of each configuration when it has two or more of the nine tasks).
-void print_task_results(const CellArgs& a, const QuantCell& cell, const QuantCellResult& r,
+void print_task_results(const QuantizeEvalArgs& a, const QuantCell& cell, const QuantCellResult& r,
                         Runtime& rt) {
   if (r.tasks.empty()) return;
   std::vector<std::vector<std::string>> rows;
@@ -182,41 +195,44 @@ void print_task_results(const CellArgs& a, const QuantCell& cell, const QuantCel
       rows);
 }
 
-void run_quantize_eval(Runtime& rt, const CellArgs& a) {
+void run_quantize_eval(Runtime& rt, QuantizeEvalArgs a) {
   rt.init();
-  const QuantCell cell = make_cell(a);  // options are checked before the model is read
-  require(!a.ppl_texts.empty() || !a.tasks.empty() || !a.save.empty(),
+  const CellConfig cfg = cell_config(a.values, a.seed);  // checked before the model is read
+  const QuantCell& cell = cfg.quant;
+  require(!cell.ppl_texts.empty() || !cell.tasks.empty() || !a.save.empty(),
           "give --ppl-text or --tasks to evaluate, or --save to keep the result");
   if (!a.save.empty()) scalar_type_from_name(a.save_dtype);
+  a.m.dtype = cfg.dtype;
+  a.m.device = cfg.device;
+  QuantCell run = cell;
+  run.task_samples = a.task_samples;
   // Collectives are timed so that the record says how much of the run was communication.
   TimedComm comm(rt.c());
   Placement placement;
   const Placement* shard = nullptr;
   LoadedModel lm;
-  if (a.placement == "layers") {
+  if (cfg.placement == "layers") {
     require(a.save.empty(),
             "--save needs --placement replicated (a sharded model is not gathered)");
     lm = load_shard_for_command(a.m, comm, placement);
     shard = &placement;
   } else {
-    require(a.placement == "replicated", "--placement ", a.placement,
-            ": expected replicated or layers");
     lm = load_for_command(a.m, /*need_tokenizer=*/true);
   }
-  const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, cell, comm, shard);
+  const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, run, comm, shard);
   at::Tensor comm_stats = at::tensor({comm.seconds(), comm.bytes()}, at::kDouble);
   rt.c().all_reduce(comm_stats, ReduceOp::kMax);
   if (!a.save.empty()) {
     if (rt.c().is_root())
-      save_outputs(a, lm.model, r, cell_json(a, cell, r, 0, rt), a.m, *lm.reader);
+      save_outputs(a, lm.model, r, cell_json(a, cfg, r, 0, rt), a.m, *lm.reader);
     rt.c().barrier();
   }
   print_task_results(a, cell, r, rt);
-  if (a.ppl_texts.empty()) return;
+  if (cell.ppl_texts.empty()) return;
   std::vector<std::vector<std::string>> rows;
   for (size_t e = 0; e < r.ppl.size(); ++e) {
-    nlohmann::json j = cell_json(a, cell, r, e, rt);
-    j["placement"] = a.placement;
+    nlohmann::json j = cell_json(a, cfg, r, e, rt);
+    j["placement"] = cfg.placement;
     j["comm"] = {{"backend", rt.c().backend()},
                  {"seconds_max_rank", comm_stats[0].item<double>()},
                  {"bytes_max_rank", comm_stats[1].item<double>()}};
@@ -239,13 +255,24 @@ void run_quantize_eval(Runtime& rt, const CellArgs& a) {
   }
 }
 
+// The cell's options (the table's flags) and quantize-eval's own on `cmd`.
+void add_quantize_eval_options(CLI::App* cmd, QuantizeEvalArgs& a) {
+  add_model_options(cmd, a.m, /*with_tokenizer=*/true, /*with_runtime=*/false);
+  add_cell_flags(cmd, a.values);
+  cmd->add_option("--seed", a.seed, "seed of the rotations and the calibration windows")
+      ->capture_default_str();
+  cmd->add_option("--label", a.label, "a name for this configuration, recorded in --json output");
+  cmd->add_option("--samples", a.task_samples,
+                  "write every task example's scores here (JSON lines)");
+}
+
 }  // namespace
 
 void register_quantize_eval(CLI::App& app, Runtime& rt) {
-  auto a = std::make_shared<CellArgs>();
+  auto a = std::make_shared<QuantizeEvalArgs>();
   CLI::App* cmd = app.add_subcommand(
       "quantize-eval", "rotate, quantize and evaluate one configuration (16 bits: not quantized)");
-  add_cell_options(cmd, *a);
+  add_quantize_eval_options(cmd, *a);
   cmd->add_option("--save", a->save, "write the rotated, quantized model (HF directory)");
   cmd->add_option("--save-dtype", a->save_dtype, "storage dtype of --save")->capture_default_str();
   cmd->callback([a, &rt] { run_quantize_eval(rt, *a); });
@@ -281,14 +308,15 @@ void register_quantize_eval(CLI::App& app, Runtime& rt) {
     }
   });
 
-  auto t = std::make_shared<CellArgs>();
+  auto t = std::make_shared<QuantizeEvalArgs>();
   CLI::App* tasks = app.add_subcommand(
       "tasks",
       "zero-shot tasks and MMLU scored as lm-evaluation-harness does, on the model as loaded or "
       "rotated and quantized (the quantize-eval options)");
-  add_cell_options(tasks, *t);
+  add_quantize_eval_options(tasks, *t);
   tasks->callback([t, &rt] {
-    require(!t->tasks.empty(), "rotq tasks: give --tasks (e.g. --tasks arc_easy,piqa or zeroshot)");
+    require(!t->values.at("evaluation.tasks").empty(),
+            "rotq tasks: give --tasks (e.g. --tasks arc_easy,piqa or zeroshot)");
     run_quantize_eval(rt, *t);
   });
 }

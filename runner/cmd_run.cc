@@ -18,7 +18,7 @@
 #include <sstream>
 #include <tuple>
 
-#include "runner/cell_args.h"
+#include "runner/cell_options.h"
 #include "runner/cmd_common.h"
 #include "runner/comm.h"
 #include "runner/experiment.h"
@@ -31,70 +31,14 @@ namespace rotq {
 namespace {
 namespace fs = std::filesystem;
 
-CellArgs args_of(const Cell& c) {
-  CellArgs a;
-  a.m.model = c.model.path;
-  a.m.tokenizer = c.model.tokenizer;
-  a.m.dtype = c.at("runtime.dtype");
-  a.m.device = c.at("runtime.device");
-  a.placement = c.at("runtime.placement");
-  a.rotation = c.at("rotation.method");
-  a.seed = c.seed;
-  a.no_r2 = !c.flag("rotation.r2");
-  a.no_online = !c.flag("rotation.online");
-  a.fp_massive = c.number("rotation.fp_massive");
-  a.dfrot_gamma = c.at("rotation.dfrot.gamma");
-  a.dfrot_iters = c.integer("rotation.dfrot.iters");
-  a.dfrot_init = c.at("rotation.dfrot.init");
-  a.dfrot_rule = c.at("rotation.dfrot.rule");
-  a.dfrot_threshold = c.number("rotation.dfrot.threshold");
-  a.dfrot_sym = c.flag("rotation.dfrot.sym");
-  a.dfrot_sum = c.flag("rotation.dfrot.sum");
-  a.dfrot_layers = c.integer("rotation.dfrot.layers");
-  a.dfrot_nsamples = c.integer("rotation.dfrot.nsamples");
-  a.dfrot_seqlen = c.integer("rotation.dfrot.seqlen");
-  a.optrot_steps = c.integer("rotation.optrot.steps");
-  a.optrot_lr = c.number("rotation.optrot.lr");
-  a.optrot_norm = c.at("rotation.optrot.norm");
-  a.optrot_optimizer = c.at("rotation.optrot.optimizer");
-  a.optrot_constant_lr = c.flag("rotation.optrot.constant_lr");
-  a.optrot_matrices = c.at("rotation.optrot.matrices");
-  a.w_bits = static_cast<int>(c.integer("quantization.w_bits"));
-  a.w_quant = c.at("quantization.w_method");
-  a.w_group = c.integer("quantization.w_group");
-  a.w_asym = c.flag("quantization.w_asym");
-  a.no_w_clip = !c.flag("quantization.w_clip");
-  a.act_order = c.flag("quantization.act_order");
-  a.static_groups = c.flag("quantization.static_groups");
-  a.percdamp = c.number("quantization.percdamp");
-  a.gptq_block = c.integer("quantization.gptq_block");
-  a.hessian_dtype = c.at("quantization.hessian_dtype");
-  a.a_bits = static_cast<int>(c.integer("quantization.a_bits"));
-  a.a_clip = c.number("quantization.a_clip");
-  a.a_asym = c.flag("quantization.a_asym");
-  a.o_proj_per_head = c.flag("quantization.o_proj_per_head");
-  a.kv_bits = static_cast<int>(c.integer("quantization.kv_bits"));
-  a.kv_clip = c.number("quantization.kv_clip");
-  a.kv_group = c.integer("quantization.kv_group");
-  a.calib = c.at("calibration.text");
-  a.nsamples = c.integer("calibration.nsamples");
-  a.calib_seqlen = c.integer("calibration.seqlen");
-  a.ppl_texts = c.list("evaluation.ppl_texts");
-  a.acts_list = c.list("evaluation.acts");
-  a.seqlen = c.integer("evaluation.seqlen");
-  a.max_windows = c.integer("evaluation.max_windows");
-  a.batch = c.integer("evaluation.batch");
-  a.kl = c.flag("evaluation.kl");
-  a.tasks = c.list("evaluation.tasks");
-  a.tasks_dir = c.at("evaluation.tasks_dir");
-  a.tasks_limit = c.integer("evaluation.tasks_limit");
-  a.tasks_batch = c.integer("evaluation.tasks_batch");
-  const std::string& bos = c.at("evaluation.bos");
-  if (bos != "auto") a.bos = bos == "true";
-  a.tasks_max_length = c.integer("evaluation.tasks_max_length");
-  a.tasks_acts = c.list("evaluation.tasks_acts");
-  a.label = c.label();
-  return a;
+// The model a cell names, with its compute dtype and device.
+ModelOptions model_options(const Cell& c, const CellConfig& cfg) {
+  ModelOptions m;
+  m.model = c.model.path;
+  m.tokenizer = c.model.tokenizer;
+  m.dtype = cfg.dtype;
+  m.device = cfg.device;
+  return m;
 }
 
 std::string iso_time() {
@@ -152,8 +96,9 @@ void record_checksums(const Cell& c, std::map<std::string, std::string>& known,
 
 CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
                     std::map<std::string, std::string>& checksums) {
-  const CellArgs a = args_of(c);
-  const QuantCell qc = make_cell(a);
+  const CellConfig cfg = cell_config(c.values, c.seed);
+  const QuantCell& qc = cfg.quant;
+  const ModelOptions mo = model_options(c, cfg);
   Comm& comm = rt.c();
   CellRecord rec;
   rec.id = c.id;
@@ -168,10 +113,10 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
   rec.meta["start"] = iso_time();
   const auto t0 = std::chrono::steady_clock::now();
   Placement placement;
-  LoadedModel lm = a.placement == "layers" ? load_shard_for_command(a.m, comm, placement)
-                                           : load_for_command(a.m, /*need_tokenizer=*/true);
+  LoadedModel lm = cfg.placement == "layers" ? load_shard_for_command(mo, comm, placement)
+                                             : load_for_command(mo, /*need_tokenizer=*/true);
   const QuantCellResult r = run_quant_cell(lm.model, *lm.tokenizer, qc, comm,
-                                           a.placement == "layers" ? &placement : nullptr);
+                                           cfg.placement == "layers" ? &placement : nullptr);
   rec.meta["end"] = iso_time();
   rec.meta["rotq_version"] = rotq_version();
   rec.meta["libtorch_version"] = TORCH_VERSION;
@@ -180,7 +125,7 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
   rec.meta["hdf5_version"] = h5::library_version();
   rec.meta["ranks"] = std::to_string(comm.size());
   rec.meta["comm"] = comm.backend();
-  rec.meta["device"] = a.m.device;
+  rec.meta["device"] = cfg.device;
   rec.meta["host"] = host_name();
   rec.meta["bos"] = r.bos.add ? "true" : "false";
   rec.meta["bos_source"] = r.bos.source;
@@ -216,7 +161,7 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
     t.acts = acts.describe();
     t.a_bits = acts.act.bits;
     t.kv_bits = acts.k_cache.bits;
-    t.limit = a.tasks_limit;
+    t.limit = qc.task_opts.limit;
     rec.tasks.push_back(std::move(t));
   }
   rec.rotation_loss = r.learning.loss;
@@ -224,7 +169,7 @@ CellRecord run_cell(Runtime& rt, const Experiment& exp, const Cell& c,
     rec.series["layer_seconds"].push_back(s.seconds);
     rec.series["layer_quant_seconds"].push_back(s.quant_seconds);
   }
-  if (c.flag("runtime.save_rotations") && r.rotations.r1.defined()) {
+  if (cfg.save_rotations && r.rotations.r1.defined()) {
     const at::Tensor r1 = r.rotations.r1.to(at::kCPU, at::kDouble).contiguous();
     rec.r1_dim = r1.size(0);
     rec.r1.assign(r1.data_ptr<double>(), r1.data_ptr<double>() + r1.numel());
@@ -321,7 +266,6 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
     if (!c.at("calibration.text").empty()) texts.push_back(c.at("calibration.text"));
     try {
       task_files(c);
-      make_cell(args_of(c));  // options that constrain each other (e.g. tasks_acts within acts)
     } catch (const Error& e) {
       fail(exp.path, ": cell ", c.id, " (", c.label(), "): ", e.what());
     }

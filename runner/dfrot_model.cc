@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+
 #include "runner/block_inputs.h"
 #include "runner/pipeline.h"
 #include "solvers/error.h"
@@ -13,10 +15,7 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
                                  const RotationSpec& spec, Comm& comm, const Tokenizer* tok,
                                  const Placement* shard) {
   const ModelConfig& c = model.config;
-  require(spec.dfrot_init == RotationKind::kHadamard || spec.dfrot_init == RotationKind::kRandom ||
-              spec.dfrot_init == RotationKind::kNone,
-          "DFRot: the start must be hadamard, random or none");
-  RotationSpec start;
+  FixedRotationSpec start;
   start.kind = spec.dfrot_init;
   start.seed = spec.seed;
   start.r2 = spec.r2;
@@ -24,9 +23,9 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
   res.rotations = make_rotations(start, c.dim, c.head_dim, c.n_layers);
   at::Tensor r0 = res.rotations.r1.defined() ? res.rotations.r1 : at::eye(c.dim, at::kDouble);
   r0 = r0.to(model_device(model));  // the Procrustes iterations run where the tokens are
-  if (!res.rotations.r2.empty() && spec.dfrot_init == RotationKind::kNone && spec.r2) {
-    RotationSpec had = start;
-    had.kind = RotationKind::kHadamard;
+  if (!res.rotations.r2.empty() && spec.dfrot_init == FixedRotation::kNone && spec.r2) {
+    FixedRotationSpec had = start;
+    had.kind = FixedRotation::kHadamard;
     res.rotations.r2 = make_rotations(had, c.dim, c.head_dim, c.n_layers).r2;
   }
 
@@ -63,6 +62,43 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
                *std::min_element(res.trace.loss.begin(), res.trace.loss.end()), spec.dfrot.iters,
                res.trace.seconds);
   return res;
+}
+
+namespace {
+
+Rotations learn_dfrot(const RotationContext& ctx, RotationLearning& learned) {
+  const RotationSpec& spec = ctx.spec;
+  const at::Tensor windows = ctx.calib.windows(spec.dfrot_nsamples, spec.dfrot_seqlen,
+                                               ctx.calib_opts.seed, "DFRot", "--dfrot-seqlen");
+  DfrotModelResult d = dfrot_rotations(ctx.model, windows, spec, ctx.comm, &ctx.tok, ctx.shard);
+  learned.loss = d.trace.loss;
+  learned.seconds = d.trace.seconds;
+  learned.flops = d.trace.flops;
+  learned.calib_tokens = d.trace.tokens;
+  learned.massive_tokens = d.trace.massive;
+  learned.massive_report = d.massive_report;
+  d.rotations.r3 = d.rotations.r4 = spec.online;
+  return d.rotations;
+}
+
+std::string describe_dfrot(const RotationSpec& spec) {
+  const DfrotOptions& d = spec.dfrot;
+  const std::string g = std::isinf(d.gamma) ? "inf" : std::to_string(d.gamma).substr(0, 6);
+  return std::string(" from ") + fixed_rotation_name(spec.dfrot_init) + " gamma " + g + " iters " +
+         std::to_string(d.iters) + (d.symmetric ? " sym" : " asym") + " " +
+         massive_rule_name(d.massive.rule);
+}
+
+}  // namespace
+
+RotationMethod dfrot_rotation_method() {
+  RotationMethod m;
+  m.name = "dfrot";
+  m.summary = "R1 refined from calibration activations (massive tokens weighted by gamma)";
+  m.needs_calibration = true;
+  m.learn = learn_dfrot;
+  m.describe = describe_dfrot;
+  return m;
 }
 
 }  // namespace rotq

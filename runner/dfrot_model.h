@@ -9,9 +9,9 @@
 #include "models/tokenizer.h"
 #include "models/weights.h"
 #include "runner/placement.h"
+#include "runner/rotation_methods.h"
 #include "solvers/comm.h"
 #include "solvers/dfrot.h"
-#include "solvers/rotation.h"
 
 namespace rotq {
 

@@ -1,28 +1,18 @@
-// Experiment files (YAML): a documented schema of dotted keys with types, defaults and checks;
+// Experiment files (YAML): the keys of runner/cell_options.h in nested sections;
 // `sweep:` lists expanded into a grid of cells (and `zip:` groups that vary together); `seeds:` and
 // `models:` multiply the grid. Each cell is its fully resolved configuration (every schema key with
 // a value) and a stable id derived from it, so a cell is recognised across runs, machines and
 // orderings of the file. Errors name the key, the value and what was expected; unknown keys are
-// errors. experiments/README.md documents the schema (`rotq run --schema` prints it).
+// errors. experiments/README.md documents the keys (`rotq run --schema` prints them).
 #pragma once
 
 #include <map>
 #include <string>
 #include <vector>
 
+#include "runner/cell_options.h"
+
 namespace rotq {
-
-enum class KeyType { kInt, kDouble, kBool, kString, kStringList };
-
-struct SchemaKey {
-  std::string key;  // dotted, e.g. "quantization.w_bits"
-  KeyType type;
-  std::string default_value;  // canonical text ("" for a required key or an empty list)
-  std::string help;
-};
-
-// Every key an experiment may set (except the top-level name, output, models, seeds and sweep).
-const std::vector<SchemaKey>& experiment_schema();
 
 struct ModelEntry {
   std::string name;       // the row/column label in tables
@@ -35,8 +25,8 @@ struct Cell {
   std::string id;  // 16 hex digits of a hash of the resolved configuration
   ModelEntry model;
   uint64_t seed = 0;
-  std::map<std::string, std::string> values;  // schema key -> canonical value
-  std::vector<std::string> varied;            // the sweep keys (for labels), in file order
+  CellValues values;                // every key of cell_options() -> canonical value
+  std::vector<std::string> varied;  // the sweep keys (for labels), in file order
 
   const std::string& at(const std::string& key) const;
   int64_t integer(const std::string& key) const;
@@ -66,13 +56,5 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& ori
 // Cells whose id starts with, or whose label contains, each comma-separated term of `selector`
 // ("" selects all); a selector matching nothing is an error.
 std::vector<Cell> select_cells(const std::vector<Cell>& cells, const std::string& selector);
-
-// Checks one value of `key` as text (a command-line value, an element of a list key) by the
-// schema's type and range: the rule YAML files and command-line flags share. Throws rotq::Error
-// "AT: KEY = VALUE: expected ..." otherwise.
-void check_schema_value(const std::string& key, const std::string& text, const std::string& at);
-
-// The schema as a markdown table (rotq run --schema, experiments/README.md).
-std::string schema_markdown();
 
 }  // namespace rotq

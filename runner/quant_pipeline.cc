@@ -9,15 +9,12 @@
 #include <optional>
 
 #include "models/transformer.h"
-#include "runner/covariances.h"
 #include "runner/device.h"
-#include "runner/dfrot_model.h"
 #include "runner/pipeline.h"
 #include "runner/rotation_io.h"
 #include "runner/text.h"
 #include "solvers/error.h"
 #include "solvers/fusion.h"
-#include "solvers/optrot_model.h"
 
 namespace rotq {
 namespace {
@@ -30,100 +27,7 @@ double seconds_since(Clock::time_point t0, const Model& model) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::vector<int32_t> tokenize_file(const Tokenizer& tok, const std::string& path, bool add_bos) {
-  const TextFormat fmt = resolve_text_format(TextFormat::kAuto, path);
-  return encode_with_bos(tok, read_text(path, fmt), add_bos);
-}
-
-// The cell's calibration text, read and tokenized at most once however many stages (DFRot,
-// OptRot+, GPTQ) draw windows from it.
-class CalibrationText {
- public:
-  CalibrationText(const Model& model, const Tokenizer& tok, const std::string& path, bool add_bos)
-      : model_(model), tok_(tok), path_(path), add_bos_(add_bos) {}
-
-  // [nsamples, seqlen] windows (seqlen 0: min(2048, context)); `who` and `flag` name the stage
-  // and its window option in errors.
-  at::Tensor windows(int64_t nsamples, int64_t seqlen, uint64_t seed, const char* who,
-                     const char* flag) {
-    require(!path_.empty(), who, " needs calibration text (--calib FILE)");
-    if (seqlen <= 0) seqlen = default_window(model_.config);
-    require(seqlen <= model_.config.max_seq_len, flag, " ", seqlen,
-            " exceeds the model's context of ", model_.config.max_seq_len, " tokens");
-    if (!tokens_) tokens_ = tokenize_file(tok_, path_, add_bos_);
-    return calibration_windows(*tokens_, nsamples, seqlen, seed);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  const Model& model_;
-  const Tokenizer& tok_;
-  std::string path_;
-  bool add_bos_;
-  std::optional<std::vector<int32_t>> tokens_;
-};
-
-OptRotOptions optrot_options(const RotationSpec& spec) {
-  OptRotOptions o;
-  o.sgd.steps = spec.optrot_steps;
-  o.sgd.lr = spec.optrot_lr;
-  o.sgd.method = parse_manifold_optimizer(spec.optrot_optimizer);
-  o.sgd.cosine = spec.optrot_cosine;
-  o.norm = parse_optrot_norm(spec.optrot_norm);
-  o.matrices = parse_optrot_matrices(spec.optrot_matrices);
-  o.r2 = spec.r2;
-  return o;
-}
-
-// The learned rotations: OptRot from the weights, OptRot+ with calibration covariances, DFRot
-// from calibration activations. The model's norms are fused.
-Rotations learn_rotations(const Model& model, const Tokenizer& tok, const QuantCell& cell,
-                          CalibrationText& calib, Comm& comm, const Placement* shard,
-                          RotationLearning& learned) {
-  const RotationSpec& spec = cell.rotation;
-  Rotations rot;
-  if (spec.kind == RotationKind::kDfrot) {
-    const at::Tensor windows = calib.windows(spec.dfrot_nsamples, spec.dfrot_seqlen,
-                                             cell.calib.seed, "DFRot", "--dfrot-seqlen");
-    DfrotModelResult d = dfrot_rotations(model, windows, spec, comm, &tok, shard);
-    rot = d.rotations;
-    learned.loss = d.trace.loss;
-    learned.seconds = d.trace.seconds;
-    learned.flops = d.trace.flops;
-    learned.calib_tokens = d.trace.tokens;
-    learned.massive_tokens = d.trace.massive;
-    learned.massive_report = d.massive_report;
-  } else {
-    std::vector<LayerCovariances> covs;
-    if (spec.kind == RotationKind::kOptRotPlus) {
-      const at::Tensor windows = calib.windows(cell.calib.nsamples, cell.calib.seqlen,
-                                               cell.calib.seed, "OptRot+", "--calib-seqlen");
-      covs = collect_layer_covariances(model, windows, comm, /*batch=*/8, shard);
-    }
-    RotationTrace trace;
-    rot = optrot_rotations(model, optrot_options(spec), spec.seed, comm, &trace,
-                           covs.empty() ? nullptr : &covs);
-    learned.loss = trace.loss;
-    learned.seconds = trace.seconds;
-    learned.flops = trace.flops;
-  }
-  rot.r3 = rot.r4 = spec.online;
-  if (!spec.r2) rot.r2.assign(model.config.n_layers, at::Tensor());
-  return rot;
-}
-
 }  // namespace
-
-Rotations resolve_rotations(const RotationSpec& spec, const ModelConfig& config) {
-  Rotations rot = spec.kind == RotationKind::kFile
-                      ? load_rotations(spec.path, config)
-                      : make_rotations(spec, config.dim, config.head_dim, config.n_layers);
-  if (spec.kind != RotationKind::kFile) {
-    rot.r3 = rot.r4 = spec.online;
-  }
-  if (!spec.r2) rot.r2.assign(config.n_layers, at::Tensor());
-  return rot;
-}
 
 void rotate_model(Model& model, const Rotations& rot, bool rotate) {
   if (!rotate) return;
@@ -153,7 +57,7 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
           cell.task_opts.max_length, " exceeds the model's context of ", model.config.max_seq_len);
   TaskSamplesWriter samples(tasks.empty() ? "" : cell.task_samples, comm);
   CalibrationText calib(model, tok, cell.calib_text, res.bos.add);
-  const bool rotate = cell.rotation.kind != RotationKind::kNone || cell.rotation.online;
+  const bool rotate = find_rotation_method(cell.rotation.text())->rotates || cell.rotation.online;
 
   // Norms are folded first: the learned rotations see the norm-fused weights and x/rms(x).
   auto t = Clock::now();
@@ -161,11 +65,8 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   res.seconds.fuse = seconds_since(t, model);
 
   t = Clock::now();
-  if (cell.rotation.learned()) {
-    res.rotations = learn_rotations(model, tok, cell, calib, comm, shard, res.learning);
-  } else {
-    res.rotations = resolve_rotations(cell.rotation, model.config);
-  }
+  const RotationContext ctx{model, tok, cell.rotation, calib, cell.calib, comm, shard};
+  res.rotations = build_rotations(ctx, res.learning);
   res.seconds.rotate = seconds_since(t, model);
 
   t = Clock::now();

@@ -12,10 +12,10 @@
 #include "runner/calibration.h"
 #include "runner/perplexity.h"
 #include "runner/placement.h"
+#include "runner/rotation_methods.h"
 #include "runner/task_eval.h"
 #include "runner/weight_quant.h"
 #include "solvers/comm.h"
-#include "solvers/rotation.h"
 
 namespace rotq {
 
@@ -50,16 +50,6 @@ struct StageSeconds {
   double tasks = 0;     // zero-shot tasks, all activation configurations
 };
 
-// What a learned rotation's optimisation did (empty for fixed rotations).
-struct RotationLearning {
-  std::vector<double> loss;  // per step/iteration (OptRot's R1 or DFRot's R1)
-  double seconds = 0;
-  double flops = 0;
-  int64_t calib_tokens = 0;  // DFRot
-  int64_t massive_tokens = 0;
-  std::vector<std::string> massive_report;
-};
-
 struct QuantCellResult {
   BosPolicy bos;  // the policy the cell ran with, recorded with its results
   Rotations rotations;
@@ -72,9 +62,6 @@ struct QuantCellResult {
   std::vector<TaskScore> tasks;
   StageSeconds seconds;
 };
-
-// Rotation (R1, R2, R3/R4 flags) for `model` as the spec says (file rotations loaded and checked).
-Rotations resolve_rotations(const RotationSpec& spec, const ModelConfig& config);
 
 // Fuses norms and rotations when the spec rotates anything (as QuaRot: an unrotated baseline
 // keeps its norms).

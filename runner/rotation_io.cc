@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "models/safetensors.h"
+#include "runner/rotation_methods.h"
 #include "solvers/error.h"
 #include "solvers/parse.h"
 
@@ -75,6 +76,17 @@ Rotations load_rotations(const std::string& path, const ModelConfig& config) {
   rot.r3 = flag("r3");
   rot.r4 = flag("r4");
   return rot;
+}
+
+RotationMethod file_rotation_method() {
+  RotationMethod m;
+  m.name = "file";
+  m.summary = "R1/R2 (and R3/R4 flags) saved by an earlier run (quantize-eval --save)";
+  m.takes_argument = true;
+  m.fixed = [](const RotationSpec& spec, const ModelConfig& config) {
+    return load_rotations(spec.path, config);
+  };
+  return m;
 }
 
 }  // namespace rotq

@@ -100,8 +100,8 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
 Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
                            RotationTrace* trace, const std::vector<LayerCovariances>* covs) {
   const ModelConfig& c = model.config;
-  RotationSpec start;
-  start.kind = RotationKind::kHadamard;
+  FixedRotationSpec start;
+  start.kind = FixedRotation::kHadamard;
   start.seed = seed;
   start.r2 = opts.r2;
   Rotations init = make_rotations(start, c.dim, c.head_dim, c.n_layers);

@@ -10,71 +10,23 @@
 
 namespace rotq {
 
-const char* rotation_kind_name(RotationKind k) {
+const char* fixed_rotation_name(FixedRotation k) {
   switch (k) {
-    case RotationKind::kNone:
+    case FixedRotation::kNone:
       return "none";
-    case RotationKind::kRandom:
+    case FixedRotation::kRandom:
       return "random";
-    case RotationKind::kHadamard:
+    case FixedRotation::kHadamard:
       return "hadamard";
-    case RotationKind::kFile:
-      return "file";
-    case RotationKind::kOptRot:
-      return "optrot";
-    case RotationKind::kOptRotPlus:
-      return "optrot+";
-    case RotationKind::kDfrot:
-      return "dfrot";
   }
   return "?";
 }
 
-RotationSpec RotationSpec::parse(const std::string& text) {
-  RotationSpec s;
-  if (text == "none") {
-    s.kind = RotationKind::kNone;
-  } else if (text == "random") {
-    s.kind = RotationKind::kRandom;
-  } else if (text == "hadamard") {
-    s.kind = RotationKind::kHadamard;
-  } else if (text == "optrot") {
-    s.kind = RotationKind::kOptRot;
-  } else if (text == "optrot+") {
-    s.kind = RotationKind::kOptRotPlus;
-  } else if (text == "dfrot") {
-    s.kind = RotationKind::kDfrot;
-  } else if (text.rfind("file:", 0) == 0 && text.size() > 5) {
-    s.kind = RotationKind::kFile;
-    s.path = text.substr(5);
-  } else {
-    fail("rotation '", text,
-         "' is not one of none, random, hadamard, optrot, optrot+, dfrot, file:PATH");
+FixedRotation parse_fixed_rotation(const std::string& name) {
+  for (FixedRotation k : {FixedRotation::kNone, FixedRotation::kRandom, FixedRotation::kHadamard}) {
+    if (name == fixed_rotation_name(k)) return k;
   }
-  s.online = s.kind != RotationKind::kNone;
-  s.r2 = s.kind != RotationKind::kNone;
-  return s;
-}
-
-std::string RotationSpec::describe() const {
-  std::string d = kind == RotationKind::kFile ? "file:" + path : rotation_kind_name(kind);
-  if (kind != RotationKind::kNone && kind != RotationKind::kFile) {
-    d += " seed " + std::to_string(seed);
-  }
-  if (kind == RotationKind::kOptRot || kind == RotationKind::kOptRotPlus) {
-    d += " " + optrot_optimizer + " steps " + std::to_string(optrot_steps) + " lr " +
-         std::to_string(optrot_lr).substr(0, 6) + " " + optrot_norm;
-  }
-  if (kind == RotationKind::kDfrot) {
-    const std::string g =
-        std::isinf(dfrot.gamma) ? "inf" : std::to_string(dfrot.gamma).substr(0, 6);
-    d += std::string(" from ") + rotation_kind_name(dfrot_init) + " gamma " + g + " iters " +
-         std::to_string(dfrot.iters) + (dfrot.symmetric ? " sym" : " asym") + " " +
-         massive_rule_name(dfrot.massive.rule);
-  }
-  if (!r2 && kind != RotationKind::kNone) d += " no-R2";
-  if (online) d += " +R3R4";
-  return d;
+  fail("rotation '", name, "': expected none, random or hadamard");
 }
 
 uint64_t derive_seed(uint64_t seed, uint64_t stream) {
@@ -109,7 +61,7 @@ at::Tensor random_orthogonal(int64_t n, uint64_t seed) {
   return q * signs.unsqueeze(0);
 }
 
-Rotations make_rotations(const RotationSpec& spec, int64_t dim, int64_t head_dim,
+Rotations make_rotations(const FixedRotationSpec& spec, int64_t dim, int64_t head_dim,
                          int64_t n_layers) {
   Rotations rot;
   rot.r3 = rot.r4 = spec.online;
@@ -117,19 +69,12 @@ Rotations make_rotations(const RotationSpec& spec, int64_t dim, int64_t head_dim
   const auto make = [&](int64_t n, uint64_t stream) -> at::Tensor {
     const uint64_t s = derive_seed(spec.seed, stream);
     switch (spec.kind) {
-      case RotationKind::kRandom:
+      case FixedRotation::kRandom:
         return random_orthogonal(n, s);
-      case RotationKind::kHadamard:
+      case FixedRotation::kHadamard:
         return random_hadamard_matrix(n, s);
-      case RotationKind::kNone:
+      case FixedRotation::kNone:
         return at::Tensor();
-      case RotationKind::kFile:
-        fail("make_rotations: file rotations are loaded by load_rotations()");
-      case RotationKind::kOptRot:
-      case RotationKind::kOptRotPlus:
-      case RotationKind::kDfrot:
-        fail("make_rotations: ", rotation_kind_name(spec.kind),
-             " rotations are learned from the model (runner/quant_pipeline)");
     }
     return at::Tensor();
   };

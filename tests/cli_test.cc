@@ -611,7 +611,7 @@ INSTANTIATE_TEST_SUITE_P(
                  "quantization.w_bits = 0"},
         BadInput{"bad_group",
                  "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --w-bits 4 "
-                 "--w-group 48",
+                 "--w-quant rtn --w-group 48",
                  "48"},
         BadInput{"bad_acts",
                  "quantize-eval --model {model} --tokenizer {tok} --ppl-text {text} --acts 4x4",

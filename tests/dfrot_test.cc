@@ -143,8 +143,8 @@ class PlantedModel : public ::testing::Test {
     const auto tok = rotq::load_tokenizer(rotq_test::project_data("stories260K/tok512.bin"));
     rotq::Model m = model();
     rotq::QuantCell cell;
-    cell.rotation = rotq::RotationSpec::parse(rotation);
-    cell.rotation.dfrot_init = rotq::RotationSpec::parse(init).kind;
+    cell.rotation = rotq::rotation_spec(rotation);
+    cell.rotation.dfrot_init = rotq::parse_fixed_rotation(init);
     cell.rotation.dfrot.log_every = 0;
     rotq::ActivationQuant a = rotq::default_activation_quant(a_bits, 16);
     a.fp_massive = fp_massive;

@@ -4,10 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 
 #include "solvers/error.h"
+#include "tests/test_util.h"
 
 namespace {
 
@@ -236,11 +241,122 @@ TEST(Experiment, SelectCellsByIdPrefixOrLabel) {
   EXPECT_THROW(rotq::select_cells(e.cells, "method=spin"), rotq::Error);
 }
 
-TEST(Experiment, SchemaIsDocumented) {
-  const std::string md = rotq::schema_markdown();
-  for (const rotq::SchemaKey& k : rotq::experiment_schema()) {
-    EXPECT_NE(md.find("`" + k.key + "`"), std::string::npos) << k.key;
-    EXPECT_FALSE(k.help.empty()) << k.key;
+// experiments/README.md holds the table exactly as `rotq run --schema` prints it.
+TEST(Experiment, SchemaIsDocumentedVerbatim) {
+  std::ifstream in(std::string(ROTQ_SOURCE_DIR) + "/experiments/README.md");
+  ASSERT_TRUE(in.good());
+  const std::string readme((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(readme.find(rotq::schema_markdown()), std::string::npos)
+      << "experiments/README.md: replace the key table with `rotq run --schema`";
+}
+
+// One row per option: keys and flags unique, every row documented and landing somewhere, every
+// default accepted by its own row.
+TEST(Experiment, OptionTableIsWellFormed) {
+  std::set<std::string> keys, flags;
+  for (const rotq::CellOption& o : rotq::cell_options()) {
+    EXPECT_TRUE(keys.insert(o.key).second) << o.key;
+    for (const rotq::CellFlag& f : o.flags) EXPECT_TRUE(flags.insert(f.name).second) << f.name;
+    EXPECT_FALSE(o.help.empty()) << o.key;
+    const bool expanded = o.key == "evaluation.acts" || o.key == "evaluation.tasks_acts";
+    EXPECT_TRUE(o.apply != nullptr || expanded) << o.key << " lands nowhere";
+    if (o.type != rotq::KeyType::kStringList) {
+      EXPECT_EQ(rotq::canonical_option_value(o, o.default_value, "t"), o.default_value) << o.key;
+    }
+  }
+  // The defaults give a valid configuration.
+  const rotq::CellConfig c = rotq::cell_config(rotq::default_cell_values(), 0);
+  EXPECT_EQ(c.quant.acts.size(), 1u);
+  EXPECT_EQ(c.quant.weights.gptq.percdamp, 0.01);
+}
+
+// A YAML cell and the equivalent quantize-eval flags give the same values and typed config.
+TEST(Experiment, YamlCellAndFlagsGiveTheSameConfig) {
+  const Experiment e = parse_experiment(R"(
+output: /tmp/x.h5
+models: [data/stories260K/stories260K.bin]
+calibration: {text: data/tinystories_sample.txt, nsamples: 16}
+rotation: {method: dfrot, r2: false, dfrot: {gamma: inf, iters: 3, sym: true}}
+quantization: {w_bits: 4, w_group: 32, w_clip: false, percdamp: 0.05, a_bits: 8, kv_bits: 4}
+evaluation: {acts: [16/16, 4/4], tasks_acts: [4/4], tasks: [arc_easy], tasks_dir: data/tasks,
+             bos: "false", kl: true, ppl_texts: [data/tinystories_sample.txt]}
+runtime: {placement: layers, dtype: float64}
+)",
+                                        "t.yaml");
+  ASSERT_EQ(e.cells.size(), 1u);
+  rotq::CellValues flags;
+  CLI::App app;
+  rotq::add_cell_flags(&app, flags);
+  std::vector<std::string> args = {"--calib",
+                                   "data/tinystories_sample.txt",
+                                   "--nsamples",
+                                   "16",
+                                   "--rotation",
+                                   "dfrot",
+                                   "--no-r2",
+                                   "--dfrot-gamma",
+                                   "inf",
+                                   "--dfrot-iters",
+                                   "3",
+                                   "--dfrot-sym",
+                                   "--w-bits",
+                                   "4",
+                                   "--w-group",
+                                   "32",
+                                   "--no-w-clip",
+                                   "--percdamp",
+                                   "0.050",
+                                   "--a-bits",
+                                   "8",
+                                   "--kv-bits",
+                                   "4",
+                                   "--acts",
+                                   "16/16",
+                                   "--acts",
+                                   "4/4",
+                                   "--tasks-acts",
+                                   "4/4",
+                                   "--tasks",
+                                   "arc_easy",
+                                   "--tasks-dir",
+                                   "data/tasks",
+                                   "--no-bos",
+                                   "--kl",
+                                   "--placement",
+                                   "layers",
+                                   "--dtype",
+                                   "float64",
+                                   "--ppl-text",
+                                   "data/tinystories_sample.txt"};
+  std::reverse(args.begin(), args.end());  // CLI11 takes them last-first
+  app.parse(args);
+  EXPECT_EQ(flags, e.cells[0].values);
+  const rotq::CellConfig a = rotq::cell_config(e.cells[0].values, 0),
+                         b = rotq::cell_config(flags, 0);
+  EXPECT_EQ(a.quant.rotation.describe(), b.quant.rotation.describe());
+  EXPECT_EQ(b.quant.rotation.method, "dfrot");
+  EXPECT_FALSE(b.quant.rotation.r2);
+  EXPECT_TRUE(std::isinf(b.quant.rotation.dfrot.gamma));
+  EXPECT_EQ(b.quant.weights.gptq.percdamp, 0.05);
+  EXPECT_EQ(b.quant.weights.method, rotq::WeightMethod::kGptq);
+  EXPECT_FALSE(b.quant.weights.spec.mse_clip);
+  ASSERT_EQ(b.quant.acts.size(), 2u);
+  EXPECT_EQ(b.quant.acts[1].act.bits, 4);
+  EXPECT_EQ(b.quant.task_acts, (std::vector<bool>{false, true}));
+  EXPECT_EQ(b.quant.bos, std::optional<bool>(false));
+  EXPECT_EQ(b.placement, "layers");
+  EXPECT_EQ(b.dtype, "float64");
+  // A value the row refuses is refused by the flag too, with the same words.
+  rotq::CellValues v2;
+  CLI::App app2;
+  rotq::add_cell_flags(&app2, v2);
+  try {
+    app2.parse(std::vector<std::string>{"-1", "--percdamp"});
+    ADD_FAILURE() << "accepted --percdamp -1";
+  } catch (const CLI::ParseError& err) {
+    EXPECT_NE(std::string(err.what()).find("quantization.percdamp = -1: expected a value in [0, "),
+              std::string::npos)
+        << err.what();
   }
 }
 

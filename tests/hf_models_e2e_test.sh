@@ -43,7 +43,7 @@ for m in llama31 qwen3; do
   for rot in none random hadamard optrot dfrot optrot+; do
     echo "== $m: quantize-eval --rotation $rot" >&2
     out=$("$ROTQ" --log-level warn quantize-eval --model "$work/$m" --rotation "$rot" \
-      --w-bits 4 --a-bits 8 --calib "$calib" --nsamples 4 --calib-seqlen 128 --optrot-steps 5 \
+      --w-bits 4 --w-quant rtn --a-bits 8 --calib "$calib" --nsamples 4 --calib-seqlen 128 --optrot-steps 5 \
       --dfrot-iters 2 --ppl-text "$text" --seqlen 128 --max-windows 2 --json)
     check_bos "$m" "$out"
     python3 -c 'import json,math,sys; p=json.loads(sys.stdin.readlines()[-1])["ppl"]; sys.exit(0 if math.isfinite(p) and p > 1 else 1)' <<<"$out" \

@@ -274,8 +274,8 @@ std::vector<int32_t> sample_tokens() {
 }
 
 void rotate_hadamard(rotq::Model& m, uint64_t seed) {
-  rotq::RotationSpec spec;
-  spec.kind = rotq::RotationKind::kHadamard;
+  rotq::FixedRotationSpec spec;
+  spec.kind = rotq::FixedRotation::kHadamard;
   spec.seed = seed;
   rotq::Rotations rot =
       rotq::make_rotations(spec, m.config.dim, m.config.head_dim, m.config.n_layers);
@@ -447,8 +447,7 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
     rotq::fuse_norms(s.full);
     rotq::fuse_norms(s.shard);
     const at::Tensor windows = rotq::calibration_windows(tokens, 2, 64, 9);
-    rotq::RotationSpec spec;
-    spec.kind = rotq::RotationKind::kDfrot;
+    rotq::RotationSpec spec = rotq::rotation_spec("dfrot");
     spec.seed = 4;
     spec.dfrot.iters = 8;
     spec.dfrot.log_every = 0;

@@ -129,8 +129,9 @@ TEST(OptRot, LearnedRotationsKeepTheModelAndLowerTheObjective) {
   o.sgd.steps = 30;
   o.sgd.log_every = 0;
   const rotq::Rotations rot = rotq::optrot_rotations(m, o, 0, *comm);
-  const rotq::Rotations rh = rotq::make_rotations(
-      rotq::RotationSpec::parse("hadamard"), m.config.dim, m.config.head_dim, m.config.n_layers);
+  const rotq::Rotations rh =
+      rotq::make_rotations(rotq::FixedRotationSpec{rotq::FixedRotation::kHadamard}, m.config.dim,
+                           m.config.head_dim, m.config.n_layers);
   const auto obj = rotq::r1_objective(m, o.norm);
   EXPECT_LE(rotq::fourth_power_loss(obj, rot.r1, nullptr),
             rotq::fourth_power_loss(obj, rh.r1, nullptr));

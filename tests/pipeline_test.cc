@@ -156,7 +156,7 @@ TEST(ActQuant, QuantizedSitesHaveAtMostTwoToTheBitsLevels) {
 rotq::QuantCell cell(const std::string& rotation, int w_bits, const std::string& method, int a_bits,
                      int kv_bits) {
   rotq::QuantCell c;
-  c.rotation = rotq::RotationSpec::parse(rotation);
+  c.rotation = rotq::rotation_spec(rotation);
   c.weights.method = rotq::parse_weight_method(method);
   c.weights.spec.bits = w_bits;
   c.weights.spec.mse_clip = true;

@@ -6,12 +6,15 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "models/checkpoint.h"
 #include "models/safetensors.h"
 #include "models/synth.h"
 #include "models/transformer.h"
 #include "runner/quant_pipeline.h"
 #include "runner/rotation_io.h"
+#include "runner/rotation_methods.h"
 #include "solvers/error.h"
 #include "solvers/fusion.h"
 #include "tests/test_util.h"
@@ -19,7 +22,6 @@
 namespace {
 
 using rotq::Model;
-using rotq::RotationKind;
 using rotq::RotationSpec;
 
 const std::string kStories = rotq_test::shared_data("models/stories260K/stories260K.bin");
@@ -66,7 +68,7 @@ double relative_error(const at::Tensor& a, const at::Tensor& b) {
 }
 
 RotationSpec spec_of(const std::string& kind, uint64_t seed) {
-  RotationSpec s = RotationSpec::parse(kind);
+  RotationSpec s = rotq::rotation_spec(kind);
   s.seed = seed;
   s.r2 = true;
   s.online = true;  // R3 and R4 on for every kind, "none" included
@@ -102,7 +104,7 @@ TEST_P(RotationInvariance, RotatedModelHasTheSameLogits) {
       // A file written from a random rotation (different seed): loaded, checked, fused.
       const RotationSpec src = spec_of("random", 99);
       rotq::save_rotations(rotq::resolve_rotations(src, m.config), dir.str("rot.safetensors"));
-      rot = rotq::resolve_rotations(RotationSpec::parse("file:" + dir.str("rot.safetensors")),
+      rot = rotq::resolve_rotations(rotq::rotation_spec("file:" + dir.str("rot.safetensors")),
                                     m.config);
       ASSERT_TRUE(rot.r1.defined());
       EXPECT_TRUE(rot.r3 && rot.r4);
@@ -167,9 +169,13 @@ TEST(Rotation, FusingIntoUnfusedNormsIsRefused) {
 
 TEST(Rotation, SameSeedSameMatricesAndOrthogonal) {
   for (const std::string kind : {"random", "hadamard"}) {
-    const auto a = rotq::make_rotations(spec_of(kind, 3), 192, 32, 2);
-    const auto b = rotq::make_rotations(spec_of(kind, 3), 192, 32, 2);
-    const auto c = rotq::make_rotations(spec_of(kind, 4), 192, 32, 2);
+    const auto make = [&](uint64_t seed) {
+      rotq::FixedRotationSpec f;
+      f.kind = rotq::parse_fixed_rotation(kind);
+      f.seed = seed;
+      return rotq::make_rotations(f, 192, 32, 2);
+    };
+    const auto a = make(3), b = make(3), c = make(4);
     EXPECT_TRUE(at::equal(a.r1, b.r1)) << kind;
     EXPECT_TRUE(at::equal(a.r2[1], b.r2[1])) << kind;
     EXPECT_FALSE(at::equal(a.r1, c.r1)) << kind;
@@ -193,12 +199,21 @@ TEST(Rotation, RandomOrthogonalIsSignFixedQr) {
 }
 
 TEST(Rotation, SpecParsing) {
-  EXPECT_EQ(RotationSpec::parse("hadamard").kind, RotationKind::kHadamard);
-  EXPECT_EQ(RotationSpec::parse("file:/x/y").path, "/x/y");
-  EXPECT_FALSE(RotationSpec::parse("none").online);
-  EXPECT_TRUE(RotationSpec::parse("random").online);
-  EXPECT_THROW(RotationSpec::parse("spin"), rotq::Error);
-  EXPECT_THROW(RotationSpec::parse("file:"), rotq::Error);
+  EXPECT_EQ(rotq::rotation_spec("hadamard").method, "hadamard");
+  EXPECT_EQ(rotq::rotation_spec("file:/x/y").path, "/x/y");
+  EXPECT_EQ(rotq::rotation_spec("file:/x/y").text(), "file:/x/y");
+  EXPECT_FALSE(rotq::rotation_spec("none").online);
+  EXPECT_TRUE(rotq::rotation_spec("random").online);
+  EXPECT_THROW(rotq::rotation_spec("spin"), rotq::Error);
+  EXPECT_THROW(rotq::rotation_spec("file:"), rotq::Error);
+  EXPECT_THROW(rotq::rotation_spec("dfrot:x"), rotq::Error);
+  // Every method is registered once, and the names the options accept come from the registry.
+  std::set<std::string> names;
+  for (const rotq::RotationMethod& m : rotq::rotation_methods()) {
+    EXPECT_TRUE(names.insert(m.name).second) << m.name;
+    EXPECT_TRUE((m.fixed != nullptr) != (m.learn != nullptr)) << m.name;
+    EXPECT_NE(rotq::rotation_method_names().find(m.name), std::string::npos) << m.name;
+  }
 }
 
 TEST(Rotation, BadRotationFilesAreRejected) {
