@@ -9,7 +9,19 @@ stage, and the bytes it moved.
 import json
 import sys
 
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+
+
+def normalised(r):
+    """A cell record (quantize-eval --json since the one result type) in the older line's shape."""
+    if "evals" not in r:
+        return r
+    m = r["meta"]
+    return {"label": r["config"]["model.name"], "ranks": int(m["ranks"]), "seconds": r["seconds"],
+            "comm": {"seconds_max_rank": float(m["comm_seconds_max_rank"]),
+                     "bytes_max_rank": float(m["comm_bytes_max_rank"])}}
+
+
+rows = [normalised(json.loads(l)) for l in open(sys.argv[1]) if l.startswith("{")]
 stage_of = {"gptq": ("quantize", "calibration + GPTQ W4 (8 layers, 64 x 512 tokens)"),
             "dfrot": ("rotate", "DFRot R1, 20 iterations (4 x 512 tokens x 16 block inputs)"),
             "optrot": ("rotate", "OptRot R1 + R2, 100 Cayley steps (56 matrices)")}

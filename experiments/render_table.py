@@ -36,15 +36,27 @@ def column_order(name):
     return (1, -int(w), -int(a), -int(kv), method != "RTN", method)
 
 
+def evaluations(rec):
+    """The per-evaluation rows of a line: a cell record (quantize-eval --json since the one result
+    type) gives one per evaluation; the older per-evaluation lines are already rows."""
+    if "evals" not in rec:
+        yield rec
+        return
+    c = rec["config"]
+    for e in rec["evals"]:
+        yield {"ppl_text": e["text"], "w_bits": int(c["quantization.w_bits"]),
+               "a_bits": e["a_bits"], "kv_bits": e["kv_bits"], "w_quant": c["quantization.w_method"],
+               "label": c["model.name"], "rotation_kind": c["rotation.method"],
+               "seed": int(c["seed"]), "ppl": e["ppl"], "kl": e["kl"], "seconds": rec["seconds"],
+               "rotation_learning": ({"seconds": rec["seconds"]["rotation_learning"]}
+                                     if rec["rotation_loss"] else None)}
+
+
 def main(path, metric="ppl"):
     cells = collections.defaultdict(list)
     rot_seconds = collections.defaultdict(list)
     texts, columns, rows = [], set(), []
-    for line in open(path):
-        line = line.strip()
-        if not line:
-            continue
-        rec = json.loads(line)
+    def add(rec):
         text = rec["ppl_text"]
         if text not in texts:
             texts.append(text)
@@ -58,6 +70,13 @@ def main(path, metric="ppl"):
             rot_seconds[row].append(rec["rotation_learning"]["seconds"])
         elif col.startswith("W4A16"):
             rot_seconds[row].append(rec["seconds"]["rotate"])
+
+    for line in open(path):
+        line = line.strip()
+        if not line:
+            continue
+        for rec in evaluations(json.loads(line)):
+            add(rec)
     cols = sorted(columns, key=column_order)
     for text in texts:
         seeds = sorted({s for (t, _, _), v in cells.items() if t == text for s, _ in v})

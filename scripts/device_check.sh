@@ -63,9 +63,10 @@ for rot in hadamard "dfrot --dfrot-iters 20" "optrot --optrot-steps 100"; do
 done
 want stories && python3 - "$OUT/stories.jsonl" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-for r in rows:
-    print(f"{r['label']:<34} {r['acts']:<48} ppl {r['ppl']:.5f}  rotate {r['seconds']['rotate']:.2f}s quant {r['seconds']['quantize']:.2f}s")
+records = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for r in records:  # one cell record per line (runner/record/cell_record.h)
+    for e in r["evals"]:
+        print(f"{r['label']:<34} {e['acts']:<48} ppl {e['ppl']:.5f}  rotate {r['seconds']['rotate']:.2f}s quant {r['seconds']['quantize']:.2f}s")
 PY
 
 if want bench && fits 90 "bench rotation"; then

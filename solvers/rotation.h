@@ -15,7 +15,7 @@
 namespace rotq {
 
 // The rotations built from a seed alone (the learned ones and rotation files are the runner's
-// methods, runner/rotation_methods.h, which start from these).
+// methods, runner/rotate/rotation_methods.h, which start from these).
 enum class FixedRotation { kNone, kRandom, kHadamard };
 const char* fixed_rotation_name(FixedRotation k);
 // "none" | "random" | "hadamard"; rotq::Error otherwise.

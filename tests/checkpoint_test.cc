@@ -13,7 +13,7 @@
 #include "models/safetensors.h"
 #include "models/synth.h"
 #include "models/transformer.h"
-#include "runner/text.h"
+#include "runner/data/text.h"
 #include "solvers/error.h"
 #include "tests/test_util.h"
 

@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
-#include "runner/results.h"
-#include "runner/text.h"
+#include "runner/data/text.h"
+#include "runner/record/cell_record.h"
+#include "runner/record/results.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -96,10 +98,10 @@ TEST(Cli, QuantizeEvalSavesAModelThatScoresTheSame) {
                             dir.str("q") + eval),
                        false);
   ASSERT_EQ(q.status, 0) << q.output;
-  // Two JSON lines, one per activation configuration, same quantized weights.
-  const size_t first_nl = q.output.find('\n');
-  const json fp_acts = json::parse(q.output.substr(0, first_nl));
-  const json a4 = last_json_line(q.output);
+  // One record; an evaluation per activation configuration, same quantized weights.
+  const json rec = last_json_line(q.output);
+  ASSERT_EQ(rec["evals"].size(), 2u) << q.output;
+  const json fp_acts = rec["evals"][0], a4 = rec["evals"][1];
   EXPECT_EQ(fp_acts["a_bits"], 16);
   EXPECT_EQ(a4["a_bits"], 4);
   EXPECT_GT(a4["ppl"].get<double>(), fp_acts["ppl"].get<double>());
@@ -120,8 +122,8 @@ TEST(Cli, QuantizeEvalSavesAModelThatScoresTheSame) {
                             " --w-bits 4 --w-quant rtn" + eval),
                        false);
   ASSERT_EQ(f.status, 0) << f.output;
-  EXPECT_NEAR(last_json_line(f.output)["ppl"].get<double>(), fp_acts["ppl"].get<double>(),
-              1e-9 * fp_acts["ppl"].get<double>());
+  EXPECT_NEAR(last_json_line(f.output)["evals"][0]["ppl"].get<double>(),
+              fp_acts["ppl"].get<double>(), 1e-9 * fp_acts["ppl"].get<double>());
 }
 
 // The GPU code paths (ATen-only kernels: Hadamard, quantizer parameters, GPTQ columns), run on CPU
@@ -138,10 +140,52 @@ TEST(Cli, AtenKernelPathsGiveTheSameCell) {
     auto aten = run_command("ROTQ_ATEN_KERNELS=1 " + cell + rot, false);
     ASSERT_EQ(host.status, 0) << host.output;
     ASSERT_EQ(aten.status, 0) << aten.output;
-    const double a = last_json_line(host.output)["ppl"].get<double>();
-    const double b = last_json_line(aten.output)["ppl"].get<double>();
+    const double a = last_json_line(host.output)["evals"][0]["ppl"].get<double>();
+    const double b = last_json_line(aten.output)["evals"][0]["ppl"].get<double>();
     EXPECT_NEAR(a, b, 1e-3 * a) << rot;
   }
+}
+
+// One result type: `quantize-eval --json` prints the record an experiment stores in HDF5 for the
+// same cell (same id, label, configuration and evaluations).
+TEST(Cli, QuantizeEvalJsonIsTheRecordAnExperimentStores) {
+  rotq_test::TempDir dir;
+  std::ofstream(dir.str("one.yaml"))
+      << "name: one\noutput: " << dir.str("one.h5")
+      << "\nmodels:\n  - {name: s260k, path: " << kStories << ", tokenizer: " << kTok
+      << "}\nseeds: [2]\n"
+      << "rotation: {method: hadamard}\nquantization: {w_bits: 4, w_method: rtn, a_clip: 0.9}\n"
+      << "evaluation: {ppl_texts: [" << kText
+      << "], seqlen: 128, max_windows: 2, acts: [16/16, 4/4]}\n";
+  auto run = run_command(kRotq + " --log-level warn run " + dir.str("one.yaml"));
+  ASSERT_EQ(run.status, 0) << run.output;
+  const auto cells = rotq::read_results(dir.str("one.h5"));
+  ASSERT_EQ(cells.size(), 1u);
+  const json stored = rotq::cell_record_json(cells.begin()->second);
+  auto q = run_command(rotq("quantize-eval --model " + kStories + " --tokenizer " + kTok +
+                            " --label s260k --seed 2 --rotation hadamard --w-bits 4 --w-quant rtn"
+                            " --a-clip 0.9 --ppl-text " +
+                            kText + " --seqlen 128 --max-windows 2 --acts 16/16 --acts 4/4 --json"),
+                       false);
+  ASSERT_EQ(q.status, 0) << q.output;
+  const json printed = last_json_line(q.output);
+  EXPECT_EQ(printed["id"], stored["id"]);
+  EXPECT_EQ(printed["label"], stored["label"]);
+  EXPECT_EQ(printed["config"], stored["config"]);
+  ASSERT_EQ(printed["evals"].size(), stored["evals"].size());
+  for (size_t e = 0; e < stored["evals"].size(); ++e) {
+    const json& a = printed["evals"][e];
+    const json& b = stored["evals"][e];
+    EXPECT_EQ(a["acts"], b["acts"]);
+    EXPECT_NEAR(a["ppl"].get<double>(), b["ppl"].get<double>(), 1e-9 * b["ppl"].get<double>());
+  }
+  for (const char* part : {"seconds", "meta"}) {  // the same fields (quantize-eval adds a few)
+    for (const auto& [k, v] : stored[part].items()) EXPECT_TRUE(printed[part].contains(k)) << k;
+  }
+  std::set<std::string> keys, stored_keys;
+  for (const auto& [k, v] : printed.items()) keys.insert(k);
+  for (const auto& [k, v] : stored.items()) stored_keys.insert(k);
+  EXPECT_EQ(keys, stored_keys);
 }
 
 // rotq plan from config.json alone, with the public configs of three 70B-class models: on 8 GPUs of
@@ -284,7 +328,8 @@ TEST(Cli, RunResumesAndRendersThePapersTable) {
   EXPECT_NE(bad.output.find("/nope.bin does not exist"), std::string::npos) << bad.output;
 }
 
-// rotq tasks: one JSON object per task and activation configuration with lm-eval's metric names;
+// rotq tasks: the record's tasks, one per task and activation configuration, with lm-eval's metric
+// names;
 // an experiment with tasks stores them in its cells and `rotq table --cols task` prints the
 // papers' zero-shot layout (tasks in their order, the average last).
 TEST(Cli, TasksJsonAndThePapersZeroShotTable) {
@@ -294,22 +339,17 @@ TEST(Cli, TasksJsonAndThePapersZeroShotTable) {
                             " --limit 10 --acts 16/16 --acts 4/4 --json"),
                        false);
   ASSERT_EQ(r.status, 0) << r.output;
-  std::vector<json> lines;
-  std::stringstream ss(r.output);
-  for (std::string l; std::getline(ss, l);) {
-    if (!l.empty()) lines.push_back(json::parse(l));
-  }
+  const std::vector<json> lines = last_json_line(r.output)["tasks"];
   ASSERT_EQ(lines.size(), 6u) << r.output;  // 3 tasks x 2 configurations
   EXPECT_EQ(lines[0]["task"], "arc_easy");
   EXPECT_EQ(lines[0]["n"], 10);
   EXPECT_EQ(lines[0]["metric"], "acc_norm");
-  EXPECT_TRUE(lines[0].contains("acc_norm"));
-  EXPECT_EQ(lines[0]["score"], lines[0]["acc_norm"]);
+  EXPECT_GE(lines[0]["acc_norm"].get<double>(), 0.0);
   EXPECT_EQ(lines[0]["a_bits"], 16);
   EXPECT_EQ(lines[1]["a_bits"], 4);
   EXPECT_EQ(lines[2]["task"], "lambada_openai");
   EXPECT_GT(lines[2]["ppl"].get<double>(), 1.0);
-  EXPECT_FALSE(lines[4].contains("acc_norm"));  // WinoGrande reports acc only
+  EXPECT_EQ(lines[4]["acc_norm"].get<double>(), -1.0);  // WinoGrande reports acc only
   for (const json& j : lines) {
     EXPECT_GE(j["acc"].get<double>(), 0.0);
     EXPECT_LE(j["acc"].get<double>(), 1.0);

@@ -1,6 +1,6 @@
 // Experiment files: schema validation (malformed files each rejected with one line naming the
 // problem), sweep/zip/seed/model expansion, stable cell ids, overrides.
-#include "runner/experiment.h"
+#include "runner/record/experiment.h"
 
 #include <gtest/gtest.h>
 

@@ -25,10 +25,17 @@ for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
   [[ -f "$work/llama31/$f" && -f "$work/qwen3/$f" ]] || fail "synth did not write $f"
 done
 
-check_bos() {  # MODEL_NAME JSON_LINE
+check_bos() {  # MODEL_NAME JSON_LINE (ppl's line)
   local want=True
   [[ $1 == qwen3 ]] && want=False
   [[ $(json_field bos <<<"$2") == "$want" ]] || fail "$1: bos is not $want: $2"
+}
+# A cell's record (quantize-eval / tasks --json): its meta.bos.
+record_field() { python3 -c 'import json,sys; r=json.loads(sys.stdin.readlines()[-1]); print(eval(sys.argv[1], {"r": r}))' "$1"; }
+check_record_bos() {  # MODEL_NAME RECORD_LINE
+  local want=true
+  [[ $1 == qwen3 ]] && want=false
+  [[ $(record_field 'r["meta"]["bos"]' <<<"$2") == "$want" ]] || fail "$1: bos is not $want: $2"
 }
 
 for m in llama31 qwen3; do
@@ -45,15 +52,15 @@ for m in llama31 qwen3; do
     out=$("$ROTQ" --log-level warn quantize-eval --model "$work/$m" --rotation "$rot" \
       --w-bits 4 --w-quant rtn --a-bits 8 --calib "$calib" --nsamples 4 --calib-seqlen 128 --optrot-steps 5 \
       --dfrot-iters 2 --ppl-text "$text" --seqlen 128 --max-windows 2 --json)
-    check_bos "$m" "$out"
-    python3 -c 'import json,math,sys; p=json.loads(sys.stdin.readlines()[-1])["ppl"]; sys.exit(0 if math.isfinite(p) and p > 1 else 1)' <<<"$out" \
+    check_record_bos "$m" "$out"
+    python3 -c 'import json,math,sys; p=json.loads(sys.stdin.readlines()[-1])["evals"][0]["ppl"]; sys.exit(0 if math.isfinite(p) and p > 1 else 1)' <<<"$out" \
       || fail "$m $rot: perplexity not finite: $out"
   done
 
   echo "== $m: tasks" >&2
   out=$("$ROTQ" --log-level warn tasks --model "$work/$m" --tasks piqa,arc_easy --tasks-dir "$tasks" --limit 8 --json)
-  [[ $(wc -l <<<"$out") -ge 2 ]] || fail "$m: tasks printed $out"
-  check_bos "$m" "$(head -1 <<<"$out")"
+  [[ $(record_field 'len(r["tasks"])' <<<"$out") -ge 2 ]] || fail "$m: tasks printed $out"
+  check_record_bos "$m" "$out"
 
   echo "== $m: generate" >&2
   "$ROTQ" --log-level warn generate --model "$work/$m" --prompt "The capital of France is" --steps 12 >"$work/gen.txt"

@@ -14,9 +14,9 @@
 #include <thread>
 
 #include "models/files.h"
-#include "runner/cell_markers.h"
-#include "runner/experiment.h"
-#include "runner/results.h"
+#include "runner/record/cell_markers.h"
+#include "runner/record/experiment.h"
+#include "runner/record/results.h"
 #include "tests/test_util.h"
 
 namespace {

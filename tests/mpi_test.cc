@@ -12,22 +12,22 @@
 #include "models/quant_hooks.h"
 #include "models/synth.h"
 #include "models/tokenizer.h"
-#include "runner/calibration.h"
-#include "runner/comm.h"
-#include "runner/covariances.h"
-#include "runner/dfrot_model.h"
-#include "runner/perplexity.h"
-#include "runner/pipeline.h"
-#include "runner/placement.h"
-#include "runner/task_eval.h"
-#include "runner/text.h"
-#include "runner/weight_quant.h"
+#include "runner/data/calibration.h"
+#include "runner/data/text.h"
+#include "runner/dist/comm.h"
+#include "runner/dist/layer_pipeline.h"
+#include "runner/dist/placement.h"
+#include "runner/eval/perplexity.h"
+#include "runner/eval/task_eval.h"
+#include "runner/fuse/fusion.h"
+#include "runner/quantize/weight_quant.h"
+#include "runner/rotate/covariances.h"
+#include "runner/rotate/dfrot_model.h"
+#include "runner/rotate/optrot_model.h"
 #include "solvers/dfrot.h"
 #include "solvers/error.h"
-#include "solvers/fusion.h"
 #include "solvers/hadamard.h"
 #include "solvers/optrot.h"
-#include "solvers/optrot_model.h"
 #include "solvers/rotation.h"
 #include "tests/test_util.h"
 
@@ -358,7 +358,7 @@ TEST(Sharded, PipelineTaskScoresEqualOneProcess) {
     rotq::Transformer tf_full(s.full), tf_shard(s.shard);
     const rotq::TaskEvaluation one = rotq::evaluate_task(t, tf_full, o, *local, &h_full);
     const rotq::TaskEvaluation many =
-        rotq::evaluate_task(t, tf_shard, o, *g_comm, &h_shard, &s.placement);
+        rotq::evaluate_task(t, tf_shard, o, *g_comm, &h_shard, s.placement);
     ASSERT_EQ(one.requests.size(), many.requests.size());
     for (size_t r = 0; r < one.requests.size(); ++r) {
       EXPECT_EQ(one.requests[r].logprob, many.requests[r].logprob) << r;
@@ -413,7 +413,7 @@ TEST(Sharded, StreamedGptqMatchesOneProcess) {
     o.spec.mse_clip = true;
     o.calib_batch = 2;
     rotq::quantize_weights_gptq(s.full, calib, o, *local);
-    const auto rep = rotq::quantize_weights_gptq(s.shard, calib, o, *g_comm, &s.placement);
+    const auto rep = rotq::quantize_weights_gptq(s.shard, calib, o, *g_comm, s.placement);
     EXPECT_EQ(static_cast<int64_t>(rep.layers.size()), s.full.config.n_layers);
     int64_t same = 0, total = 0;
     for (size_t i = 0; i < s.shard.weights.layers.size(); ++i) {
@@ -453,7 +453,7 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
     spec.dfrot.log_every = 0;
     const rotq::DfrotModelResult d1 = rotq::dfrot_rotations(s.full, windows, spec, *local, nullptr);
     const rotq::DfrotModelResult dn =
-        rotq::dfrot_rotations(s.shard, windows, spec, *g_comm, nullptr, &s.placement);
+        rotq::dfrot_rotations(s.shard, windows, spec, *g_comm, nullptr, s.placement);
     EXPECT_LT((d1.rotations.r1 - dn.rotations.r1).abs().max().item<double>(), 1e-9) << k.name;
     EXPECT_EQ(d1.massive_fraction, dn.massive_fraction) << k.name;
 
@@ -462,7 +462,7 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
     oo.sgd.log_every = 0;
     const auto covs_full = rotq::collect_layer_covariances(s.full, windows, *local, 1);
     const auto covs_shard =
-        rotq::collect_layer_covariances(s.shard, windows, *g_comm, 1, &s.placement);
+        rotq::collect_layer_covariances(s.shard, windows, *g_comm, 1, s.placement);
     // Each layer's own sum: x/rms(x) has squared norm ≈ dim, so trace = tokens · dim (up to eps).
     const double tokens_dim = static_cast<double>(windows.numel() * s.full.config.dim);
     for (const rotq::LayerCovariances& cv : covs_full) {

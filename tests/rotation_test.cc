@@ -12,11 +12,11 @@
 #include "models/safetensors.h"
 #include "models/synth.h"
 #include "models/transformer.h"
-#include "runner/quant_pipeline.h"
-#include "runner/rotation_io.h"
-#include "runner/rotation_methods.h"
+#include "runner/cell/run_cell.h"
+#include "runner/fuse/fusion.h"
+#include "runner/rotate/rotation_io.h"
+#include "runner/rotate/rotation_methods.h"
 #include "solvers/error.h"
-#include "solvers/fusion.h"
 #include "tests/test_util.h"
 
 namespace {

@@ -15,11 +15,11 @@
 #include "models/quant_hooks.h"
 #include "models/tokenizer.h"
 #include "models/transformer.h"
-#include "runner/comm.h"
-#include "runner/loglikelihood.h"
-#include "runner/py_str.h"
-#include "runner/task_eval.h"
-#include "runner/task_registry.h"
+#include "runner/core/py_str.h"
+#include "runner/dist/comm.h"
+#include "runner/eval/loglikelihood.h"
+#include "runner/eval/task_eval.h"
+#include "runner/eval/task_registry.h"
 #include "solvers/error.h"
 #include "tests/test_util.h"
 
@@ -554,7 +554,8 @@ TEST(TaskBatching, ScoreEqualsTheForwardsLogProbabilities) {
   const int64_t S = cl - 1;
   o.max_length = S;
   rotq::LlStats stats;
-  const auto over = rotq::score_requests(tf, {q}, o, *comm, nullptr, nullptr, nullptr, &stats);
+  const auto over = rotq::score_requests(tf, {q}, o, *comm, nullptr, rotq::Placement::replicated(),
+                                         nullptr, &stats);
   EXPECT_EQ(stats.cut, 1);
   std::vector<int64_t> win(full.end() - (S + 1), full.end() - 1);
   const at::Tensor wlp =

@@ -1,5 +1,5 @@
 // The evaluation-text protocol: WikiText rows joined as the HF dataset does.
-#include "runner/text.h"
+#include "runner/data/text.h"
 
 #include <gtest/gtest.h>
 

@@ -18,7 +18,7 @@
 #include "models/files.h"
 #include "models/tokenizer.h"
 #include "models/unicode_text.h"
-#include "runner/task_registry.h"
+#include "runner/eval/task_registry.h"
 #include "solvers/error.h"
 #include "tests/test_util.h"
 #include "tests/tokenizer_reference.h"

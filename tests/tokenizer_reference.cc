@@ -10,7 +10,7 @@
 #include <stdexcept>
 
 #include "models/files.h"
-#include "runner/task_registry.h"
+#include "runner/eval/task_registry.h"
 #include "tests/test_util.h"
 
 namespace rotq_test {

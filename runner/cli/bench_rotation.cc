@@ -1,0 +1,183 @@
+// rotq bench rotation: the cost of one DFRot iteration and one OptRot step at real model widths
+// (C = 4096 for 7B-class, 8192 for 70B-class), on synthetic data, so that the price of the
+// rotation optimizers at scale is known before a GPU is used. Both are GEMM-bound and linear in
+// their data (tokens for DFRot, matrix rows for OptRot): a measured share is timed and the full
+// model's cost extrapolated from it; the C×C parts (SVD, Cayley solve) are timed whole.
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "models/synth.h"
+#include "runner/cli/cmd_common.h"
+#include "runner/dist/device.h"
+#include "solvers/dfrot.h"
+#include "solvers/error.h"
+#include "solvers/gemm_rate.h"
+#include "solvers/hadamard.h"
+#include "solvers/optrot.h"
+#include "solvers/orthogonal.h"
+#include "solvers/rotation.h"
+
+namespace rotq {
+namespace {
+
+struct RotationBenchArgs {
+  std::vector<std::string> models = {"llama-2-7b", "llama-2-70b"};
+  int64_t tokens = 4096;  // DFRot tokens timed
+  int64_t rows = 4096;    // OptRot matrix rows timed
+  int64_t window = 2048;  // DFRot's calibration window
+  int64_t gemm_n = 2048;
+  std::string device = "cpu";
+  bool json = false;
+};
+
+using Clock = std::chrono::steady_clock;
+
+// Wall time of f, with the device's queue drained before and after (GPU work is asynchronous).
+template <class F>
+double timed(at::Device device, F&& f) {
+  sync_device(device);
+  const auto t0 = Clock::now();
+  f();
+  sync_device(device);
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Rows of a 7B/70B layer that R1 touches (q, k, v, gate, up as readers; o, down transposed).
+int64_t r1_rows_per_layer(const ModelConfig& c) {
+  return c.q_dim() + 2 * c.kv_dim() + c.dim + 3 * c.hidden_dim;
+}
+
+// One table row: what was timed, its time and FLOPs, the rate and its ratio to the float64 GEMM
+// rate, and (for the data-linear parts) the full model's count and extrapolated time.
+std::vector<std::string> cost_row(const std::string& model, int64_t c, const std::string& op,
+                                  const std::string& timed_what, double seconds, double flops,
+                                  double gemm_gflops, const std::string& full = "-",
+                                  double full_seconds = -1) {
+  const double gflops = flops / seconds / 1e9;
+  return {model,
+          std::to_string(c),
+          op,
+          timed_what,
+          fmt_double(seconds, 2),
+          fmt_double(flops / 1e9, 1),
+          fmt_double(gflops, 1),
+          fmt_double(gflops / gemm_gflops, 3),
+          full,
+          full_seconds < 0 ? "-" : fmt_double(full_seconds, 1)};
+}
+
+void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
+  rt.init();
+  require(a.tokens > 0 && a.rows > 0 && a.window > 0, "bench rotation: sizes must be positive");
+  const at::Device dev = resolve_device(a.device);
+  const GemmRate g64 = measure_gemm_rate(a.gemm_n, at::kDouble, 3, dev);
+  const GemmRate g32 = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
+  spdlog::info("GEMM {}³: float64 {:.1f} GFLOP/s, float32 {:.1f} GFLOP/s", a.gemm_n, g64.gflops,
+               g32.gflops);
+  std::vector<std::vector<std::string>> rows;
+  for (const std::string& name : a.models) {
+    const ModelConfig c = synth_preset(name);
+    const int64_t C = c.dim;
+    // DFRot: unit-RMS Gaussian tokens with a few massive ones, as the calibration tokens look.
+    at::Tensor x = seeded_gaussian(a.tokens, C, 7).to(at::kFloat);
+    x.narrow(0, 0, 8).select(1, 5).fill_(std::sqrt(static_cast<double>(C)));
+    x = x.to(dev);
+    const at::Tensor massive = flag_massive_tokens(x, {});
+    const at::Tensor r0 = random_hadamard_matrix(C, 0).to(dev);
+    DfrotOptions o;
+    o.log_every = 0;
+    o.iters = 0;
+    const double t_loss = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+    o.iters = 1;
+    const double t_one = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+    const at::Tensor m = seeded_gaussian(C, C, 9).to(dev);
+    const double t_svd = timed(dev, [&] { procrustes(m); });
+    // iters=1 minus iters=0: one pass over the tokens with xᵀη and one SVD (both runs end with a
+    // loss pass and the polar projection).
+    const double t_iter = t_one - t_loss;
+    const double t_tokens = std::max(1e-9, t_iter - t_svd);
+    const double n = static_cast<double>(a.tokens), cd = static_cast<double>(C);
+    const double iter_flops = 4.0 * n * cd * cd;
+    const int64_t full_tokens = 2 * c.n_layers * a.window;
+    const double full_iter = t_tokens * static_cast<double>(full_tokens) / n + t_svd;
+    rows.push_back(cost_row(name, C, "DFRot iteration", std::to_string(a.tokens) + " tokens",
+                            t_tokens, iter_flops, g64.gflops,
+                            std::to_string(full_tokens) + " tokens", full_iter));
+    rows.push_back(
+        cost_row(name, C, "SVD (Procrustes)", "C×C", t_svd, 22.0 * cd * cd * cd, g64.gflops));
+
+    // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
+    FourthPowerObjective obj(C, OptRotNorm::kNumel);
+    obj.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kFloat));
+    const double t_grad = timed(dev, [&] { obj.local_gradient(r0); });
+    const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12).to(dev));
+    const double t_cayley = timed(dev, [&] { cayley_retract(r0, skew, 1e-3); });
+    const double grad_flops = obj.gradient_flops();
+    const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
+    const double full_step =
+        t_grad * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
+    rows.push_back(cost_row(name, C, "OptRot gradient", std::to_string(a.rows) + " rows", t_grad,
+                            grad_flops, g64.gflops, std::to_string(full_rows) + " rows",
+                            full_step));
+    rows.push_back(
+        cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
+    if (a.json) {
+      print_json_line(rt.c(), {{"command", "bench rotation"},
+                               {"model", name},
+                               {"device", dev.str()},
+                               {"dim", C},
+                               {"dfrot_tokens_timed", a.tokens},
+                               {"dfrot_token_seconds", t_tokens},
+                               {"svd_seconds", t_svd},
+                               {"dfrot_full_tokens", full_tokens},
+                               {"dfrot_full_iteration_seconds", full_iter},
+                               {"optrot_rows_timed", a.rows},
+                               {"optrot_gradient_seconds", t_grad},
+                               {"cayley_seconds", t_cayley},
+                               {"optrot_full_rows", full_rows},
+                               {"optrot_full_step_seconds", full_step},
+                               {"gemm64_gflops", g64.gflops},
+                               {"gemm32_gflops", g32.gflops}});
+    }
+  }
+  if (!a.json) {
+    print_table(rt.c(),
+                {"model", "C", "operation", "timed", "seconds", "GFLOP", "GFLOP/s",
+                 "ratio to f64 GEMM", "full model", "full model s"},
+                rows);
+    if (rt.c().is_root()) {
+      std::printf(
+          "%s: float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s (rotation work is "
+          "float64)\n",
+          dev.str().c_str(), static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops);
+    }
+  }
+}
+
+}  // namespace
+
+void register_bench_rotation(CLI::App* bench, Runtime& rt) {
+  auto a = std::make_shared<RotationBenchArgs>();
+  CLI::App* cmd = bench->add_subcommand(
+      "rotation", "one DFRot iteration and one OptRot step at 7B/70B widths (synthetic data)");
+  cmd->add_option("--models", a->models, "shape presets (their dim is C)")->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "DFRot tokens timed (the full count is extrapolated)")
+      ->capture_default_str();
+  cmd->add_option("--rows", a->rows, "OptRot matrix rows timed (the full count is extrapolated)")
+      ->capture_default_str();
+  cmd->add_option("--window", a->window, "DFRot calibration window (tokens per block input)")
+      ->capture_default_str();
+  cmd->add_option("--gemm-n", a->gemm_n, "size of the reference GEMMs")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  for (const char* flag : {"--tokens", "--rows", "--window"}) {
+    cmd->get_option(flag)->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  }
+  cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_flag("--json", a->json, "print JSON lines");
+  cmd->callback([a, &rt] { run_rotation_bench(rt, *a); });
+}
+
+}  // namespace rotq

@@ -1,0 +1,157 @@
+// rotq plan: the layer placement over N ranks and each rank's predicted peak memory, from the
+// model's config alone (see runner/dist/placement.h for the memory model), and the bytes the
+// distributed pipeline moves per layer. Refuses (non-zero exit) when a rank would not fit.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "runner/cli/cmd_common.h"
+#include "runner/dist/placement.h"
+#include "solvers/error.h"
+
+namespace rotq {
+namespace {
+
+struct PlanArgs {
+  std::string model;
+  int ranks = 1;
+  double device_mem_gib = 0;
+  std::string weight_dtype;  // "": the checkpoint's
+  PlacementOptions opts;
+  bool json = false;
+};
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+std::string gib(double bytes) { return fmt_double(bytes / kGiB, 2); }
+
+// The fewest ranks of `device_bytes` that hold the model, or 0 when no layer count does.
+int min_ranks_that_fit(const ModelConfig& c, const PlacementOptions& o, double device_bytes) {
+  for (int r = 1; r <= c.n_layers; ++r) {
+    PlacementOptions ro = o;
+    ro.ranks = r;
+    const auto mem = predict_memory(c, place_layers(c, r, ro.weight_bytes), ro);
+    bool fits = true;
+    for (const RankMemory& m : mem) fits = fits && m.peak <= device_bytes;
+    if (fits) return r;
+  }
+  return 0;
+}
+
+nlohmann::json rank_json(const RankMemory& m, double device_bytes) {
+  return {{"rank", m.rank},
+          {"layers", {m.layer_begin, m.layer_end}},
+          {"embed", m.embed},
+          {"head", m.head},
+          {"shard_bytes", m.shard},
+          {"streamed_bytes", m.streamed},
+          {"activation_bytes", m.activations},
+          {"forward_bytes", m.forward},
+          {"gptq_bytes", m.gptq},
+          {"rotation_bytes", m.rotation},
+          {"peak_bytes", m.peak},
+          {"fits", m.peak <= device_bytes}};
+}
+
+void run_plan(Runtime& rt, PlanArgs& a) {
+  rt.init();
+  require(a.ranks >= 1, "--ranks ", a.ranks, ": expected at least 1");
+  require(a.device_mem_gib > 0 && std::isfinite(a.device_mem_gib), "--device-mem ",
+          a.device_mem_gib, ": expected a positive number of GiB");
+  const ModelConfig c = read_model_config(a.model);
+  a.opts.ranks = a.ranks;
+  a.opts.weight_bytes = dtype_bytes(a.weight_dtype.empty() ? c.dtype : a.weight_dtype);
+  const double device = a.device_mem_gib * kGiB;
+  const Placement p = place_layers(c, a.ranks, a.opts.weight_bytes);
+  const std::vector<RankMemory> mem = predict_memory(c, p, a.opts);
+  const LayerTraffic t = layer_traffic(c, a.opts);
+  const RankMemory* worst = &mem[0];
+  for (const RankMemory& m : mem) {
+    if (m.peak > worst->peak) worst = &m;
+  }
+  const bool fits = worst->peak <= device;
+
+  if (a.json) {
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const RankMemory& m : mem) ranks.push_back(rank_json(m, device));
+    print_json_line(rt.c(), {{"command", "plan"},
+                             {"model", a.model},
+                             {"params", c.param_count()},
+                             {"weight_bytes", a.opts.weight_bytes},
+                             {"ranks", a.ranks},
+                             {"device_mem_gib", a.device_mem_gib},
+                             {"fits", fits},
+                             {"per_rank", ranks},
+                             {"traffic_per_layer",
+                              {{"layer_broadcast", t.layer_broadcast},
+                               {"hessian_allreduce", t.hessian_allreduce},
+                               {"rows_allgather", t.rows_allgather},
+                               {"pipeline_send_per_window", t.pipeline_send},
+                               {"rotation_allreduce_per_iteration", t.rotation_allreduce}}}});
+  } else {
+    if (rt.c().is_root()) {
+      std::printf(
+          "%s: %s, %.2fB parameters, weights at %lld bytes; %d rank(s) of %.1f GiB; "
+          "calibration %lld x %lld, batch %lld\n",
+          a.model.c_str(), c.summary().c_str(), c.param_count() / 1e9,
+          static_cast<long long>(a.opts.weight_bytes), a.ranks, a.device_mem_gib,
+          static_cast<long long>(a.opts.nsamples), static_cast<long long>(a.opts.seqlen),
+          static_cast<long long>(a.opts.calib_batch));
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const RankMemory& m : mem) {
+      std::string extra = m.embed ? "embed" : "";
+      if (m.head) extra += extra.empty() ? "head" : "+head";
+      rows.push_back(
+          {std::to_string(m.rank),
+           "[" + std::to_string(m.layer_begin) + ", " + std::to_string(m.layer_end) + ")", extra,
+           gib(m.shard), gib(m.streamed), gib(m.activations),
+           gib(std::max({m.forward, m.gptq, m.rotation})), gib(m.peak),
+           m.peak <= device ? "yes" : "NO"});
+    }
+    print_table(rt.c(),
+                {"rank", "layers", "globals", "shard GiB", "streamed", "activations", "workspace",
+                 "peak GiB", "fits"},
+                rows);
+    print_table(rt.c(), {"traffic per layer", "GiB"},
+                {{"layer broadcast (owner -> all)", gib(t.layer_broadcast)},
+                 {"Hessian all-reduce (4 inputs, float64)", gib(t.hessian_allreduce)},
+                 {"quantized rows all-gather", gib(t.rows_allgather)},
+                 {"pipeline send per window (float32)", gib(t.pipeline_send)},
+                 {"DFRot/OptRot all-reduce per iteration", gib(t.rotation_allreduce)}});
+  }
+  if (!fits) {
+    const int need = min_ranks_that_fit(c, a.opts, device);
+    fail(a.model, " does not fit ", a.ranks, " rank(s) of ", a.device_mem_gib, " GiB: rank ",
+         worst->rank, " needs ", gib(worst->peak), " GiB (shard ", gib(worst->shard), " GiB); ",
+         need > 0 ? "it fits on " + std::to_string(need) + " ranks"
+                  : std::string("no rank count fits (each rank holds at least one layer)"));
+  }
+}
+
+}  // namespace
+
+void register_plan(CLI::App& app, Runtime& rt) {
+  auto a = std::make_shared<PlanArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "plan", "layer placement over ranks and predicted peak memory per rank (config.json only)");
+  cmd->add_option("--model", a->model, "config.json, HF directory or llama2.c .bin")->required();
+  cmd->add_option("--ranks", a->ranks, "ranks (one per GPU)")->required();
+  cmd->add_option("--device-mem", a->device_mem_gib, "memory per rank in GiB (e.g. 80)")
+      ->required();
+  cmd->add_option("--weight-dtype", a->weight_dtype,
+                  "storage dtype of the weights (default: the checkpoint's)");
+  cmd->add_option("--nsamples", a->opts.nsamples, "calibration windows")->capture_default_str();
+  cmd->add_option("--seqlen", a->opts.seqlen, "calibration window length")->capture_default_str();
+  cmd->add_option("--calib-batch", a->opts.calib_batch, "windows per calibration forward")
+      ->capture_default_str();
+  cmd->add_flag("--json", a->json, "print one JSON object");
+  cmd->get_option("--ranks")->check(CLI::Range(1, 1 << 20));
+  cmd->get_option("--device-mem")->check(CLI::Range(1e-3, 1e9));
+  cmd->get_option("--nsamples")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->get_option("--seqlen")->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  cmd->get_option("--calib-batch")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->callback([a, &rt] { run_plan(rt, *a); });
+}
+
+}  // namespace rotq

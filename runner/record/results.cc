@@ -1,0 +1,277 @@
+#include "runner/record/results.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "models/files.h"
+#include "runner/record/experiment.h"
+#include "runner/record/h5.h"
+#include "solvers/error.h"
+#include "solvers/hash.h"
+#include "solvers/parse.h"
+
+namespace rotq {
+namespace fs = std::filesystem;
+namespace {
+
+void write_task_group(const h5::Handle& parent, const std::string& name, const TaskRecord& t) {
+  const h5::Handle g = h5::create_group(parent, name);
+  h5::set_string(g, "task", t.task);
+  h5::set_string(g, "acts", t.acts);
+  h5::set_string(g, "metric", t.metric);
+  for (const auto& [k, v] : std::vector<std::pair<const char*, int64_t>>{{"a_bits", t.a_bits},
+                                                                         {"kv_bits", t.kv_bits},
+                                                                         {"n", t.n},
+                                                                         {"requests", t.requests},
+                                                                         {"tokens", t.tokens},
+                                                                         {"limit", t.limit},
+                                                                         {"cut", t.cut}}) {
+    h5::set_int(g, k, v);
+  }
+  for (const auto& [k, v] :
+       std::vector<std::pair<const char*, double>>{{"acc", t.acc},
+                                                   {"acc_stderr", t.acc_stderr},
+                                                   {"acc_norm", t.acc_norm},
+                                                   {"acc_norm_stderr", t.acc_norm_stderr},
+                                                   {"acc_bytes", t.acc_bytes},
+                                                   {"ppl", t.ppl},
+                                                   {"acc_subject_mean", t.acc_subject_mean},
+                                                   {"seconds", t.seconds}}) {
+    h5::set_double(g, k, v);
+  }
+  if (t.subtasks.empty()) return;
+  const h5::Handle sub = h5::create_group(g, "subtasks");
+  for (const SubtaskScore& s : t.subtasks) {
+    const h5::Handle sg = h5::create_group(sub, s.name);
+    h5::set_int(sg, "n", s.n);
+    h5::set_double(sg, "acc", s.acc);
+  }
+}
+
+TaskRecord read_task_group(const h5::Handle& parent, const std::string& name) {
+  const h5::Handle g = h5::open_group(parent, name);
+  TaskRecord t;
+  t.task = h5::get_string(g, "task");
+  t.acts = h5::get_string(g, "acts");
+  t.metric = h5::get_string(g, "metric");
+  t.a_bits = h5::get_int(g, "a_bits");
+  t.kv_bits = h5::get_int(g, "kv_bits");
+  t.n = h5::get_int(g, "n");
+  t.requests = h5::get_int(g, "requests");
+  t.tokens = h5::get_int(g, "tokens");
+  t.limit = h5::get_int(g, "limit");
+  t.cut = h5::get_int(g, "cut");
+  t.acc = h5::get_double(g, "acc");
+  t.acc_stderr = h5::get_double(g, "acc_stderr");
+  t.acc_norm = h5::get_double(g, "acc_norm");
+  t.acc_norm_stderr = h5::get_double(g, "acc_norm_stderr");
+  t.acc_bytes = h5::get_double(g, "acc_bytes");
+  t.ppl = h5::get_double(g, "ppl");
+  t.acc_subject_mean = h5::get_double(g, "acc_subject_mean");
+  t.seconds = h5::get_double(g, "seconds");
+  if (h5::has_child(g, "subtasks")) {
+    const h5::Handle sub = h5::open_group(g, "subtasks");
+    for (const std::string& s : h5::children(sub)) {
+      const h5::Handle sg = h5::open_group(sub, s);
+      t.subtasks.push_back({s, h5::get_int(sg, "n"), h5::get_double(sg, "acc")});
+    }
+  }
+  return t;
+}
+
+void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
+  const h5::Handle g = h5::create_group(cells, r.id);
+  h5::set_string(g, "id", r.id);
+  h5::set_string(g, "label", r.label);
+  h5::set_string(g, "experiment", r.experiment);
+  h5::set_string(g, "config_yaml", r.config_yaml);
+  const h5::Handle config = h5::create_group(g, "config");
+  for (const auto& [k, v] : r.config) h5::set_string(config, k, v);
+  const h5::Handle meta = h5::create_group(g, "meta");
+  for (const auto& [k, v] : r.meta) h5::set_string(meta, k, v);
+  const h5::Handle secs = h5::create_group(g, "seconds");
+  for (const auto& [k, v] : r.seconds) h5::set_double(secs, k, v);
+  const h5::Handle evals = h5::create_group(g, "evals");
+  for (size_t i = 0; i < r.evals.size(); ++i) {
+    const EvalRecord& e = r.evals[i];
+    const h5::Handle eg = h5::create_group(evals, std::to_string(i));
+    h5::set_string(eg, "text", e.text);
+    h5::set_string(eg, "acts", e.acts);
+    h5::set_int(eg, "a_bits", e.a_bits);
+    h5::set_int(eg, "kv_bits", e.kv_bits);
+    h5::set_int(eg, "windows", e.windows);
+    h5::set_int(eg, "scored_tokens", e.scored_tokens);
+    h5::set_double(eg, "ppl", e.ppl);
+    h5::set_double(eg, "kl", e.kl);
+    h5::set_double(eg, "mean_nll", e.mean_nll);
+    h5::set_double(eg, "seconds", e.seconds);
+  }
+  if (!r.tasks.empty()) {
+    const h5::Handle tasks = h5::create_group(g, "tasks");
+    for (size_t i = 0; i < r.tasks.size(); ++i)
+      write_task_group(tasks, std::to_string(i), r.tasks[i]);
+  }
+  if (!r.rotation_loss.empty()) h5::write_doubles(g, "rotation_loss", r.rotation_loss);
+  if (!r.series.empty()) {
+    const h5::Handle series = h5::create_group(g, "series");
+    for (const auto& [k, v] : r.series) h5::write_doubles(series, k, v);
+  }
+  if (r.r1_dim > 0) {
+    h5::write_doubles(g, "r1", r.r1,
+                      {static_cast<uint64_t>(r.r1_dim), static_cast<uint64_t>(r.r1_dim)});
+  }
+}
+
+CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
+  const h5::Handle g = h5::open_group(cells, id);
+  CellRecord r;
+  r.id = h5::get_string(g, "id");
+  r.label = h5::get_string(g, "label");
+  r.experiment = h5::get_string(g, "experiment");
+  r.config_yaml = h5::get_string(g, "config_yaml");
+  const h5::Handle config = h5::open_group(g, "config");
+  for (const std::string& k : h5::attribute_names(config)) r.config[k] = h5::get_string(config, k);
+  const h5::Handle meta = h5::open_group(g, "meta");
+  for (const std::string& k : h5::attribute_names(meta)) r.meta[k] = h5::get_string(meta, k);
+  const h5::Handle secs = h5::open_group(g, "seconds");
+  for (const std::string& k : h5::attribute_names(secs)) r.seconds[k] = h5::get_double(secs, k);
+  const h5::Handle evals = h5::open_group(g, "evals");
+  const std::vector<std::string> names = h5::children(evals);
+  r.evals.resize(names.size());
+  for (const std::string& n : names) {
+    const std::optional<int64_t> i = parse_integer(n);
+    require(i && *i >= 0 && static_cast<size_t>(*i) < r.evals.size(), "cell ", id, ": eval index '",
+            n, "' out of range");
+    const h5::Handle eg = h5::open_group(evals, n);
+    EvalRecord& e = r.evals[static_cast<size_t>(*i)];
+    e.text = h5::get_string(eg, "text");
+    e.acts = h5::get_string(eg, "acts");
+    e.a_bits = h5::get_int(eg, "a_bits");
+    e.kv_bits = h5::get_int(eg, "kv_bits");
+    e.windows = h5::get_int(eg, "windows");
+    e.scored_tokens = h5::get_int(eg, "scored_tokens");
+    e.ppl = h5::get_double(eg, "ppl");
+    e.kl = h5::get_double(eg, "kl");
+    e.mean_nll = h5::get_double(eg, "mean_nll");
+    e.seconds = h5::get_double(eg, "seconds");
+  }
+  if (h5::has_child(g, "tasks")) {
+    const h5::Handle tasks = h5::open_group(g, "tasks");
+    const std::vector<std::string> names = h5::children(tasks);
+    r.tasks.resize(names.size());
+    for (const std::string& n : names) {
+      const std::optional<int64_t> i = parse_integer(n);
+      require(i && *i >= 0 && static_cast<size_t>(*i) < r.tasks.size(), "cell ", id,
+              ": task index '", n, "' out of range");
+      r.tasks[static_cast<size_t>(*i)] = read_task_group(tasks, n);
+    }
+  }
+  if (h5::has_child(g, "rotation_loss")) r.rotation_loss = h5::read_doubles(g, "rotation_loss");
+  if (h5::has_child(g, "series")) {
+    const h5::Handle series = h5::open_group(g, "series");
+    for (const std::string& k : h5::children(series)) r.series[k] = h5::read_doubles(series, k);
+  }
+  if (h5::has_child(g, "r1")) {
+    r.r1 = h5::read_doubles(g, "r1");
+    r.r1_dim = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(r.r1.size()))));
+  }
+  return r;
+}
+
+void read_file_into(const std::string& path, std::map<std::string, CellRecord>& out) {
+  const h5::Handle f = h5::open_file(path);
+  const h5::Handle cells = h5::open_group(f, "cells");
+  for (const std::string& id : h5::children(cells)) out[id] = read_cell_group(cells, id);
+}
+
+// Writes `path` whole or not at all: the HDF5 file is built in memory and its bytes stored
+// through a temporary in OUTPUT.d (write_file_atomically), so a full disk is one error, the old
+// file stays, and no HDF5 state is left half-flushed.
+template <typename F>
+void write_atomically(const std::string& path, const std::string& output, F write) {
+  std::string image;
+  {
+    const h5::Handle f = h5::create_memory_file();
+    write(f);
+    image = h5::file_image(f);
+  }
+  fs::create_directories(cell_dir(output));
+  write_file_atomically(path, image, cell_dir(output));
+}
+
+}  // namespace
+
+std::string cell_dir(const std::string& output) { return output + ".d"; }
+
+std::string results_path(const std::string& results_or_experiment) {
+  const std::string ext = fs::path(results_or_experiment).extension().string();
+  return ext == ".yaml" || ext == ".yml" ? load_experiment(results_or_experiment).output
+                                         : results_or_experiment;
+}
+
+void write_cell_file(const std::string& output, const CellRecord& r) {
+  fs::create_directories(cell_dir(output));
+  write_atomically((fs::path(cell_dir(output)) / (r.id + ".h5")).string(), output,
+                   [&](const h5::Handle& f) {
+                     const h5::Handle cells = h5::create_group(f, "cells");
+                     write_cell_group(cells, r);
+                   });
+}
+
+std::map<std::string, CellRecord> read_results(const std::string& output) {
+  std::map<std::string, CellRecord> out;
+  if (fs::exists(output)) read_file_into(output, out);
+  const fs::path dir = cell_dir(output);
+  if (!fs::is_directory(dir)) return out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() != ".h5" || is_rotq_temporary(name)) continue;
+    try {
+      read_file_into(entry.path().string(), out);
+    } catch (const Error& e) {
+      spdlog::warn("skipping {}: {}", entry.path().string(), e.what());
+    }
+  }
+  return out;
+}
+
+size_t merge_results(const std::string& output) {
+  const std::map<std::string, CellRecord> all = read_results(output);
+  if (!fs::path(output).parent_path().empty())
+    fs::create_directories(fs::path(output).parent_path());
+  write_atomically(output, output, [&](const h5::Handle& f) {
+    const h5::Handle cells = h5::create_group(f, "cells");
+    for (const auto& [id, r] : all) write_cell_group(cells, r);
+  });
+  return all.size();
+}
+
+int remove_stale_temporaries(const std::string& output) {
+  return remove_stale_temporaries_in(cell_dir(output));
+}
+
+std::string file_checksum(const std::string& path) {
+  require_regular_file(path);
+  std::ifstream in(path, std::ios::binary);
+  require(in.good(), path, ": cannot read (for its checksum)");
+  uint64_t h = kFnvOffset;
+  char buf[1 << 16];
+  while (in) {
+    in.read(buf, sizeof buf);
+    h = fnv1a(buf, static_cast<size_t>(in.gcount()), h);
+  }
+  return hex16(h);
+}
+
+}  // namespace rotq

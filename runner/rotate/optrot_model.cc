@@ -1,0 +1,150 @@
+#include "runner/rotate/optrot_model.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "runner/fuse/fusion.h"
+#include "solvers/error.h"
+
+namespace rotq {
+
+namespace {
+
+bool uses(const std::vector<LayerTensor>& m, LayerTensor t) {
+  return std::find(m.begin(), m.end(), t) != m.end();
+}
+
+}  // namespace
+
+std::vector<LayerTensor> parse_optrot_matrices(const std::string& list) {
+  static const std::vector<std::pair<std::string, LayerTensor>> kNames = {
+      {"q", LayerTensor::kWq},      {"k", LayerTensor::kWk},       {"v", LayerTensor::kWv},
+      {"o", LayerTensor::kWo},      {"gate", LayerTensor::kWGate}, {"up", LayerTensor::kWUp},
+      {"down", LayerTensor::kWDown}};
+  std::vector<LayerTensor> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = list.find(',', start);
+    const std::string name =
+        list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!name.empty()) {
+      auto it = std::find_if(kNames.begin(), kNames.end(),
+                             [&](const auto& p) { return p.first == name; });
+      require(it != kNames.end(), "OptRot matrix '", name,
+              "' is not one of q, k, v, o, gate, up, down");
+      if (!uses(out, it->second)) out.push_back(it->second);
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  require(!out.empty(), "OptRot: no matrices in '", list, "' (expected e.g. q,k,v,o,gate,up,down)");
+  return out;
+}
+
+FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank, int size,
+                                  const std::vector<LayerCovariances>* covs,
+                                  const std::vector<LayerTensor>& matrices) {
+  require(norms_are_fused(model), "OptRot: fold the RMSNorm scales first (fuse_norms)");
+  require(!covs || covs->size() == model.weights.layers.size(),
+          "OptRot+: ", covs ? covs->size() : 0, " layer covariances for ",
+          model.weights.layers.size(), " layers");
+  FourthPowerObjective obj(model.config.dim, norm);
+  for (size_t i = 0; i < model.weights.layers.size(); ++i) {
+    if (static_cast<int>(i % size) != rank) continue;
+    const LayerWeights& l = model.weights.layers[i];
+    const int attn = covs ? obj.add_covariance((*covs)[i].attn) : -1;
+    const int mlp = covs ? obj.add_covariance((*covs)[i].mlp) : -1;
+    for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv}) {
+      if (uses(matrices, t)) obj.add(l[t], 1.0, attn);
+    }
+    for (LayerTensor t : {LayerTensor::kWGate, LayerTensor::kWUp}) {
+      if (uses(matrices, t)) obj.add(l[t], 1.0, mlp);
+    }
+    if (uses(matrices, LayerTensor::kWo)) obj.add(l[LayerTensor::kWo].t());
+    if (uses(matrices, LayerTensor::kWDown)) obj.add(l[LayerTensor::kWDown].t());
+  }
+  return obj;
+}
+
+FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
+                                  OptRotNorm norm, const LayerCovariances* cov,
+                                  const std::vector<LayerTensor>& matrices) {
+  const ModelConfig& c = model.config;
+  const LayerWeights& l = model.weights.layers.at(layer);
+  at::Tensor wv = l[LayerTensor::kWv].to(at::kDouble);  // [KVH·d, C]
+  at::Tensor wo = l[LayerTensor::kWo].to(at::kDouble);  // [C, H·d]
+  if (r1.defined()) {
+    const at::Tensor r = r1.to(wv.device(), at::kDouble);
+    wv = at::matmul(wv, r);
+    wo = at::matmul(r.t(), wo);
+  }
+  const int64_t d = c.head_dim;
+  FourthPowerObjective obj(d, norm);
+  // R2ᵀ·Wv_h rotates head h's rows: reader form Wv_hᵀ [C, d]. Wo_h·R2: reader form Wo_h [C, d].
+  if (uses(matrices, LayerTensor::kWv)) {
+    for (int64_t h = 0; h < c.n_kv_heads; ++h) obj.add(wv.narrow(0, h * d, d).t());
+  }
+  if (!uses(matrices, LayerTensor::kWo)) return obj;
+  require(!cov || static_cast<int64_t>(cov->o_heads.size()) == c.n_heads,
+          "OptRot+: ", cov ? cov->o_heads.size() : 0, " o_proj head covariances for ", c.n_heads,
+          " heads");
+  for (int64_t h = 0; h < c.n_heads; ++h) {
+    const int g = cov ? obj.add_covariance(cov->o_heads[h]) : -1;
+    obj.add(wo.narrow(1, h * d, d), 1.0, g);
+  }
+  return obj;
+}
+
+Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
+                           RotationTrace* trace, const std::vector<LayerCovariances>* covs) {
+  const ModelConfig& c = model.config;
+  FixedRotationSpec start;
+  start.kind = FixedRotation::kHadamard;
+  start.seed = seed;
+  start.r2 = opts.r2;
+  Rotations init = make_rotations(start, c.dim, c.head_dim, c.n_layers);
+  Rotations rot;
+  rot.r2.resize(c.n_layers);
+  // A shard (a model sharded by layers: every rank holds a disjoint range) contributes all of its
+  // layers; a replicated model is split across ranks by layer index. Either way the all-reduced
+  // objective counts every matrix once.
+  const bool shard =
+      !(model.layer_offset == 0 && static_cast<int64_t>(model.weights.layers.size()) == c.n_layers);
+  const FourthPowerObjective obj1 = r1_objective(model, opts.norm, shard ? 0 : comm.rank(),
+                                                 shard ? 1 : comm.size(), covs, opts.matrices);
+  // The optimisation runs where the weights are; the rotations are returned on the host.
+  const at::Device device = model_device(model);
+  const at::Tensor r1 = minimize_fourth_power(obj1, init.r1.to(device), opts.sgd, &comm, trace);
+  spdlog::info("{} R1: loss {:.6g} (randomized Hadamard start: {:.6g})",
+               covs ? "optrot+" : "optrot", fourth_power_loss(obj1, r1, &comm),
+               fourth_power_loss(obj1, init.r1.to(device), &comm));
+  rot.r1 = r1.cpu();
+  if (opts.r2 && (uses(opts.matrices, LayerTensor::kWv) || uses(opts.matrices, LayerTensor::kWo))) {
+    CayleySgdOptions quiet = opts.sgd;
+    quiet.log_every = 0;
+    for (int64_t l = 0; l < static_cast<int64_t>(model.weights.layers.size()); ++l) {
+      const FourthPowerObjective obj2 =
+          r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
+      // head_dim × head_dim problems: every rank solves each one alone, identically.
+      rot.r2[l + model.layer_offset] =
+          minimize_fourth_power(obj2, init.r2[l + model.layer_offset].to(device), quiet, nullptr)
+              .cpu();
+    }
+    if (shard) {
+      // Each owner's R2s to every rank: the others add zeros, so the sum is exact.
+      at::Tensor all = at::zeros({c.n_layers, c.head_dim, c.head_dim}, at::kDouble);
+      for (int64_t l = 0; l < c.n_layers; ++l) {
+        if (rot.r2[l].defined()) all[l].copy_(rot.r2[l]);
+      }
+      comm.all_reduce(all, ReduceOp::kSum);
+      for (int64_t l = 0; l < c.n_layers; ++l) rot.r2[l] = all[l].clone();
+    }
+  } else if (opts.r2) {
+    rot.r2 = init.r2;  // neither v nor o enters: R2 stays the randomized Hadamard start
+  }
+  return rot;
+}
+
+}  // namespace rotq
