@@ -117,8 +117,8 @@ double gamma_of(const std::string& text) {
 // shares the template but its bits.
 ActivationQuant& acts_template(C c) { return c.quant.acts.front(); }
 
-std::vector<CellOption> make_table() {
-  std::vector<CellOption> t;
+// Rows: calibration windows.
+void calibration_rows(std::vector<CellOption>& t) {
   // --- calibration -----------------------------------------------------------------------------
   t.push_back(
       row("calibration.text", K::kString, "", "calibration text file (GPTQ, DFRot, OptRot+)")
@@ -132,6 +132,10 @@ std::vector<CellOption> make_table() {
                   .flag("--calib-seqlen")
                   .range(0, 1e7)
                   .to([](V v, C c) { c.quant.calib.seqlen = v.integer(); }));
+}
+
+// Rows: the method and what every method shares.
+void rotation_rows(std::vector<CellOption>& t) {
   // --- rotation (the method first: it sets the spec to the method's defaults, which r2 and
   // online can only turn off: the unrotated baseline has neither) -----------------------------
   t.push_back(row("rotation.method", K::kString, "none", rotation_method_names())
@@ -151,6 +155,10 @@ std::vector<CellOption> make_table() {
                   .flag("--fp-massive")
                   .range(0, 1e6)
                   .to([](V v, C c) { acts_template(c).fp_massive = v.number(); }));
+}
+
+// Rows: DFRot.
+void dfrot_rows(std::vector<CellOption>& t) {
   t.push_back(
       row("rotation.dfrot.gamma", K::kString, "100", "weight of the massive tokens (number or inf)")
           .flag("--dfrot-gamma")
@@ -200,6 +208,10 @@ std::vector<CellOption> make_table() {
                   .flag("--dfrot-seqlen")
                   .range(0, 1e7)
                   .to([](V v, C c) { c.quant.rotation.dfrot_seqlen = v.integer(); }));
+}
+
+// Rows: OptRot / OptRot+.
+void optrot_rows(std::vector<CellOption>& t) {
   t.push_back(row("rotation.optrot.steps", K::kInt, "1000", "Cayley SGD / Adam steps")
                   .flag("--optrot-steps")
                   .range(0, 1e7)
@@ -226,6 +238,10 @@ std::vector<CellOption> make_table() {
                   .flag("--optrot-matrices")
                   .rule(check_matrices)
                   .to([](V v, C c) { c.quant.rotation.optrot_matrices = v.text(); }));
+}
+
+// Rows: weight quantization (RTN, GPTQ).
+void weight_rows(std::vector<CellOption>& t) {
   // --- quantization ----------------------------------------------------------------------------
   t.push_back(row("quantization.w_bits", K::kInt, "16", "weight bits (16: not quantized)")
                   .flag("--w-bits")
@@ -271,6 +287,10 @@ std::vector<CellOption> make_table() {
                     c.quant.weights.hessian_dtype =
                         v.text() == "float64" ? at::kDouble : at::kFloat;
                   }));
+}
+
+// Rows: activation and KV-cache quantization (the template of every evaluation.acts pair).
+void activation_rows(std::vector<CellOption>& t) {
   t.push_back(row("quantization.a_bits", K::kInt, "16", "activation bits (per token)")
                   .flag("--a-bits")
                   .range(2, 16)
@@ -307,6 +327,10 @@ std::vector<CellOption> make_table() {
           .to([](V v, C c) {
             acts_template(c).k_cache.group = acts_template(c).v_cache.group = v.integer();
           }));
+}
+
+// Rows: perplexity.
+void evaluation_rows(std::vector<CellOption>& t) {
   // --- evaluation ------------------------------------------------------------------------------
   t.push_back(row("evaluation.ppl_texts", K::kStringList, "", "texts to score (perplexity)")
                   .flag("--ppl-text")
@@ -334,6 +358,10 @@ std::vector<CellOption> make_table() {
                   "also the mean KL divergence from the floating-point model's predictions")
                   .flag("--kl", "true")
                   .to([](V v, C c) { c.quant.kl = v.flag(); }));
+}
+
+// Rows: zero-shot tasks and BOS.
+void task_rows(std::vector<CellOption>& t) {
   t.push_back(row("evaluation.tasks", K::kStringList, "",
                   "zero-shot tasks (arc_easy, ..., mmlu, mmlu_5shot; zeroshot = the papers' nine; "
                   "all; NAME=PATH), comma-separated")
@@ -375,6 +403,10 @@ std::vector<CellOption> make_table() {
           .flag("--max-length")
           .range(0, 1e7)
           .to([](V v, C c) { c.quant.task_opts.max_length = v.integer(); }));
+}
+
+// Rows: where and how the cell runs.
+void runtime_rows(std::vector<CellOption>& t) {
   // --- runtime ---------------------------------------------------------------------------------
   t.push_back(
       row("runtime.dtype", K::kString, "float32", "compute dtype float32 | float64 | bfloat16")
@@ -395,6 +427,14 @@ std::vector<CellOption> make_table() {
   t.push_back(
       row("runtime.save_rotations", K::kBool, "false", "store R1 (C x C float64) with the cell")
           .to([](V v, C c) { c.save_rotations = v.flag(); }));
+}
+
+std::vector<CellOption> make_table() {
+  std::vector<CellOption> t;
+  for (auto rows : {calibration_rows, rotation_rows, dfrot_rows, optrot_rows, weight_rows,
+                    activation_rows, evaluation_rows, task_rows, runtime_rows}) {
+    rows(t);
+  }
   return t;
 }
 

@@ -35,6 +35,97 @@ void rotate_model(Model& model, const Rotations& rot, bool rotate) {
   fuse_rotations(model, rot);
 }
 
+namespace {
+
+// Task files are read and tokenized before anything else: a bad one fails before work is spent.
+std::vector<PreparedTask> prepare_tasks(const QuantCell& cell, const TaskOptions& opts,
+                                        const Tokenizer& tok, const ModelConfig& config) {
+  std::vector<PreparedTask> tasks;
+  for (const auto& [name, path] : cell.tasks) {
+    tasks.push_back(prepare_task(name, path, opts, tok));
+    check_task_tokens(tasks.back(), config);
+  }
+  require(cell.task_opts.max_length <= config.max_seq_len, "--max-length ",
+          cell.task_opts.max_length, " exceeds the model's context of ", config.max_seq_len);
+  return tasks;
+}
+
+void quantize_stage(Model& model, const QuantCell& cell, CalibrationText& calib, Comm& comm,
+                    const Placement& placement, QuantCellResult& res) {
+  auto t = Clock::now();
+  if (cell.weights.method == WeightMethod::kGptq) {
+    const at::Tensor windows = calib.windows(cell.calib.nsamples, cell.calib.seqlen,
+                                             cell.calib.seed, "GPTQ", "--calib-seqlen");
+    res.seconds.calib = seconds_since(t, model);
+    spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), windows.size(1),
+                 calib.path());
+    t = Clock::now();
+    res.weights = quantize_weights_gptq(model, windows, cell.weights, comm, placement);
+  } else {
+    res.weights = quantize_weights_rtn(model, cell.weights);
+  }
+  res.seconds.quantize = seconds_since(t, model);
+  spdlog::info("weights {} {} in {:.2f}s", weight_method_name(cell.weights.method),
+               cell.weights.spec.describe(), res.seconds.quantize);
+}
+
+// Every text under every activation configuration; `reference` (optional) for the KL.
+void perplexity_stage(const Model& model, const Model* reference, const Tokenizer& tok,
+                      const QuantCell& cell, Comm& comm, const Placement& placement,
+                      QuantCellResult& res) {
+  require(!cell.acts.empty(), "quantize-eval: no activation configuration to evaluate");
+  const auto t = Clock::now();
+  PplOptions po = cell.ppl;
+  if (po.seqlen <= 0) po.seqlen = default_window(model.config);
+  Transformer tf(model);
+  std::unique_ptr<Transformer> ref_tf;
+  if (reference) ref_tf = std::make_unique<Transformer>(*reference);
+  for (const std::string& text : cell.ppl_texts) {
+    const std::vector<int32_t> tokens = tokenize_file(tok, text, res.bos.add);
+    for (const ActivationQuant& acts : cell.acts) {
+      ActQuantHooks hooks(model.config, acts);
+      hooks.set_residual_rotation(res.rotations.r1);
+      ForwardHooks* h = acts.any() ? &hooks : nullptr;
+      res.ppl.push_back(placement.sharded()
+                            ? perplexity_pipeline(tf, placement, tokens, po, comm, h, ref_tf.get())
+                            : perplexity(tf, tokens, po, comm, h, ref_tf.get()));
+      spdlog::info("{} | {}: ppl {:.4f}{}", text, acts.describe(), res.ppl.back().ppl,
+                   reference ? ", KL " + std::to_string(res.ppl.back().kl) : "");
+    }
+  }
+  res.seconds.eval = seconds_since(t, model);
+}
+
+// Every task under the activation configurations QuantCell::task_acts selects.
+void task_stage(const Model& model, const std::vector<PreparedTask>& tasks, const QuantCell& cell,
+                const TaskOptions& opts, TaskSamplesWriter& samples, Comm& comm,
+                const Placement& placement, QuantCellResult& res) {
+  require(!cell.acts.empty(), "tasks: no activation configuration to evaluate");
+  const auto t = Clock::now();
+  Transformer tf(model);
+  for (const PreparedTask& task : tasks) {
+    for (size_t ai = 0; ai < cell.acts.size(); ++ai) {
+      if (!cell.task_acts.empty() && !cell.task_acts.at(ai)) continue;
+      const ActivationQuant& acts = cell.acts[ai];
+      ActQuantHooks hooks(model.config, acts);
+      hooks.set_residual_rotation(res.rotations.r1);
+      TaskEvaluation e =
+          evaluate_task(task, tf, opts, comm, acts.any() ? &hooks : nullptr, placement);
+      samples.write(task, acts.describe(), e.requests);
+      spdlog::info("task {} | {}: {} {:.4f} ({} examples, {:.1f}s)", task.spec->name,
+                   acts.describe(), e.score.metric, e.score.score(), e.score.n, e.score.seconds);
+      e.score.acts_index = ai;
+      res.tasks.push_back(std::move(e.score));
+    }
+  }
+  samples.close();
+  res.seconds.tasks = seconds_since(t, model);
+}
+
+}  // namespace
+
+// The stages in order: tasks read, norms fused, rotations built (or learned) and fused, weights
+// quantized, perplexity and tasks evaluated.
 QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCell& cell,
                                Comm& comm, const Placement& placement) {
   require(placement.sharded() != holds_all_layers(model), model.source,
@@ -47,14 +138,8 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   spdlog::info("BOS {}: {}", res.bos.add ? "prepended" : "not prepended", res.bos.source);
   TaskOptions task_opts = cell.task_opts;
   task_opts.bos = res.bos.add;
-  // Task files are read and tokenized first: a bad one fails before any work is spent.
-  std::vector<PreparedTask> tasks;
-  for (const auto& [name, path] : cell.tasks) {
-    tasks.push_back(prepare_task(name, path, task_opts, tok));
-    check_task_tokens(tasks.back(), model.config);
-  }
-  require(cell.task_opts.max_length <= model.config.max_seq_len, "--max-length ",
-          cell.task_opts.max_length, " exceeds the model's context of ", model.config.max_seq_len);
+  const std::vector<PreparedTask> tasks = prepare_tasks(cell, task_opts, tok, model.config);
+  // Opened now, so that an unwritable path fails before any work is spent.
   TaskSamplesWriter samples(tasks.empty() ? "" : cell.task_samples, comm);
   CalibrationText calib(model, tok, cell.calib_text, res.bos.add);
   const bool rotate = find_rotation_method(cell.rotation.text())->rotates || cell.rotation.online;
@@ -63,12 +148,10 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   auto t = Clock::now();
   if (rotate) fuse_norms(model);
   res.seconds.fuse = seconds_since(t, model);
-
   t = Clock::now();
   const RotationContext ctx{model, tok, cell.rotation, calib, cell.calib, comm, placement};
   res.rotations = build_rotations(ctx, res.learning);
   res.seconds.rotate = seconds_since(t, model);
-
   t = Clock::now();
   if (rotate) fuse_rotations(model, res.rotations);
   res.seconds.fuse += seconds_since(t, model);
@@ -78,72 +161,11 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   // The rotated floating-point model predicts exactly as the original: the KL reference.
   std::unique_ptr<Model> reference;
   if (cell.kl && !cell.ppl_texts.empty()) reference = std::make_unique<Model>(clone_model(model));
-
-  if (cell.weights.spec.enabled()) {
-    if (cell.weights.method == WeightMethod::kGptq) {
-      t = Clock::now();
-      const at::Tensor windows = calib.windows(cell.calib.nsamples, cell.calib.seqlen,
-                                               cell.calib.seed, "GPTQ", "--calib-seqlen");
-      res.seconds.calib = seconds_since(t, model);
-      spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), windows.size(1),
-                   calib.path());
-      t = Clock::now();
-      res.weights = quantize_weights_gptq(model, windows, cell.weights, comm, placement);
-    } else {
-      t = Clock::now();
-      res.weights = quantize_weights_rtn(model, cell.weights);
-    }
-    res.seconds.quantize = seconds_since(t, model);
-    spdlog::info("weights {} {} in {:.2f}s", weight_method_name(cell.weights.method),
-                 cell.weights.spec.describe(), res.seconds.quantize);
-  }
-
+  if (cell.weights.spec.enabled()) quantize_stage(model, cell, calib, comm, placement, res);
   if (!cell.ppl_texts.empty()) {
-    require(!cell.acts.empty(), "quantize-eval: no activation configuration to evaluate");
-    t = Clock::now();
-    PplOptions po = cell.ppl;
-    if (po.seqlen <= 0) po.seqlen = default_window(model.config);
-    Transformer tf(model);
-    std::unique_ptr<Transformer> ref_tf;
-    if (reference) ref_tf = std::make_unique<Transformer>(*reference);
-    for (const std::string& text : cell.ppl_texts) {
-      const std::vector<int32_t> tokens = tokenize_file(tok, text, res.bos.add);
-      for (const ActivationQuant& acts : cell.acts) {
-        ActQuantHooks hooks(model.config, acts);
-        hooks.set_residual_rotation(res.rotations.r1);
-        ForwardHooks* h = acts.any() ? &hooks : nullptr;
-        res.ppl.push_back(placement.sharded() ? perplexity_pipeline(tf, placement, tokens, po, comm,
-                                                                    h, ref_tf.get())
-                                              : perplexity(tf, tokens, po, comm, h, ref_tf.get()));
-        spdlog::info("{} | {}: ppl {:.4f}{}", text, acts.describe(), res.ppl.back().ppl,
-                     reference ? ", KL " + std::to_string(res.ppl.back().kl) : "");
-      }
-    }
-    res.seconds.eval = seconds_since(t, model);
+    perplexity_stage(model, reference.get(), tok, cell, comm, placement, res);
   }
-
-  if (!tasks.empty()) {
-    require(!cell.acts.empty(), "tasks: no activation configuration to evaluate");
-    t = Clock::now();
-    Transformer tf(model);
-    for (const PreparedTask& task : tasks) {
-      for (size_t ai = 0; ai < cell.acts.size(); ++ai) {
-        if (!cell.task_acts.empty() && !cell.task_acts.at(ai)) continue;
-        const ActivationQuant& acts = cell.acts[ai];
-        ActQuantHooks hooks(model.config, acts);
-        hooks.set_residual_rotation(res.rotations.r1);
-        TaskEvaluation e =
-            evaluate_task(task, tf, task_opts, comm, acts.any() ? &hooks : nullptr, placement);
-        samples.write(task, acts.describe(), e.requests);
-        spdlog::info("task {} | {}: {} {:.4f} ({} examples, {:.1f}s)", task.spec->name,
-                     acts.describe(), e.score.metric, e.score.score(), e.score.n, e.score.seconds);
-        e.score.acts_index = ai;
-        res.tasks.push_back(std::move(e.score));
-      }
-    }
-    samples.close();
-    res.seconds.tasks = seconds_since(t, model);
-  }
+  if (!tasks.empty()) task_stage(model, tasks, cell, task_opts, samples, comm, placement, res);
   return res;
 }
 

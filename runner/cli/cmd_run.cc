@@ -97,19 +97,12 @@ void record_failure(const std::string& output, const Cell& c, const std::string&
   }
 }
 
-void run_experiment(Runtime& rt, const RunArgs& a) {
-  if (a.schema) {
-    std::cout << schema_markdown();
-    return;
-  }
-  require(!a.file.empty(), "rotq run: give an experiment file (EXP.yaml)");
-  rt.init();
-  const Experiment exp = load_experiment(a.file, a.overrides);
-  const std::vector<Cell> cells = select_cells(exp.cells, a.cells);
+// The ids of the cells to run. Rank 0 decides and every rank follows: the markers it reads change
+// while the ranks start (rank 0 creates them), so ranks that looked for themselves could disagree.
+std::set<std::string> decide_runnable(Comm& comm, const RunArgs& a, const Experiment& exp,
+                                      const std::vector<Cell>& cells,
+                                      std::vector<std::vector<std::string>>& rows) {
   const std::map<std::string, CellRecord> done = read_results(exp.output);
-  std::vector<std::vector<std::string>> rows;
-  // Rank 0 decides which cells run and every rank follows: the markers it reads change while the
-  // ranks start (rank 0 creates them), so ranks that looked for themselves could disagree.
   at::Tensor run_flags = at::zeros({static_cast<int64_t>(cells.size())}, at::kDouble);
   for (size_t i = 0; i < cells.size(); ++i) {
     const Cell& c = cells[i];
@@ -117,7 +110,7 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
     const bool run = should_run(s, a);
     run_flags[static_cast<int64_t>(i)] = run ? 1.0 : 0.0;
     rows.push_back({c.id, c.label(), state_name(s.state), run ? "run" : "skip"});
-    if (!rt.c().is_root()) continue;
+    if (!comm.is_root()) continue;
     if (!run && s.state == CellState::kStale) {
       spdlog::warn("cell {} ({}) skipped: {}; rotq run --force-stale takes it over", c.id,
                    c.label(), s.detail);
@@ -125,19 +118,47 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
       spdlog::warn("cell {} ({}) skipped: {}", c.id, c.label(), s.detail);
     }
   }
-  rt.c().broadcast(run_flags, 0);
+  comm.broadcast(run_flags, 0);
   std::set<std::string> runnable;
   for (size_t i = 0; i < cells.size(); ++i) {
     if (run_flags[static_cast<int64_t>(i)].item<double>() != 0) runnable.insert(cells[i].id);
   }
-  const size_t todo = runnable.size();
-  spdlog::info("{}: {} cells, {} to run ({} selected, results in {})", exp.path, exp.cells.size(),
-               todo, cells.size(), exp.output);
-  if (a.dry_run) {
-    print_table(rt.c(), {"cell", "label", "state", "action"}, rows);
-    return;
+  return runnable;
+}
+
+enum class CellOutcome { kDone, kFailed, kSkipped };
+
+// Rank 0 claims the cell (an exclusive marker with a heartbeat) and every rank learns the verdict;
+// the claimed cell runs and its record is stored, or its failure recorded.
+CellOutcome claim_and_run(Runtime& rt, const RunArgs& a, const Experiment& exp, const Cell& c,
+                          std::map<std::string, std::string>& checksums) {
+  std::unique_ptr<RunningMarker> claim;
+  std::string why_not;
+  if (rt.c().is_root()) {
+    claim = RunningMarker::claim(exp.output, c.id, a.force_stale || a.force, &why_not);
   }
-  // Inputs are checked before anything runs, so a typo fails now rather than at cell 17.
+  if (!broadcast_flag(rt.c(), rt.c().is_root() ? claim != nullptr : false)) {
+    if (rt.c().is_root()) spdlog::warn("cell {} ({}) skipped: {}", c.id, c.label(), why_not);
+    return CellOutcome::kSkipped;
+  }
+  try {
+    const CellRecord rec = run_cell(rt, exp, c, checksums);
+    if (rt.c().is_root()) {
+      write_cell_file(exp.output, rec);
+      clear_failed(exp.output, c.id);
+    }
+    std::string summary;
+    for (const EvalRecord& e : rec.evals) summary += " ppl " + fmt_double(e.ppl, 4);
+    spdlog::info("cell {} done in {:.1f}s:{}", c.id, rec.seconds.at("total"), summary);
+    return CellOutcome::kDone;
+  } catch (const Error& e) {
+    if (rt.c().is_root()) record_failure(exp.output, c, e.what());
+    return CellOutcome::kFailed;
+  }
+}
+
+// Inputs are checked before anything runs, so a typo fails now rather than at cell 17.
+void check_inputs(const Experiment& exp, const std::vector<Cell>& cells) {
   for (const Cell& c : cells) {
     require(fs::exists(c.model.path), exp.path, ": model '", c.model.name, "': ", c.model.path,
             " does not exist");
@@ -154,38 +175,37 @@ void run_experiment(Runtime& rt, const RunArgs& a) {
       require(fs::exists(t), exp.path, ": text ", t, " does not exist");
     }
   }
+}
+
+void run_experiment(Runtime& rt, const RunArgs& a) {
+  if (a.schema) {
+    std::cout << schema_markdown();
+    return;
+  }
+  require(!a.file.empty(), "rotq run: give an experiment file (EXP.yaml)");
+  rt.init();
+  const Experiment exp = load_experiment(a.file, a.overrides);
+  const std::vector<Cell> cells = select_cells(exp.cells, a.cells);
+  std::vector<std::vector<std::string>> rows;  // the dry run's table
+  const std::set<std::string> runnable = decide_runnable(rt.c(), a, exp, cells, rows);
+  const size_t todo = runnable.size();
+  spdlog::info("{}: {} cells, {} to run ({} selected, results in {})", exp.path, exp.cells.size(),
+               todo, cells.size(), exp.output);
+  if (a.dry_run) {
+    print_table(rt.c(), {"cell", "label", "state", "action"}, rows);
+    return;
+  }
+  check_inputs(exp, cells);
   if (rt.c().is_root()) remove_stale_temporaries(exp.output);
   size_t k = 0, failed = 0, skipped = 0;
   std::map<std::string, std::string> checksums;  // data files read by several cells
   for (const Cell& c : cells) {
     if (!runnable.count(c.id)) continue;
     ++k;
-    // Rank 0 claims the cell (an exclusive marker with a heartbeat); every rank learns the verdict.
-    std::unique_ptr<RunningMarker> claim;
-    std::string why_not;
-    if (rt.c().is_root()) {
-      claim = RunningMarker::claim(exp.output, c.id, a.force_stale || a.force, &why_not);
-    }
-    if (!broadcast_flag(rt.c(), rt.c().is_root() ? claim != nullptr : false)) {
-      ++skipped;
-      if (rt.c().is_root()) spdlog::warn("cell {} ({}) skipped: {}", c.id, c.label(), why_not);
-      continue;
-    }
     spdlog::info("cell {}/{} {} ({})", k, todo, c.id, c.label());
-    try {
-      const CellRecord rec = run_cell(rt, exp, c, checksums);
-      if (rt.c().is_root()) {
-        write_cell_file(exp.output, rec);
-        clear_failed(exp.output, c.id);
-      }
-      std::string summary;
-      for (const EvalRecord& e : rec.evals) summary += " ppl " + fmt_double(e.ppl, 4);
-      spdlog::info("cell {} done in {:.1f}s:{}", c.id, rec.seconds.at("total"), summary);
-    } catch (const Error& e) {
-      ++failed;
-      if (rt.c().is_root()) record_failure(exp.output, c, e.what());
-    }
-    claim.reset();
+    const CellOutcome o = claim_and_run(rt, a, exp, c, checksums);
+    failed += o == CellOutcome::kFailed;
+    skipped += o == CellOutcome::kSkipped;
   }
   if (rt.c().is_root() && k > 0) merge_results(exp.output);
   rt.c().barrier();

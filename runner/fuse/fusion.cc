@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "models/layer_groups.h"
 #include "solvers/error.h"
 #include "solvers/hadamard.h"
 
@@ -46,14 +47,11 @@ void check_square(const at::Tensor& r, int64_t n, const char* what) {
 void fuse_norms(Model& model) {
   ModelWeights& w = model.weights;
   for (LayerWeights& l : w.layers) {
-    for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv}) {
-      scale_columns(l[t], l[LayerTensor::kAttnNorm]);
+    for (const LayerGroup& g : layer_groups()) {
+      if (!g.norm) continue;
+      for (LayerTensor t : g.linears) scale_columns(l[t], l[*g.norm]);
+      reset_to_ones(l[*g.norm]);
     }
-    for (LayerTensor t : {LayerTensor::kWGate, LayerTensor::kWUp}) {
-      scale_columns(l[t], l[LayerTensor::kFfnNorm]);
-    }
-    reset_to_ones(l[LayerTensor::kAttnNorm]);
-    reset_to_ones(l[LayerTensor::kFfnNorm]);
   }
   // Untie first: scaling the head in place would also scale a shared embedding. A pipeline
   // shard without the head (not the last stage) has nothing to fold here.
@@ -69,7 +67,9 @@ bool norms_are_fused(const Model& model) {
   const auto ones = [](const at::Tensor& g) { return at::all(g == 1).item<bool>(); };
   if (model.weights.final_norm.defined() && !ones(model.weights.final_norm)) return false;
   for (const LayerWeights& l : model.weights.layers) {
-    if (!ones(l[LayerTensor::kAttnNorm]) || !ones(l[LayerTensor::kFfnNorm])) return false;
+    for (const LayerGroup& g : layer_groups()) {
+      if (g.norm && !ones(l[*g.norm])) return false;
+    }
   }
   return true;
 }
@@ -91,16 +91,17 @@ void fuse_rotations(Model& model, const Rotations& rot) {
     if (w.embed.defined()) update_f64(w.embed, reader);
     if (w.lm_head.defined()) update_f64(w.lm_head, reader);
     for (LayerWeights& l : w.layers) {
-      for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv,
-                            LayerTensor::kWGate, LayerTensor::kWUp}) {
-        update_f64(l[t], reader);
-      }
-      update_f64(l[LayerTensor::kWo], writer);
-      update_f64(l[LayerTensor::kWDown], writer);
-      // A writer's bias lands in the residual stream, so it turns with it; readers' biases are
-      // added after their (rotated) input has been undone by W·R1 and stay as they are.
-      for (LayerTensor t : {LayerTensor::kBo, LayerTensor::kBDown}) {
-        if (l[t].defined()) update_f64(l[t], writer);
+      for (const LayerGroup& g : layer_groups()) {
+        for (LayerTensor t : g.linears) {
+          if (g.residual_reader) {
+            update_f64(l[t], reader);
+            continue;
+          }
+          // A writer's bias lands in the residual stream, so it turns with it; readers' biases
+          // are added after their (rotated) input has been undone by W·R1 and stay as they are.
+          update_f64(l[t], writer);
+          if (l[bias_of(t)].defined()) update_f64(l[bias_of(t)], writer);
+        }
       }
     }
   }

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 
+#include "models/layer_groups.h"
 #include "models/transformer.h"
 #include "runner/core/progress.h"
 #include "runner/dist/layer_pipeline.h"
@@ -20,22 +21,6 @@ constexpr int kStatesTag = 12;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// The true-sequential order: each step's linears read the tensor at `site`.
-struct SequentialStep {
-  Site site;
-  std::vector<LayerTensor> linears;
-};
-
-const std::vector<SequentialStep>& sequential_steps() {
-  static const std::vector<SequentialStep> steps = {
-      {Site::kAttnIn, {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv}},
-      {Site::kOProjIn, {LayerTensor::kWo}},
-      {Site::kMlpIn, {LayerTensor::kWGate, LayerTensor::kWUp}},
-      {Site::kDownIn, {LayerTensor::kWDown}},
-  };
-  return steps;
 }
 
 // Accumulates Σxxᵀ of the tensor at one site of one layer, as the linear there sees it.
@@ -53,17 +38,6 @@ class HessianCapture final : public ForwardHooks {
   int64_t layer_;
   HessianAccumulator acc_;
 };
-
-int64_t site_width(const ModelConfig& c, Site s) {
-  switch (s) {
-    case Site::kOProjIn:
-      return c.q_dim();
-    case Site::kDownIn:
-      return c.hidden_dim;
-    default:
-      return c.dim;
-  }
-}
 
 std::string linear_name(int64_t layer, LayerTensor t) {
   return "layer " + std::to_string(layer) + " " + layer_tensor_key(t);
@@ -199,8 +173,9 @@ WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
                                          : model.weights.layers[l]);
     Transformer tf(one);
     LayerWeights& lw = one.weights.layers[0];
-    for (const SequentialStep& step : sequential_steps()) {
-      HessianCapture capture(step.site, l, site_width(c, step.site), opts.hessian_dtype,
+    // True-sequential: each group's linears are quantized before the next group's input is seen.
+    for (const LayerGroup& step : layer_groups()) {
+      HessianCapture capture(step.site, l, step.input_width(c), opts.hessian_dtype,
                              states.device());
       // Calibration sees floating-point activations (QuaRot configures activation quantizers
       // after GPTQ), but the online Hadamards are part of the forward.

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "models/layer_groups.h"
 #include "models/transformer.h"
 #include "runner/dist/layer_pipeline.h"
 #include "solvers/error.h"
@@ -22,9 +23,11 @@ class CovarianceCapture final : public ForwardHooks {
     }
   }
   void at_site(Site site, int64_t layer, at::Tensor& x) override {
-    if (site != Site::kAttnIn && site != Site::kMlpIn && site != Site::kOProjIn) return;
+    // Inputs that a rotation turns: the residual readers' (R1) and the heads' (R2).
+    const LayerGroup* g = find_layer_group(site);
+    if (!g || !(g->residual_reader || g->per_head)) return;
     const at::Tensor rows = x.reshape({-1, x.size(-1)}).to(at::kDouble);
-    if (site == Site::kOProjIn) {
+    if (g->per_head) {
       const at::Tensor heads = rows.view({rows.size(0), -1, head_dim_}).transpose(0, 1);
       o_[layer].add_(at::matmul(heads.transpose(1, 2), heads));
     } else {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "models/layer_groups.h"
 #include "runner/fuse/fusion.h"
 #include "solvers/error.h"
 
@@ -54,16 +55,17 @@ FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank,
   for (size_t i = 0; i < model.weights.layers.size(); ++i) {
     if (static_cast<int>(i % size) != rank) continue;
     const LayerWeights& l = model.weights.layers[i];
-    const int attn = covs ? obj.add_covariance((*covs)[i].attn) : -1;
-    const int mlp = covs ? obj.add_covariance((*covs)[i].mlp) : -1;
-    for (LayerTensor t : {LayerTensor::kWq, LayerTensor::kWk, LayerTensor::kWv}) {
-      if (uses(matrices, t)) obj.add(l[t], 1.0, attn);
+    for (const LayerGroup& g : layer_groups()) {
+      // Readers see x·R1 (their rows), writers R1ᵀ·W (their columns, so the transpose); a
+      // reader group is weighted by its input's covariance (OptRot+).
+      const int cov =
+          covs && g.residual_reader
+              ? obj.add_covariance(g.site == Site::kAttnIn ? (*covs)[i].attn : (*covs)[i].mlp)
+              : -1;
+      for (LayerTensor t : g.linears) {
+        if (uses(matrices, t)) obj.add(g.residual_reader ? l[t] : l[t].t(), 1.0, cov);
+      }
     }
-    for (LayerTensor t : {LayerTensor::kWGate, LayerTensor::kWUp}) {
-      if (uses(matrices, t)) obj.add(l[t], 1.0, mlp);
-    }
-    if (uses(matrices, LayerTensor::kWo)) obj.add(l[LayerTensor::kWo].t());
-    if (uses(matrices, LayerTensor::kWDown)) obj.add(l[LayerTensor::kWDown].t());
   }
   return obj;
 }
