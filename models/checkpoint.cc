@@ -5,7 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "models/resources.h"
+#include "models/base/resources.h"
 #include "solvers/error.h"
 
 namespace rotq {

@@ -10,11 +10,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "models/base/files.h"
 #include "models/checkpoint.h"
-#include "models/files.h"
 #include "models/hf_config_keys.h"
 #include "models/safetensors.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "solvers/error.h"
 
 namespace rotq {

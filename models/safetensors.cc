@@ -9,7 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "solvers/error.h"
 
 namespace rotq {

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "models/safetensors.h"
 #include "solvers/error.h"
 #include "solvers/hash.h"

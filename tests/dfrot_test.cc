@@ -11,7 +11,7 @@
 
 #include "models/quant_hooks.h"
 #include "models/synth.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "runner/cell/run_cell.h"
 #include "runner/dist/comm.h"
 #include "solvers/error.h"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The dependency rule between folders (README.md, "Layout"): a file includes only headers of its
 # own folder and of the folders its folder may use. Lower layers first:
-#   solvers < models < runner/core < runner/data, runner/dist < runner/fuse
+#   solvers, models/base < models/tokenizers < models < runner/core < runner/data, runner/dist
+#   < runner/fuse
 #   < runner/rotate, runner/quantize, runner/eval < runner/cell < runner/record < runner/cli
 # The linker checks the same rule for the code (tests/CMakeLists.txt: rotq_link_check_*).
 #   tests/layering_test.sh SOURCE_DIR
@@ -10,17 +11,19 @@ cd "$1"
 
 declare -A may_use=(
   [solvers]="solvers"
-  [models]="models solvers"
-  [runner/core]="runner/core models solvers"
-  [runner/data]="runner/data runner/core models solvers"
-  [runner/dist]="runner/dist runner/core models solvers"
-  [runner/fuse]="runner/fuse models solvers"
-  [runner/rotate]="runner/rotate runner/fuse runner/data runner/dist runner/core models solvers"
-  [runner/quantize]="runner/quantize runner/data runner/dist runner/core models solvers"
-  [runner/eval]="runner/eval runner/data runner/dist runner/core models solvers"
-  [runner/cell]="runner/cell runner/rotate runner/quantize runner/eval runner/fuse runner/data runner/dist runner/core models solvers"
-  [runner/record]="runner/record runner/cell runner/rotate runner/quantize runner/eval runner/fuse runner/data runner/dist runner/core models solvers"
-  [runner/cli]="runner/cli runner/record runner/cell runner/rotate runner/quantize runner/eval runner/fuse runner/data runner/dist runner/core models solvers"
+  [models/base]="models/base solvers"
+  [models/tokenizers]="models/tokenizers models/base solvers"
+  [models]="models models/tokenizers models/base solvers"
+  [runner/core]="runner/core models models/tokenizers models/base solvers"
+  [runner/data]="runner/data runner/core models models/tokenizers models/base solvers"
+  [runner/dist]="runner/dist runner/core models models/tokenizers models/base solvers"
+  [runner/fuse]="runner/fuse models models/tokenizers models/base solvers"
+  [runner/rotate]="runner/rotate runner/fuse runner/data runner/dist runner/core models models/tokenizers models/base solvers"
+  [runner/quantize]="runner/quantize runner/data runner/dist runner/core models models/tokenizers models/base solvers"
+  [runner/eval]="runner/eval runner/data runner/dist runner/core models models/tokenizers models/base solvers"
+  [runner/cell]="runner/cell runner/rotate runner/quantize runner/eval runner/fuse runner/data runner/dist runner/core models models/tokenizers models/base solvers"
+  [runner/record]="runner/record runner/cell runner/rotate runner/quantize runner/eval runner/fuse runner/data runner/dist runner/core models models/tokenizers models/base solvers"
+  [runner/cli]="runner/cli runner/record runner/cell runner/rotate runner/quantize runner/eval runner/fuse runner/data runner/dist runner/core models models/tokenizers models/base solvers"
 )
 
 bad=0

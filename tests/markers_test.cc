@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/record/cell_markers.h"
 #include "runner/record/experiment.h"
 #include "runner/record/results.h"

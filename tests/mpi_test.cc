@@ -11,7 +11,7 @@
 #include "models/checkpoint.h"
 #include "models/quant_hooks.h"
 #include "models/synth.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "runner/data/calibration.h"
 #include "runner/data/text.h"
 #include "runner/dist/comm.h"

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "models/files.h"
-#include "models/tokenizer.h"
+#include "models/base/files.h"
+#include "models/tokenizers/tokenizer.h"
 #include "solvers/error.h"
 
 namespace {

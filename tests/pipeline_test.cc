@@ -7,7 +7,7 @@
 
 #include "models/checkpoint.h"
 #include "models/quant_hooks.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/transformer.h"
 #include "runner/cell/run_cell.h"
 #include "runner/data/calibration.h"

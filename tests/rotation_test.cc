@@ -97,7 +97,7 @@ TEST_P(RotationInvariance, RotatedModelHasTheSameLogits) {
   const Model original = load();
   const at::Tensor want = logits_of(original);
   rotq_test::TempDir dir;
-  for (const std::string kind : {"none", "random", "hadamard", "file"}) {
+  for (const std::string kind : {"none", "random", "hadamard", "walsh", "file"}) {
     Model m = load();
     rotq::Rotations rot;
     if (kind == "file") {
@@ -188,6 +188,17 @@ TEST(Rotation, SameSeedSameMatricesAndOrthogonal) {
   const at::Tensor g = rotq::seeded_gaussian(1, 2, 0);
   EXPECT_NEAR(g[0][0].item<double>(), rotq::seeded_gaussian(1, 2, 0)[0][0].item<double>(), 0);
   EXPECT_TRUE(std::isfinite(g[0][1].item<double>()));
+}
+
+// walsh: the plain normalized Hadamard, the same whatever the seed, orthogonal.
+TEST(Rotation, WalshIsSeedIndependentAndOrthogonal) {
+  const rotq::ModelConfig c = stories(at::kFloat).config;
+  const rotq::Rotations a = rotq::resolve_rotations(spec_of("walsh", 1), c);
+  const rotq::Rotations b = rotq::resolve_rotations(spec_of("walsh", 2), c);
+  EXPECT_TRUE(at::equal(a.r1, b.r1));
+  EXPECT_LT(rotq::orthogonality_error(a.r1), 1e-12);
+  EXPECT_LT(rotq::orthogonality_error(a.r2.at(0)), 1e-12);
+  EXPECT_FALSE(at::equal(a.r1, rotq::resolve_rotations(spec_of("hadamard", 1), c).r1));
 }
 
 TEST(Rotation, RandomOrthogonalIsSignFixedQr) {

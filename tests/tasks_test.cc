@@ -13,7 +13,7 @@
 
 #include "models/checkpoint.h"
 #include "models/quant_hooks.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/transformer.h"
 #include "runner/core/py_str.h"
 #include "runner/dist/comm.h"

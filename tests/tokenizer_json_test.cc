@@ -13,11 +13,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "models/byte_level.h"
-#include "models/byte_level_bpe.h"
-#include "models/files.h"
-#include "models/tokenizer.h"
-#include "models/unicode_text.h"
+#include "models/base/files.h"
+#include "models/tokenizers/byte_level.h"
+#include "models/tokenizers/byte_level_bpe.h"
+#include "models/tokenizers/tokenizer.h"
+#include "models/tokenizers/unicode_text.h"
 #include "runner/eval/task_registry.h"
 #include "solvers/error.h"
 #include "tests/test_util.h"

@@ -9,7 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/eval/task_registry.h"
 #include "tests/test_util.h"
 

@@ -2,7 +2,7 @@
 // (libsentencepiece 0.1.97, run as separate processes, never linked) and a re-implementation of
 // llama2.c's encode(). Both references are installed by the project's setup script; a missing one
 // fails the test rather than skipping it.
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -16,8 +16,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "models/bpe.h"
-#include "models/sentencepiece_model.h"
+#include "models/tokenizers/bpe.h"
+#include "models/tokenizers/sentencepiece_model.h"
 #include "solvers/error.h"
 #include "tests/test_util.h"
 

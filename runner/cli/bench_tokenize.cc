@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/cli/cmd_common.h"
 #include "runner/core/subprocess.h"
 #include "solvers/error.h"

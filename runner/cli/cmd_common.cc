@@ -11,7 +11,7 @@
 #include <sstream>
 #include <thread>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/cell/cell_options.h"
 #include "runner/core/log.h"
 #include "runner/core/subprocess.h"

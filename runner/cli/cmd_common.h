@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "models/checkpoint.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "runner/dist/placement.h"
 #include "solvers/comm.h"
 

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <map>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/cell/cell_options.h"
 #include "runner/cell/run_cell.h"
 #include "runner/cli/cmd_common.h"

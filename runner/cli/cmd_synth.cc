@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "models/files.h"
-#include "models/resources.h"
+#include "models/base/files.h"
+#include "models/base/resources.h"
 #include "models/synth.h"
 #include "runner/cli/cmd_common.h"
 #include "solvers/error.h"

@@ -10,7 +10,7 @@
 #include <sstream>
 #include <tuple>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/cli/cmd_common.h"
 #include "runner/core/csv.h"
 #include "runner/core/stats.h"

@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "solvers/error.h"
 
 namespace rotq {

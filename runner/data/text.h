@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "models/files.h"  // read_file_bytes
+#include "models/base/files.h"  // read_file_bytes
 
 namespace rotq {
 

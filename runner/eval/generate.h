@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/transformer.h"
 
 namespace rotq {

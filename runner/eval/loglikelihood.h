@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/transformer.h"
 #include "runner/dist/placement.h"
 #include "solvers/comm.h"

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "models/resources.h"
+#include "models/base/resources.h"
 #include "runner/core/progress.h"
 #include "runner/dist/layer_pipeline.h"
 #include "solvers/error.h"

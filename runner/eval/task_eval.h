@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "models/files.h"
-#include "models/tokenizer.h"
+#include "models/base/files.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/transformer.h"
 #include "runner/dist/placement.h"
 #include "runner/eval/loglikelihood.h"

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/record/results.h"
 #include "solvers/error.h"
 #include "solvers/parse.h"

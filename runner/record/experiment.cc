@@ -10,7 +10,7 @@
 #include <set>
 #include <sstream>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "solvers/error.h"
 #include "solvers/hash.h"
 #include "solvers/parse.h"

@@ -14,7 +14,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/record/experiment.h"
 #include "runner/record/h5.h"
 #include "solvers/error.h"

@@ -3,7 +3,7 @@
 // or race (Slurm array tasks, resumed runs); `rotq merge` gathers them into OUTPUT, one group per
 // cell. Readers take both, a cell file winning over the merged copy. Markers OUTPUT.d/<id>.running
 // and <id>.failed say what is in flight or went wrong (runner/record/cell_markers.h). Files are
-// built in memory and stored through rotq's own temporaries in OUTPUT.d (models/files.h).
+// built in memory and stored through rotq's own temporaries in OUTPUT.d (models/base/files.h).
 //
 // Layout of a cell group (/cells/<id>): attributes id, label, experiment, config_yaml; groups
 // config (every resolved key, as strings), meta (versions, host, ranks, device, times, data
@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "models/files.h"  // host_name
+#include "models/base/files.h"  // host_name
 #include "runner/eval/task_score.h"
 #include "runner/record/cell_markers.h"
 

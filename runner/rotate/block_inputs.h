@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/weights.h"
 #include "runner/dist/placement.h"
 #include "solvers/comm.h"

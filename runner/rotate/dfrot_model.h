@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/weights.h"
 #include "runner/dist/placement.h"
 #include "runner/rotate/rotation_methods.h"

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <fstream>
 
-#include "models/files.h"
+#include "models/base/files.h"
 #include "runner/core/csv.h"
 #include "solvers/dfrot.h"
 #include "solvers/error.h"

@@ -11,6 +11,7 @@ RotationMethod fixed_rotation_method(FixedRotation kind);     // method_fixed.cc
 RotationMethod dfrot_rotation_method();                       // dfrot_model.cc
 RotationMethod optrot_rotation_method(bool with_covariance);  // method_optrot.cc
 RotationMethod file_rotation_method();                        // rotation_io.cc
+RotationMethod walsh_rotation_method();                       // method_walsh.cc
 
 // The registry: a new method is one line here.
 const std::vector<RotationMethod>& rotation_methods() {
@@ -21,6 +22,7 @@ const std::vector<RotationMethod>& rotation_methods() {
       dfrot_rotation_method(),
       optrot_rotation_method(/*with_covariance=*/false),
       optrot_rotation_method(/*with_covariance=*/true),
+      walsh_rotation_method(),
       file_rotation_method(),
   };
   return all;

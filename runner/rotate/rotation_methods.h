@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "models/config.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 #include "models/weights.h"
 #include "runner/data/calibration.h"
 #include "runner/dist/placement.h"

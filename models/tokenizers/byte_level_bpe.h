@@ -13,8 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "models/tokenizer.h"
-#include "models/tokenizer_json.h"
+#include "models/tokenizers/tokenizer.h"
+#include "models/tokenizers/tokenizer_json.h"
 
 namespace rotq {
 

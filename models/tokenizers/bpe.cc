@@ -1,4 +1,4 @@
-#include "models/bpe.h"
+#include "models/tokenizers/bpe.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -6,7 +6,7 @@
 #include <queue>
 #include <utility>
 
-#include "models/utf8.h"
+#include "models/tokenizers/utf8.h"
 #include "solvers/error.h"
 
 namespace rotq {

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "models/bpe.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/bpe.h"
+#include "models/tokenizers/tokenizer.h"
 
 namespace rotq {
 

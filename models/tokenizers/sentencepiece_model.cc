@@ -1,4 +1,4 @@
-#include "models/sentencepiece_model.h"
+#include "models/tokenizers/sentencepiece_model.h"
 
 #include <cmath>
 #include <cstring>

@@ -17,8 +17,8 @@
 #include <string>
 #include <string_view>
 
-#include "models/bpe.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/bpe.h"
+#include "models/tokenizers/tokenizer.h"
 
 namespace rotq {
 

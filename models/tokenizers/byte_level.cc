@@ -1,4 +1,4 @@
-#include "models/byte_level.h"
+#include "models/tokenizers/byte_level.h"
 
 #include <array>
 

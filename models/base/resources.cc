@@ -1,4 +1,4 @@
-#include "models/resources.h"
+#include "models/base/resources.h"
 
 #include <sys/statvfs.h>
 #include <unistd.h>

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "models/tokenizer_json.h"
+#include "models/tokenizers/tokenizer_json.h"
 
 namespace rotq {
 

@@ -1,4 +1,4 @@
-#include "models/tokenizer_json.h"
+#include "models/tokenizers/tokenizer_json.h"
 
 #include <limits>
 #include <nlohmann/json.hpp>

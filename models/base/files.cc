@@ -1,4 +1,4 @@
-#include "models/files.h"
+#include "models/base/files.h"
 
 #include <dirent.h>
 #include <fcntl.h>

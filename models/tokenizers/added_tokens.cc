@@ -1,8 +1,8 @@
-#include "models/added_tokens.h"
+#include "models/tokenizers/added_tokens.h"
 
 #include <algorithm>
 
-#include "models/unicode_text.h"
+#include "models/tokenizers/unicode_text.h"
 
 namespace rotq {
 

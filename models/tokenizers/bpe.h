@@ -13,7 +13,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 
 namespace rotq {
 

@@ -1,4 +1,4 @@
-#include "models/tokenizer.h"
+#include "models/tokenizers/tokenizer.h"
 
 #include <cerrno>
 #include <cstring>
@@ -6,10 +6,10 @@
 #include <fstream>
 #include <iterator>
 
-#include "models/byte_level_bpe.h"
-#include "models/files.h"
-#include "models/llama2c_tokenizer.h"
-#include "models/sentencepiece_model.h"
+#include "models/base/files.h"
+#include "models/tokenizers/byte_level_bpe.h"
+#include "models/tokenizers/llama2c_tokenizer.h"
+#include "models/tokenizers/sentencepiece_model.h"
 #include "solvers/error.h"
 
 namespace rotq {

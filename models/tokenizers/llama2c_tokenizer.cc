@@ -1,4 +1,4 @@
-#include "models/llama2c_tokenizer.h"
+#include "models/tokenizers/llama2c_tokenizer.h"
 
 #include <cmath>
 #include <cstring>

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "models/tokenizer.h"
-#include "models/unicode_regex.h"
-#include "models/unicode_text.h"
+#include "models/tokenizers/tokenizer.h"
+#include "models/tokenizers/unicode_regex.h"
+#include "models/tokenizers/unicode_text.h"
 
 namespace rotq {
 

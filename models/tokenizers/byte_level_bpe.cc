@@ -1,12 +1,12 @@
-#include "models/byte_level_bpe.h"
+#include "models/tokenizers/byte_level_bpe.h"
 
 #include <filesystem>
 #include <queue>
 
-#include "models/added_tokens.h"
-#include "models/byte_level.h"
-#include "models/files.h"
-#include "models/unicode_text.h"
+#include "models/base/files.h"
+#include "models/tokenizers/added_tokens.h"
+#include "models/tokenizers/byte_level.h"
+#include "models/tokenizers/unicode_text.h"
 #include "solvers/error.h"
 
 namespace rotq {

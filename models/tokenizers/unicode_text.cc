@@ -1,4 +1,4 @@
-#include "models/unicode_text.h"
+#include "models/tokenizers/unicode_text.h"
 
 #include <utf8proc.h>
 
