@@ -275,7 +275,7 @@ TEST(Experiment, YamlCellAndFlagsGiveTheSameConfig) {
   const Experiment e = parse_experiment(R"(
 output: /tmp/x.h5
 models: [data/stories260K/stories260K.bin]
-calibration: {text: data/tinystories_sample.txt, nsamples: 16}
+calibration: {text: data/tinystories_sample.txt, nsamples: 16, batch: 2}
 rotation: {method: dfrot, r2: false, dfrot: {gamma: inf, iters: 3, sym: true}}
 quantization: {w_bits: 4, w_group: 32, w_clip: false, percdamp: 0.05, a_bits: 8, kv_bits: 4}
 evaluation: {acts: [16/16, 4/4], tasks_acts: [4/4], tasks: [arc_easy], tasks_dir: data/tasks,
@@ -291,6 +291,8 @@ runtime: {placement: layers, dtype: float64}
                                    "data/tinystories_sample.txt",
                                    "--nsamples",
                                    "16",
+                                   "--calib-batch",
+                                   "2",
                                    "--rotation",
                                    "dfrot",
                                    "--no-r2",
@@ -335,6 +337,7 @@ runtime: {placement: layers, dtype: float64}
                          b = rotq::cell_config(flags, 0);
   EXPECT_EQ(a.quant.rotation.describe(), b.quant.rotation.describe());
   EXPECT_EQ(b.quant.rotation.method, "dfrot");
+  EXPECT_EQ(b.quant.calib.batch, 2);
   EXPECT_FALSE(b.quant.rotation.r2);
   EXPECT_TRUE(std::isinf(b.quant.rotation.dfrot.gamma));
   EXPECT_EQ(b.quant.weights.gptq.percdamp, 0.05);

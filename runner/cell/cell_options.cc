@@ -132,6 +132,12 @@ void calibration_rows(std::vector<CellOption>& t) {
                   .flag("--calib-seqlen")
                   .range(0, 1e7)
                   .to([](V v, C c) { c.quant.calib.seqlen = v.integer(); }));
+  t.push_back(row("calibration.batch", K::kInt, "8",
+                  "windows per calibration forward (GPTQ's capture, OptRot+'s covariances): "
+                  "memory against speed")
+                  .flag("--calib-batch")
+                  .range(1, 1e6)
+                  .to([](V v, C c) { c.quant.calib.batch = v.integer(); }));
 }
 
 // Rows: the method and what every method shares.

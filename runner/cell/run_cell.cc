@@ -60,7 +60,9 @@ void quantize_stage(Model& model, const QuantCell& cell, CalibrationText& calib,
     spdlog::info("calibration: {} windows of {} tokens from {}", windows.size(0), windows.size(1),
                  calib.path());
     t = Clock::now();
-    res.weights = quantize_weights_gptq(model, windows, cell.weights, comm, placement);
+    WeightQuantOptions opts = cell.weights;
+    opts.calib_batch = cell.calib.batch;
+    res.weights = quantize_weights_gptq(model, windows, opts, comm, placement);
   } else {
     res.weights = quantize_weights_rtn(model, cell.weights);
   }

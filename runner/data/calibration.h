@@ -18,6 +18,7 @@ struct CalibOptions {
   int64_t nsamples = 128;
   int64_t seqlen = 0;  // 0: min(2048, the model's context)
   uint64_t seed = 0;
+  int64_t batch = 8;  // windows per calibration forward (GPTQ's capture, OptRot+'s covariances)
 };
 
 // min(2048, the model's context): the papers' window, or the whole context of smaller models.

@@ -26,7 +26,8 @@ Rotations learn(const RotationContext& ctx, RotationLearning& learned, bool with
   if (with_covariance) {
     const at::Tensor windows = ctx.calib.windows(ctx.calib_opts.nsamples, ctx.calib_opts.seqlen,
                                                  ctx.calib_opts.seed, "OptRot+", "--calib-seqlen");
-    covs = collect_layer_covariances(ctx.model, windows, ctx.comm, /*batch=*/8, ctx.placement);
+    covs = collect_layer_covariances(ctx.model, windows, ctx.comm, ctx.calib_opts.batch,
+                                     ctx.placement);
   }
   RotationTrace trace;
   Rotations rot = optrot_rotations(ctx.model, optrot_options(ctx.spec), ctx.spec.seed, ctx.comm,
