@@ -632,22 +632,43 @@ void add_schema_checks(CLI::App* cmd) {
   }
 }
 
+namespace {
+
+// How --help shows a row's value.
+const char* flag_type_name(KeyType t) {
+  switch (t) {
+    case KeyType::kInt:
+      return "INT";
+    case KeyType::kDouble:
+      return "NUMBER";
+    case KeyType::kBool:
+      return "BOOL";
+    case KeyType::kString:
+      return "TEXT";
+    case KeyType::kStringList:
+      return "TEXT";  // CLI11 adds the " ..." of a list
+  }
+  return "TEXT";
+}
+
+}  // namespace
+
 void add_cell_flags(CLI::App* cmd, CellValues& values) {
   for (const CellOption& o : cell_options()) {
     values.emplace(o.key, o.default_value);
     for (const CellFlag& f : o.flags) {
-      const std::string help =
-          o.help + (f.sets.empty() ? "" : " (sets " + o.key + " = " + f.sets + ")");
       if (!f.sets.empty()) {
         cmd->add_flag_callback(
-            f.name, [&values, &o, sets = f.sets] { values[o.key] = sets; }, help);
+            f.name, [&values, &o, sets = f.sets] { values[o.key] = sets; },
+            "sets " + o.key + " = " + f.sets + " (" + o.help + ")");
       } else if (o.type == KeyType::kStringList) {
         cmd->add_option_function<std::vector<std::string>>(
                f.name,
                [&values, &o](const std::vector<std::string>& items) {
                  values[o.key] = canonical_option_list(o, items, "");
                },
-               help)
+               o.help)
+            ->type_name(flag_type_name(o.type))
             ->check(schema_validator(o.key));
       } else {
         cmd->add_option_function<std::string>(
@@ -655,7 +676,8 @@ void add_cell_flags(CLI::App* cmd, CellValues& values) {
                [&values, &o](const std::string& text) {
                  values[o.key] = canonical_option_value(o, text, "");
                },
-               help)
+               o.help)
+            ->type_name(flag_type_name(o.type))
             ->default_str(o.default_value)
             ->check(schema_validator(o.key));
       }

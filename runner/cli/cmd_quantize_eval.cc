@@ -156,6 +156,8 @@ void run_quantize_eval(Runtime& rt, QuantizeEvalArgs a) {
 // The cell's options (the table's flags) and quantize-eval's own on `cmd`.
 void add_quantize_eval_options(CLI::App* cmd, QuantizeEvalArgs& a) {
   add_model_options(cmd, a.m, /*with_tokenizer=*/true, /*with_runtime=*/false);
+  cmd->get_option("--json")->description(
+      "print the cell's record, as an experiment stores it in HDF5, as one JSON line");
   add_cell_flags(cmd, a.values);
   cmd->add_option("--seed", a.seed, "seed of the rotations and the calibration windows")
       ->capture_default_str();
