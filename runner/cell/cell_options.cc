@@ -62,12 +62,6 @@ CellOption row(std::string key, KeyType type, std::string default_value, std::st
   return o;
 }
 
-std::string canonical_double(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
-
 // "4/16" -> (4, 16): activation bits / KV-cache bits, or nullopt.
 std::optional<std::pair<int, int>> acts_pair(const std::string& text) {
   const size_t slash = text.find('/');
@@ -446,8 +440,8 @@ std::vector<CellOption> make_table() {
 
 std::string expected_range(const CellOption& o) {
   std::string but;
-  for (double e : o.excluded) but += (but.empty() ? " except " : ", ") + canonical_double(e);
-  return "a value in [" + canonical_double(o.min) + ", " + canonical_double(o.max) + "]" + but +
+  for (double e : o.excluded) but += (but.empty() ? " except " : ", ") + canonical_number(e);
+  return "a value in [" + canonical_number(o.min) + ", " + canonical_number(o.max) + "]" + but +
          o.meaning;
 }
 
@@ -506,6 +500,12 @@ CellValues default_cell_values() {
   return v;
 }
 
+std::string canonical_number(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
 const char* key_type_name(KeyType t) {
   switch (t) {
     case KeyType::kInt:
@@ -546,7 +546,7 @@ std::string canonical_option_value(const CellOption& o, const std::string& text,
     case KeyType::kDouble: {
       const auto v = parse_number(text);
       if (!v || std::isnan(*v)) expected(key_type_name(o.type));
-      value = canonical_double(*v);
+      value = canonical_number(*v);
       break;
     }
     case KeyType::kBool:

@@ -87,6 +87,8 @@ const CellOption* find_cell_option(const std::string& key);
 CellValues default_cell_values();
 
 const char* key_type_name(KeyType t);  // "an integer", ...
+// A number's canonical text: the shortest that reads back exactly (std::to_chars).
+std::string canonical_number(double v);
 
 // The canonical text of one scalar value of `o` (a list key: of one item), checked by the row's
 // type, range, choices and rule; rotq::Error "AT: KEY = VALUE: expected ..." otherwise.

@@ -82,25 +82,20 @@ std::vector<TaskRecord> task_records(const QuantCell& qc, const QuantCellResult&
   return out;
 }
 
+// Every field of `r` in the tables, as JSON members.
+template <typename R>
+nlohmann::json fields_json(const R& r, const std::vector<RecordField<R, std::string>>& strings,
+                           const std::vector<RecordField<R, int64_t>>& ints,
+                           const std::vector<RecordField<R, double>>& doubles) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& f : strings) j[f.name] = r.*f.member;
+  for (const auto& f : ints) j[f.name] = r.*f.member;
+  for (const auto& f : doubles) j[f.name] = r.*f.member;
+  return j;
+}
+
 nlohmann::json task_json(const TaskRecord& t) {
-  nlohmann::json j = {{"task", t.task},
-                      {"acts", t.acts},
-                      {"metric", t.metric},
-                      {"a_bits", t.a_bits},
-                      {"kv_bits", t.kv_bits},
-                      {"n", t.n},
-                      {"requests", t.requests},
-                      {"tokens", t.tokens},
-                      {"limit", t.limit},
-                      {"cut", t.cut},
-                      {"acc", t.acc},
-                      {"acc_stderr", t.acc_stderr},
-                      {"acc_norm", t.acc_norm},
-                      {"acc_norm_stderr", t.acc_norm_stderr},
-                      {"acc_bytes", t.acc_bytes},
-                      {"ppl", t.ppl},
-                      {"acc_subject_mean", t.acc_subject_mean},
-                      {"seconds", t.seconds}};
+  nlohmann::json j = fields_json(t, task_string_fields(), task_int_fields(), task_double_fields());
   if (!t.subtasks.empty()) {
     nlohmann::json sub = nlohmann::json::object();
     for (const SubtaskScore& s : t.subtasks) sub[s.name] = {{"n", s.n}, {"acc", s.acc}};
@@ -190,16 +185,7 @@ CellRecord make_cell_record(const Cell& c, const std::string& experiment, const 
 nlohmann::json cell_record_json(const CellRecord& r) {
   nlohmann::json evals = nlohmann::json::array(), tasks = nlohmann::json::array();
   for (const EvalRecord& e : r.evals) {
-    evals.push_back({{"text", e.text},
-                     {"acts", e.acts},
-                     {"a_bits", e.a_bits},
-                     {"kv_bits", e.kv_bits},
-                     {"windows", e.windows},
-                     {"scored_tokens", e.scored_tokens},
-                     {"ppl", e.ppl},
-                     {"kl", e.kl},
-                     {"mean_nll", e.mean_nll},
-                     {"seconds", e.seconds}});
+    evals.push_back(fields_json(e, eval_string_fields(), eval_int_fields(), eval_double_fields()));
   }
   for (const TaskRecord& t : r.tasks) tasks.push_back(task_json(t));
   return {{"id", r.id},         {"label", r.label},  {"experiment", r.experiment},

@@ -30,17 +30,9 @@ const std::set<std::string>& top_level() {
   return s;
 }
 
-const CellOption* find_key(const std::string& key) { return find_cell_option(key); }
-
 std::string where(const std::string& origin, const YAML::Node& n) {
   const YAML::Mark m = n.Mark();
   return m.line >= 0 ? origin + ":" + std::to_string(m.line + 1) : origin;
-}
-
-std::string canonical_double(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
 }
 
 std::optional<int64_t> parse_int(const std::string& s) { return parse_integer(s); }
@@ -90,7 +82,7 @@ void read_section(const YAML::Node& node, const std::string& prefix, const std::
       read_section(kv.second, key, origin, values);
       continue;
     }
-    const CellOption* k = find_key(key);
+    const CellOption* k = find_cell_option(key);
     require(k, where(origin, kv.first), ": unknown key '", key,
             "' (rotq run --schema lists the keys)");
     values[key] = canonical_value(*k, kv.second, where(origin, kv.second));
@@ -146,7 +138,7 @@ std::vector<uint64_t> read_seeds(const YAML::Node& n, const std::string& origin)
 using Axis = std::vector<std::vector<std::pair<std::string, std::string>>>;
 
 Axis sweep_list(const std::string& key, const YAML::Node& list, const std::string& origin) {
-  const CellOption* k = find_key(key);
+  const CellOption* k = find_cell_option(key);
   require(k, where(origin, list), ": sweep: unknown key '", key, "'");
   require(list.IsSequence(), where(origin, list), ": sweep.", key,
           ": expected a list of values to sweep");
@@ -231,8 +223,8 @@ void check_grid_size(size_t models, size_t seeds, const std::vector<Axis>& axes,
     n *= static_cast<double>(a.size());
     how += " x " + std::to_string(a.size());
   }
-  require(n <= kMaxCells, origin, ": the sweep expands to ", canonical_double(n), " cells (", how,
-          "), more than ", canonical_double(kMaxCells), "; split it into several experiments");
+  require(n <= kMaxCells, origin, ": the sweep expands to ", canonical_number(n), " cells (", how,
+          "), more than ", canonical_number(kMaxCells), "; split it into several experiments");
 }
 
 void apply_override(const std::string& ov, YAML::Node& root, const std::string& origin) {
@@ -251,7 +243,7 @@ void apply_override(const std::string& ov, YAML::Node& root, const std::string& 
     root[key] = value;
     return;
   }
-  require(find_key(key), "override '", ov, "': unknown key '", key,
+  require(find_cell_option(key), "override '", ov, "': unknown key '", key,
           "' (rotq run --schema lists the keys)");
   // Walk/create the nested maps of the dotted key.
   std::vector<std::string> parts;
@@ -278,7 +270,7 @@ std::string cell_id(const Cell& c) {
   // behaviour) leaves every existing cell's id, and its stored result, valid.
   nlohmann::json changed = nlohmann::json::object();
   for (const auto& [key, value] : c.values) {
-    const CellOption* k = find_key(key);
+    const CellOption* k = find_cell_option(key);
     if (!k || value != k->default_value) changed[key] = value;
   }
   nlohmann::json j = {{"model", {{"path", c.model.path}, {"tokenizer", c.model.tokenizer}}},

@@ -25,31 +25,28 @@ namespace rotq {
 namespace fs = std::filesystem;
 namespace {
 
+// Every field of `r` in the tables, written as attributes of `g` / read back from them.
+template <typename R>
+void write_fields(const h5::Handle& g, const R& r,
+                  const std::vector<RecordField<R, std::string>>& strings,
+                  const std::vector<RecordField<R, int64_t>>& ints,
+                  const std::vector<RecordField<R, double>>& doubles) {
+  for (const auto& f : strings) h5::set_string(g, f.name, r.*f.member);
+  for (const auto& f : ints) h5::set_int(g, f.name, r.*f.member);
+  for (const auto& f : doubles) h5::set_double(g, f.name, r.*f.member);
+}
+template <typename R>
+void read_fields(const h5::Handle& g, R& r, const std::vector<RecordField<R, std::string>>& strings,
+                 const std::vector<RecordField<R, int64_t>>& ints,
+                 const std::vector<RecordField<R, double>>& doubles) {
+  for (const auto& f : strings) r.*f.member = h5::get_string(g, f.name);
+  for (const auto& f : ints) r.*f.member = h5::get_int(g, f.name);
+  for (const auto& f : doubles) r.*f.member = h5::get_double(g, f.name);
+}
+
 void write_task_group(const h5::Handle& parent, const std::string& name, const TaskRecord& t) {
   const h5::Handle g = h5::create_group(parent, name);
-  h5::set_string(g, "task", t.task);
-  h5::set_string(g, "acts", t.acts);
-  h5::set_string(g, "metric", t.metric);
-  for (const auto& [k, v] : std::vector<std::pair<const char*, int64_t>>{{"a_bits", t.a_bits},
-                                                                         {"kv_bits", t.kv_bits},
-                                                                         {"n", t.n},
-                                                                         {"requests", t.requests},
-                                                                         {"tokens", t.tokens},
-                                                                         {"limit", t.limit},
-                                                                         {"cut", t.cut}}) {
-    h5::set_int(g, k, v);
-  }
-  for (const auto& [k, v] :
-       std::vector<std::pair<const char*, double>>{{"acc", t.acc},
-                                                   {"acc_stderr", t.acc_stderr},
-                                                   {"acc_norm", t.acc_norm},
-                                                   {"acc_norm_stderr", t.acc_norm_stderr},
-                                                   {"acc_bytes", t.acc_bytes},
-                                                   {"ppl", t.ppl},
-                                                   {"acc_subject_mean", t.acc_subject_mean},
-                                                   {"seconds", t.seconds}}) {
-    h5::set_double(g, k, v);
-  }
+  write_fields(g, t, task_string_fields(), task_int_fields(), task_double_fields());
   if (t.subtasks.empty()) return;
   const h5::Handle sub = h5::create_group(g, "subtasks");
   for (const SubtaskScore& s : t.subtasks) {
@@ -62,24 +59,7 @@ void write_task_group(const h5::Handle& parent, const std::string& name, const T
 TaskRecord read_task_group(const h5::Handle& parent, const std::string& name) {
   const h5::Handle g = h5::open_group(parent, name);
   TaskRecord t;
-  t.task = h5::get_string(g, "task");
-  t.acts = h5::get_string(g, "acts");
-  t.metric = h5::get_string(g, "metric");
-  t.a_bits = h5::get_int(g, "a_bits");
-  t.kv_bits = h5::get_int(g, "kv_bits");
-  t.n = h5::get_int(g, "n");
-  t.requests = h5::get_int(g, "requests");
-  t.tokens = h5::get_int(g, "tokens");
-  t.limit = h5::get_int(g, "limit");
-  t.cut = h5::get_int(g, "cut");
-  t.acc = h5::get_double(g, "acc");
-  t.acc_stderr = h5::get_double(g, "acc_stderr");
-  t.acc_norm = h5::get_double(g, "acc_norm");
-  t.acc_norm_stderr = h5::get_double(g, "acc_norm_stderr");
-  t.acc_bytes = h5::get_double(g, "acc_bytes");
-  t.ppl = h5::get_double(g, "ppl");
-  t.acc_subject_mean = h5::get_double(g, "acc_subject_mean");
-  t.seconds = h5::get_double(g, "seconds");
+  read_fields(g, t, task_string_fields(), task_int_fields(), task_double_fields());
   if (h5::has_child(g, "subtasks")) {
     const h5::Handle sub = h5::open_group(g, "subtasks");
     for (const std::string& s : h5::children(sub)) {
@@ -104,18 +84,8 @@ void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
   for (const auto& [k, v] : r.seconds) h5::set_double(secs, k, v);
   const h5::Handle evals = h5::create_group(g, "evals");
   for (size_t i = 0; i < r.evals.size(); ++i) {
-    const EvalRecord& e = r.evals[i];
     const h5::Handle eg = h5::create_group(evals, std::to_string(i));
-    h5::set_string(eg, "text", e.text);
-    h5::set_string(eg, "acts", e.acts);
-    h5::set_int(eg, "a_bits", e.a_bits);
-    h5::set_int(eg, "kv_bits", e.kv_bits);
-    h5::set_int(eg, "windows", e.windows);
-    h5::set_int(eg, "scored_tokens", e.scored_tokens);
-    h5::set_double(eg, "ppl", e.ppl);
-    h5::set_double(eg, "kl", e.kl);
-    h5::set_double(eg, "mean_nll", e.mean_nll);
-    h5::set_double(eg, "seconds", e.seconds);
+    write_fields(eg, r.evals[i], eval_string_fields(), eval_int_fields(), eval_double_fields());
   }
   if (!r.tasks.empty()) {
     const h5::Handle tasks = h5::create_group(g, "tasks");
@@ -154,17 +124,8 @@ CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
     require(i && *i >= 0 && static_cast<size_t>(*i) < r.evals.size(), "cell ", id, ": eval index '",
             n, "' out of range");
     const h5::Handle eg = h5::open_group(evals, n);
-    EvalRecord& e = r.evals[static_cast<size_t>(*i)];
-    e.text = h5::get_string(eg, "text");
-    e.acts = h5::get_string(eg, "acts");
-    e.a_bits = h5::get_int(eg, "a_bits");
-    e.kv_bits = h5::get_int(eg, "kv_bits");
-    e.windows = h5::get_int(eg, "windows");
-    e.scored_tokens = h5::get_int(eg, "scored_tokens");
-    e.ppl = h5::get_double(eg, "ppl");
-    e.kl = h5::get_double(eg, "kl");
-    e.mean_nll = h5::get_double(eg, "mean_nll");
-    e.seconds = h5::get_double(eg, "seconds");
+    read_fields(eg, r.evals[static_cast<size_t>(*i)], eval_string_fields(), eval_int_fields(),
+                eval_double_fields());
   }
   if (h5::has_child(g, "tasks")) {
     const h5::Handle tasks = h5::open_group(g, "tasks");
@@ -211,6 +172,53 @@ void write_atomically(const std::string& path, const std::string& output, F writ
 }
 
 }  // namespace
+
+const std::vector<RecordField<EvalRecord, std::string>>& eval_string_fields() {
+  static const std::vector<RecordField<EvalRecord, std::string>> f = {{"text", &EvalRecord::text},
+                                                                      {"acts", &EvalRecord::acts}};
+  return f;
+}
+const std::vector<RecordField<EvalRecord, int64_t>>& eval_int_fields() {
+  static const std::vector<RecordField<EvalRecord, int64_t>> f = {
+      {"a_bits", &EvalRecord::a_bits},
+      {"kv_bits", &EvalRecord::kv_bits},
+      {"windows", &EvalRecord::windows},
+      {"scored_tokens", &EvalRecord::scored_tokens}};
+  return f;
+}
+const std::vector<RecordField<EvalRecord, double>>& eval_double_fields() {
+  static const std::vector<RecordField<EvalRecord, double>> f = {
+      {"ppl", &EvalRecord::ppl},
+      {"kl", &EvalRecord::kl},
+      {"mean_nll", &EvalRecord::mean_nll},
+      {"seconds", &EvalRecord::seconds}};
+  return f;
+}
+const std::vector<RecordField<TaskRecord, std::string>>& task_string_fields() {
+  static const std::vector<RecordField<TaskRecord, std::string>> f = {
+      {"task", &TaskRecord::task}, {"acts", &TaskRecord::acts}, {"metric", &TaskRecord::metric}};
+  return f;
+}
+const std::vector<RecordField<TaskRecord, int64_t>>& task_int_fields() {
+  static const std::vector<RecordField<TaskRecord, int64_t>> f = {
+      {"a_bits", &TaskRecord::a_bits}, {"kv_bits", &TaskRecord::kv_bits},
+      {"n", &TaskRecord::n},           {"requests", &TaskRecord::requests},
+      {"tokens", &TaskRecord::tokens}, {"limit", &TaskRecord::limit},
+      {"cut", &TaskRecord::cut}};
+  return f;
+}
+const std::vector<RecordField<TaskRecord, double>>& task_double_fields() {
+  static const std::vector<RecordField<TaskRecord, double>> f = {
+      {"acc", &TaskRecord::acc},
+      {"acc_stderr", &TaskRecord::acc_stderr},
+      {"acc_norm", &TaskRecord::acc_norm},
+      {"acc_norm_stderr", &TaskRecord::acc_norm_stderr},
+      {"acc_bytes", &TaskRecord::acc_bytes},
+      {"ppl", &TaskRecord::ppl},
+      {"acc_subject_mean", &TaskRecord::acc_subject_mean},
+      {"seconds", &TaskRecord::seconds}};
+  return f;
+}
 
 std::string cell_dir(const std::string& output) { return output + ".d"; }
 

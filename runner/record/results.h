@@ -37,6 +37,21 @@ struct TaskRecord : TaskScore {
   int64_t a_bits = 16, kv_bits = 16, limit = -1;
 };
 
+// The scalar fields of the per-evaluation and per-task records, by their stored names: the HDF5
+// writer and reader (results.cc) and the JSON form (cell_record.cc) all walk these tables, so the
+// two forms of a record cannot drift apart.
+template <typename Record, typename T>
+struct RecordField {
+  const char* name;
+  T Record::*member;
+};
+const std::vector<RecordField<EvalRecord, std::string>>& eval_string_fields();
+const std::vector<RecordField<EvalRecord, int64_t>>& eval_int_fields();
+const std::vector<RecordField<EvalRecord, double>>& eval_double_fields();
+const std::vector<RecordField<TaskRecord, std::string>>& task_string_fields();
+const std::vector<RecordField<TaskRecord, int64_t>>& task_int_fields();
+const std::vector<RecordField<TaskRecord, double>>& task_double_fields();
+
 struct CellRecord {
   std::string id, label, experiment, config_yaml;
   std::map<std::string, std::string> config;  // schema keys, model.name/path/tokenizer, seed

@@ -39,6 +39,13 @@ Rotations learn(const RotationContext& ctx, RotationLearning& learned, bool with
   return rot;
 }
 
+Rotations learn_optrot(const RotationContext& ctx, RotationLearning& learned) {
+  return learn(ctx, learned, /*with_covariance=*/false);
+}
+Rotations learn_optrot_plus(const RotationContext& ctx, RotationLearning& learned) {
+  return learn(ctx, learned, /*with_covariance=*/true);
+}
+
 std::string describe_optrot(const RotationSpec& s) {
   return " " + s.optrot_optimizer + " steps " + std::to_string(s.optrot_steps) + " lr " +
          std::to_string(s.optrot_lr).substr(0, 6) + " " + s.optrot_norm;
@@ -52,9 +59,7 @@ RotationMethod optrot_rotation_method(bool with_covariance) {
   m.summary = with_covariance ? "OptRot with the calibration inputs' covariance"
                               : "data-free: minimise the fourth powers of the rotated weights";
   m.needs_calibration = with_covariance;
-  m.learn = with_covariance
-                ? +[](const RotationContext& c, RotationLearning& l) { return learn(c, l, true); }
-                : +[](const RotationContext& c, RotationLearning& l) { return learn(c, l, false); };
+  m.learn = with_covariance ? learn_optrot_plus : learn_optrot;
   m.describe = describe_optrot;
   return m;
 }

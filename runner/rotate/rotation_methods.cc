@@ -73,7 +73,8 @@ Rotations build_rotations(const RotationContext& ctx, RotationLearning& learned)
   const RotationSpec& spec = ctx.spec;
   const RotationMethod* m = find_rotation_method(spec.text());
   require(m, "rotation '", spec.method, "': expected ", rotation_method_names());
-  Rotations rot = m->learn ? m->learn(ctx, learned) : m->fixed(spec, ctx.model.config);
+  if (!m->learn) return resolve_rotations(spec, ctx.model.config);
+  Rotations rot = m->learn(ctx, learned);
   if (!spec.r2) rot.r2.assign(ctx.model.config.n_layers, at::Tensor());
   return rot;
 }
