@@ -59,7 +59,18 @@ at::Tensor ActQuantHooks::quantize_kv(const at::Tensor& x, const QuantSpec& spec
     rows = rows.reshape({B, T, row / s.group, s.group});
     s.group = 0;
   }
-  return fake_quantize(rows, s).reshape({B, T, KVH, d}).transpose(1, 2);
+  return quantize(rows, s).reshape({B, T, KVH, d}).transpose(1, 2);
+}
+
+void ActQuantHooks::set_straight_through(StraightThrough ste) {
+  require(ste == StraightThrough::kNone || quant_.fp_massive <= 0,
+          "activation quantizer: the massive-token exemption (fp_massive) has no training form; "
+          "learned rotations need fp_massive 0");
+  ste_ = ste;
+}
+
+at::Tensor ActQuantHooks::quantize(const at::Tensor& x, const QuantSpec& spec) const {
+  return fake_quantize_ste(x, spec, ste_);
 }
 
 void ActQuantHooks::set_residual_rotation(const at::Tensor& r1) {
@@ -67,7 +78,7 @@ void ActQuantHooks::set_residual_rotation(const at::Tensor& r1) {
 }
 
 at::Tensor ActQuantHooks::quantize_block_input(const at::Tensor& x) const {
-  at::Tensor q = fake_quantize(x, quant_.act);
+  at::Tensor q = quantize(x, quant_.act);
   if (quant_.fp_massive <= 0) return q;
   const at::Tensor orig = r1t_.defined() ? at::matmul(x, r1t_.to(x.device(), x.scalar_type())) : x;
   const at::Tensor err = (orig - fake_quantize(orig, quant_.act)).pow(2).sum(-1, true).sqrt();
@@ -82,10 +93,10 @@ void ActQuantHooks::at_site(Site site, int64_t layer, at::Tensor& x) {
       if (quant_.act.enabled()) x = quantize_block_input(x);
       break;
     case Site::kDownIn:
-      if (quant_.act.enabled()) x = fake_quantize(x, quant_.act);
+      if (quant_.act.enabled()) x = quantize(x, quant_.act);
       break;
     case Site::kOProjIn:
-      if (o_proj_spec_.enabled()) x = fake_quantize(x, o_proj_spec_);
+      if (o_proj_spec_.enabled()) x = quantize(x, o_proj_spec_);
       break;
     case Site::kQ:
       break;

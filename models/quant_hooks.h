@@ -8,6 +8,7 @@
 
 #include "models/transformer.h"
 #include "solvers/quantizer.h"
+#include "solvers/straight_through.h"
 
 namespace rotq {
 
@@ -41,8 +42,12 @@ class ActQuantHooks final : public ForwardHooks {
   // The residual rotation R1 fused into the model (undefined: none), so that fp_massive can judge
   // tokens unrotated (x·R1ᵀ).
   void set_residual_rotation(const at::Tensor& r1);
+  // Training mode: the quantizers pass gradients by `ste` (kNone: evaluation, no gradient). The
+  // forward values do not change. fp_massive has no training form and is refused.
+  void set_straight_through(StraightThrough ste);
 
  private:
+  at::Tensor quantize(const at::Tensor& x, const QuantSpec& spec) const;
   at::Tensor quantize_kv(const at::Tensor& x, const QuantSpec& spec, bool group_as_row) const;
 
   at::Tensor quantize_block_input(const at::Tensor& x) const;
@@ -50,6 +55,7 @@ class ActQuantHooks final : public ForwardHooks {
   ActivationQuant quant_;
   at::Tensor r1t_;  // R1ᵀ in the compute dtype
   QuantSpec o_proj_spec_;
+  StraightThrough ste_ = StraightThrough::kNone;
   ForwardHooks* next_;
 };
 

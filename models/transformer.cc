@@ -1,6 +1,7 @@
 #include "models/transformer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,6 +29,13 @@ at::Tensor activation(const std::string& name, const at::Tensor& x) {
   if (name == "gelu_pytorch_tanh" || name == "gelu_new") return at::gelu(x, "tanh");
   if (name == "relu") return at::relu(x);
   fail("hidden_act '", name, "' is not computed by rotq");
+}
+
+bool any_requires_grad(const LayerWeights& w) {
+  for (const at::Tensor& t : w.tensors) {
+    if (t.defined() && t.requires_grad()) return true;
+  }
+  return false;
 }
 
 void hook(ForwardHooks* hooks, Site s, int64_t layer, at::Tensor& x) {
@@ -124,9 +132,14 @@ at::Tensor Transformer::embed(const at::Tensor& tokens) const {
 
 at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
                                       ForwardHooks* hooks) const {
+  return layer_forward(x_in, model_.weights.layers.at(layer), layer + model_.layer_offset, hooks);
+}
+
+at::Tensor Transformer::layer_forward(const at::Tensor& x_in, const LayerWeights& w, int64_t li,
+                                      ForwardHooks* hooks) const {
   const ModelConfig& c = model_.config;
-  const LayerWeights& w = model_.weights.layers.at(layer);
-  const int64_t li = layer + model_.layer_offset;
+  // Under autograd the in-place updates below would overwrite tensors the backward needs.
+  const bool graph = at::GradMode::is_enabled() && (x_in.requires_grad() || any_requires_grad(w));
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t H = c.n_heads, KVH = c.n_kv_heads, G = H / KVH, d = c.head_dim;
   require(c.sliding_window == 0 || T <= c.sliding_window, model_.source,
@@ -165,11 +178,14 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
   // MLP block.
   h = rms_norm(x, w[LayerTensor::kFfnNorm], c.norm_eps);
   hook(hooks, Site::kMlpIn, li, h);
-  at::Tensor m = activation(c.hidden_act, linear(h, w[LayerTensor::kWGate], w[LayerTensor::kBGate]))
-                     .mul_(linear(h, w[LayerTensor::kWUp], w[LayerTensor::kBUp]));
+  at::Tensor gate =
+      activation(c.hidden_act, linear(h, w[LayerTensor::kWGate], w[LayerTensor::kBGate]));
+  const at::Tensor up = linear(h, w[LayerTensor::kWUp], w[LayerTensor::kBUp]);
+  at::Tensor m = graph ? gate * up : gate.mul_(up);
   if (c.online_hadamard_down) m = hadamard_transform(m);  // R4: its inverse is fused into Wd
   hook(hooks, Site::kDownIn, li, m);
-  return x.add_(linear(m, w[LayerTensor::kWDown], w[LayerTensor::kBDown]));
+  const at::Tensor down = linear(m, w[LayerTensor::kWDown], w[LayerTensor::kBDown]);
+  return graph ? x + down : x.add_(down);
 }
 
 at::Tensor Transformer::final_norm(const at::Tensor& x) const {

@@ -47,6 +47,12 @@ class Transformer {
   at::Tensor embed(const at::Tensor& tokens) const;  // [B, T] int64 -> [B, T, D]
   // One decoder layer on [B, T, D] (positions 0..T-1); `layer` indexes model.weights.layers.
   at::Tensor layer_forward(const at::Tensor& x, int64_t layer, ForwardHooks* hooks = nullptr) const;
+  // A layer computed with other weights of the layer's shapes (a training forward builds rotated
+  // weights that autograd differentiates; the model's own stay untouched); `global_layer` is its
+  // index in the full model (what hooks see), so a shard may run a layer streamed from another
+  // rank. Gradients flow to `x` and to `w` when they require them.
+  at::Tensor layer_forward(const at::Tensor& x, const LayerWeights& w, int64_t global_layer,
+                           ForwardHooks* hooks = nullptr) const;
   at::Tensor final_norm(const at::Tensor& x) const;  // [.., D] -> [.., D]
   // All layers: tokens [B, T] -> final-normed hidden states [B, T, D].
   at::Tensor hidden_states(const at::Tensor& tokens, ForwardHooks* hooks = nullptr) const;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 
 #ifdef __linux__
 #include <sys/mman.h>
@@ -402,22 +403,24 @@ const at::Tensor& sylvester_cached(int64_t pow2) {
   return it->second;
 }
 
-void transform_generic(at::Tensor& out, const at::Tensor& x, const HadamardPlan& plan,
-                       bool normalized) {
+// The transform from ATen ops alone: used off the CPU (the butterfly reads raw host memory) and
+// when a gradient is wanted (autograd records the GEMMs, so the backward applies Hᵀ, which differs
+// from H for a non-symmetric core). Result in x's dtype and shape.
+at::Tensor transform_aten(const at::Tensor& x, const HadamardPlan& plan, bool normalized) {
   const at::ScalarType ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n = plan.n, m = plan.m, pow2 = plan.pow2, rows = x.numel() / n;
   at::Tensor y = x.reshape({rows, n}).to(ct);
   if (m > 1)
-    y = at::matmul(y.view({rows * pow2, m}), device_factor(core_rhs(m, ct, normalized), x, ct));
+    y = at::matmul(y.reshape({rows * pow2, m}), device_factor(core_rhs(m, ct, normalized), x, ct));
   if (pow2 > 1) {
     const int k = log2_exact(pow2);
     const int64_t a = int64_t{1} << ((k + 1) / 2), b = pow2 / a;
     y = at::matmul(device_factor(sylvester_cached(a), x, ct), y.reshape({rows, a, b * m}));
     if (b > 1)
       y = at::matmul(device_factor(sylvester_cached(b), x, ct), y.reshape({rows * a, b, m}));
-    if (normalized) y.mul_(1.0 / std::sqrt(static_cast<double>(pow2)));
+    if (normalized) y = y * (1.0 / std::sqrt(static_cast<double>(pow2)));
   }
-  out.copy_(y.reshape(out.sizes()));
+  return y.reshape(x.sizes()).to(x.scalar_type());
 }
 
 void transform_into(at::Tensor& out, const at::Tensor& x, bool normalized) {
@@ -435,7 +438,7 @@ void transform_into(at::Tensor& out, const at::Tensor& x, bool normalized) {
       c10::toString(dt));
   if (x.numel() == 0) return;
   if (use_aten_kernels(x)) {
-    transform_generic(out, x, plan, normalized);
+    out.copy_(transform_aten(x, plan, normalized));
     return;
   }
   if (x.is_alias_of(out)) {
@@ -678,6 +681,10 @@ at::Tensor hadamard_core(int64_t m) {
 at::Tensor hadamard_matrix(int64_t n) { return fill_dense(hadamard_plan(n), nullptr); }
 
 at::Tensor hadamard_transform(const at::Tensor& x) {
+  // A training forward (learned rotations) differentiates through the online R3/R4.
+  if (x.defined() && x.requires_grad() && at::GradMode::is_enabled() && x.dim() >= 1) {
+    return transform_aten(x, hadamard_plan(x.size(-1)), /*normalized=*/true);
+  }
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   transform_into(out, x, /*normalized=*/true);
   return out;

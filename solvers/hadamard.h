@@ -56,7 +56,8 @@ at::Tensor hadamard_matrix(int64_t n);
 // x · Hᵀ / sqrt(n) along the last dimension (size n): orthonormal, same dtype and shape as x.
 // float32 and float64 compute in their own type; bfloat16 and float16 compute in float32 and are
 // rounded back. Any leading dims; non-contiguous input is copied once. Cost per element: m
-// multiply-adds (one GEMM with H_mᵀ) plus log2(pow2) butterfly stages.
+// multiply-adds (one GEMM with H_mᵀ) plus log2(pow2) butterfly stages. Differentiable: for an x
+// that requires a gradient (grad mode on) it is computed from ATen GEMMs that autograd records.
 at::Tensor hadamard_transform(const at::Tensor& x);
 
 // Same as hadamard_transform, written into `out` (contiguous, x's shape and dtype, not

@@ -21,4 +21,15 @@ at::Tensor skew_gradient(const at::Tensor& r, const at::Tensor& euclidean_grad);
 // The Cayley retraction (I + t/2·A)⁻¹ (I − t/2·A) R of a skew A: orthogonal for any step t.
 at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t);
 
+// One step of SpinQuant's Cayley SGD (its SGDG optimizer: Stiefel, momentum 0) on an orthogonal
+// P with Euclidean gradient G, all float64:
+//   V = −Gᵀ,  Ŵ = V·P − ½·Pᵀ(P·V·P),  W = Ŵ − Ŵᵀ,  α = min(lr, 1/(‖W‖₁ + 1e-8)),
+//   P ← ((I − αW/2)⁻¹ (I + αW/2) Pᵀ)ᵀ
+// (‖·‖₁ the largest absolute column sum). The reference solves the Cayley system by five
+// fixed-point iterations and re-orthonormalises (rows every step, a QR now and then); rotq solves
+// it exactly, which is what the iteration converges to and keeps P orthogonal to rounding.
+// `alpha` (optional) receives the step taken.
+at::Tensor cayley_sgd_step(const at::Tensor& p, const at::Tensor& grad, double lr,
+                           double* alpha = nullptr);
+
 }  // namespace rotq

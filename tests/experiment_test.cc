@@ -250,6 +250,34 @@ TEST(Experiment, SchemaIsDocumentedVerbatim) {
       << "experiments/README.md: replace the key table with `rotq run --schema`";
 }
 
+// A learned rotation trains for the lowest-bit evaluated configuration unless told; weights are
+// simulated when they will be RTN, or when nothing else would be quantized.
+TEST(Experiment, LearnedRotationsTrainForTheLowestEvaluatedPair) {
+  rotq::CellValues v = rotq::default_cell_values();
+  v["rotation.method"] = "spinquant";
+  v["calibration.text"] = "calib.txt";
+  v["quantization.w_bits"] = "4";
+  v["evaluation.acts"] = R"(["16/16","4/16","4/4"])";
+  rotq::CellConfig c = rotq::cell_config(v, 0);
+  EXPECT_EQ(c.quant.rotation.learn_acts.act.bits, 4);
+  EXPECT_EQ(c.quant.rotation.learn_acts.k_cache.bits, 4);
+  EXPECT_FALSE(c.quant.rotation.learn_weights.enabled());  // GPTQ follows
+  v["rotation.spinquant.acts"] = "16/16";
+  c = rotq::cell_config(v, 0);
+  EXPECT_FALSE(c.quant.rotation.learn_acts.any());
+  EXPECT_EQ(c.quant.rotation.learn_weights.bits, 4);  // a weight-only target
+  v["rotation.spinquant.acts"] = "8/16";
+  v["quantization.w_method"] = "rtn";
+  c = rotq::cell_config(v, 0);
+  EXPECT_EQ(c.quant.rotation.learn_acts.act.bits, 8);
+  EXPECT_FALSE(c.quant.rotation.learn_acts.k_cache.enabled());
+  EXPECT_EQ(c.quant.rotation.learn_weights.bits, 4);
+  v["rotation.spinquant.acts"] = "4";
+  EXPECT_THROW(
+      rotq::canonical_option_value(*rotq::find_cell_option("rotation.spinquant.acts"), "4", "t"),
+      rotq::Error);
+}
+
 // One row per option: keys and flags unique, every row documented and landing somewhere, every
 // default accepted by its own row.
 TEST(Experiment, OptionTableIsWellFormed) {
@@ -258,7 +286,8 @@ TEST(Experiment, OptionTableIsWellFormed) {
     EXPECT_TRUE(keys.insert(o.key).second) << o.key;
     for (const rotq::CellFlag& f : o.flags) EXPECT_TRUE(flags.insert(f.name).second) << f.name;
     EXPECT_FALSE(o.help.empty()) << o.key;
-    const bool expanded = o.key == "evaluation.acts" || o.key == "evaluation.tasks_acts";
+    const bool expanded = o.key == "evaluation.acts" || o.key == "evaluation.tasks_acts" ||
+                          o.key == "rotation.spinquant.acts";
     EXPECT_TRUE(o.apply != nullptr || expanded) << o.key << " lands nowhere";
     if (o.type != rotq::KeyType::kStringList) {
       EXPECT_EQ(rotq::canonical_option_value(o, o.default_value, "t"), o.default_value) << o.key;

@@ -24,6 +24,7 @@
 #include "runner/rotate/covariances.h"
 #include "runner/rotate/dfrot_model.h"
 #include "runner/rotate/optrot_model.h"
+#include "runner/rotate/spinquant.h"
 #include "solvers/dfrot.h"
 #include "solvers/error.h"
 #include "solvers/hadamard.h"
@@ -482,6 +483,47 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
       ASSERT_EQ(o1.r2.size(), on.r2.size());
       for (size_t l = 0; l < o1.r2.size(); ++l) {
         EXPECT_LT((o1.r2[l] - on.r2[l]).abs().max().item<double>(), 1e-9) << k.name << " R2 " << l;
+      }
+    }
+  }
+}
+// SpinQuant data-parallel over the ranks (replicated model) and with the layers sharded (each
+// layer streamed from its owner in the forward and again in the recompute): the same loss curve
+// and rotations as one process. float32 model; the ranks sum their windows' losses and gradients
+// in a different order than one process, hence 1e-6 rather than equality.
+TEST(Sharded, SpinQuantEqualsOneProcess) {
+  const auto tokens = sample_tokens();
+  auto local = rotq::make_local_comm();
+  for (const ShardCase& k : shard_cases()) {
+    Sharded s = load_both(k.path);
+    rotq::fuse_norms(s.full);
+    rotq::fuse_norms(s.shard);
+    const at::Tensor windows = rotq::calibration_windows(tokens, 8, 48, 5);
+    rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
+    spec.seed = 6;
+    spec.spinquant.steps = 5;
+    spec.spinquant.batch = 4;  // 4, 2 or 1 windows per rank
+    spec.learn_acts = rotq::default_activation_quant(4, 4);
+    rotq::RotationLearning one, replicated, sharded;
+    const rotq::Rotations r1 = rotq::spinquant_rotations(s.full, windows, spec, *local,
+                                                         rotq::Placement::replicated(), one);
+    const rotq::Rotations rr = rotq::spinquant_rotations(s.full, windows, spec, *g_comm,
+                                                         rotq::Placement::replicated(), replicated);
+    const rotq::Rotations rs =
+        rotq::spinquant_rotations(s.shard, windows, spec, *g_comm, s.placement, sharded);
+    ASSERT_EQ(one.loss.size(), 5u);
+    for (const auto* curve : {&replicated.loss, &sharded.loss}) {
+      ASSERT_EQ(curve->size(), one.loss.size());
+      for (size_t i = 0; i < one.loss.size(); ++i) {
+        EXPECT_NEAR((*curve)[i], one.loss[i], 1e-6 * one.loss[i]) << k.name << " step " << i;
+      }
+    }
+    EXPECT_GT(std::abs(one.loss.back() - one.loss.front()), 1e-4) << k.name;  // it moved
+    for (const rotq::Rotations* r : {&rr, &rs}) {
+      EXPECT_LT((r->r1 - r1.r1).abs().max().item<double>(), 1e-5) << k.name;
+      ASSERT_EQ(r->r2.size(), r1.r2.size());
+      for (size_t l = 0; l < r1.r2.size(); ++l) {
+        EXPECT_LT((r->r2[l] - r1.r2[l]).abs().max().item<double>(), 1e-5) << k.name << " R2 " << l;
       }
     }
   }

@@ -74,6 +74,9 @@ std::optional<std::pair<int, int>> acts_pair(const std::string& text) {
 std::string check_acts_pair(const std::string& v) {
   return acts_pair(v) ? "" : "A/KV bit widths such as 4/16 (A in [2, 16], KV in [1, 16])";
 }
+std::string check_optional_acts_pair(const std::string& v) {
+  return v.empty() ? "" : check_acts_pair(v);
+}
 std::string check_rotation(const std::string& v) {
   return find_rotation_method(v) ? "" : rotation_method_names();
 }
@@ -238,6 +241,49 @@ void optrot_rows(std::vector<CellOption>& t) {
                   .flag("--optrot-matrices")
                   .rule(check_matrices)
                   .to([](V v, C c) { c.quant.rotation.optrot_matrices = v.text(); }));
+}
+
+// Rows: SpinQuant (rotations learned end to end).
+void spinquant_rows(std::vector<CellOption>& t) {
+  t.push_back(row("rotation.spinquant.steps", K::kInt, "100", "Cayley SGD steps")
+                  .flag("--spinquant-steps")
+                  .range(0, 1e7)
+                  .to([](V v, C c) { c.quant.rotation.spinquant.steps = v.integer(); }));
+  t.push_back(row("rotation.spinquant.lr", K::kDouble, "1.5", "learning rate (step cap 1/|W|_1)")
+                  .flag("--spinquant-lr")
+                  .range(1e-12, 1e6)
+                  .to([](V v, C c) { c.quant.rotation.spinquant.lr = v.number(); }));
+  t.push_back(row("rotation.spinquant.constant_lr", K::kBool, "false", "no cosine decay")
+                  .flag("--spinquant-constant-lr", "true")
+                  .to([](V v, C c) { c.quant.rotation.spinquant.cosine = !v.flag(); }));
+  t.push_back(row("rotation.spinquant.nsamples", K::kInt, "800",
+                  "training windows, taken in order batch by batch (wrapping around)")
+                  .flag("--spinquant-nsamples")
+                  .range(1, 1e7)
+                  .to([](V v, C c) { c.quant.rotation.spinquant.nsamples = v.integer(); }));
+  t.push_back(row("rotation.spinquant.seqlen", K::kInt, "0", "window (0: min(2048, context))")
+                  .flag("--spinquant-seqlen")
+                  .range(0, 1e7)
+                  .to([](V v, C c) { c.quant.rotation.spinquant.seqlen = v.integer(); }));
+  t.push_back(row("rotation.spinquant.batch", K::kInt, "8",
+                  "windows per step, all ranks together (a multiple of the rank count)")
+                  .flag("--spinquant-batch")
+                  .range(1, 1e6)
+                  .to([](V v, C c) { c.quant.rotation.spinquant.batch = v.integer(); }));
+  t.push_back(row("rotation.spinquant.micro_batch", K::kInt, "1",
+                  "windows per forward/backward on a rank: memory against speed")
+                  .flag("--spinquant-micro-batch")
+                  .range(1, 1e6)
+                  .to([](V v, C c) { c.quant.rotation.spinquant.micro_batch = v.integer(); }));
+  t.push_back(row("rotation.spinquant.grad_clip", K::kDouble, "1", "gradient-norm clip (0: none)")
+                  .flag("--spinquant-grad-clip")
+                  .range(0, 1e12)
+                  .to([](V v, C c) { c.quant.rotation.spinquant.grad_clip = v.number(); }));
+  // Resolved by cell_config() against the evaluated configurations.
+  t.push_back(row("rotation.spinquant.acts", K::kString, "",
+                  "A/KV bits trained for, e.g. 4/4 (empty: the lowest-bit evaluated pair)")
+                  .flag("--spinquant-acts")
+                  .rule(check_optional_acts_pair));
 }
 
 // Rows: weight quantization (RTN, GPTQ).
@@ -431,8 +477,8 @@ void runtime_rows(std::vector<CellOption>& t) {
 
 std::vector<CellOption> make_table() {
   std::vector<CellOption> t;
-  for (auto rows : {calibration_rows, rotation_rows, dfrot_rows, optrot_rows, weight_rows,
-                    activation_rows, evaluation_rows, task_rows, runtime_rows}) {
+  for (auto rows : {calibration_rows, rotation_rows, dfrot_rows, optrot_rows, spinquant_rows,
+                    weight_rows, activation_rows, evaluation_rows, task_rows, runtime_rows}) {
     rows(t);
   }
   return t;
@@ -461,6 +507,18 @@ std::vector<ActivationQuant> expand_acts(const ActivationQuant& tmpl,
     validate(q.k_cache, "KV-cache quantizer (" + option_name("quantization.kv_bits") + ")");
   }
   return out;
+}
+
+// The configuration a learned rotation trains for: the pair asked for, else the evaluated
+// configuration with the fewest activation bits (then KV bits).
+ActivationQuant learned_for(const ActivationQuant& tmpl, const std::vector<ActivationQuant>& acts,
+                            const std::string& pair) {
+  if (!pair.empty()) return expand_acts(tmpl, {pair}).front();
+  const auto bits = [](const ActivationQuant& q) {
+    return std::make_pair(q.act.bits, q.k_cache.bits);
+  };
+  return *std::min_element(acts.begin(), acts.end(),
+                           [&](const auto& a, const auto& b) { return bits(a) < bits(b); });
 }
 
 // Per activation configuration: score the tasks under it (empty: all).
@@ -599,6 +657,14 @@ CellConfig cell_config(const CellValues& values, uint64_t seed) {
       task_acts_mask(c.quant.acts, OptionValue(values.at("evaluation.tasks_acts")).list());
   validate(c.quant.weights.spec, "weight quantizer (" + option_name("quantization.w_bits") + " / " +
                                      option_name("quantization.w_group") + ")");
+  r.learn_acts =
+      learned_for(tmpl, c.quant.acts, OptionValue(values.at("rotation.spinquant.acts")).text());
+  // As SpinQuant: weights are simulated in training only when they will be RTN (GPTQ follows on
+  // floating-point weights otherwise), or when nothing else would be quantized (a weight-only
+  // target: the floating-point loss does not depend on the rotation at all).
+  if (c.quant.weights.method == WeightMethod::kRtn || !r.learn_acts.any()) {
+    r.learn_weights = c.quant.weights.spec;
+  }
   const RotationMethod& method = *find_rotation_method(r.text());
   const bool gptq = c.quant.weights.method == WeightMethod::kGptq && c.quant.weights.spec.enabled();
   require(!(gptq || method.needs_calibration) || !c.quant.calib_text.empty(),

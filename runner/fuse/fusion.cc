@@ -22,7 +22,13 @@ void scale_columns(at::Tensor& w, const at::Tensor& gamma) {
 
 void reset_to_ones(at::Tensor& gamma) { gamma = at::ones_like(gamma); }
 
-// Rows of w [heads*d, in] per head: block h := R2ᵀ · block h.
+void check_square(const at::Tensor& r, int64_t n, const char* what) {
+  require(r.dim() == 2 && r.size(0) == n && r.size(1) == n, what, " must be ", n, "x", n, ", got ",
+          r.sizes());
+}
+
+}  // namespace
+
 at::Tensor rotate_head_rows(const at::Tensor& w, const at::Tensor& r2) {
   const int64_t d = r2.size(0);
   const int64_t heads = w.size(0) / d;
@@ -30,19 +36,11 @@ at::Tensor rotate_head_rows(const at::Tensor& w, const at::Tensor& r2) {
   return at::matmul(r2.t(), blocks).reshape(w.sizes());
 }
 
-// Columns of w [out, heads*d] per head: block h := block h · R2.
 at::Tensor rotate_head_columns(const at::Tensor& w, const at::Tensor& r2) {
   const int64_t d = r2.size(0);
   const int64_t heads = w.size(1) / d;
   return at::matmul(w.reshape({w.size(0), heads, d}), r2).reshape(w.sizes());
 }
-
-void check_square(const at::Tensor& r, int64_t n, const char* what) {
-  require(r.dim() == 2 && r.size(0) == n && r.size(1) == n, what, " must be ", n, "x", n, ", got ",
-          r.sizes());
-}
-
-}  // namespace
 
 void fuse_norms(Model& model) {
   ModelWeights& w = model.weights;

@@ -28,4 +28,10 @@ bool norms_are_fused(const Model& model);
 // config.online_hadamard_qk for R3, which is purely online).
 void fuse_rotations(Model& model, const Rotations& rot);
 
+// R2 on one layer's weights (differentiable ATen ops in r2's dtype): the rows of w [heads·d, in]
+// per head, block := R2ᵀ·block (v_proj), and the columns of w [out, heads·d] per head,
+// block := block·R2 (o_proj).
+at::Tensor rotate_head_rows(const at::Tensor& w, const at::Tensor& r2);
+at::Tensor rotate_head_columns(const at::Tensor& w, const at::Tensor& r2);
+
 }  // namespace rotq

@@ -12,6 +12,7 @@ RotationMethod dfrot_rotation_method();                       // dfrot_model.cc
 RotationMethod optrot_rotation_method(bool with_covariance);  // method_optrot.cc
 RotationMethod file_rotation_method();                        // rotation_io.cc
 RotationMethod walsh_rotation_method();                       // method_walsh.cc
+RotationMethod spinquant_rotation_method();                   // method_spinquant.cc
 
 // The registry: a new method is one line here.
 const std::vector<RotationMethod>& rotation_methods() {
@@ -23,6 +24,7 @@ const std::vector<RotationMethod>& rotation_methods() {
       optrot_rotation_method(/*with_covariance=*/false),
       optrot_rotation_method(/*with_covariance=*/true),
       walsh_rotation_method(),
+      spinquant_rotation_method(),
       file_rotation_method(),
   };
   return all;

@@ -10,6 +10,8 @@
 //   dfrot     R1 refined from calibration activations (solvers/dfrot.h), from `hadamard`
 //   optrot    learned from the weights (runner/rotate/optrot_model.h), from `hadamard`
 //   optrot+   OptRot with the calibration inputs' covariance
+//   spinquant R1/R2 learned end to end through the quantized model
+//   (runner/rotate/method_spinquant.cc)
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "models/config.h"
+#include "models/quant_hooks.h"
 #include "models/tokenizers/tokenizer.h"
 #include "models/weights.h"
 #include "runner/data/calibration.h"
@@ -26,6 +29,19 @@
 #include "solvers/rotation.h"
 
 namespace rotq {
+
+// Rotations learned end to end (SpinQuant): the optimisation's settings. `batch` counts windows
+// per step over all ranks together, so the same settings give the same steps on any rank count.
+struct LearnOptions {
+  int64_t steps = 100;
+  double lr = 1.5;
+  bool cosine = true;       // lr·(1 + cos(π·step/steps))/2, no warmup
+  int64_t nsamples = 800;   // calibration windows, used in order, batch by batch
+  int64_t seqlen = 0;       // 0: min(2048, context)
+  int64_t batch = 8;        // windows per step, all ranks together
+  int64_t micro_batch = 1;  // windows per forward/backward on a rank
+  double grad_clip = 1.0;   // global gradient-norm clip (0: none)
+};
 
 // A cell's rotation: the method and every method's options (runner/cell/cell_options.cc fills
 // them).
@@ -50,6 +66,12 @@ struct RotationSpec {
   int64_t dfrot_layers = 0;
   int64_t dfrot_nsamples = 1;
   int64_t dfrot_seqlen = 0;
+  // Learned end to end: the optimisation, and the quantizers the training forward simulates
+  // (activations/KV with a straight-through estimator; weights when they will be RTN or when
+  // nothing else is quantized: runner/cell/cell_options.cc decides).
+  LearnOptions spinquant;
+  ActivationQuant learn_acts = default_activation_quant(16, 16);
+  QuantSpec learn_weights;
 
   std::string text() const { return path.empty() ? method : method + ":" + path; }  // "file:PATH"
   std::string describe() const;  // "dfrot seed 0 from hadamard gamma 100 ... +R3R4"
