@@ -18,7 +18,7 @@ list_ids() {  # FILE [OVERRIDES...] -> "FILE ID LABEL" lines
 
 {
   for f in experiments/*.yaml experiments/papers/*.yaml; do list_ids "$f"; done
-  list_ids tests/data/off_defaults.yaml
+  for f in tests/data/off_defaults*.yaml; do list_ids "$f"; done
 } >/tmp/rotq_cell_ids.$$
 
 if [[ "${3:-}" == --write ]]; then

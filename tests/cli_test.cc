@@ -188,6 +188,47 @@ TEST(Cli, QuantizeEvalJsonIsTheRecordAnExperimentStores) {
   EXPECT_EQ(keys, stored_keys);
 }
 
+// SpinQuant's training peak (rotq plan --train, 8 windows of 2048 tokens per step): the model in
+// host memory fits one 80 GB GPU; sharded over 2 ranks it does not (each keeps half the model plus
+// the training's workspace) and the refusal names the smallest count that fits; more ranks lower
+// every rank's peak.
+void expect_spinquant_training_plan(const std::string& dir, const std::string& name) {
+  auto offload = run_command(rotq("plan --model " + dir +
+                                  " --train --offload --placement "
+                                  "replicated --ranks 1 --device-mem 80 --json"),
+                             false);
+  ASSERT_EQ(offload.status, 0) << name << offload.output;
+  const json j = last_json_line(offload.output);
+  EXPECT_TRUE(j["fits"].get<bool>()) << name;
+  const json& r0 = j["per_rank"][0];
+  EXPECT_EQ(r0["resident_bytes"].get<double>(), 0) << name;
+  EXPECT_GT(r0["host_bytes"].get<double>(), 128.0 * (1 << 30)) << name;  // bfloat16 weights
+  // Every decoder layer copied in twice per step (forward, recompute): 2 × ~120 GiB.
+  EXPECT_GT(j["traffic_per_step"]["host_copies"].get<double>(), 2 * 120.0 * (1 << 30)) << name;
+  double last = 1e300;
+  for (int ranks : {4, 8}) {
+    auto sharded = run_command(rotq("plan --model " + dir + " --train --ranks " +
+                                    std::to_string(ranks) + " --device-mem 80 --json"),
+                               false);
+    ASSERT_EQ(sharded.status, 0) << name << sharded.output;
+    double peak = 0;
+    const json plan = last_json_line(sharded.output);
+    for (const json& r : plan["per_rank"]) {
+      peak = std::max(peak, r["peak_bytes"].get<double>());
+    }
+    EXPECT_LT(peak, last) << name << " ranks " << ranks;
+    last = peak;
+  }
+  auto two = run_command(
+      rotq("plan --model " + dir + " --train --ranks 2 --device-mem 80") + " 2>&1 >/dev/null",
+      false);
+  EXPECT_NE(two.status, 0) << name;
+  EXPECT_NE(two.output.find("SpinQuant training does not fit 2 rank(s) of 80 GiB"),
+            std::string::npos)
+      << two.output;
+  EXPECT_NE(two.output.find("it fits on 4 ranks"), std::string::npos) << two.output;
+}
+
 // rotq plan from config.json alone, with the public configs of three 70B-class models: on 8 GPUs of
 // 80 GB every rank fits with a predicted peak well inside its memory; on one GPU the command
 // refuses with one line naming the model, the rank's need and the smallest rank count that fits.
@@ -245,6 +286,7 @@ TEST(Cli, PlanPlacesSeventyBModelsOnEightGpusAndRefusesOne) {
     EXPECT_NE(one.output.find("does not fit 1 rank(s) of 80 GiB"), std::string::npos) << one.output;
     EXPECT_NE(one.output.find("it fits on 3 ranks"), std::string::npos) << one.output;
     EXPECT_EQ(std::count(one.output.begin(), one.output.end(), '\n'), 1) << one.output;
+    expect_spinquant_training_plan(dir.str(m.name), m.name);
   }
 }
 

@@ -279,6 +279,10 @@ void spinquant_rows(std::vector<CellOption>& t) {
                   .flag("--spinquant-grad-clip")
                   .range(0, 1e12)
                   .to([](V v, C c) { c.quant.rotation.spinquant.grad_clip = v.number(); }));
+  t.push_back(row("rotation.spinquant.offload", K::kBool, "false",
+                  "keep the model in host memory while learning, one layer on the device at a time")
+                  .flag("--spinquant-offload", "true")
+                  .to([](V v, C c) { c.quant.rotation.spinquant.offload = v.flag(); }));
   // Resolved by cell_config() against the evaluated configurations.
   t.push_back(row("rotation.spinquant.acts", K::kString, "",
                   "A/KV bits trained for, e.g. 4/4 (empty: the lowest-bit evaluated pair)")

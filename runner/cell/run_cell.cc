@@ -21,6 +21,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The model's weights to page-locked host memory (so that copying a layer back to the GPU runs at
+// full bus speed), while a learned rotation streams it layer by layer.
+void offload_to_host(Model& model) {
+  const auto host = [](const at::Tensor& t) {
+    at::Tensor h = t.to(at::kCPU);
+    return at::hasCUDA() ? h.pin_memory() : h;
+  };
+  ModelWeights& w = model.weights;
+  const bool tied = w.embed.defined() && w.lm_head.defined() && w.embed.is_same(w.lm_head);
+  if (w.embed.defined()) w.embed = host(w.embed);
+  if (w.final_norm.defined()) w.final_norm = host(w.final_norm);
+  if (w.lm_head.defined()) w.lm_head = tied ? w.embed : host(w.lm_head);
+  for (LayerWeights& l : w.layers) {
+    for (at::Tensor& t : l.tensors) {
+      if (t.defined()) t = host(t);
+    }
+  }
+}
+
 // A stage's wall time, after the work it queued on the model's device (a GPU runs asynchronously).
 double seconds_since(Clock::time_point t0, const Model& model) {
   sync_device(model_device(model));
@@ -151,8 +170,15 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   if (rotate) fuse_norms(model);
   res.seconds.fuse = seconds_since(t, model);
   t = Clock::now();
-  const RotationContext ctx{model, tok, cell.rotation, calib, cell.calib, comm, placement};
+  const at::Device device = model_device(model);
+  const bool offload = cell.rotation.spinquant.offload && !device.is_cpu();
+  require(!offload || !placement.sharded(),
+          "rotation.spinquant.offload: the model goes to host memory whole; use "
+          "runtime.placement replicated (each rank streams its own copy's layers)");
+  if (offload) offload_to_host(model);
+  const RotationContext ctx{model, tok, cell.rotation, calib, cell.calib, comm, placement, device};
   res.rotations = build_rotations(ctx, res.learning);
+  if (offload) move_weights(model.weights, device);
   res.seconds.rotate = seconds_since(t, model);
   t = Clock::now();
   if (rotate) fuse_rotations(model, res.rotations);

@@ -36,17 +36,6 @@ ModelOptions nth_model(const std::vector<std::string>& models,
   return mo;
 }
 
-// Useful FLOPs of one forward token at context T: the matmuls (2 per weight) and causal attention
-// (q·k and p·v over T/2 keys on average, per head).
-double forward_flops_per_token(const ModelConfig& c, int64_t T) {
-  const double linear = static_cast<double>(c.param_count()) -
-                        static_cast<double>(c.vocab_size * c.dim) * (c.tie_embeddings ? 1 : 2) -
-                        static_cast<double>(c.n_layers * 2 * c.dim + c.dim);
-  const double lm_head = static_cast<double>(c.vocab_size * c.dim);
-  const double attention = 2.0 * 2.0 * c.n_layers * c.q_dim() * (T + 1) / 2.0;
-  return 2.0 * (linear + lm_head) + attention;
-}
-
 void run_bench(Runtime& rt, const BenchArgs& a) {
   rt.init();
   require(!a.models.empty(), "bench ppl: give at least one --model");
@@ -227,6 +216,7 @@ void register_bench(CLI::App& app, Runtime& rt) {
   quant->get_option("--gemm-n")->check(CLI::Range(1, 1 << 16));
   quant->callback([q, &rt] { run_quant_bench(rt, *q); });
   register_bench_rotation(bench, rt);
+  register_bench_spinquant(bench, rt);
   register_bench_tasks(bench, rt);
   register_bench_tokenize(bench, rt);
 }

@@ -206,4 +206,13 @@ void copy_tokenizer(const std::string& path, const std::string& out_dir) {
   }
 }
 
+double forward_flops_per_token(const ModelConfig& c, int64_t T) {
+  const double linear = static_cast<double>(c.param_count()) -
+                        static_cast<double>(c.vocab_size * c.dim) * (c.tie_embeddings ? 1 : 2) -
+                        static_cast<double>(c.n_layers * 2 * c.dim + c.dim);
+  const double lm_head = static_cast<double>(c.vocab_size * c.dim);
+  const double attention = 2.0 * 2.0 * c.n_layers * c.q_dim() * (T + 1) / 2.0;
+  return 2.0 * (linear + lm_head) + attention;
+}
+
 }  // namespace rotq

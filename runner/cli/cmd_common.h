@@ -78,10 +78,15 @@ void register_hadamard(CLI::App& app, Runtime& rt);
 void register_quantize_eval(CLI::App& app, Runtime& rt);
 void register_inspect(CLI::App& app, Runtime& rt);
 void register_plan(CLI::App& app, Runtime& rt);
-void register_run(CLI::App& app, Runtime& rt);               // run, status, merge
-void register_table(CLI::App& app, Runtime& rt);             // table, plot
-void register_submit(CLI::App& app, Runtime& rt);            // Slurm job arrays
-void register_bench_rotation(CLI::App* bench, Runtime& rt);  // `bench rotation`
+void register_run(CLI::App& app, Runtime& rt);                // run, status, merge
+void register_table(CLI::App& app, Runtime& rt);              // table, plot
+void register_submit(CLI::App& app, Runtime& rt);             // Slurm job arrays
+void register_bench_rotation(CLI::App* bench, Runtime& rt);   // `bench rotation`
+void register_bench_spinquant(CLI::App* bench, Runtime& rt);  // `bench spinquant`
+
+// Useful FLOPs of one forward token at context T (the benchmarks' yardstick): the matmuls (2 per
+// weight) and causal attention (q·k and p·v over T/2 keys on average, per head).
+double forward_flops_per_token(const ModelConfig& c, int64_t T);
 // --bos / --no-bos: override the tokenizer's own BOS policy (`bos` stays nullopt: follow it).
 void add_bos_flags(CLI::App* cmd, std::optional<bool>& bos);
 

@@ -1,6 +1,7 @@
 // rotq plan: the layer placement over N ranks and each rank's predicted peak memory, from the
 // model's config alone (see runner/dist/placement.h for the memory model), and the bytes the
-// distributed pipeline moves per layer. Refuses (non-zero exit) when a rank would not fit.
+// distributed pipeline moves per layer; with --train, a learned rotation's (SpinQuant's) training
+// peak per rank and traffic per step. Refuses (non-zero exit) when a rank would not fit.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,10 @@ namespace {
 
 struct PlanArgs {
   std::string model;
+  bool train = false;  // a learned rotation's training peak instead of the quantization pipeline's
+  TrainingOptions train_opts;
+  std::string act_dtype;  // "": the weights'
+  std::string placement = "layers";
   int ranks = 1;
   double device_mem_gib = 0;
   std::string weight_dtype;  // "": the checkpoint's
@@ -53,6 +58,104 @@ nlohmann::json rank_json(const RankMemory& m, double device_bytes) {
           {"fits", m.peak <= device_bytes}};
 }
 
+// The fewest ranks whose training peaks all fit, or 0 when none up to the layer count does.
+int min_training_ranks(const ModelConfig& c, TrainingOptions o, double device_bytes) {
+  for (int r = 1; r <= c.n_layers; ++r) {
+    if (o.batch % r != 0) continue;
+    o.ranks = r;
+    bool fits = true;
+    for (const TrainingMemory& m :
+         predict_training_memory(c, place_layers(c, r, o.weight_bytes), o))
+      fits = fits && m.peak <= device_bytes;
+    if (fits) return r;
+  }
+  return 0;
+}
+
+void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double device) {
+  TrainingOptions& o = a.train_opts;
+  o.ranks = a.ranks;
+  o.sharded = a.placement == "layers";
+  o.weight_bytes = a.opts.weight_bytes;
+  o.act_bytes = a.act_dtype.empty() ? 0 : dtype_bytes(a.act_dtype);
+  o.seqlen = a.opts.seqlen;
+  require(o.batch % o.ranks == 0, "--train-batch ", o.batch, " does not split over ", o.ranks,
+          " ranks");
+  require(!(o.sharded && o.offload),
+          "--offload keeps the whole model in host memory: use "
+          "--placement replicated");
+  const std::vector<TrainingMemory> mem =
+      predict_training_memory(c, place_layers(c, o.ranks, o.weight_bytes), o);
+  const TrainingTraffic t = training_traffic(c, o);
+  double worst = 0;
+  for (const TrainingMemory& m : mem) worst = std::max(worst, m.peak);
+  const bool fits = worst <= device;
+  const int need = fits ? o.ranks : min_training_ranks(c, o, device);
+  if (a.json) {
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const TrainingMemory& m : mem) {
+      ranks.push_back({{"rank", m.rank},
+                       {"resident_bytes", m.resident},
+                       {"globals_bytes", m.globals},
+                       {"streamed_bytes", m.streamed},
+                       {"layer_inputs_bytes", m.layer_inputs},
+                       {"graph_bytes", m.graph},
+                       {"head_bytes", m.head},
+                       {"rotations_bytes", m.rotations},
+                       {"host_bytes", m.host},
+                       {"peak_bytes", m.peak},
+                       {"fits", m.peak <= device}});
+    }
+    print_json_line(rt.c(), {{"command", "plan"},
+                             {"train", "spinquant"},
+                             {"model", a.model},
+                             {"params", c.param_count()},
+                             {"ranks", o.ranks},
+                             {"placement", a.placement},
+                             {"offload", o.offload},
+                             {"batch", o.batch},
+                             {"micro_batch", o.micro_batch},
+                             {"seqlen", o.seqlen},
+                             {"device_mem_gib", a.device_mem_gib},
+                             {"fits", fits},
+                             {"min_ranks_that_fit", need},
+                             {"per_rank", ranks},
+                             {"traffic_per_step",
+                              {{"layer_streams", t.layer_streams},
+                               {"host_copies", t.host_copies},
+                               {"gradient_allreduce", t.gradient_allreduce}}}});
+  } else {
+    if (rt.c().is_root()) {
+      std::printf(
+          "%s: %s, %.2fB parameters; SpinQuant training on %d rank(s) of %.1f GiB (%s%s), "
+          "%lld windows x %lld tokens per step, micro-batch %lld\n",
+          a.model.c_str(), c.summary().c_str(), c.param_count() / 1e9, o.ranks, a.device_mem_gib,
+          a.placement.c_str(), o.offload ? ", offloaded" : "", static_cast<long long>(o.batch),
+          static_cast<long long>(o.seqlen), static_cast<long long>(o.micro_batch));
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const TrainingMemory& m : mem) {
+      rows.push_back({std::to_string(m.rank), gib(m.resident), gib(m.globals), gib(m.streamed),
+                      gib(m.layer_inputs), gib(std::max(m.graph, m.head)), gib(m.rotations),
+                      gib(m.peak), m.peak <= device ? "yes" : "NO", gib(m.host)});
+    }
+    print_table(rt.c(),
+                {"rank", "resident", "globals", "streamed", "layer inputs", "graph/head",
+                 "rotations", "peak GiB", "fits", "host GiB"},
+                rows);
+    print_table(rt.c(), {"traffic per step", "GiB"},
+                {{"layer streams (owners -> all, twice)", gib(t.layer_streams)},
+                 {"host -> device layer copies (twice)", gib(t.host_copies)},
+                 {"gradient all-reduce (float64)", gib(t.gradient_allreduce)}});
+  }
+  if (!fits) {
+    fail(a.model, ": SpinQuant training does not fit ", o.ranks, " rank(s) of ", a.device_mem_gib,
+         " GiB: a rank needs ", gib(worst), " GiB; ",
+         need > 0 ? "it fits on " + std::to_string(need) + " ranks"
+                  : std::string("no rank count fits (try --offload or a smaller --micro-batch)"));
+  }
+}
+
 void run_plan(Runtime& rt, PlanArgs& a) {
   rt.init();
   require(a.ranks >= 1, "--ranks ", a.ranks, ": expected at least 1");
@@ -62,6 +165,7 @@ void run_plan(Runtime& rt, PlanArgs& a) {
   a.opts.ranks = a.ranks;
   a.opts.weight_bytes = dtype_bytes(a.weight_dtype.empty() ? c.dtype : a.weight_dtype);
   const double device = a.device_mem_gib * kGiB;
+  if (a.train) return run_train_plan(rt, a, c, device);
   const Placement p = place_layers(c, a.ranks, a.opts.weight_bytes);
   const std::vector<RankMemory> mem = predict_memory(c, p, a.opts);
   const LayerTraffic t = layer_traffic(c, a.opts);
@@ -145,12 +249,31 @@ void register_plan(CLI::App& app, Runtime& rt) {
   cmd->add_option("--seqlen", a->opts.seqlen, "calibration window length")->capture_default_str();
   cmd->add_option("--calib-batch", a->opts.calib_batch, "windows per calibration forward")
       ->capture_default_str();
+  cmd->add_flag("--train", a->train,
+                "the training peak of a learned rotation (SpinQuant) instead of the quantization "
+                "pipeline's");
+  cmd->add_option("--train-batch", a->train_opts.batch, "training windows per step, all ranks")
+      ->capture_default_str();
+  cmd->add_option("--micro-batch", a->train_opts.micro_batch,
+                  "training windows per forward/backward")
+      ->capture_default_str();
+  cmd->add_option("--act-dtype", a->act_dtype,
+                  "training activations' dtype (default: the weights')");
+  cmd->add_option("--placement", a->placement, "training: layers (sharded) | replicated")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"layers", "replicated"}));
+  cmd->add_flag("--offload", a->train_opts.offload,
+                "training: the model in host memory, one layer on the device at a time");
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->get_option("--ranks")->check(CLI::Range(1, 1 << 20));
   cmd->get_option("--device-mem")->check(CLI::Range(1e-3, 1e9));
   cmd->get_option("--nsamples")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   cmd->get_option("--seqlen")->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   cmd->get_option("--calib-batch")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->get_option("--train-batch")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->get_option("--micro-batch")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->get_option("--act-dtype")
+      ->check(CLI::IsMember({"float32", "float64", "bfloat16", "float16"}));
   cmd->callback([a, &rt] { run_plan(rt, *a); });
 }
 

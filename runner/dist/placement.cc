@@ -140,4 +140,70 @@ LayerTraffic layer_traffic(const ModelConfig& c, const PlacementOptions& o) {
   return t;
 }
 
+namespace {
+
+// Weights of one layer's linears (the R1/R2 products touch exactly these).
+double linear_params(const ModelConfig& c) {
+  return static_cast<double>(c.dim) * (2.0 * c.q_dim() + 2.0 * c.kv_dim() + 3.0 * c.hidden_dim);
+}
+
+// Values autograd keeps per token for one layer (see the header): norms and residuals in C, q in
+// q_dim, k and v in kv_dim, the MLP in F, each with its rotated / quantized / transformed copies.
+double graph_values_per_token(const ModelConfig& c) {
+  return 24.0 * c.dim + 9.0 * c.q_dim() + 12.0 * c.kv_dim() + 8.0 * c.hidden_dim;
+}
+
+}  // namespace
+
+std::vector<TrainingMemory> predict_training_memory(const ModelConfig& c, const Placement& p,
+                                                    const TrainingOptions& o) {
+  const double wb = static_cast<double>(o.weight_bytes > 0 ? o.weight_bytes : dtype_bytes(c.dtype));
+  const double ab = o.act_bytes > 0 ? static_cast<double>(o.act_bytes) : wb;
+  const double T = static_cast<double>(std::min(o.seqlen, c.max_seq_len));
+  const double f32 = 4, f64 = 8;
+  const double local = static_cast<double>(o.batch) / o.ranks;
+  const double mb = static_cast<double>(std::min<int64_t>(o.micro_batch, o.batch / o.ranks));
+  const double lp = linear_params(c), layer = static_cast<double>(layer_bytes(c, 1));
+  const double embed = static_cast<double>(c.vocab_size) * c.dim * wb;
+  const double widest = static_cast<double>(c.dim) * std::max(c.hidden_dim, c.q_dim());
+  std::vector<TrainingMemory> out;
+  for (int r = 0; r < o.ranks; ++r) {
+    TrainingMemory m;
+    m.rank = r;
+    const bool owns_all = !o.sharded;
+    const double shard_layers = owns_all ? c.n_layers : p.layer_end(r) - p.layer_begin(r);
+    const bool has_embed = owns_all || r == 0, has_head = owns_all || r == p.last();
+    const double weights = shard_layers * layer * wb + (has_embed ? embed : 0) +
+                           (has_head ? static_cast<double>(head_bytes(c, wb)) : 0);
+    m.resident = o.offload ? 0 : weights;
+    m.host = o.offload ? weights : 0;
+    // Offloaded or not, embedding and lm_head live whole on the device.
+    m.globals = (o.offload || !has_embed ? embed : 0) + (o.offload || !has_head ? embed : 0);
+    const bool copied = o.offload || o.sharded;
+    const double widen = wb < f32 ? f32 : 0, narrow = ab < f32 ? ab : 0;
+    const double rpo = static_cast<double>(c.kv_dim() + c.q_dim() + c.hidden_dim) * c.dim;
+    m.streamed =
+        (copied ? layer * wb : 0) + lp * (f32 + widen + narrow) + rpo * f32 + 2 * widest * f32;
+    m.layer_inputs = (c.n_layers + 2.0) * local * T * c.dim * ab;  // + the backward's gradients
+    m.graph = 2 * mb * (T * graph_values_per_token(c) * ab + c.n_heads * T * T * ab);
+    m.head = std::min<double>(o.logit_rows, T - 1) * c.vocab_size * f32 * 3;
+    m.rotations = 10.0 * c.dim * c.dim * f64 + 2.0 * c.n_layers * c.head_dim * c.head_dim * f64;
+    m.peak = m.resident + m.globals + m.streamed + m.layer_inputs + std::max(m.graph, m.head) +
+             m.rotations;
+    out.push_back(m);
+  }
+  return out;
+}
+
+TrainingTraffic training_traffic(const ModelConfig& c, const TrainingOptions& o) {
+  const double wb = static_cast<double>(o.weight_bytes > 0 ? o.weight_bytes : dtype_bytes(c.dtype));
+  const double model_layers = static_cast<double>(c.n_layers) * layer_bytes(c, 1) * wb;
+  TrainingTraffic t;
+  if (o.sharded && o.ranks > 1) t.layer_streams = 2 * model_layers;
+  if (o.offload) t.host_copies = 2 * model_layers;
+  t.gradient_allreduce = 8.0 * (static_cast<double>(c.dim) * c.dim +
+                                static_cast<double>(c.n_layers) * c.head_dim * c.head_dim);
+  return t;
+}
+
 }  // namespace rotq

@@ -88,4 +88,52 @@ struct LayerTraffic {
 };
 LayerTraffic layer_traffic(const ModelConfig& c, const PlacementOptions& o);
 
+// Rotations learned end to end (SpinQuant; runner/rotate/rotated_forward.h): data-parallel over
+// the ranks, each layer run from a streamed copy with per-layer activation checkpointing. Per rank:
+//
+//   peak = resident + globals + streamed + layer inputs + max(layer graph, head) + rotations
+//
+//   resident      the weights the device keeps: its shard (sharded), the whole model
+//                 (replicated), nothing (offload: the model waits in host memory)
+//   globals       embedding and lm_head whole on every rank, where not already resident
+//   streamed      the layer being run: a received copy (non-owners, offload) and its rotated
+//                 form with the autograd graph (float32 products; the widened copy of narrower
+//                 weights and the cast back), the R2/R4 copies of v, o and down, and the gradient
+//                 of the largest linear
+//   layer inputs  (layers + 2) × this rank's windows × T × C in the compute dtype (every layer's
+//                 input, the last layer's output, the gradient flowing back)
+//   layer graph   one micro-batch through one layer with its graph (the activations autograd
+//                 saves, about 24·C + 9·q + 12·kv + 8·F values per token, and the attention
+//                 probabilities heads × T²), doubled for the backward's gradients
+//   head          one chunk of logit rows × vocab in float32: logits, log-softmax, gradient
+//   rotations     R1 (parameter, gradient, the Cayley step's ~8 temporaries) and the R2s, float64
+struct TrainingOptions {
+  int ranks = 1;
+  bool sharded = false;       // layers placed over the ranks (else each rank holds all)
+  bool offload = false;       // the model in host memory, layers copied in when used
+  int64_t weight_bytes = 0;   // storage; 0: the checkpoint's dtype
+  int64_t act_bytes = 0;      // compute dtype of activations; 0: the weights'
+  int64_t seqlen = 2048;      // clamped to the context
+  int64_t batch = 8;          // windows per step, all ranks together
+  int64_t micro_batch = 1;    // windows per forward/backward
+  int64_t logit_rows = 4096;  // head rows per chunk
+};
+
+struct TrainingMemory {
+  int rank = 0;
+  double resident = 0, globals = 0, streamed = 0, layer_inputs = 0, graph = 0, head = 0,
+         rotations = 0, host = 0;  // host: what offload keeps in host memory
+  double peak = 0;                 // device bytes
+};
+std::vector<TrainingMemory> predict_training_memory(const ModelConfig& c, const Placement& p,
+                                                    const TrainingOptions& o);
+
+// Bytes a rank receives or sends per training step.
+struct TrainingTraffic {
+  double layer_streams = 0;       // sharded: every layer broadcast twice (forward, recompute)
+  double host_copies = 0;         // offload: every layer copied to the device twice
+  double gradient_allreduce = 0;  // ∇R1 and ∇R2s, float64
+};
+TrainingTraffic training_traffic(const ModelConfig& c, const TrainingOptions& o);
+
 }  // namespace rotq

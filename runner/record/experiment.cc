@@ -18,10 +18,18 @@
 namespace rotq {
 namespace {
 
+// The maps an experiment file may nest keys in: every prefix of a key of the option table
+// ("rotation", "rotation.dfrot", ...), so a method's options are a section as soon as they exist.
 const std::set<std::string>& sections() {
-  static const std::set<std::string> s = {"calibration",     "rotation",     "rotation.dfrot",
-                                          "rotation.optrot", "quantization", "evaluation",
-                                          "runtime"};
+  static const std::set<std::string> s = [] {
+    std::set<std::string> out;
+    for (const CellOption& o : cell_options()) {
+      for (size_t dot = o.key.find('.'); dot != std::string::npos; dot = o.key.find('.', dot + 1)) {
+        out.insert(o.key.substr(0, dot));
+      }
+    }
+    return out;
+  }();
   return s;
 }
 

@@ -63,7 +63,8 @@ Rotations learn_spinquant(const RotationContext& ctx, RotationLearning& learned)
   const LearnOptions& o = ctx.spec.spinquant;
   const at::Tensor windows = ctx.calib.windows(o.nsamples, o.seqlen, ctx.spec.seed, "SpinQuant",
                                                "rotation.spinquant.seqlen");
-  return spinquant_rotations(ctx.model, windows, ctx.spec, ctx.comm, ctx.placement, learned);
+  return spinquant_rotations(ctx.model, windows, ctx.spec, ctx.comm, ctx.placement, learned,
+                             ctx.device);
 }
 
 std::string describe_spinquant(const RotationSpec& s) {
@@ -77,7 +78,7 @@ std::string describe_spinquant(const RotationSpec& s) {
 
 Rotations spinquant_rotations(const Model& model, const at::Tensor& windows,
                               const RotationSpec& spec, Comm& comm, const Placement& placement,
-                              RotationLearning& learned) {
+                              RotationLearning& learned, std::optional<at::Device> device) {
   const LearnOptions& o = spec.spinquant;
   const ModelConfig& c = model.config;
   require(o.batch % comm.size() == 0, "rotation.spinquant.batch ", o.batch,

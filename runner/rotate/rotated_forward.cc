@@ -129,7 +129,8 @@ RotatedForward::RotatedForward(const Model& model, const Placement& placement, C
       tf_(view_),
       quant_hooks_(model.config, opts_.acts),
       hooks_(opts_.hooks ? opts_.hooks : &quant_hooks_),
-      dtype_(layer_dtype(model)) {
+      dtype_(layer_dtype(model)),
+      device_(opts_.device.value_or(model_device(model))) {
   require(norms_are_fused(model), model.source,
           ": a learned rotation trains on the norm-fused model (fuse_norms first)");
   require(!model.config.online_hadamard_down && !model.config.online_hadamard_qk, model.source,
@@ -164,8 +165,12 @@ RotatedForward::Rotated RotatedForward::rotated(const RotationParams& params) co
 }
 
 LayerWeights RotatedForward::layer_weights(int64_t layer) {
-  if (!placement_.sharded()) return model_.weights.layers.at(layer);
-  return broadcast_layer(model_, placement_, layer, dtype_, comm_);
+  LayerWeights w = placement_.sharded() ? broadcast_layer(model_, placement_, layer, dtype_, comm_)
+                                        : model_.weights.layers.at(layer);
+  for (at::Tensor& t : w.tensors) {
+    if (t.defined()) t = t.to(device_, /*non_blocking=*/true);  // offloaded: copied in now
+  }
+  return w;
 }
 
 LayerWeights RotatedForward::rotate_layer(const LayerWeights& w, const Rotated& r,

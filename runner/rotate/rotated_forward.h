@@ -17,7 +17,9 @@
 // layer's graph for one micro-batch plus the layer inputs of this rank's windows. The forward and
 // the backward walk the layers in order, every micro-batch per layer, so a model sharded by layers
 // (Placement::sharded()) streams each layer from its owner twice per step (forward, recompute),
-// as GPTQ's calibration does; embedding and lm_head are broadcast once.
+// as GPTQ's calibration does; embedding and lm_head are broadcast once. A model offloaded to host
+// memory (RotatedForwardOptions::device) is streamed the same way from the host, so the device
+// holds no resident weights at all.
 //
 // Ranks are data-parallel: each computes the loss sum and gradients of its own windows; the caller
 // all-reduces (RotationParams::all_reduce_gradients).
@@ -26,6 +28,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "models/quant_hooks.h"
@@ -60,6 +63,9 @@ struct RotatedForwardOptions {
   bool checkpoint = true;     // per-layer recompute (false: one graph over the whole model)
   int64_t micro_batch = 1;    // windows per forward/backward
   int64_t logit_rows = 4096;  // head rows per chunk (bounds the [rows, vocab] logits)
+  // Where the training computes (null: the model's device). A model kept in host memory
+  // (offloaded) has each layer copied in when it is used, embedding and lm_head once.
+  std::optional<at::Device> device;
   // Replaces the activation quantizers (not owned; null: ActQuantHooks on `acts` with the
   // identity straight-through estimator). Tests pass hooks with frozen quantization noise.
   ForwardHooks* hooks = nullptr;
@@ -79,6 +85,7 @@ class RotatedForward {
   double loss(const RotationParams& params, const at::Tensor& windows);
 
   const ModelConfig& config() const { return view_.config; }
+  at::Device device() const { return device_; }
 
  private:
   struct Rotated;  // the rotation matrices in the compute dtype, built once per call
@@ -102,6 +109,7 @@ class RotatedForward {
   ForwardHooks* hooks_;
   at::Tensor embed_, lm_head_;  // whole on every rank
   at::ScalarType dtype_;
+  at::Device device_;
 };
 
 }  // namespace rotq

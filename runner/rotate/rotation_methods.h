@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,9 @@ struct LearnOptions {
   int64_t batch = 8;        // windows per step, all ranks together
   int64_t micro_batch = 1;  // windows per forward/backward on a rank
   double grad_clip = 1.0;   // global gradient-norm clip (0: none)
+  // Keep the model in (pinned) host memory while learning and copy each layer to the device when
+  // it is used: the device then holds one layer, not the model (runner/cell/run_cell.cc).
+  bool offload = false;
 };
 
 // A cell's rotation: the method and every method's options (runner/cell/cell_options.cc fills
@@ -97,6 +101,9 @@ struct RotationContext {
   const CalibOptions& calib_opts;
   Comm& comm;
   const Placement& placement = Placement::replicated();
+  // Where a learning method computes when the model has been moved to host memory for it
+  // (rotation.spinquant.offload); unset: the model's device.
+  std::optional<at::Device> device = std::nullopt;
 };
 
 struct RotationMethod {
