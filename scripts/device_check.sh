@@ -4,7 +4,8 @@
 #   1. build rotq against the machine's CUDA LibTorch and NCCL (scripts/device_build.sh);
 #   2. the multi-rank suite over the NCCL backend at one rank (host and device tensors);
 #   3. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
-#   4. bench rotation on the GPU (one DFRot iteration / OptRot step at C = 4096, 8192);
+#   4. bench rotation on the GPU (one DFRot iteration / OptRot step at C = 4096, 8192) and one
+#      SpinQuant step at 7B width (bench spinquant);
 #   5. a synthetic LLaMA-2-7B-shaped model with planted outliers: the whole pipeline on one GPU
 #      (RH + GPTQ W4, evaluation at A16/A4/A4KV4 with KL from the floating-point model), then
 #      DFRot and OptRot runs to time their iterations at full size.
@@ -74,6 +75,15 @@ if want bench && fits 90 "bench rotation"; then
   timeout $(($(left) > 200 ? 200 : $(left))) $R bench rotation --device cuda --models llama-2-7b llama-2-70b \
     --tokens 32768 --rows 32768 --gemm-n 8192 > "$OUT/bench_rotation_cuda.txt" 2>&1
   cat "$OUT/bench_rotation_cuda.txt"
+fi
+if want bench && fits 90 "bench spinquant"; then
+  # One SpinQuant step at 7B width (4 of the 32 layers; a step is linear in the layers) on one
+  # 2048-token window, bfloat16: s/step, tokens/s and the ratio to the GPU's GEMM rate.
+  stage "bench spinquant (cuda)"
+  timeout $(($(left) > 150 ? 150 : $(left))) $R bench spinquant --preset llama-2-7b --dims layers=4 \
+    --seqlen 2048 --batch 1 --steps 2 --device cuda --dtype bfloat16 --gemm-n 8192 \
+    > "$OUT/bench_spinquant_cuda.txt" 2>&1
+  cat "$OUT/bench_spinquant_cuda.txt"
 fi
 
 M=/tmp/synth-7b

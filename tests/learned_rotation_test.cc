@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 
 #include "models/checkpoint.h"
@@ -14,9 +15,11 @@
 #include "runner/data/calibration.h"
 #include "runner/dist/comm.h"
 #include "runner/fuse/fusion.h"
+#include "runner/record/results.h"
 #include "runner/rotate/rotated_forward.h"
 #include "runner/rotate/spinquant.h"
 #include "solvers/error.h"
+#include "solvers/hadamard.h"
 #include "solvers/orthogonal.h"
 #include "solvers/rotation.h"
 #include "tests/test_util.h"
@@ -244,6 +247,64 @@ TEST(LearnedRotation, Float32FusedModelKeepsTheFunction) {
   o.acts = fp;
   rotq::RotatedForward f(m32, rotq::Placement::replicated(), *comm, o);
   EXPECT_NEAR(f.loss(params_at(rot), w), base, 1e-5 * base);
+}
+
+// An experiment cell learns SpinQuant on stories260K and stores what it learned: the loss curve
+// (one value per step) and, with runtime.save_rotations, R1 and every R2, orthogonal.
+TEST(LearnedRotation, ExperimentCellStoresTheLossCurveAndTheMatrices) {
+  rotq_test::TempDir dir;
+  std::ofstream(dir.str("exp.yaml"))
+      << "name: learned\noutput: " << dir.str("out.h5")
+      << "\nmodels:\n  - {name: stories260K, path: "
+      << rotq_test::project_data("stories260K/stories260K.bin")
+      << ", tokenizer: " << rotq_test::project_data("stories260K/tok512.bin") << "}\n"
+      << "calibration: {text: " << rotq_test::project_data("tinystories_sample.txt") << "}\n"
+      << "rotation: {method: spinquant, spinquant: {steps: 3, nsamples: 4, seqlen: 64, batch: 2}}\n"
+      << "evaluation: {ppl_texts: [" << rotq_test::project_data("tinystories_sample.txt")
+      << "], acts: [16/16, 4/4], seqlen: 64, max_windows: 2}\n"
+      << "runtime: {save_rotations: true}\n";
+  const auto r = rotq_test::run_command(std::string(ROTQ_BINARY) + " --log-level warn run " +
+                                        dir.str("exp.yaml"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto cells = rotq::read_results(dir.str("out.h5"));
+  ASSERT_EQ(cells.size(), 1u);
+  const rotq::CellRecord& c = cells.begin()->second;
+  EXPECT_EQ(c.rotation_loss.size(), 3u);
+  EXPECT_GT(c.seconds.at("rotation_learning"), 0);
+  ASSERT_EQ(c.r1_dim, 64);
+  ASSERT_EQ(c.r2_dim, 8);
+  ASSERT_EQ(c.r2.size(), 5u * 8 * 8);
+  const at::Tensor r1 = at::tensor(c.r1, at::kDouble).view({64, 64});
+  EXPECT_LT(rotq::orthogonality_error(r1), 1e-10);
+  const at::Tensor r2 = at::tensor(c.r2, at::kDouble).view({5, 8, 8});
+  for (int64_t l = 0; l < 5; ++l) EXPECT_LT(rotq::orthogonality_error(r2[l]), 1e-10) << l;
+  EXPECT_GT(
+      (r1 - rotq::random_hadamard_matrix(64, rotq::derive_seed(0, 0))).abs().max().item<double>(),
+      1e-3);  // learned, not the start
+}
+
+// bfloat16 weights and activations (float32 products, float64 masters): the same loss as float32
+// to bfloat16's precision, and the masters stay orthogonal.
+TEST(LearnedRotation, Bfloat16TrainsWithFloat64Masters) {
+  const Model m64 = tiny_model(at::kDouble);
+  auto comm = rotq::make_local_comm();
+  const at::Tensor w = windows_of(m64, 2, 24);
+  rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
+  spec.spinquant.steps = 2;
+  spec.spinquant.batch = 2;
+  spec.learn_acts = w16a4kv4();
+  std::vector<double> first;
+  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+    Model m = rotq::clone_model(m64);
+    rotq::cast_weights(m.weights, dt);
+    rotq::RotationLearning learned;
+    const rotq::Rotations rot =
+        rotq::spinquant_rotations(m, w, spec, *comm, rotq::Placement::replicated(), learned);
+    EXPECT_EQ(rot.r1.scalar_type(), at::kDouble);
+    EXPECT_LT(rotq::orthogonality_error(rot.r1), 1e-10);
+    first.push_back(learned.loss.at(0));
+  }
+  EXPECT_NEAR(first[1], first[0], 0.03 * first[0]);
 }
 
 TEST(LearnedRotation, BadInputIsOneClearError) {

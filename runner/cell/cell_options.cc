@@ -474,9 +474,9 @@ void runtime_rows(std::vector<CellOption>& t) {
                   .flag("--placement")
                   .one_of({"replicated", "layers"})
                   .to([](V v, C c) { c.placement = v.text(); }));
-  t.push_back(
-      row("runtime.save_rotations", K::kBool, "false", "store R1 (C x C float64) with the cell")
-          .to([](V v, C c) { c.save_rotations = v.flag(); }));
+  t.push_back(row("runtime.save_rotations", K::kBool, "false",
+                  "store R1 and the R2s (float64) with the cell")
+                  .to([](V v, C c) { c.save_rotations = v.flag(); }));
 }
 
 std::vector<CellOption> make_table() {

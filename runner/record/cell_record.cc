@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 
@@ -179,6 +180,14 @@ CellRecord make_cell_record(const Cell& c, const std::string& experiment, const 
     rec.r1_dim = r1.size(0);
     rec.r1.assign(r1.data_ptr<double>(), r1.data_ptr<double>() + r1.numel());
   }
+  const std::vector<at::Tensor>& r2 = r.rotations.r2;
+  const bool all_r2 = !r2.empty() && std::all_of(r2.begin(), r2.end(),
+                                                 [](const at::Tensor& t) { return t.defined(); });
+  if (cfg.save_rotations && all_r2) {
+    const at::Tensor stacked = at::stack(r2).to(at::kCPU, at::kDouble).contiguous();
+    rec.r2_dim = stacked.size(1);
+    rec.r2.assign(stacked.data_ptr<double>(), stacked.data_ptr<double>() + stacked.numel());
+  }
   return rec;
 }
 
@@ -188,10 +197,10 @@ nlohmann::json cell_record_json(const CellRecord& r) {
     evals.push_back(fields_json(e, eval_string_fields(), eval_int_fields(), eval_double_fields()));
   }
   for (const TaskRecord& t : r.tasks) tasks.push_back(task_json(t));
-  return {{"id", r.id},         {"label", r.label},  {"experiment", r.experiment},
-          {"config", r.config}, {"meta", r.meta},    {"seconds", r.seconds},
-          {"evals", evals},     {"tasks", tasks},    {"rotation_loss", r.rotation_loss},
-          {"series", r.series}, {"r1_dim", r.r1_dim}};
+  return {{"id", r.id},         {"label", r.label},   {"experiment", r.experiment},
+          {"config", r.config}, {"meta", r.meta},     {"seconds", r.seconds},
+          {"evals", evals},     {"tasks", tasks},     {"rotation_loss", r.rotation_loss},
+          {"series", r.series}, {"r1_dim", r.r1_dim}, {"r2_dim", r.r2_dim}};
 }
 
 }  // namespace rotq

@@ -30,7 +30,8 @@ CellRecord make_cell_record(const Cell& c, const std::string& experiment, const 
                             const QuantCellResult& r, const CellRun& run, Comm& comm,
                             std::map<std::string, std::string>& checksums);
 
-// Every field of the record, as stored (R1's values are left out; r1_dim says it was stored).
+// Every field of the record, as stored (the rotations' values are left out;
+// r1_dim / r2_dim say they were stored).
 nlohmann::json cell_record_json(const CellRecord& r);
 
 // The data files of a cell's tasks (rotq::Error naming a missing one).

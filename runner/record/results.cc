@@ -101,6 +101,11 @@ void write_cell_group(const h5::Handle& cells, const CellRecord& r) {
     h5::write_doubles(g, "r1", r.r1,
                       {static_cast<uint64_t>(r.r1_dim), static_cast<uint64_t>(r.r1_dim)});
   }
+  if (r.r2_dim > 0) {
+    const auto d = static_cast<uint64_t>(r.r2_dim);
+    h5::write_doubles(g, "r2", r.r2, {r.r2.size() / (d * d), d, d});
+    h5::set_int(g, "r2_dim", r.r2_dim);
+  }
 }
 
 CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
@@ -146,6 +151,10 @@ CellRecord read_cell_group(const h5::Handle& cells, const std::string& id) {
   if (h5::has_child(g, "r1")) {
     r.r1 = h5::read_doubles(g, "r1");
     r.r1_dim = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(r.r1.size()))));
+  }
+  if (h5::has_child(g, "r2")) {
+    r.r2 = h5::read_doubles(g, "r2");
+    r.r2_dim = h5::get_int(g, "r2_dim");
   }
   return r;
 }

@@ -11,7 +11,8 @@
 // windows, scored_tokens, seconds); tasks/<k> (task, acts, a_bits, kv_bits, n, requests, tokens,
 // limit, acc, acc_stderr, acc_norm, acc_norm_stderr, acc_bytes, ppl, acc_subject_mean, metric,
 // seconds; subtasks/<subject> with n and acc); datasets rotation_loss (a learned rotation's curve),
-// series/* (per-layer GPTQ seconds, ...) and r1 (C × C, with runtime.save_rotations).
+// series/* (per-layer GPTQ seconds, ...), r1 (C × C) and r2 (layers × d × d, its d in the
+// attribute r2_dim), both with runtime.save_rotations.
 #pragma once
 
 #include <cstdint>
@@ -60,10 +61,13 @@ struct CellRecord {
   std::vector<EvalRecord> evals;
   std::vector<TaskRecord> tasks;
   std::vector<double> rotation_loss;
-  // Optional tensors: named float64 series (per-layer GPTQ times, ...) and the learned R1 [C, C].
+  // Optional tensors: named float64 series (per-layer GPTQ times, ...), R1 [C, C] and the
+  // per-layer R2 [layers, d, d] (runtime.save_rotations).
   std::map<std::string, std::vector<double>> series;
   std::vector<double> r1;
   int64_t r1_dim = 0;
+  std::vector<double> r2;
+  int64_t r2_dim = 0;
 };
 
 std::string cell_dir(const std::string& output);  // OUTPUT.d
