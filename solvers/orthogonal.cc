@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "solvers/error.h"
 
@@ -53,6 +54,35 @@ at::Tensor cayley_sgd_step(const at::Tensor& p, const at::Tensor& grad, double l
   if (alpha) *alpha = a;
   // (I − aW/2)⁻¹(I + aW/2) = cayley_retract's (I + tA/2)⁻¹(I − tA/2) with A = −W, t = a.
   return cayley_retract(x.t(), -w, a).t().contiguous();
+}
+
+at::Tensor riemannian_adam_step(const at::Tensor& x_in, const at::Tensor& grad,
+                                RiemannianAdamState& st, const RiemannianAdamOptions& o) {
+  require_square(x_in, "riemannian_adam_step");
+  require(grad.sizes() == x_in.sizes(), "riemannian_adam_step: gradient ", grad.sizes(),
+          " for a matrix ", x_in.sizes());
+  const at::Tensor x = x_in.to(at::kDouble), gd = grad.to(x.device(), at::kDouble);
+  const at::Tensor g = gd - at::matmul(x, at::matmul(gd.t(), x));
+  if (!st.m.defined()) st.m = at::zeros_like(x);
+  st.step += 1;
+  st.m = o.beta1 * st.m + (1 - o.beta1) * g;
+  const double inner =
+      g.pow(2).sum().item<double>() - 0.5 * at::matmul(x.t(), g).pow(2).sum().item<double>();
+  st.v = o.beta2 * st.v + (1 - o.beta2) * inner;
+  const double bc1 = 1 - std::pow(o.beta1, static_cast<double>(st.step));
+  const double bc2 = 1 - std::pow(o.beta2, static_cast<double>(st.step));
+  const at::Tensor u = (-o.lr / (std::sqrt(st.v / bc2) + o.eps)) * (st.m / bc1);
+  const at::Tensor a = at::matmul(u, x.t()) - at::matmul(x, u.t());
+  const at::Tensor eye = at::eye(x.size(0), x.options());
+  const at::Tensor both =
+      at::linalg_solve(eye - 0.5 * a, at::matmul(eye + 0.5 * a, at::cat({x, st.m}, 1)));
+  at::Tensor next = both.narrow(1, 0, x.size(1)).contiguous();
+  st.m = both.narrow(1, x.size(1), x.size(1)).contiguous();
+  if (o.stabilize > 0 && st.step % o.stabilize == 0) {
+    next = polar_project(next);
+    st.m = st.m - at::matmul(next, at::matmul(st.m.t(), next));
+  }
+  return next;
 }
 
 }  // namespace rotq

@@ -32,4 +32,26 @@ at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t)
 at::Tensor cayley_sgd_step(const at::Tensor& p, const at::Tensor& grad, double lr,
                            double* alpha = nullptr);
 
+// Riemannian Adam on the orthogonal group as geoopt's RiemannianAdam does it on CanonicalStiefel
+// (OSTQuant's optimizer), float64. Per step, with Euclidean gradient G at X:
+//   g = G − X·Gᵀ·X                                 (the canonical Riemannian gradient)
+//   m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·(‖g‖² − ½‖Xᵀg‖²)    (v: one scalar)
+//   u = −lr·(m/(1 − β1ᵗ)) / (√(v/(1 − β2ᵗ)) + ε)
+//   A = u·Xᵀ − X·uᵀ;  [X, m] ← (I − A/2)⁻¹ (I + A/2) [X, m]   (Cayley retraction, m transported)
+//   every `stabilize` steps: X ← its polar factor, m ← m − X·mᵀ·X.
+// (OptRot's "adam" (solvers/optrot.h) is rotq's own variant: elementwise moments of the skew
+// direction in the Lie algebra. This one is geoopt's, for OSTQuant's protocol.)
+struct RiemannianAdamState {
+  at::Tensor m;      // first moment (tangent at X), float64
+  double v = 0;      // second moment
+  int64_t step = 0;  // steps taken
+};
+struct RiemannianAdamOptions {
+  double lr = 0.01;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t stabilize = 10;  // 0: never
+};
+at::Tensor riemannian_adam_step(const at::Tensor& x, const at::Tensor& grad,
+                                RiemannianAdamState& state, const RiemannianAdamOptions& o);
+
 }  // namespace rotq
