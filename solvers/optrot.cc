@@ -146,11 +146,7 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
     }
     if (step == opts.steps) break;
     const at::Tensor skew = skew_gradient(r, grad);
-    const double lr = opts.cosine && opts.steps > 0
-                          ? opts.lr * 0.5 *
-                                (1.0 + std::cos(M_PI * static_cast<double>(step) /
-                                                static_cast<double>(opts.steps)))
-                          : opts.lr;
+    const double lr = opts.cosine ? cosine_decay(opts.lr, step, opts.steps) : opts.lr;
     at::Tensor direction;
     if (opts.method == ManifoldOptimizer::kRiemannianAdam) {
       if (!velocity.defined()) {

@@ -41,6 +41,11 @@ at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t)
   return at::linalg_solve(eye + half, at::matmul(eye - half, r.to(skew.device(), at::kDouble)));
 }
 
+double cosine_decay(double lr, int64_t step, int64_t steps) {
+  if (steps <= 0) return lr;
+  return lr * 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps)));
+}
+
 at::Tensor cayley_sgd_step(const at::Tensor& p, const at::Tensor& grad, double lr, double* alpha) {
   require_square(p, "cayley_sgd_step");
   require(grad.sizes() == p.sizes(), "cayley_sgd_step: gradient ", grad.sizes(), " for a matrix ",

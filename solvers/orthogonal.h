@@ -21,6 +21,10 @@ at::Tensor skew_gradient(const at::Tensor& r, const at::Tensor& euclidean_grad);
 // The Cayley retraction (I + t/2·A)⁻¹ (I − t/2·A) R of a skew A: orthogonal for any step t.
 at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t);
 
+// The cosine learning-rate schedule lr·(1 + cos(π·step/steps))/2 (no warmup) that the rotation
+// optimizers use (OptRot's Cayley SGD / Adam, SpinQuant).
+double cosine_decay(double lr, int64_t step, int64_t steps);
+
 // One step of SpinQuant's Cayley SGD (its SGDG optimizer: Stiefel, momentum 0) on an orthogonal
 // P with Euclidean gradient G, all float64:
 //   V = −Gᵀ,  Ŵ = V·P − ½·Pᵀ(P·V·P),  W = Ŵ − Ŵᵀ,  α = min(lr, 1/(‖W‖₁ + 1e-8)),

@@ -86,6 +86,15 @@ class FrozenNoise final : public rotq::ForwardHooks {
   std::map<std::pair<int, int64_t>, at::Tensor> offsets_;
 };
 
+// SpinQuant for W16A4KV4, `steps` steps of `batch` windows.
+rotq::RotationSpec spinquant_spec(int64_t steps, int64_t batch) {
+  rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
+  spec.spinquant.steps = steps;
+  spec.spinquant.batch = batch;
+  spec.learn_acts = w16a4kv4();
+  return spec;
+}
+
 rotq::RotationParams params_at(const rotq::Rotations& r) {
   return rotq::RotationParams::from(r, at::kCPU);
 }
@@ -198,12 +207,9 @@ TEST(LearnedRotation, SpinQuantStaysOrthogonalAndTrainsTheFusedFunction) {
   const Model m = tiny_model(at::kDouble);
   auto comm = rotq::make_local_comm();
   const at::Tensor w = windows_of(m, 4, 24);
-  rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
+  rotq::RotationSpec spec = spinquant_spec(12, 4);  // every step on the same windows
   spec.seed = 3;
-  spec.spinquant.steps = 12;
-  spec.spinquant.batch = 4;  // every step on the same windows: the curve is the objective's
   spec.spinquant.lr = 0.5;
-  spec.learn_acts = w16a4kv4();
   rotq::RotationLearning learned;
   const rotq::Rotations rot =
       rotq::spinquant_rotations(m, w, spec, *comm, rotq::Placement::replicated(), learned);
@@ -232,10 +238,7 @@ TEST(LearnedRotation, Float32FusedModelKeepsTheFunction) {
   rotq::cast_weights(m32.weights, at::kFloat);
   auto comm = rotq::make_local_comm();
   const at::Tensor w = windows_of(m64, 2, 24);
-  rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
-  spec.spinquant.steps = 3;
-  spec.spinquant.batch = 2;
-  spec.learn_acts = w16a4kv4();
+  const rotq::RotationSpec spec = spinquant_spec(3, 2);
   rotq::RotationLearning learned;
   const rotq::Rotations rot =
       rotq::spinquant_rotations(m32, w, spec, *comm, rotq::Placement::replicated(), learned);
@@ -289,10 +292,7 @@ TEST(LearnedRotation, Bfloat16TrainsWithFloat64Masters) {
   const Model m64 = tiny_model(at::kDouble);
   auto comm = rotq::make_local_comm();
   const at::Tensor w = windows_of(m64, 2, 24);
-  rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
-  spec.spinquant.steps = 2;
-  spec.spinquant.batch = 2;
-  spec.learn_acts = w16a4kv4();
+  const rotq::RotationSpec spec = spinquant_spec(2, 2);
   std::vector<double> first;
   for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
     Model m = rotq::clone_model(m64);

@@ -266,6 +266,14 @@ Sharded load_both(const std::string& path) {
   return s;
 }
 
+// Both forms with their norms folded: what the learned rotations start from.
+Sharded load_both_fused(const std::string& path) {
+  Sharded s = load_both(path);
+  rotq::fuse_norms(s.full);
+  rotq::fuse_norms(s.shard);
+  return s;
+}
+
 std::vector<int32_t> sample_tokens() {
   auto tok = rotq::load_tokenizer(rotq_test::project_data("stories260K/tok512.bin"), 512);
   return rotq::encode_with_bos(
@@ -444,9 +452,7 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
   const auto tokens = sample_tokens();
   auto local = rotq::make_local_comm();
   for (const ShardCase& k : shard_cases()) {
-    Sharded s = load_both(k.path);
-    rotq::fuse_norms(s.full);
-    rotq::fuse_norms(s.shard);
+    Sharded s = load_both_fused(k.path);
     const at::Tensor windows = rotq::calibration_windows(tokens, 2, 64, 9);
     rotq::RotationSpec spec = rotq::rotation_spec("dfrot");
     spec.seed = 4;
@@ -495,9 +501,7 @@ TEST(Sharded, SpinQuantEqualsOneProcess) {
   const auto tokens = sample_tokens();
   auto local = rotq::make_local_comm();
   for (const ShardCase& k : shard_cases()) {
-    Sharded s = load_both(k.path);
-    rotq::fuse_norms(s.full);
-    rotq::fuse_norms(s.shard);
+    Sharded s = load_both_fused(k.path);
     const at::Tensor windows = rotq::calibration_windows(tokens, 8, 48, 5);
     rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
     spec.seed = 6;

@@ -30,17 +30,30 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 std::string gib(double bytes) { return fmt_double(bytes / kGiB, 2); }
 
-// The fewest ranks of `device_bytes` that hold the model, or 0 when no layer count does.
-int min_ranks_that_fit(const ModelConfig& c, const PlacementOptions& o, double device_bytes) {
-  for (int r = 1; r <= c.n_layers; ++r) {
-    PlacementOptions ro = o;
-    ro.ranks = r;
-    const auto mem = predict_memory(c, place_layers(c, r, ro.weight_bytes), ro);
-    bool fits = true;
-    for (const RankMemory& m : mem) fits = fits && m.peak <= device_bytes;
-    if (fits) return r;
+// The largest per-rank peak of a prediction (RankMemory or TrainingMemory rows).
+template <class M>
+double worst_peak(const std::vector<M>& mem) {
+  double worst = 0;
+  for (const M& m : mem) worst = std::max(worst, m.peak);
+  return worst;
+}
+
+// The fewest ranks (1 .. layers) whose worst peak fits `device_bytes`, or 0 when none does;
+// `peak(r)` is negative for a count that cannot be used.
+template <class F>
+int fewest_ranks(int64_t layers, double device_bytes, F peak) {
+  for (int r = 1; r <= layers; ++r) {
+    const double p = peak(r);
+    if (p >= 0 && p <= device_bytes) return r;
   }
   return 0;
+}
+
+int min_ranks_that_fit(const ModelConfig& c, PlacementOptions o, double device_bytes) {
+  return fewest_ranks(c.n_layers, device_bytes, [&](int r) {
+    o.ranks = r;
+    return worst_peak(predict_memory(c, place_layers(c, r, o.weight_bytes), o));
+  });
 }
 
 nlohmann::json rank_json(const RankMemory& m, double device_bytes) {
@@ -58,18 +71,13 @@ nlohmann::json rank_json(const RankMemory& m, double device_bytes) {
           {"fits", m.peak <= device_bytes}};
 }
 
-// The fewest ranks whose training peaks all fit, or 0 when none up to the layer count does.
+// Rank counts must split the step's windows evenly.
 int min_training_ranks(const ModelConfig& c, TrainingOptions o, double device_bytes) {
-  for (int r = 1; r <= c.n_layers; ++r) {
-    if (o.batch % r != 0) continue;
+  return fewest_ranks(c.n_layers, device_bytes, [&](int r) {
+    if (o.batch % r != 0) return -1.0;
     o.ranks = r;
-    bool fits = true;
-    for (const TrainingMemory& m :
-         predict_training_memory(c, place_layers(c, r, o.weight_bytes), o))
-      fits = fits && m.peak <= device_bytes;
-    if (fits) return r;
-  }
-  return 0;
+    return worst_peak(predict_training_memory(c, place_layers(c, r, o.weight_bytes), o));
+  });
 }
 
 void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double device) {
@@ -87,8 +95,7 @@ void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double devic
   const std::vector<TrainingMemory> mem =
       predict_training_memory(c, place_layers(c, o.ranks, o.weight_bytes), o);
   const TrainingTraffic t = training_traffic(c, o);
-  double worst = 0;
-  for (const TrainingMemory& m : mem) worst = std::max(worst, m.peak);
+  const double worst = worst_peak(mem);
   const bool fits = worst <= device;
   const int need = fits ? o.ranks : min_training_ranks(c, o, device);
   if (a.json) {

@@ -26,6 +26,11 @@ int Placement::owner(int64_t layer) const {
   return static_cast<int>(it - begin.begin()) - 1;
 }
 
+// Bytes per stored weight: as asked, or the checkpoint's dtype (0).
+int64_t storage_bytes(const ModelConfig& c, int64_t weight_bytes) {
+  return weight_bytes > 0 ? weight_bytes : dtype_bytes(c.dtype);
+}
+
 int64_t layer_bytes(const ModelConfig& c, int64_t weight_bytes) {
   const ArchSpec& arch = arch_spec(c.architecture);
   int64_t n = c.dim * c.q_dim() + 2 * c.dim * c.kv_dim() + c.q_dim() * c.dim +
@@ -92,7 +97,7 @@ Placement place_layers(const ModelConfig& c, int ranks, int64_t weight_bytes) {
 
 std::vector<RankMemory> predict_memory(const ModelConfig& c, const Placement& p,
                                        const PlacementOptions& o) {
-  const int64_t wb = o.weight_bytes > 0 ? o.weight_bytes : dtype_bytes(c.dtype);
+  const int64_t wb = storage_bytes(c, o.weight_bytes);
   const int64_t T = std::min(o.seqlen, c.max_seq_len);
   const double f32 = 4, f64 = 8;
   const double windows = static_cast<double>((o.nsamples + p.ranks - 1) / p.ranks);
@@ -128,7 +133,7 @@ std::vector<RankMemory> predict_memory(const ModelConfig& c, const Placement& p,
 }
 
 LayerTraffic layer_traffic(const ModelConfig& c, const PlacementOptions& o) {
-  const int64_t wb = o.weight_bytes > 0 ? o.weight_bytes : dtype_bytes(c.dtype);
+  const int64_t wb = storage_bytes(c, o.weight_bytes);
   const int64_t T = std::min(o.seqlen, c.max_seq_len);
   LayerTraffic t;
   t.layer_broadcast = static_cast<double>(layer_bytes(c, wb));
@@ -157,7 +162,7 @@ double graph_values_per_token(const ModelConfig& c) {
 
 std::vector<TrainingMemory> predict_training_memory(const ModelConfig& c, const Placement& p,
                                                     const TrainingOptions& o) {
-  const double wb = static_cast<double>(o.weight_bytes > 0 ? o.weight_bytes : dtype_bytes(c.dtype));
+  const double wb = static_cast<double>(storage_bytes(c, o.weight_bytes));
   const double ab = o.act_bytes > 0 ? static_cast<double>(o.act_bytes) : wb;
   const double T = static_cast<double>(std::min(o.seqlen, c.max_seq_len));
   const double f32 = 4, f64 = 8;
@@ -196,7 +201,7 @@ std::vector<TrainingMemory> predict_training_memory(const ModelConfig& c, const 
 }
 
 TrainingTraffic training_traffic(const ModelConfig& c, const TrainingOptions& o) {
-  const double wb = static_cast<double>(o.weight_bytes > 0 ? o.weight_bytes : dtype_bytes(c.dtype));
+  const double wb = static_cast<double>(storage_bytes(c, o.weight_bytes));
   const double model_layers = static_cast<double>(c.n_layers) * layer_bytes(c, 1) * wb;
   TrainingTraffic t;
   if (o.sharded && o.ranks > 1) t.layer_streams = 2 * model_layers;

@@ -25,8 +25,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double step_lr(const LearnOptions& o, int64_t step) {
-  if (!o.cosine) return o.lr;
-  return o.lr * 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(step) / o.steps));
+  return o.cosine ? cosine_decay(o.lr, step, o.steps) : o.lr;
 }
 
 // This rank's windows of step `step`: the step takes the next `batch` windows in order (wrapping
@@ -51,12 +50,6 @@ double clip_gradients(RotationParams& p, double max_norm) {
 void cayley_steps(RotationParams& p, double lr) {
   at::NoGradGuard no_grad;
   for (at::Tensor t : p.tensors()) t.copy_(cayley_sgd_step(t.detach(), t.grad(), lr));
-}
-
-std::string eta(double seconds) {
-  const int64_t s = std::llround(seconds);
-  return s >= 60 ? std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s"
-                 : std::to_string(s) + "s";
 }
 
 Rotations learn_spinquant(const RotationContext& ctx, RotationLearning& learned) {
@@ -114,9 +107,9 @@ Rotations spinquant_rotations(const Model& model, const at::Tensor& windows,
     learned.loss.push_back(mean);
     const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     spdlog::info(
-        "SpinQuant step {}/{}: loss {:.5f}, |grad| {:.3g}, lr {:.4g}, {:.2f} s/step, ETA {}",
+        "SpinQuant step {}/{}: loss {:.5f}, |grad| {:.3g}, lr {:.4g}, {:.2f} s/step, ETA {:.0f}s",
         step + 1, o.steps, mean, gnorm, lr, elapsed / (step + 1),
-        eta(elapsed / (step + 1) * (o.steps - step - 1)));
+        elapsed / (step + 1) * (o.steps - step - 1));
   }
   learned.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   Rotations rot = params.detached();

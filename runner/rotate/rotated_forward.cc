@@ -87,11 +87,9 @@ at::ScalarType product_dtype(at::ScalarType model_dtype) {
   return model_dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-at::ScalarType layer_dtype(const Model& m) {
-  for (const LayerWeights& l : m.weights.layers) {
-    if (l[LayerTensor::kWq].defined()) return l[LayerTensor::kWq].scalar_type();
-  }
-  return m.weights.embed.defined() ? m.weights.embed.scalar_type() : at::kFloat;
+void require_windows(const at::Tensor& windows) {
+  require(windows.dim() == 2 && windows.size(1) >= 2,
+          "learned rotation: windows must be [batch, seq >= 2] token ids, got ", windows.sizes());
 }
 
 // A tensor every rank needs whole (embedding, lm_head): a replicated model has it; a shard gets
@@ -129,7 +127,7 @@ RotatedForward::RotatedForward(const Model& model, const Placement& placement, C
       tf_(view_),
       quant_hooks_(model.config, opts_.acts),
       hooks_(opts_.hooks ? opts_.hooks : &quant_hooks_),
-      dtype_(layer_dtype(model)),
+      dtype_(shard_dtype(model)),
       device_(opts_.device.value_or(model_device(model))) {
   require(norms_are_fused(model), model.source,
           ": a learned rotation trains on the norm-fused model (fuse_norms first)");
@@ -309,16 +307,14 @@ double RotatedForward::whole_graph(const RotationParams& params,
 }
 
 double RotatedForward::loss_and_backward(const RotationParams& params, const at::Tensor& windows) {
-  require(windows.dim() == 2 && windows.size(1) >= 2,
-          "learned rotation: windows must be [batch, seq >= 2] token ids, got ", windows.sizes());
+  require_windows(windows);
   at::AutoGradMode grad_mode(true);
   const std::vector<at::Tensor> batches = windows.split(opts_.micro_batch, 0);
   return opts_.checkpoint ? checkpointed(params, batches, true) : whole_graph(params, batches);
 }
 
 double RotatedForward::loss(const RotationParams& params, const at::Tensor& windows) {
-  require(windows.dim() == 2 && windows.size(1) >= 2,
-          "learned rotation: windows must be [batch, seq >= 2] token ids, got ", windows.sizes());
+  require_windows(windows);
   return checkpointed(params, windows.split(opts_.micro_batch, 0), false);
 }
 
