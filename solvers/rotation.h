@@ -28,13 +28,25 @@ struct FixedRotationSpec {
   bool online = true;  // R3 (q/k after RoPE) and R4 (down_proj input) online Hadamards
 };
 
+// One layer's learned channel scalings (OSTQuant's equivalent-transformation pairs), float64 and
+// positive, undefined = none. Each divides an activation channel and multiplies the weights that
+// consume it, so the floating-point function is unchanged (runner/fuse/scalings.h).
+struct ChannelScalings {
+  at::Tensor attn;  // [dim]: the attention norm's output in the R1 basis; q/k/v columns
+  at::Tensor ffn;   // [dim]: the MLP norm's output in the R1 basis; gate/up columns
+  at::Tensor qk;    // [kv_heads, head_dim/2] ([1, ·] with q/k norms): q ÷, k × per rotary pair
+  at::Tensor ov;    // [kv_heads·head_dim]: v's output ÷, o's input ×
+  at::Tensor up_down;  // [hidden_dim]: up's output ÷, down's input ×
+};
+
 // The rotations of one model: r1 [dim, dim], r2[l] [head_dim, head_dim] (undefined = identity),
-// all kDouble and orthogonal.
+// all kDouble and orthogonal, and optionally every layer's channel scalings.
 struct Rotations {
   at::Tensor r1;
   std::vector<at::Tensor> r2;
   bool r3 = false;  // online head-wise Hadamard on q and k after RoPE
   bool r4 = false;  // Hadamard fused into down_proj's input side, applied online to its input
+  std::vector<ChannelScalings> scales;  // per layer of the full model; empty: none
 };
 
 // A deterministic stream of seeds: the same (seed, stream) always gives the same value, and

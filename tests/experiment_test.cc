@@ -287,7 +287,7 @@ TEST(Experiment, OptionTableIsWellFormed) {
     for (const rotq::CellFlag& f : o.flags) EXPECT_TRUE(flags.insert(f.name).second) << f.name;
     EXPECT_FALSE(o.help.empty()) << o.key;
     const bool expanded = o.key == "evaluation.acts" || o.key == "evaluation.tasks_acts" ||
-                          o.key == "rotation.spinquant.acts";
+                          o.key == "rotation.spinquant.acts" || o.key == "rotation.ostquant.acts";
     EXPECT_TRUE(o.apply != nullptr || expanded) << o.key << " lands nowhere";
     if (o.type != rotq::KeyType::kStringList) {
       EXPECT_EQ(rotq::canonical_option_value(o, o.default_value, "t"), o.default_value) << o.key;

@@ -1,7 +1,7 @@
-// Rotations learned end to end (SpinQuant): the training forward's gradient is the exact
-// derivative of the quantized loss under the straight-through estimator, checkpointed recompute
-// changes nothing, the learned matrices stay orthogonal, and the function trained on is the one
-// the fused model computes.
+// Rotations learned end to end (SpinQuant, OSTQuant): the training forward's gradient (of the
+// rotations and of OSTQuant's channel scalings) is the exact derivative of the quantized loss
+// under the straight-through estimator, checkpointed recompute changes nothing, the learned
+// matrices stay orthogonal, and the function trained on is the one the fused model computes.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -15,8 +15,11 @@
 #include "runner/data/calibration.h"
 #include "runner/dist/comm.h"
 #include "runner/fuse/fusion.h"
+#include "runner/fuse/scalings.h"
 #include "runner/record/results.h"
+#include "runner/rotate/ostquant.h"
 #include "runner/rotate/rotated_forward.h"
+#include "runner/rotate/rotation_io.h"
 #include "runner/rotate/spinquant.h"
 #include "solvers/error.h"
 #include "solvers/hadamard.h"
@@ -325,6 +328,175 @@ TEST(LearnedRotation, BadInputIsOneClearError) {
     FAIL() << "an unfused model was accepted";
   } catch (const rotq::Error& e) {
     EXPECT_NE(std::string(e.what()).find("norm-fused"), std::string::npos) << e.what();
+  }
+}
+
+// Scalings away from one (so that every pair is exercised at a general point): exp(0.3·N(0, 1)).
+std::vector<rotq::ChannelScalings> random_scalings(const Model& m, uint64_t seed) {
+  std::vector<rotq::ChannelScalings> out;
+  for (int64_t l = 0; l < m.config.n_layers; ++l) {
+    rotq::ChannelScalings s = rotq::unit_scalings(m.config, rotq::ScalingSet{});
+    for (const auto& [kind, field] : rotq::scaling_kinds()) {
+      at::Tensor& t = s.*field;
+      t = at::exp(0.3 * rotq::seeded_gaussian(1, t.numel(), ++seed)).view(t.sizes());
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
+rotq::Rotations with_scalings(rotq::Rotations r, std::vector<rotq::ChannelScalings> s) {
+  r.scales = std::move(s);
+  return r;
+}
+
+// Every scaling moved by eps·d (the rotations kept).
+rotq::Rotations scalings_shifted(const rotq::Rotations& r, const std::vector<at::Tensor>& d,
+                                 double eps) {
+  rotq::Rotations out = r;
+  size_t i = 0;
+  for (rotq::ChannelScalings& s : out.scales) {
+    for (const auto& [kind, field] : rotq::scaling_kinds()) s.*field = s.*field + eps * d[i++];
+  }
+  return out;
+}
+
+// The gradient of every channel scaling (all five kinds, on LLaMA, Qwen2 with q/k/v biases and
+// Qwen3 with per-head q/k norms) is the central difference of the frozen-noise quantized loss,
+// under KL-Top against the floating-point model as OSTQuant trains it.
+TEST(OstQuant, GradientOfTheScalingsIsTheDerivativeOfTheQuantizedLoss) {
+  for (const char* extra : {"", ",arch=Qwen2ForCausalLM", ",arch=Qwen3ForCausalLM"}) {
+    SCOPED_TRACE(extra);
+    const Model m = tiny_model(at::kDouble, extra);
+    auto comm = rotq::make_local_comm();
+    const at::Tensor w = windows_of(m, 2, 24);
+    const rotq::Rotations r0 = with_scalings(hadamard_init(m, 4), random_scalings(m, 40));
+    FrozenNoise noise(m.config);
+    rotq::RotatedForwardOptions fo;
+    fo.hooks = &noise;
+    fo.micro_batch = 2;
+    fo.loss = rotq::LearnLoss::kKlTop;
+    fo.kl_top = 10;
+    rotq::RotatedForward frozen(m, rotq::Placement::replicated(), *comm, fo);
+    rotq::RotationParams p = params_at(r0);
+    const double l0 = frozen.loss_and_backward(p, w);  // records the noise at r0
+    noise.freeze();
+    EXPECT_GT(l0, 0);
+    const std::vector<at::Tensor> grads = p.scalings();
+    ASSERT_EQ(grads.size(), 2u * 5);
+    for (int dir = 0; dir < 3; ++dir) {
+      std::vector<at::Tensor> d;
+      for (size_t i = 0; i < grads.size(); ++i) {
+        const bool on = dir == 0 || static_cast<int>(i % 5) == (dir == 1 ? 2 : 4);  // all; qk; up
+        d.push_back(on ? rotq::seeded_gaussian(1, grads[i].numel(), 60 + 10 * dir + i)
+                             .view(grads[i].sizes())
+                       : at::zeros_like(grads[i]).detach());
+      }
+      const double eps = 1e-6;
+      const double fd = (frozen.loss(params_at(scalings_shifted(r0, d, eps)), w) -
+                         frozen.loss(params_at(scalings_shifted(r0, d, -eps)), w)) /
+                        (2 * eps);
+      double analytic = 0;
+      for (size_t i = 0; i < grads.size(); ++i) {
+        analytic += (grads[i].grad() * d[i]).sum().item<double>();
+      }
+      EXPECT_NEAR(analytic, fd, 1e-6 * std::max(1.0, std::abs(fd))) << "direction " << dir;
+      EXPECT_GT(std::abs(fd), 1e-4) << "direction " << dir;  // the check is not vacuous
+    }
+  }
+}
+
+// KL-Top is what it says: with k = the vocabulary it is the full KL(p_fp ‖ p_q) of the fused
+// quantized model against the original; with k < vocabulary the same sum over the FP model's top k.
+TEST(OstQuant, KlTopIsTheKlOfTheFusedQuantizedModelOnTheTeachersTopK) {
+  const Model m = tiny_model(at::kDouble);
+  auto comm = rotq::make_local_comm();
+  const at::Tensor w = windows_of(m, 2, 16);
+  const rotq::Rotations r = with_scalings(hadamard_init(m, 5), random_scalings(m, 80));
+  Model fused = rotq::clone_model(m);
+  rotq::fuse_rotations(fused, r);
+  rotq::ActQuantHooks hooks(fused.config, w16a4kv4());
+  const auto logits_of = [&](const Model& model, rotq::ForwardHooks* h) {
+    const at::Tensor hid = rotq::Transformer(model).hidden_states(w, h).narrow(1, 0, 15);
+    return at::matmul(hid, model.weights.lm_head.t()).reshape({-1, m.config.vocab_size});
+  };
+  const at::Tensor log_p = at::log_softmax(logits_of(m, nullptr), 1);
+  const at::Tensor log_q = at::log_softmax(logits_of(fused, &hooks), 1);
+  for (int64_t k : {64, 5}) {
+    const at::Tensor top = std::get<1>(at::topk(log_p, k, 1));
+    const at::Tensor lp = log_p.gather(1, top), lq = log_q.gather(1, top);
+    const double expected = (lp.exp() * (lp - lq)).sum().item<double>();
+    rotq::RotatedForwardOptions o;
+    o.acts = w16a4kv4();
+    o.loss = rotq::LearnLoss::kKlTop;
+    o.kl_top = k;
+    o.logit_rows = 6;
+    rotq::RotatedForward f(m, rotq::Placement::replicated(), *comm, o);
+    EXPECT_NEAR(f.loss(params_at(r), w), expected, 1e-9 * expected) << "k " << k;
+    EXPECT_GT(expected, 1e-3);
+    // Without quantization the student is the teacher.
+    o.acts = rotq::default_activation_quant(16, 16);
+    rotq::RotatedForward fp(m, rotq::Placement::replicated(), *comm, o);
+    EXPECT_LT(std::abs(fp.loss(params_at(r), w)), 1e-10) << "k " << k;
+  }
+}
+
+// OSTQuant learns: rotations orthogonal, scalings moved and positive, the trained function is the
+// fused model's (quantized, 1e-9), and the fused model keeps the floating-point function (1e-10 in
+// float64, 1e-5 in float32). The scalings survive a rotation file.
+TEST(OstQuant, LearnsAndTheFusedModelComputesWhatWasTrained) {
+  const Model m = tiny_model(at::kDouble, ",arch=Qwen2ForCausalLM");
+  auto comm = rotq::make_local_comm();
+  const at::Tensor w = windows_of(m, 4, 24);
+  rotq::RotationSpec spec = rotq::rotation_spec("ostquant");
+  spec.ostquant.steps = 8;
+  spec.ostquant.batch = 4;
+  spec.ostquant.lr = 0.05;
+  spec.ostquant.smooth_lr = 0.05;
+  spec.ostquant.kl_top = 16;
+  spec.learn_acts = w16a4kv4();
+  rotq::RotationLearning learned;
+  const rotq::Rotations rot =
+      rotq::ostquant_rotations(m, w, spec, *comm, rotq::Placement::replicated(), learned);
+  ASSERT_EQ(learned.loss.size(), 8u);
+  EXPECT_LT(learned.loss.back(), learned.loss.front());  // the same windows every step
+  EXPECT_LT(rotq::orthogonality_error(rot.r1), 1e-10);
+  for (const at::Tensor& r2 : rot.r2) EXPECT_LT(rotq::orthogonality_error(r2), 1e-10);
+  ASSERT_EQ(rot.scales.size(), 2u);
+  for (const rotq::ChannelScalings& s : rot.scales) {
+    for (const auto& [kind, field] : rotq::scaling_kinds()) {
+      ASSERT_TRUE((s.*field).defined()) << kind;
+      EXPECT_GT((s.*field - 1).abs().max().item<double>(), 1e-3) << kind;  // learned
+      EXPECT_GT((s.*field).min().item<double>(), 0) << kind;
+    }
+  }
+  rotq::RotatedForwardOptions o;
+  o.acts = spec.learn_acts;
+  rotq::RotatedForward ce(m, rotq::Placement::replicated(), *comm, o);
+  const double trained = ce.loss(params_at(rot), w);
+  EXPECT_NEAR(fused_quantized_loss(m, rot, w, spec.learn_acts), trained, 1e-9 * trained);
+  const rotq::ActivationQuant none = rotq::default_activation_quant(16, 16);
+  const double fp = fused_quantized_loss(m, {}, w, none);
+  EXPECT_NEAR(fused_quantized_loss(m, rot, w, none), fp, 1e-10 * fp);
+  Model m32 = rotq::clone_model(m);
+  rotq::cast_weights(m32.weights, at::kFloat);
+  const double fp32 = fused_quantized_loss(m32, {}, w, none);
+  EXPECT_NEAR(fused_quantized_loss(m32, rot, w, none), fp32, 1e-5 * fp32);
+
+  rotq_test::TempDir dir;
+  rotq::save_rotations(rot, dir.str("rot.safetensors"));
+  const rotq::Rotations back = rotq::load_rotations(dir.str("rot.safetensors"), m.config);
+  ASSERT_EQ(back.scales.size(), 2u);
+  EXPECT_TRUE(at::equal(back.scales[1].up_down, rot.scales[1].up_down));
+  EXPECT_NEAR(fused_quantized_loss(m, back, w, spec.learn_acts), trained, 1e-9 * trained);
+  rotq::Rotations bad = rot;
+  bad.scales[0].ov = -bad.scales[0].ov;
+  rotq::save_rotations(bad, dir.str("bad.safetensors"));
+  try {
+    rotq::load_rotations(dir.str("bad.safetensors"), m.config);
+    FAIL() << "a negative scaling was accepted";
+  } catch (const rotq::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("scaling ov"), std::string::npos) << e.what();
   }
 }
 

@@ -20,10 +20,12 @@
 #include "runner/eval/perplexity.h"
 #include "runner/eval/task_eval.h"
 #include "runner/fuse/fusion.h"
+#include "runner/fuse/scalings.h"
 #include "runner/quantize/weight_quant.h"
 #include "runner/rotate/covariances.h"
 #include "runner/rotate/dfrot_model.h"
 #include "runner/rotate/optrot_model.h"
+#include "runner/rotate/ostquant.h"
 #include "runner/rotate/spinquant.h"
 #include "solvers/dfrot.h"
 #include "solvers/error.h"
@@ -493,44 +495,70 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
     }
   }
 }
-// SpinQuant data-parallel over the ranks (replicated model) and with the layers sharded (each
-// layer streamed from its owner in the forward and again in the recompute): the same loss curve
-// and rotations as one process. float32 model; the ranks sum their windows' losses and gradients
-// in a different order than one process, hence 1e-6 rather than equality.
-TEST(Sharded, SpinQuantEqualsOneProcess) {
+// A learned method data-parallel over the ranks (replicated model) and with the layers sharded
+// (each layer streamed from its owner in the forward and again in the recompute): the same loss
+// curve, rotations and scalings as one process. float32 model; the ranks sum their windows' losses
+// and gradients in a different order than one process, hence 1e-6 rather than equality.
+using LearnFn = rotq::Rotations (*)(const rotq::Model&, const at::Tensor&,
+                                    const rotq::RotationSpec&, rotq::Comm&, const rotq::Placement&,
+                                    rotq::RotationLearning&, std::optional<at::Device>);
+
+void expect_learned_equals_one_process(const std::string& method, LearnFn learn) {
   const auto tokens = sample_tokens();
   auto local = rotq::make_local_comm();
   for (const ShardCase& k : shard_cases()) {
+    SCOPED_TRACE(method + " " + k.name);
     Sharded s = load_both_fused(k.path);
     const at::Tensor windows = rotq::calibration_windows(tokens, 8, 48, 5);
-    rotq::RotationSpec spec = rotq::rotation_spec("spinquant");
+    rotq::RotationSpec spec = rotq::rotation_spec(method);
     spec.seed = 6;
-    spec.spinquant.steps = 5;
-    spec.spinquant.batch = 4;  // 4, 2 or 1 windows per rank
+    for (rotq::LearnOptions* o : {&spec.spinquant, &spec.ostquant}) {
+      o->steps = 5;
+      o->batch = 4;  // 4, 2 or 1 windows per rank
+    }
+    spec.ostquant.lr = spec.ostquant.smooth_lr = 0.02;
     spec.learn_acts = rotq::default_activation_quant(4, 4);
     rotq::RotationLearning one, replicated, sharded;
-    const rotq::Rotations r1 = rotq::spinquant_rotations(s.full, windows, spec, *local,
-                                                         rotq::Placement::replicated(), one);
-    const rotq::Rotations rr = rotq::spinquant_rotations(s.full, windows, spec, *g_comm,
-                                                         rotq::Placement::replicated(), replicated);
+    const rotq::Rotations r1 =
+        learn(s.full, windows, spec, *local, rotq::Placement::replicated(), one, std::nullopt);
+    const rotq::Rotations rr = learn(s.full, windows, spec, *g_comm, rotq::Placement::replicated(),
+                                     replicated, std::nullopt);
     const rotq::Rotations rs =
-        rotq::spinquant_rotations(s.shard, windows, spec, *g_comm, s.placement, sharded);
+        learn(s.shard, windows, spec, *g_comm, s.placement, sharded, std::nullopt);
     ASSERT_EQ(one.loss.size(), 5u);
     for (const auto* curve : {&replicated.loss, &sharded.loss}) {
       ASSERT_EQ(curve->size(), one.loss.size());
       for (size_t i = 0; i < one.loss.size(); ++i) {
-        EXPECT_NEAR((*curve)[i], one.loss[i], 1e-6 * one.loss[i]) << k.name << " step " << i;
+        EXPECT_NEAR((*curve)[i], one.loss[i], 1e-6 * one.loss[i]) << "step " << i;
       }
     }
-    EXPECT_GT(std::abs(one.loss.back() - one.loss.front()), 1e-4) << k.name;  // it moved
+    EXPECT_GT(std::abs(one.loss.back() - one.loss.front()), 1e-5);  // it moved
     for (const rotq::Rotations* r : {&rr, &rs}) {
-      EXPECT_LT((r->r1 - r1.r1).abs().max().item<double>(), 1e-5) << k.name;
+      EXPECT_LT((r->r1 - r1.r1).abs().max().item<double>(), 1e-5);
       ASSERT_EQ(r->r2.size(), r1.r2.size());
       for (size_t l = 0; l < r1.r2.size(); ++l) {
-        EXPECT_LT((r->r2[l] - r1.r2[l]).abs().max().item<double>(), 1e-5) << k.name << " R2 " << l;
+        EXPECT_LT((r->r2[l] - r1.r2[l]).abs().max().item<double>(), 1e-5) << "R2 " << l;
+      }
+      ASSERT_EQ(r->scales.size(), r1.scales.size());
+      for (size_t l = 0; l < r1.scales.size(); ++l) {
+        for (const auto& [kind, field] : rotq::scaling_kinds()) {
+          EXPECT_LT((r->scales[l].*field - r1.scales[l].*field).abs().max().item<double>(), 1e-5)
+              << "layer " << l << " " << kind;
+        }
       }
     }
+    if (method == "ostquant") {
+      EXPECT_EQ(r1.scales.size(), static_cast<size_t>(s.full.config.n_layers));
+    }
   }
+}
+
+TEST(Sharded, SpinQuantEqualsOneProcess) {
+  expect_learned_equals_one_process("spinquant", rotq::spinquant_rotations);
+}
+
+TEST(Sharded, OstQuantEqualsOneProcess) {
+  expect_learned_equals_one_process("ostquant", rotq::ostquant_rotations);
 }
 }  // namespace
 

@@ -89,6 +89,65 @@ TEST(StraightThrough, ForwardIsTheQuantizerAndTheGradientIsTheIdentity) {
   EXPECT_TRUE(at::equal(v.grad(), at::ones_like(v)));
 }
 
+// OSTQuant's fake quantizer with its rounding frozen at x0, written as its code writes it:
+// (clamp(x/s + n + z, qmin, qmax) − z)·s with s from the rows' range of x, and n = round(x0/s0) −
+// x0/s0 and z = round(−lo0/s0) held fixed. Its derivative is what the clipped STE should give.
+at::Tensor frozen_rounding_quantizer(const at::Tensor& x, const at::Tensor& x0,
+                                     const rotq::QuantSpec& spec) {
+  const double maxq = rotq::detail::max_level(spec), minq = rotq::detail::min_level(spec);
+  const auto scale_zero = [&](const at::Tensor& v) {
+    at::Tensor lo = std::get<0>(v.min(1, true)).clamp_max(0) * spec.clip_ratio;
+    at::Tensor hi = std::get<0>(v.max(1, true)).clamp_min(0) * spec.clip_ratio;
+    if (spec.symmetric) return std::make_pair(at::maximum(lo.abs(), hi) / maxq, at::zeros_like(lo));
+    const at::Tensor s = (hi - lo) / maxq;
+    return std::make_pair(s, at::round(-lo / s));
+  };
+  const auto [s0, z] = scale_zero(x0);
+  const at::Tensor n = at::round(x0 / s0) - x0 / s0;
+  const at::Tensor s = scale_zero(x).first;
+  return (at::clamp(x / s + n + z, minq, maxq) - z) * s;
+}
+
+TEST(StraightThrough, ClippedGradientIsTheDerivativeOfTheQuantizerWithFrozenRounding) {
+  // Rows of small values with one planted maximum and minimum each, so that only the extremes
+  // sit at the grid's ends: symmetric without clipping (the maximum exactly at maxq along every
+  // direction) and asymmetric with clipping (both extremes strictly clamped, gradient 0 there,
+  // the scale's gradient still reaching them through the range).
+  at::Tensor x0 = 0.2 * rotq::seeded_gaussian(5, 24, 21);
+  for (int64_t r = 0; r < 5; ++r) {
+    x0[r][(3 * r) % 24] = 3.1 + 0.1 * r;
+    x0[r][(3 * r + 7) % 24] = -2.0 - 0.1 * r;
+  }
+  rotq::QuantSpec sym;
+  sym.bits = 4;
+  rotq::QuantSpec asym = sym;
+  asym.symmetric = false;
+  asym.clip_ratio = 0.75;
+  for (const rotq::QuantSpec& spec : {sym, asym}) {
+    SCOPED_TRACE(spec.describe());
+    const at::Tensor x = x0.clone().requires_grad_(true);
+    const at::Tensor y = rotq::fake_quantize_ste(x, spec, rotq::StraightThrough::kClipped);
+    EXPECT_LT((y - rotq::fake_quantize(x0, spec)).abs().max().item<double>(), 1e-15);
+    EXPECT_LT((frozen_rounding_quantizer(x0, x0, spec) - y).abs().max().item<double>(), 1e-12);
+    const at::Tensor w = rotq::seeded_gaussian(5, 24, 22);
+    (y * w).sum().backward();
+    const double eps = 1e-6;
+    for (uint64_t d = 0; d < 4; ++d) {
+      const at::Tensor v = rotq::seeded_gaussian(5, 24, 30 + d);
+      const double fd = ((frozen_rounding_quantizer(x0 + eps * v, x0, spec) -
+                          frozen_rounding_quantizer(x0 - eps * v, x0, spec)) *
+                         w)
+                            .sum()
+                            .item<double>() /
+                        (2 * eps);
+      const double g = (x.grad() * v).sum().item<double>();
+      EXPECT_NEAR(g, fd, 1e-6 * std::max(1.0, std::abs(fd)));
+    }
+    // Not SpinQuant's identity: the scale's gradient lands on the extremes.
+    EXPECT_GT((x.grad() - w).abs().max().item<double>(), 0.1);
+  }
+}
+
 TEST(StraightThrough, HadamardTransformIsDifferentiable) {
   // Orders with non-symmetric cores (Paley I: 12, 20; Williamson: 92·2) and pure Sylvester.
   for (int64_t n : {12, 20, 64, 184}) {

@@ -243,51 +243,80 @@ void optrot_rows(std::vector<CellOption>& t) {
                   .to([](V v, C c) { c.quant.rotation.optrot_matrices = v.text(); }));
 }
 
-// Rows: SpinQuant (rotations learned end to end).
-void spinquant_rows(std::vector<CellOption>& t) {
-  t.push_back(row("rotation.spinquant.steps", K::kInt, "100", "Cayley SGD steps")
-                  .flag("--spinquant-steps")
+// Rows: a method learned end to end, rotation.<method>.* (SpinQuant, OSTQuant), with the
+// method's defaults. `acts` is resolved by cell_config() against the evaluated configurations.
+template <LearnOptions RotationSpec::*M>
+void learn_rows(std::vector<CellOption>& t, const std::string& method, const std::string& update,
+                const std::string& decay) {
+  const LearnOptions d = RotationSpec{}.*M;
+  const std::string k = "rotation." + method + ".", f = "--" + method + "-";
+  const auto num = [](double v) { return canonical_number(v); };
+  t.push_back(row(k + "steps", K::kInt, num(d.steps), update + " steps")
+                  .flag(f + "steps")
                   .range(0, 1e7)
-                  .to([](V v, C c) { c.quant.rotation.spinquant.steps = v.integer(); }));
-  t.push_back(row("rotation.spinquant.lr", K::kDouble, "1.5", "learning rate (step cap 1/|W|_1)")
-                  .flag("--spinquant-lr")
+                  .to([](V v, C c) { (c.quant.rotation.*M).steps = v.integer(); }));
+  t.push_back(row(k + "lr", K::kDouble, num(d.lr), "learning rate of the rotations")
+                  .flag(f + "lr")
                   .range(1e-12, 1e6)
-                  .to([](V v, C c) { c.quant.rotation.spinquant.lr = v.number(); }));
-  t.push_back(row("rotation.spinquant.constant_lr", K::kBool, "false", "no cosine decay")
-                  .flag("--spinquant-constant-lr", "true")
-                  .to([](V v, C c) { c.quant.rotation.spinquant.cosine = !v.flag(); }));
-  t.push_back(row("rotation.spinquant.nsamples", K::kInt, "800",
+                  .to([](V v, C c) { (c.quant.rotation.*M).lr = v.number(); }));
+  t.push_back(row(k + "constant_lr", K::kBool, "false", "no " + decay + " decay")
+                  .flag(f + "constant-lr", "true")
+                  .to([](V v, C c) {
+                    (c.quant.rotation.*M).schedule =
+                        v.flag() ? LrSchedule::kConstant : (RotationSpec{}.*M).schedule;
+                  }));
+  t.push_back(row(k + "nsamples", K::kInt, num(d.nsamples),
                   "training windows, taken in order batch by batch (wrapping around)")
-                  .flag("--spinquant-nsamples")
+                  .flag(f + "nsamples")
                   .range(1, 1e7)
-                  .to([](V v, C c) { c.quant.rotation.spinquant.nsamples = v.integer(); }));
-  t.push_back(row("rotation.spinquant.seqlen", K::kInt, "0", "window (0: min(2048, context))")
-                  .flag("--spinquant-seqlen")
+                  .to([](V v, C c) { (c.quant.rotation.*M).nsamples = v.integer(); }));
+  t.push_back(row(k + "seqlen", K::kInt, num(d.seqlen), "window (0: min(2048, context))")
+                  .flag(f + "seqlen")
                   .range(0, 1e7)
-                  .to([](V v, C c) { c.quant.rotation.spinquant.seqlen = v.integer(); }));
-  t.push_back(row("rotation.spinquant.batch", K::kInt, "8",
+                  .to([](V v, C c) { (c.quant.rotation.*M).seqlen = v.integer(); }));
+  t.push_back(row(k + "batch", K::kInt, num(d.batch),
                   "windows per step, all ranks together (a multiple of the rank count)")
-                  .flag("--spinquant-batch")
+                  .flag(f + "batch")
                   .range(1, 1e6)
-                  .to([](V v, C c) { c.quant.rotation.spinquant.batch = v.integer(); }));
-  t.push_back(row("rotation.spinquant.micro_batch", K::kInt, "1",
+                  .to([](V v, C c) { (c.quant.rotation.*M).batch = v.integer(); }));
+  t.push_back(row(k + "micro_batch", K::kInt, num(d.micro_batch),
                   "windows per forward/backward on a rank: memory against speed")
-                  .flag("--spinquant-micro-batch")
+                  .flag(f + "micro-batch")
                   .range(1, 1e6)
-                  .to([](V v, C c) { c.quant.rotation.spinquant.micro_batch = v.integer(); }));
-  t.push_back(row("rotation.spinquant.grad_clip", K::kDouble, "1", "gradient-norm clip (0: none)")
-                  .flag("--spinquant-grad-clip")
+                  .to([](V v, C c) { (c.quant.rotation.*M).micro_batch = v.integer(); }));
+  t.push_back(row(k + "grad_clip", K::kDouble, num(d.grad_clip), "gradient-norm clip (0: none)")
+                  .flag(f + "grad-clip")
                   .range(0, 1e12)
-                  .to([](V v, C c) { c.quant.rotation.spinquant.grad_clip = v.number(); }));
-  t.push_back(row("rotation.spinquant.offload", K::kBool, "false",
+                  .to([](V v, C c) { (c.quant.rotation.*M).grad_clip = v.number(); }));
+  t.push_back(row(k + "offload", K::kBool, "false",
                   "keep the model in host memory while learning, one layer on the device at a time")
-                  .flag("--spinquant-offload", "true")
-                  .to([](V v, C c) { c.quant.rotation.spinquant.offload = v.flag(); }));
-  // Resolved by cell_config() against the evaluated configurations.
-  t.push_back(row("rotation.spinquant.acts", K::kString, "",
+                  .flag(f + "offload", "true")
+                  .to([](V v, C c) { (c.quant.rotation.*M).offload = v.flag(); }));
+  t.push_back(row(k + "acts", K::kString, "",
                   "A/KV bits trained for, e.g. 4/4 (empty: the lowest-bit evaluated pair)")
-                  .flag("--spinquant-acts")
+                  .flag(f + "acts")
                   .rule(check_optional_acts_pair));
+}
+
+// Rows: SpinQuant (rotations learned end to end on the cross-entropy).
+void spinquant_rows(std::vector<CellOption>& t) {
+  learn_rows<&RotationSpec::spinquant>(t, "spinquant", "Cayley SGD", "cosine");
+}
+
+// Rows: OSTQuant (rotations and scalings learned against the floating-point model).
+void ostquant_rows(std::vector<CellOption>& t) {
+  learn_rows<&RotationSpec::ostquant>(t, "ostquant", "Riemannian Adam", "linear");
+  const LearnOptions d = ostquant_learn_options();
+  t.push_back(row("rotation.ostquant.smooth_lr", K::kDouble, canonical_number(d.smooth_lr),
+                  "Adam's learning rate of the channel scalings (0: no scalings)")
+                  .flag("--ostquant-smooth-lr")
+                  .range(0, 1e6)
+                  .to([](V v, C c) { c.quant.rotation.ostquant.smooth_lr = v.number(); }));
+  t.push_back(row("rotation.ostquant.kl_top", K::kInt, canonical_number(d.kl_top),
+                  "KL-Top's k: the floating-point model's top-k tokens (0: cross-entropy instead)")
+                  .flag("--ostquant-kl-top")
+                  .range(0, 1e9)
+                  .to([](V v, C c) { c.quant.rotation.ostquant.kl_top = v.integer(); }));
 }
 
 // Rows: weight quantization (RTN, GPTQ).
@@ -481,8 +510,9 @@ void runtime_rows(std::vector<CellOption>& t) {
 
 std::vector<CellOption> make_table() {
   std::vector<CellOption> t;
-  for (auto rows : {calibration_rows, rotation_rows, dfrot_rows, optrot_rows, spinquant_rows,
-                    weight_rows, activation_rows, evaluation_rows, task_rows, runtime_rows}) {
+  for (auto rows :
+       {calibration_rows, rotation_rows, dfrot_rows, optrot_rows, spinquant_rows, ostquant_rows,
+        weight_rows, activation_rows, evaluation_rows, task_rows, runtime_rows}) {
     rows(t);
   }
   return t;
@@ -515,6 +545,11 @@ std::vector<ActivationQuant> expand_acts(const ActivationQuant& tmpl,
 
 // The configuration a learned rotation trains for: the pair asked for, else the evaluated
 // configuration with the fewest activation bits (then KV bits).
+// The method whose rotation.<method>.acts row says what a learned rotation trains for.
+std::string learned_method(const std::string& method) {
+  return method == "ostquant" ? "ostquant" : "spinquant";
+}
+
 ActivationQuant learned_for(const ActivationQuant& tmpl, const std::vector<ActivationQuant>& acts,
                             const std::string& pair) {
   if (!pair.empty()) return expand_acts(tmpl, {pair}).front();
@@ -662,7 +697,8 @@ CellConfig cell_config(const CellValues& values, uint64_t seed) {
   validate(c.quant.weights.spec, "weight quantizer (" + option_name("quantization.w_bits") + " / " +
                                      option_name("quantization.w_group") + ")");
   r.learn_acts =
-      learned_for(tmpl, c.quant.acts, OptionValue(values.at("rotation.spinquant.acts")).text());
+      learned_for(tmpl, c.quant.acts,
+                  OptionValue(values.at("rotation." + learned_method(r.method) + ".acts")).text());
   // As SpinQuant: weights are simulated in training only when they will be RTN (GPTQ follows on
   // floating-point weights otherwise), or when nothing else would be quantized (a weight-only
   // target: the floating-point loss does not depend on the rotation at all).

@@ -171,9 +171,9 @@ QuantCellResult run_quant_cell(Model& model, const Tokenizer& tok, const QuantCe
   res.seconds.fuse = seconds_since(t, model);
   t = Clock::now();
   const at::Device device = model_device(model);
-  const bool offload = cell.rotation.spinquant.offload && !device.is_cpu();
-  require(!offload || !placement.sharded(),
-          "rotation.spinquant.offload: the model goes to host memory whole; use "
+  const bool offload = cell.rotation.learning().offload && !device.is_cpu();
+  require(!offload || !placement.sharded(), "rotation.", cell.rotation.method,
+          ".offload: the model goes to host memory whole; use "
           "runtime.placement replicated (each rank streams its own copy's layers)");
   if (offload) offload_to_host(model);
   const RotationContext ctx{model, tok, cell.rotation, calib, cell.calib, comm, placement, device};

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "models/layer_groups.h"
+#include "runner/fuse/scalings.h"
 #include "solvers/error.h"
 #include "solvers/hadamard.h"
 
@@ -14,6 +15,36 @@ template <typename F>
 void update_f64(at::Tensor& t, F f) {
   const at::ScalarType dt = t.scalar_type();
   t = f(t.to(at::kDouble)).to(dt).contiguous();
+}
+
+// Replaces the layer's tensors by those of f(float64 copies) that f changed, keeping their dtypes.
+template <typename F>
+void update_layer_f64(LayerWeights& l, F f) {
+  LayerWeights f64 = l;
+  for (at::Tensor& t : f64.tensors) {
+    if (t.defined()) t = t.to(at::kDouble);
+  }
+  const LayerWeights out = f(f64);
+  for (size_t i = 0; i < l.tensors.size(); ++i) {
+    if (!out.tensors[i].is_same(f64.tensors[i])) {
+      l.tensors[i] = out.tensors[i].to(l.tensors[i].scalar_type()).contiguous();
+    }
+  }
+}
+
+// The scalings of this rank's layers (indexed by the full model's layers), validated.
+std::vector<const ChannelScalings*> layer_scalings(const Model& model, const Rotations& rot) {
+  const ModelConfig& c = model.config;
+  require(rot.scales.empty() || static_cast<int64_t>(rot.scales.size()) == c.n_layers,
+          "channel scalings: expected one set per layer (", c.n_layers, "), got ",
+          rot.scales.size());
+  std::vector<const ChannelScalings*> out;
+  for (size_t i = 0; i < model.weights.layers.size() && !rot.scales.empty(); ++i) {
+    const int64_t layer = static_cast<int64_t>(i) + model.layer_offset;
+    validate_scalings(rot.scales[layer], c, layer);
+    out.push_back(&rot.scales[layer]);
+  }
+  return out;
 }
 
 void scale_columns(at::Tensor& w, const at::Tensor& gamma) {
@@ -80,6 +111,12 @@ void fuse_rotations(Model& model, const Rotations& rot) {
           "a scaled norm");
   ModelConfig& c = model.config;
   ModelWeights& w = model.weights;
+  // The scalings inside the blocks act in the weights' own bases, before R2 and R4's fold.
+  const std::vector<const ChannelScalings*> scales = layer_scalings(model, rot);
+  for (size_t i = 0; i < scales.size(); ++i) {
+    update_layer_f64(w.layers[i],
+                     [&](const LayerWeights& l) { return scale_inner(l, *scales[i], c); });
+  }
   if (rot.r1.defined()) {
     check_square(rot.r1, c.dim, "R1");
     // Fused in float64 where the weights are (a GPU when the model was moved there).
@@ -120,6 +157,11 @@ void fuse_rotations(Model& model, const Rotations& rot) {
     }
     update_f64(l[LayerTensor::kWo],
                [&](const at::Tensor& x) { return rotate_head_columns(x, r2); });
+  }
+  // The norms' scalings act in the R1 basis.
+  for (size_t i = 0; i < scales.size(); ++i) {
+    update_layer_f64(w.layers[i],
+                     [&](const LayerWeights& l) { return scale_norms(l, *scales[i]); });
   }
   if (rot.r4) {
     require(hadamard_exists(c.hidden_dim), "R4: no Hadamard construction of order ", c.hidden_dim,

@@ -10,6 +10,7 @@
 
 #include "runner/dist/comm.h"
 #include "runner/eval/task_registry.h"
+#include "runner/fuse/scalings.h"
 #include "runner/record/h5.h"
 #include "solvers/error.h"
 
@@ -187,6 +188,17 @@ CellRecord make_cell_record(const Cell& c, const std::string& experiment, const 
     const at::Tensor stacked = at::stack(r2).to(at::kCPU, at::kDouble).contiguous();
     rec.r2_dim = stacked.size(1);
     rec.r2.assign(stacked.data_ptr<double>(), stacked.data_ptr<double>() + stacked.numel());
+  }
+  // Learned channel scalings (OSTQuant), one flat series per kind: [layers × its width].
+  for (const auto& [kind, field] : scaling_kinds()) {
+    if (!cfg.save_rotations) break;
+    std::vector<double> flat;
+    for (const ChannelScalings& layer : r.rotations.scales) {
+      if (!(layer.*field).defined()) continue;
+      const at::Tensor c = (layer.*field).to(at::kCPU, at::kDouble).contiguous();
+      flat.insert(flat.end(), c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+    }
+    if (!flat.empty()) rec.series["scale_" + kind] = std::move(flat);
   }
   return rec;
 }

@@ -2,10 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "models/safetensors.h"
+#include "runner/fuse/scalings.h"
 #include "runner/rotate/rotation_methods.h"
 #include "solvers/error.h"
 #include "solvers/parse.h"
@@ -26,6 +28,26 @@ at::Tensor checked_rotation(const SafetensorsFile& f, const std::string& name, i
   return r;
 }
 
+// "S.<layer>.<kind>": one layer's channel scaling (shapes are checked once all are read).
+void read_scaling(const SafetensorsFile& f, const std::string& name, const ModelConfig& config,
+                  Rotations& rot) {
+  const size_t dot = name.find('.', 2);
+  const std::string idx = name.substr(2, dot == std::string::npos ? std::string::npos : dot - 2);
+  const std::optional<int64_t> layer = parse_integer(idx);
+  require(dot != std::string::npos && layer && *layer >= 0 && *layer < config.n_layers &&
+              idx.find_first_not_of("0123456789") == std::string::npos,
+          f.path(), ": tensor '", name, "' names no layer of a ", config.n_layers,
+          "-layer model (expected S.<layer>.<kind>)");
+  const std::string kind = name.substr(dot + 1);
+  const auto& kinds = scaling_kinds();
+  const auto it =
+      std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return k.first == kind; });
+  require(it != kinds.end(), f.path(), ": tensor '", name, "': unknown scaling '", kind,
+          "' (expected attn, ffn, qk, ov or up_down)");
+  rot.scales.resize(config.n_layers);
+  rot.scales[*layer].*(it->second) = f.tensor(name).to(at::kDouble).clone();
+}
+
 }  // namespace
 
 void save_rotations(const Rotations& rot, const std::string& path,
@@ -35,6 +57,14 @@ void save_rotations(const Rotations& rot, const std::string& path,
   for (size_t l = 0; l < rot.r2.size(); ++l) {
     if (rot.r2[l].defined()) {
       tensors.emplace_back("R2." + std::to_string(l), rot.r2[l].to(at::kDouble).contiguous());
+    }
+  }
+  for (size_t l = 0; l < rot.scales.size(); ++l) {
+    for (const auto& [kind, field] : scaling_kinds()) {
+      const at::Tensor& t = rot.scales[l].*field;
+      if (t.defined()) {
+        tensors.emplace_back("S." + std::to_string(l) + "." + kind, t.to(at::kDouble).contiguous());
+      }
     }
   }
   std::map<std::string, std::string> meta = metadata;
@@ -52,8 +82,13 @@ Rotations load_rotations(const std::string& path, const ModelConfig& config) {
     if (f->has(name)) rot.r2[l] = checked_rotation(*f, name, config.head_dim);
   }
   for (const std::string& name : f->names()) {
+    if (name.rfind("S.", 0) == 0) {
+      read_scaling(*f, name, config, rot);
+      continue;
+    }
     const bool known = name == "R1" || name.rfind("R2.", 0) == 0;
-    require(known, path, ": unexpected tensor '", name, "' (expected R1 and R2.<layer>)");
+    require(known, path, ": unexpected tensor '", name,
+            "' (expected R1, R2.<layer> and S.<layer>.<kind>)");
     if (name.rfind("R2.", 0) == 0) {
       const std::string idx = name.substr(3);
       const std::optional<int64_t> layer = parse_integer(idx);
@@ -75,6 +110,13 @@ Rotations load_rotations(const std::string& path, const ModelConfig& config) {
   };
   rot.r3 = flag("r3");
   rot.r4 = flag("r4");
+  for (size_t l = 0; l < rot.scales.size(); ++l) {
+    try {
+      validate_scalings(rot.scales[l], config, static_cast<int64_t>(l));
+    } catch (const Error& e) {
+      throw Error(path + ": " + e.what());
+    }
+  }
   return rot;
 }
 

@@ -1,5 +1,6 @@
-// Rotations on disk: a safetensors file with "R1" [dim, dim] and "R2.<layer>" [head_dim,
-// head_dim] (float64), plus metadata saying whether R3/R4 were used and how the matrices were made.
+// Rotations on disk: a safetensors file with "R1" [dim, dim], "R2.<layer>" [head_dim, head_dim]
+// and learned channel scalings "S.<layer>.<kind>" (runner/fuse/scalings.h), all float64, plus
+// metadata saying whether R3/R4 were used and how the matrices were made.
 #pragma once
 
 #include <map>

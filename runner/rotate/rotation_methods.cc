@@ -13,6 +13,7 @@ RotationMethod optrot_rotation_method(bool with_covariance);  // method_optrot.c
 RotationMethod file_rotation_method();                        // rotation_io.cc
 RotationMethod walsh_rotation_method();                       // method_walsh.cc
 RotationMethod spinquant_rotation_method();                   // method_spinquant.cc
+RotationMethod ostquant_rotation_method();                    // method_ostquant.cc
 
 // The registry: a new method is one line here.
 const std::vector<RotationMethod>& rotation_methods() {
@@ -25,6 +26,7 @@ const std::vector<RotationMethod>& rotation_methods() {
       optrot_rotation_method(/*with_covariance=*/true),
       walsh_rotation_method(),
       spinquant_rotation_method(),
+      ostquant_rotation_method(),
       file_rotation_method(),
   };
   return all;

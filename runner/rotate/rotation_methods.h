@@ -12,6 +12,8 @@
 //   optrot+   OptRot with the calibration inputs' covariance
 //   spinquant R1/R2 learned end to end through the quantized model
 //   (runner/rotate/method_spinquant.cc)
+//   ostquant  R1/R2 and channel scalings learned end to end against the floating-point model
+//   (runner/rotate/method_ostquant.cc)
 #pragma once
 
 #include <cstdint>
@@ -31,12 +33,17 @@
 
 namespace rotq {
 
-// Rotations learned end to end (SpinQuant): the optimisation's settings. `batch` counts windows
-// per step over all ranks together, so the same settings give the same steps on any rank count.
+// Learning-rate schedules of the learned methods: constant, or decaying to 0 over the steps
+// (no warmup). runner/rotate/learn_loop.h computes them.
+enum class LrSchedule { kConstant, kCosine, kLinear };
+
+// Rotations learned end to end (SpinQuant, OSTQuant): the optimisation's settings. `batch` counts
+// windows per step over all ranks together, so the same settings give the same steps on any rank
+// count. The defaults are SpinQuant's; ostquant_learn_options() gives OSTQuant's.
 struct LearnOptions {
   int64_t steps = 100;
-  double lr = 1.5;
-  bool cosine = true;       // lr·(1 + cos(π·step/steps))/2, no warmup
+  double lr = 1.5;  // SpinQuant: Cayley SGD; OSTQuant: Riemannian Adam on the rotations
+  LrSchedule schedule = LrSchedule::kCosine;
   int64_t nsamples = 800;   // calibration windows, used in order, batch by batch
   int64_t seqlen = 0;       // 0: min(2048, context)
   int64_t batch = 8;        // windows per step, all ranks together
@@ -45,7 +52,11 @@ struct LearnOptions {
   // Keep the model in (pinned) host memory while learning and copy each layer to the device when
   // it is used: the device then holds one layer, not the model (runner/cell/run_cell.cc).
   bool offload = false;
+  // OSTQuant only.
+  double smooth_lr = 0;  // Adam's learning rate for the channel scalings (0: no scalings)
+  int64_t kl_top = 0;    // KL-Top's k (0: the next token's cross-entropy)
 };
+LearnOptions ostquant_learn_options();
 
 // A cell's rotation: the method and every method's options (runner/cell/cell_options.cc fills
 // them).
@@ -74,6 +85,10 @@ struct RotationSpec {
   // (activations/KV with a straight-through estimator; weights when they will be RTN or when
   // nothing else is quantized: runner/cell/cell_options.cc decides).
   LearnOptions spinquant;
+  LearnOptions ostquant = ostquant_learn_options();
+  const LearnOptions& learning() const {  // the learned method's options (spinquant's otherwise)
+    return method == "ostquant" ? ostquant : spinquant;
+  }
   ActivationQuant learn_acts = default_activation_quant(16, 16);
   QuantSpec learn_weights;
 

@@ -1,0 +1,35 @@
+// The training loop the end-to-end learned methods share (SpinQuant, OSTQuant): per step, this
+// rank's share of the step's windows through RotatedForward, the loss and the gradients summed over
+// the ranks and averaged over the step's tokens, the global gradient norm clipped, then the
+// method's update; progress per step (loss, |grad|, lr, s/step, ETA) and the loss curve into
+// `learned`. Every rank takes identical steps.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+
+#include "runner/rotate/rotated_forward.h"
+#include "runner/rotate/rotation_methods.h"
+#include "solvers/comm.h"
+
+namespace rotq {
+
+// The method's update of step `step` (gradients in the params' .grad()); returns the learning
+// rate it used, for the progress line.
+using LearnUpdate = std::function<double(RotationParams& params, int64_t step)>;
+
+void learn_steps(const std::string& name, RotatedForward& forward, RotationParams& params,
+                 const at::Tensor& windows, const LearnOptions& o, Comm& comm,
+                 const LearnUpdate& update, RotationLearning& learned);
+
+// The learning rate of step `step` of `steps` (transformers' schedules without warmup).
+double scheduled_lr(LrSchedule schedule, double lr, int64_t step, int64_t steps);
+
+// This rank's windows of step `step`: the step takes the next `batch` windows in order (wrapping
+// around after the last), split into equal contiguous shares by rank.
+at::Tensor step_windows(const at::Tensor& windows, const LearnOptions& o, int64_t step,
+                        const Comm& comm);
+
+}  // namespace rotq
