@@ -17,7 +17,8 @@ struct PlanArgs {
   std::string model;
   bool train = false;  // a learned rotation's training peak instead of the quantization pipeline's
   TrainingOptions train_opts;
-  std::string act_dtype;  // "": the weights'
+  std::string train_method = "spinquant";  // or ostquant (its FP teacher adds to the peak)
+  std::string act_dtype;                   // "": the weights'
   std::string placement = "layers";
   int ranks = 1;
   double device_mem_gib = 0;
@@ -87,6 +88,8 @@ void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double devic
   o.weight_bytes = a.opts.weight_bytes;
   o.act_bytes = a.act_dtype.empty() ? 0 : dtype_bytes(a.act_dtype);
   o.seqlen = a.opts.seqlen;
+  o.teacher = a.train_method == "ostquant";
+  const char* method = o.teacher ? "OSTQuant" : "SpinQuant";
   require(o.batch % o.ranks == 0, "--train-batch ", o.batch, " does not split over ", o.ranks,
           " ranks");
   require(!(o.sharded && o.offload),
@@ -114,7 +117,7 @@ void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double devic
                        {"fits", m.peak <= device}});
     }
     print_json_line(rt.c(), {{"command", "plan"},
-                             {"train", "spinquant"},
+                             {"train", a.train_method},
                              {"model", a.model},
                              {"params", c.param_count()},
                              {"ranks", o.ranks},
@@ -134,11 +137,12 @@ void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double devic
   } else {
     if (rt.c().is_root()) {
       std::printf(
-          "%s: %s, %.2fB parameters; SpinQuant training on %d rank(s) of %.1f GiB (%s%s), "
+          "%s: %s, %.2fB parameters; %s training on %d rank(s) of %.1f GiB (%s%s), "
           "%lld windows x %lld tokens per step, micro-batch %lld\n",
-          a.model.c_str(), c.summary().c_str(), c.param_count() / 1e9, o.ranks, a.device_mem_gib,
-          a.placement.c_str(), o.offload ? ", offloaded" : "", static_cast<long long>(o.batch),
-          static_cast<long long>(o.seqlen), static_cast<long long>(o.micro_batch));
+          a.model.c_str(), c.summary().c_str(), c.param_count() / 1e9, method, o.ranks,
+          a.device_mem_gib, a.placement.c_str(), o.offload ? ", offloaded" : "",
+          static_cast<long long>(o.batch), static_cast<long long>(o.seqlen),
+          static_cast<long long>(o.micro_batch));
     }
     std::vector<std::vector<std::string>> rows;
     for (const TrainingMemory& m : mem) {
@@ -156,8 +160,8 @@ void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double devic
                  {"gradient all-reduce (float64)", gib(t.gradient_allreduce)}});
   }
   if (!fits) {
-    fail(a.model, ": SpinQuant training does not fit ", o.ranks, " rank(s) of ", a.device_mem_gib,
-         " GiB: a rank needs ", gib(worst), " GiB; ",
+    fail(a.model, ": ", method, " training does not fit ", o.ranks, " rank(s) of ",
+         a.device_mem_gib, " GiB: a rank needs ", gib(worst), " GiB; ",
          need > 0 ? "it fits on " + std::to_string(need) + " ranks"
                   : std::string("no rank count fits (try --offload or a smaller --micro-batch)"));
   }
@@ -259,6 +263,9 @@ void register_plan(CLI::App& app, Runtime& rt) {
   cmd->add_flag("--train", a->train,
                 "the training peak of a learned rotation (SpinQuant) instead of the quantization "
                 "pipeline's");
+  cmd->add_option("--train-method", a->train_method, "training: spinquant | ostquant")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"spinquant", "ostquant"}));
   cmd->add_option("--train-batch", a->train_opts.batch, "training windows per step, all ranks")
       ->capture_default_str();
   cmd->add_option("--micro-batch", a->train_opts.micro_batch,

@@ -117,6 +117,9 @@ struct TrainingOptions {
   int64_t batch = 8;          // windows per step, all ranks together
   int64_t micro_batch = 1;    // windows per forward/backward
   int64_t logit_rows = 4096;  // head rows per chunk
+  // OSTQuant's KL-Top: the floating-point teacher's hidden states ride along with the layer
+  // inputs, and each head chunk also forms the teacher's logits.
+  bool teacher = false;
 };
 
 struct TrainingMemory {
