@@ -227,6 +227,22 @@ void expect_spinquant_training_plan(const std::string& dir, const std::string& n
             std::string::npos)
       << two.output;
   EXPECT_NE(two.output.find("it fits on 4 ranks"), std::string::npos) << two.output;
+  // OSTQuant at its 32 windows per step: its teacher adds to SpinQuant's peak at the same batch,
+  // and offloaded it fits two ranks but not one.
+  const auto peak_of = [&](const std::string& args) {
+    auto r = run_command(rotq("plan --model " + dir + " --train " + args + " --json"), false);
+    const json plan = last_json_line(r.output);
+    double peak = 0;
+    for (const json& x : plan["per_rank"]) peak = std::max(peak, x["peak_bytes"].get<double>());
+    return std::make_pair(peak, plan["fits"].get<bool>());
+  };
+  const std::string offloaded =
+      " --train-batch 32 --placement replicated --offload --device-mem 80";
+  EXPECT_GT(peak_of("--train-method ostquant --ranks 2" + offloaded).first,
+            peak_of("--ranks 2" + offloaded).first)
+      << name;
+  EXPECT_TRUE(peak_of("--train-method ostquant --ranks 2" + offloaded).second) << name;
+  EXPECT_FALSE(peak_of("--train-method ostquant --ranks 1" + offloaded).second) << name;
 }
 
 // rotq plan from config.json alone, with the public configs of three 70B-class models: on 8 GPUs of
