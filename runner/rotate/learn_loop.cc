@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "runner/fuse/scalings.h"
 #include "solvers/error.h"
 #include "solvers/orthogonal.h"
 
@@ -58,6 +59,30 @@ void learn_steps(const std::string& name, RotatedForward& forward, RotationParam
                  elapsed / (step + 1) * (o.steps - step - 1));
   }
   learned.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+RotatedForwardOptions learned_forward_options(const RotationSpec& spec, const LearnOptions& o,
+                                              std::optional<at::Device> device) {
+  RotatedForwardOptions fo;
+  fo.acts = spec.learn_acts;
+  fo.weights = spec.learn_weights;
+  fo.online = spec.online;
+  fo.micro_batch = o.micro_batch;
+  fo.device = device;
+  return fo;
+}
+
+RotationParams learned_start(const ModelConfig& c, const RotationSpec& spec, bool scalings,
+                             at::Device device) {
+  const FixedRotationSpec init{FixedRotation::kHadamard, spec.seed, spec.r2, spec.online};
+  Rotations start = make_rotations(init, c.dim, c.head_dim, c.n_layers);
+  if (scalings) start.scales.assign(c.n_layers, unit_scalings(c, ScalingSet{}));
+  return RotationParams::from(start, device);
+}
+
+std::string describe_learning(const LearnOptions& o) {
+  return " steps " + std::to_string(o.steps) + " lr " + std::to_string(o.lr).substr(0, 6) +
+         " batch " + std::to_string(o.batch) + " windows " + std::to_string(o.nsamples);
 }
 
 double scheduled_lr(LrSchedule schedule, double lr, int64_t step, int64_t steps) {

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "runner/rotate/rotated_forward.h"
@@ -15,6 +16,19 @@
 #include "solvers/comm.h"
 
 namespace rotq {
+
+// The training forward's options every learned method shares: the spec's target activations and
+// (when simulated) weights, its online R3/R4, the micro-batch, the device (offload).
+RotatedForwardOptions learned_forward_options(const RotationSpec& spec, const LearnOptions& o,
+                                              std::optional<at::Device> device);
+
+// The randomized Hadamard of spec.seed (R2 and R3/R4 as the spec says) as float64 leaves on
+// `device`, with all-ones channel scalings when `scalings`.
+RotationParams learned_start(const ModelConfig& c, const RotationSpec& spec, bool scalings,
+                             at::Device device);
+
+// " steps N lr X batch B windows W" for RotationSpec::describe().
+std::string describe_learning(const LearnOptions& o);
 
 // The method's update of step `step` (gradients in the params' .grad()); returns the learning
 // rate it used, for the progress line.

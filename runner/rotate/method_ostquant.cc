@@ -91,10 +91,9 @@ Rotations learn_ostquant(const RotationContext& ctx, RotationLearning& learned) 
 
 std::string describe_ostquant(const RotationSpec& s) {
   const LearnOptions& o = s.ostquant;
-  return " steps " + std::to_string(o.steps) + " lr " + std::to_string(o.lr).substr(0, 6) +
+  return describe_learning(o) +
          (o.smooth_lr > 0 ? " smooth_lr " + std::to_string(o.smooth_lr).substr(0, 7) : "") +
-         " kl_top " + std::to_string(o.kl_top) + " batch " + std::to_string(o.batch) + " windows " +
-         std::to_string(o.nsamples) + " for " + s.learn_acts.describe();
+         " kl_top " + std::to_string(o.kl_top) + " for " + s.learn_acts.describe();
 }
 
 }  // namespace
@@ -115,16 +114,9 @@ Rotations ostquant_rotations(const Model& model, const at::Tensor& windows,
                              RotationLearning& learned, std::optional<at::Device> device) {
   const LearnOptions& o = spec.ostquant;
   const ModelConfig& c = model.config;
-  FixedRotationSpec init{FixedRotation::kHadamard, spec.seed, spec.r2, spec.online};
-  Rotations start = make_rotations(init, c.dim, c.head_dim, c.n_layers);
-  if (o.smooth_lr > 0) start.scales.assign(c.n_layers, unit_scalings(c, ScalingSet{}));
-  RotationParams params = RotationParams::from(start, device.value_or(model_device(model)));
-  RotatedForwardOptions fo;
-  fo.acts = spec.learn_acts;
-  fo.weights = spec.learn_weights;
-  fo.online = spec.online;
-  fo.micro_batch = o.micro_batch;
-  fo.device = device;
+  RotationParams params =
+      learned_start(c, spec, o.smooth_lr > 0, device.value_or(model_device(model)));
+  RotatedForwardOptions fo = learned_forward_options(spec, o, device);
   fo.straight_through = StraightThrough::kClipped;
   if (o.kl_top > 0) {
     fo.loss = LearnLoss::kKlTop;

@@ -35,10 +35,7 @@ Rotations learn_spinquant(const RotationContext& ctx, RotationLearning& learned)
 }
 
 std::string describe_spinquant(const RotationSpec& s) {
-  const LearnOptions& o = s.spinquant;
-  return " steps " + std::to_string(o.steps) + " lr " + std::to_string(o.lr).substr(0, 6) +
-         " batch " + std::to_string(o.batch) + " windows " + std::to_string(o.nsamples) + " for " +
-         s.learn_acts.describe();
+  return describe_learning(s.spinquant) + " for " + s.learn_acts.describe();
 }
 
 }  // namespace
@@ -48,16 +45,9 @@ Rotations spinquant_rotations(const Model& model, const at::Tensor& windows,
                               RotationLearning& learned, std::optional<at::Device> device) {
   const LearnOptions& o = spec.spinquant;
   const ModelConfig& c = model.config;
-  FixedRotationSpec init{FixedRotation::kHadamard, spec.seed, spec.r2, spec.online};
   // Offloaded (the model in host memory): the matrices live where the training computes.
-  RotationParams params = RotationParams::from(make_rotations(init, c.dim, c.head_dim, c.n_layers),
-                                               device.value_or(model_device(model)));
-  RotatedForwardOptions fo;
-  fo.acts = spec.learn_acts;
-  fo.weights = spec.learn_weights;
-  fo.online = spec.online;
-  fo.micro_batch = o.micro_batch;
-  fo.device = device;
+  RotationParams params = learned_start(c, spec, false, device.value_or(model_device(model)));
+  const RotatedForwardOptions fo = learned_forward_options(spec, o, device);
   RotatedForward forward(model, placement, comm, fo);
   spdlog::info(
       "SpinQuant: {} steps of {} windows x {} tokens ({} per rank), lr {} {}; training {}{}",
