@@ -1,11 +1,13 @@
 // rotq bench spinquant: SpinQuant steps (forward, per-layer recompute and backward, gradient
 // all-reduce, Cayley step) on a synthetic model, as tokens/s and the ratio of the useful FLOP rate
 // to this machine's GEMM rate; on the CPU also the peak memory the steps add to the process (RSS),
-// against what `rotq plan --train` predicts for the same model and settings.
+// against what `rotq plan --train` predicts for the same model and settings. `--method ostquant`
+// times OSTQuant's steps instead (KL-Top against the FP teacher, Riemannian Adam, scalings).
 //
 // Useful FLOPs per step: 4 forwards' worth for the tokens (the no-grad forward, the recompute, and
 // the backward at twice a forward) plus the rotation products W·R1 (2·C per weight of each linear)
-// three times (no-grad forward, recompute, and the gradient with respect to R).
+// three times (no-grad forward, recompute, and the gradient with respect to R); OSTQuant's teacher
+// is one forward more.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
@@ -17,6 +19,7 @@
 #include "runner/cli/cmd_common.h"
 #include "runner/dist/device.h"
 #include "runner/fuse/fusion.h"
+#include "runner/rotate/ostquant.h"
 #include "runner/rotate/spinquant.h"
 #include "solvers/error.h"
 #include "solvers/gemm_rate.h"
@@ -30,6 +33,7 @@ struct SpinQuantBenchArgs {
   std::string dims;  // overrides, as `rotq synth --dims`
   std::string dtype = "float32";
   std::string device = "cpu";
+  std::string method = "spinquant";  // or ostquant
   int64_t seqlen = 512;
   int64_t batch = 4;
   int64_t micro_batch = 1;
@@ -80,16 +84,23 @@ void run_spinquant_bench(Runtime& rt, const SpinQuantBenchArgs& a) {
   fuse_norms(model);
   const at::Tensor windows =
       (seeded_gaussian(a.batch, T, 2).abs() * 1e6).to(at::kLong).remainder(cfg.vocab_size);
-  RotationSpec spec = rotation_spec("spinquant");
-  spec.spinquant.batch = a.batch;
-  spec.spinquant.micro_batch = a.micro_batch;
+  const bool ost = a.method == "ostquant";
+  RotationSpec spec = rotation_spec(a.method);
+  LearnOptions& lo = ost ? spec.ostquant : spec.spinquant;
+  lo.batch = a.batch;
+  lo.micro_batch = a.micro_batch;
   spec.learn_acts = default_activation_quant(a.a_bits, a.kv_bits);
+  const auto learn = [&](RotationLearning& learned) {
+    if (ost)
+      return ostquant_rotations(model, windows, spec, rt.c(), Placement::replicated(), learned);
+    return spinquant_rotations(model, windows, spec, rt.c(), Placement::replicated(), learned);
+  };
   RotationLearning warm, timed;
-  spec.spinquant.steps = 1;
-  spinquant_rotations(model, windows, spec, rt.c(), Placement::replicated(), warm);
+  lo.steps = 1;
+  learn(warm);
   const bool peak_ok = device.is_cpu() && reset_peak_rss();
-  spec.spinquant.steps = a.steps;
-  spinquant_rotations(model, windows, spec, rt.c(), Placement::replicated(), timed);
+  lo.steps = a.steps;
+  learn(timed);
   const double measured = peak_ok ? proc_status_bytes("VmHWM") - rss0 : -1;
 
   TrainingOptions to;
@@ -98,16 +109,19 @@ void run_spinquant_bench(Runtime& rt, const SpinQuantBenchArgs& a) {
   to.seqlen = T;
   to.batch = a.batch;
   to.micro_batch = a.micro_batch;
+  to.teacher = ost;
   const std::vector<TrainingMemory> plan =
       predict_training_memory(cfg, place_layers(cfg, 1, to.weight_bytes), to);
   const double predicted = plan.at(0).peak;
   const double step_s = timed.seconds / a.steps;
   const double tokens = static_cast<double>(a.batch) * T / rt.c().size();
-  const double flops =
-      4.0 * tokens * forward_flops_per_token(cfg, T) + 3.0 * rotation_product_flops(cfg);
+  // Forward, recompute, backward (2x); OSTQuant's teacher adds one forward.
+  const double flops = (ost ? 5.0 : 4.0) * tokens * forward_flops_per_token(cfg, T) +
+                       3.0 * rotation_product_flops(cfg);
   const double gflops = flops / step_s / 1e9;
   if (a.json) {
     print_json_line(rt.c(), {{"command", "bench-spinquant"},
+                             {"method", a.method},
                              {"model", cfg.summary()},
                              {"params", cfg.param_count()},
                              {"dtype", a.dtype},
@@ -151,6 +165,9 @@ void register_bench_spinquant(CLI::App* bench, Runtime& rt) {
       ->capture_default_str()
       ->check(CLI::IsMember({"float32", "bfloat16", "float64"}));
   cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--method", a->method, "spinquant | ostquant")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"spinquant", "ostquant"}));
   cmd->add_option("--seqlen", a->seqlen, "window")->capture_default_str();
   cmd->add_option("--batch", a->batch, "windows per step (all ranks)")->capture_default_str();
   cmd->add_option("--micro-batch", a->micro_batch, "windows per forward/backward")
