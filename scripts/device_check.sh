@@ -85,6 +85,14 @@ if want bench && fits 90 "bench spinquant"; then
     > "$OUT/bench_spinquant_cuda.txt" 2>&1
   cat "$OUT/bench_spinquant_cuda.txt"
 fi
+if want bench && fits 90 "bench ostquant"; then
+  # The same for OSTQuant (its FP teacher's forward, KL-Top, Riemannian Adam and the scalings).
+  stage "bench ostquant (cuda)"
+  timeout $(($(left) > 150 ? 150 : $(left))) $R bench spinquant --method ostquant --preset llama-2-7b \
+    --dims layers=4 --seqlen 2048 --batch 1 --steps 2 --device cuda --dtype bfloat16 --gemm-n 8192 \
+    > "$OUT/bench_ostquant_cuda.txt" 2>&1
+  cat "$OUT/bench_ostquant_cuda.txt"
+fi
 
 M=/tmp/synth-7b
 R7="$B/rotq --log-level info --comm nccl"
