@@ -109,7 +109,7 @@ void run_spinquant_bench(Runtime& rt, const SpinQuantBenchArgs& a) {
   to.seqlen = T;
   to.batch = a.batch;
   to.micro_batch = a.micro_batch;
-  to.teacher = ost;
+  to.ostquant = ost;
   const std::vector<TrainingMemory> plan =
       predict_training_memory(cfg, place_layers(cfg, 1, to.weight_bytes), to);
   const double predicted = plan.at(0).peak;

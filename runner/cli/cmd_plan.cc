@@ -88,8 +88,8 @@ void run_train_plan(Runtime& rt, PlanArgs& a, const ModelConfig& c, double devic
   o.weight_bytes = a.opts.weight_bytes;
   o.act_bytes = a.act_dtype.empty() ? 0 : dtype_bytes(a.act_dtype);
   o.seqlen = a.opts.seqlen;
-  o.teacher = a.train_method == "ostquant";
-  const char* method = o.teacher ? "OSTQuant" : "SpinQuant";
+  o.ostquant = a.train_method == "ostquant";
+  const char* method = o.ostquant ? "OSTQuant" : "SpinQuant";
   require(o.batch % o.ranks == 0, "--train-batch ", o.batch, " does not split over ", o.ranks,
           " ranks");
   require(!(o.sharded && o.offload),

@@ -190,13 +190,21 @@ std::vector<TrainingMemory> predict_training_memory(const ModelConfig& c, const 
     m.streamed =
         (copied ? layer * wb : 0) + lp * (f32 + widen + narrow) + rpo * f32 + 2 * widest * f32;
     // + the backward's gradients (and the teacher's hidden states)
-    m.layer_inputs = (c.n_layers + 2.0 + (o.teacher ? 1 : 0)) * local * T * c.dim * ab;
+    m.layer_inputs = (c.n_layers + 2.0 + (o.ostquant ? 1 : 0)) * local * T * c.dim * ab;
     m.graph = 2 * mb * (T * graph_values_per_token(c) * ab + c.n_heads * T * T * ab);
-    m.head = std::min<double>(o.logit_rows, T - 1) * c.vocab_size * f32 * (o.teacher ? 5 : 3);
+    if (o.ostquant) {
+      // Scaled copies of the linears (before and after the rotations, and down's differentiable
+      // Hadamard), and per quantized site the clipped STE's mask and scale factor.
+      const double sites = 2.0 * c.dim + c.q_dim() + c.hidden_dim + 2.0 * c.kv_dim();
+      m.streamed += 3 * lp * f32;
+      m.graph += 2 * mb * 2 * T * sites * f32;
+    }
+    m.head = std::min<double>(o.logit_rows, T - 1) * c.vocab_size * f32 * (o.ostquant ? 5 : 3);
     m.rotations = 10.0 * c.dim * c.dim * f64 + 2.0 * c.n_layers * c.head_dim * c.head_dim * f64;
     // Scalings with their gradients and Adam's two moments.
-    if (o.teacher)
+    if (o.ostquant) {
       m.rotations += 4.0 * c.n_layers * (2 * c.dim + 2 * c.kv_dim() + c.hidden_dim) * f64;
+    }
     m.peak = m.resident + m.globals + m.streamed + m.layer_inputs + std::max(m.graph, m.head) +
              m.rotations;
     out.push_back(m);

@@ -117,9 +117,10 @@ struct TrainingOptions {
   int64_t batch = 8;          // windows per step, all ranks together
   int64_t micro_batch = 1;    // windows per forward/backward
   int64_t logit_rows = 4096;  // head rows per chunk
-  // OSTQuant's KL-Top: the floating-point teacher's hidden states ride along with the layer
-  // inputs, and each head chunk also forms the teacher's logits.
-  bool teacher = false;
+  // OSTQuant: the floating-point teacher's hidden states ride along with the layer inputs and each
+  // head chunk also forms the teacher's logits (KL-Top); the scaled weight copies and the clipped
+  // STE's saved tensors add to a layer's graph; the scalings carry Adam's moments.
+  bool ostquant = false;
 };
 
 struct TrainingMemory {
