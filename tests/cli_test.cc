@@ -227,8 +227,9 @@ void expect_spinquant_training_plan(const std::string& dir, const std::string& n
             std::string::npos)
       << two.output;
   EXPECT_NE(two.output.find("it fits on 4 ranks"), std::string::npos) << two.output;
-  // OSTQuant at its 32 windows per step: its teacher adds to SpinQuant's peak at the same batch,
-  // and offloaded it fits two ranks but not one.
+  // OSTQuant at its 32 windows per step: its teacher, scalings and clipped STE add to SpinQuant's
+  // peak at the same batch; offloaded, one rank is too small, 4 ranks fit (LLaMA-2/3-70B also fit
+  // on 2: results/plan_ostquant_70b.md).
   const auto peak_of = [&](const std::string& args) {
     auto r = run_command(rotq("plan --model " + dir + " --train " + args + " --json"), false);
     const json plan = last_json_line(r.output);
@@ -241,7 +242,7 @@ void expect_spinquant_training_plan(const std::string& dir, const std::string& n
   EXPECT_GT(peak_of("--train-method ostquant --ranks 2" + offloaded).first,
             peak_of("--ranks 2" + offloaded).first)
       << name;
-  EXPECT_TRUE(peak_of("--train-method ostquant --ranks 2" + offloaded).second) << name;
+  EXPECT_TRUE(peak_of("--train-method ostquant --ranks 4" + offloaded).second) << name;
   EXPECT_FALSE(peak_of("--train-method ostquant --ranks 1" + offloaded).second) << name;
 }
 
