@@ -335,7 +335,7 @@ TEST(LearnedRotation, BadInputIsOneClearError) {
 std::vector<rotq::ChannelScalings> random_scalings(const Model& m, uint64_t seed) {
   std::vector<rotq::ChannelScalings> out;
   for (int64_t l = 0; l < m.config.n_layers; ++l) {
-    rotq::ChannelScalings s = rotq::unit_scalings(m.config, rotq::ScalingSet{});
+    rotq::ChannelScalings s = rotq::unit_scalings(m.config);
     for (const auto& [kind, field] : rotq::scaling_kinds()) {
       at::Tensor& t = s.*field;
       t = at::exp(0.3 * rotq::seeded_gaussian(1, t.numel(), ++seed)).view(t.sizes());

@@ -46,6 +46,11 @@ void require_shape(const at::Tensor& t, at::IntArrayRef shape, int64_t layer, co
           " scaling ", what, ": expected finite positive values");
 }
 
+// One scale per rotary pair of each KV head; with per-head q/k norms, one set shared by the heads.
+std::vector<int64_t> qk_shape(const ModelConfig& c) {
+  return {has_tensor(c, LayerTensor::kQNorm) ? 1 : c.n_kv_heads, c.head_dim / 2};
+}
+
 }  // namespace
 
 const std::vector<std::pair<std::string, ScalingField>>& scaling_kinds() {
@@ -58,20 +63,14 @@ const std::vector<std::pair<std::string, ScalingField>>& scaling_kinds() {
   return kinds;
 }
 
-ChannelScalings unit_scalings(const ModelConfig& c, const ScalingSet& which) {
-  const auto ones = [](std::initializer_list<int64_t> shape) {
-    return at::ones(shape, at::kDouble);
-  };
+ChannelScalings unit_scalings(const ModelConfig& c) {
+  const auto ones = [](at::IntArrayRef shape) { return at::ones(shape, at::kDouble); };
   ChannelScalings s;
-  if (which.norms) {
-    s.attn = ones({c.dim});
-    s.ffn = ones({c.dim});
-  }
-  if (which.qk) {
-    s.qk = ones({has_tensor(c, LayerTensor::kQNorm) ? 1 : c.n_kv_heads, c.head_dim / 2});
-  }
-  if (which.ov) s.ov = ones({c.kv_dim()});
-  if (which.up_down) s.up_down = ones({c.hidden_dim});
+  s.attn = ones({c.dim});
+  s.ffn = ones({c.dim});
+  s.qk = ones(qk_shape(c));
+  s.ov = ones({c.kv_dim()});
+  s.up_down = ones({c.hidden_dim});
   return s;
 }
 
@@ -80,8 +79,7 @@ void validate_scalings(const ChannelScalings& s, const ModelConfig& c, int64_t l
           " scaling qk: head_dim must be even (rotary pairs)");
   require_shape(s.attn, {c.dim}, layer, "attn");
   require_shape(s.ffn, {c.dim}, layer, "ffn");
-  require_shape(s.qk, {has_tensor(c, LayerTensor::kQNorm) ? 1 : c.n_kv_heads, c.head_dim / 2},
-                layer, "qk");
+  require_shape(s.qk, qk_shape(c), layer, "qk");
   require_shape(s.ov, {c.kv_dim()}, layer, "ov");
   require_shape(s.up_down, {c.hidden_dim}, layer, "up_down");
 }

@@ -24,21 +24,12 @@
 
 namespace rotq {
 
-// Which scalings a method learns (OSTQuant's smooth_* switches).
-struct ScalingSet {
-  bool norms = true;  // attn and ffn
-  bool qk = true;
-  bool ov = true;
-  bool up_down = true;
-  bool any() const { return norms || qk || ov || up_down; }
-};
-
 // The five kinds by name ("attn", "ffn", "qk", "ov", "up_down"), for files and records.
 using ScalingField = at::Tensor ChannelScalings::*;
 const std::vector<std::pair<std::string, ScalingField>>& scaling_kinds();
 
-// All-ones scalings of the chosen kinds for one layer of `c` (float64).
-ChannelScalings unit_scalings(const ModelConfig& c, const ScalingSet& which);
+// All five kinds as ones for one layer of `c` (float64): OSTQuant's start.
+ChannelScalings unit_scalings(const ModelConfig& c);
 
 // Throws rotq::Error naming the layer and the tensor unless every defined scaling has its shape,
 // is finite and positive.

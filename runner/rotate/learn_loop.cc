@@ -76,8 +76,14 @@ RotationParams learned_start(const ModelConfig& c, const RotationSpec& spec, boo
                              at::Device device) {
   const FixedRotationSpec init{FixedRotation::kHadamard, spec.seed, spec.r2, spec.online};
   Rotations start = make_rotations(init, c.dim, c.head_dim, c.n_layers);
-  if (scalings) start.scales.assign(c.n_layers, unit_scalings(c, ScalingSet{}));
+  if (scalings) start.scales.assign(c.n_layers, unit_scalings(c));
   return RotationParams::from(start, device);
+}
+
+at::Tensor learning_windows(const RotationContext& ctx, const LearnOptions& o,
+                            const std::string& name) {
+  const std::string flag = "rotation." + ctx.spec.method + ".seqlen";
+  return ctx.calib.windows(o.nsamples, o.seqlen, ctx.spec.seed, name.c_str(), flag.c_str());
 }
 
 std::string describe_learning(const LearnOptions& o) {

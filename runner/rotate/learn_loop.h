@@ -27,6 +27,11 @@ RotatedForwardOptions learned_forward_options(const RotationSpec& spec, const Le
 RotationParams learned_start(const ModelConfig& c, const RotationSpec& spec, bool scalings,
                              at::Device device);
 
+// The method's training windows from the cell's calibration text (o.nsamples of o.seqlen tokens,
+// seeded by the spec); `name` for messages.
+at::Tensor learning_windows(const RotationContext& ctx, const LearnOptions& o,
+                            const std::string& name);
+
 // " steps N lr X batch B windows W" for RotationSpec::describe().
 std::string describe_learning(const LearnOptions& o);
 

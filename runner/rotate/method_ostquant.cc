@@ -82,9 +82,7 @@ class OstQuantUpdate {
 };
 
 Rotations learn_ostquant(const RotationContext& ctx, RotationLearning& learned) {
-  const LearnOptions& o = ctx.spec.ostquant;
-  const at::Tensor windows = ctx.calib.windows(o.nsamples, o.seqlen, ctx.spec.seed, "OSTQuant",
-                                               "rotation.ostquant.seqlen");
+  const at::Tensor windows = learning_windows(ctx, ctx.spec.ostquant, "OSTQuant");
   return ostquant_rotations(ctx.model, windows, ctx.spec, ctx.comm, ctx.placement, learned,
                             ctx.device);
 }

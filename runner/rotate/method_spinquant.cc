@@ -27,9 +27,7 @@ void cayley_steps(RotationParams& p, double lr) {
 }
 
 Rotations learn_spinquant(const RotationContext& ctx, RotationLearning& learned) {
-  const LearnOptions& o = ctx.spec.spinquant;
-  const at::Tensor windows = ctx.calib.windows(o.nsamples, o.seqlen, ctx.spec.seed, "SpinQuant",
-                                               "rotation.spinquant.seqlen");
+  const at::Tensor windows = learning_windows(ctx, ctx.spec.spinquant, "SpinQuant");
   return spinquant_rotations(ctx.model, windows, ctx.spec, ctx.comm, ctx.placement, learned,
                              ctx.device);
 }

@@ -315,9 +315,10 @@ double RotatedForward::checkpointed(const RotationParams& params,
   std::vector<std::vector<at::Tensor>> xs(M, std::vector<at::Tensor>(L + 1));
   std::vector<at::Tensor> fp(M);  // KL-Top's teacher: the floating-point model's hidden states
   const bool teach = opts_.loss == LearnLoss::kKlTop;
+  // Cast once per call: every layer's recompute and the head share these nodes of the graph.
+  const Rotated r = rotated(params);
   {
     at::NoGradGuard no_grad;
-    const Rotated r = rotated(params);
     for (size_t mb = 0; mb < M; ++mb) {
       xs[mb][0] = embed(batches[mb], r);
       if (teach) fp[mb] = teacher_embed(batches[mb]);
@@ -337,18 +338,18 @@ double RotatedForward::checkpointed(const RotationParams& params,
     const at::Tensor targets = batches[mb].narrow(1, 1, batches[mb].size(1) - 1);
     if (!backward) {
       at::NoGradGuard no_grad;
-      total += head(xs[mb][L], fp[mb], targets, rotated(params), false);
+      total += head(xs[mb][L], fp[mb], targets, r, false);
       continue;
     }
     at::Tensor leaf = xs[mb][L].detach().requires_grad_(true);
-    total += head(leaf, fp[mb], targets, rotated(params), true);
+    total += head(leaf, fp[mb], targets, r, true);
     grads[mb] = leaf.grad();
     xs[mb][L] = fp[mb] = at::Tensor();
   }
   if (!backward) return total;
   for (int64_t l = L - 1; l >= 0; --l) {
     // One graph of the rotated weights per layer, shared by its micro-batches' backwards.
-    const LayerWeights rw = rotate_layer(layer_weights(l), rotated(params), l);
+    const LayerWeights rw = rotate_layer(layer_weights(l), r, l);
     for (size_t mb = 0; mb < M; ++mb) {
       at::Tensor leaf = xs[mb][l].detach().requires_grad_(true);
       const at::Tensor y = tf_.layer_forward(leaf, rw, l, hooks_);
@@ -357,7 +358,6 @@ double RotatedForward::checkpointed(const RotationParams& params,
       xs[mb][l] = at::Tensor();
     }
   }
-  const Rotated r = rotated(params);
   for (size_t mb = 0; mb < M; ++mb) embed(batches[mb], r).backward(grads[mb]);
   return total;
 }
