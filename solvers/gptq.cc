@@ -1,17 +1,30 @@
 #include "solvers/gptq.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "solvers/error.h"
+#include "solvers/gptq_kernel.h"
 #include "solvers/kernel_path.h"
 
 namespace rotq {
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Seconds since t, after the device's queue has drained (a scalar read waits for it).
+double seconds_since(Clock::time_point t, const at::Tensor& on) {
+  if (!on.device().is_cpu()) on.view({-1})[0].item<double>();
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 bool is_float(const at::Tensor& x) {
   const auto t = x.scalar_type();
@@ -127,28 +140,97 @@ std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& perm) {
   return inv;
 }
 
-void require_cholesky_ok(const at::Tensor& info, const std::string& what, const char* stage,
-                         double percdamp) {
-  const int64_t bad = info.item<int64_t>();
+// LAPACK's Cholesky and triangular inverse where the process already has them (OpenBLAS's or
+// MKL's LAPACK, loaded with LibTorch): looked up at run time, so rotq links no LAPACK itself and
+// falls back to ATen's factorizations where none is found (or off the CPU).
+template <typename T>
+struct Lapack {
+  using Potrf = void (*)(const char*, const int*, T*, const int*, int*, size_t);
+  using Trtri = void (*)(const char*, const char*, const int*, T*, const int*, int*, size_t,
+                         size_t);
+  Potrf potrf = nullptr;
+  Trtri trtri = nullptr;
+
+  static const Lapack& get() {
+    static const Lapack l = [] {
+      const bool f32 = std::is_same_v<T, float>;
+      Lapack r;
+      r.potrf = reinterpret_cast<Potrf>(dlsym(RTLD_DEFAULT, f32 ? "spotrf_" : "dpotrf_"));
+      r.trtri = reinterpret_cast<Trtri>(dlsym(RTLD_DEFAULT, f32 ? "strtri_" : "dtrtri_"));
+      return r;
+    }();
+    return l;
+  }
+};
+
+void require_cholesky_ok(int64_t bad, const std::string& what, const char* stage, double percdamp) {
   require(bad == 0, "GPTQ of ", what, ": ", stage, " is not positive definite even after damping",
-          " (percdamp ", percdamp, "; leading minor ", bad,
-          " fails): the calibration inputs do not", " determine this layer's Hessian");
+          " (percdamp ", percdamp, "; minor ", bad, " fails): the calibration inputs do not",
+          " determine this layer's Hessian");
 }
 
-// The upper Cholesky factor of (H + damp·I)⁻¹, computed as the reference does. Damps h in place.
-at::Tensor inverse_upper_factor(at::Tensor& h, double percdamp, const std::string& what) {
+// With J the order reversal, J·H·J = L'L'ᵀ gives H = (J L' J)(J L' J)ᵀ with J L' J upper, so
+//   H⁻¹ = Uᵀ U,  U = J L'⁻¹ J:
+// the reference's upper factor of H⁻¹ from one Cholesky and one triangular inverse (2n³/3 FLOPs)
+// in place of its Cholesky, inverse and second Cholesky (4n³/3). The factor is unique, so the two
+// differ by rounding only. Reversing a row-major matrix is reversing its storage; LAPACK's
+// column-major 'U' is row-major lower. Returns false when LAPACK is not available.
+template <typename T>
+bool inverse_upper_factor_lapack(at::Tensor& h, double percdamp, const std::string& what) {
+  const Lapack<T>& lp = Lapack<T>::get();
+  if (!lp.potrf || !lp.trtri || h.size(0) > std::numeric_limits<int>::max()) return false;
+  const int n = static_cast<int>(h.size(0));
+  T* a = h.data_ptr<T>();
+  const int64_t len = static_cast<int64_t>(n) * n;
+  std::reverse(a, a + len);
+  int info = 0;
+  const char upper = 'U', non_unit = 'N';
+  lp.potrf(&upper, &n, a, &n, &info, 1);
+  require_cholesky_ok(info, what, "the Hessian", percdamp);
+  lp.trtri(&upper, &non_unit, &n, a, &n, &info, 1, 1);
+  require(info == 0, "GPTQ of ", what, ": the Cholesky factor is singular at ", info);
+  std::reverse(a, a + len);
+  h.triu_();  // the other triangle still holds H's entries
+  return true;
+}
+
+struct Factor {
+  at::Tensor u;              // upper Cholesky factor of H⁻¹, [cols, cols]
+  std::vector<double> diag;  // its diagonal
+  double flops = 0;
+};
+
+// The upper Cholesky factor of (H + damp·I)⁻¹. Damps h in place (and reuses its storage on the
+// host path).
+Factor inverse_upper_factor(at::Tensor& h, double percdamp, const std::string& what) {
   // damp in H's dtype, as `percdamp * torch.mean(torch.diag(H))` in the reference.
   const at::Tensor damp = h.diagonal().mean().mul(percdamp);
   h.diagonal().add_(damp);
-  at::Tensor l, info;
-  std::tie(l, info) = at::linalg_cholesky_ex(h, /*upper=*/false, /*check_errors=*/false);
-  require_cholesky_ok(info, what, "the Hessian", percdamp);
-  const at::Tensor hinv = at::cholesky_inverse(l, /*upper=*/false);
-  l.reset();
-  at::Tensor u;
-  std::tie(u, info) = at::linalg_cholesky_ex(hinv, /*upper=*/true, /*check_errors=*/false);
-  require_cholesky_ok(info, what, "the inverse Hessian", percdamp);
-  return u;
+  const double n3 = std::pow(static_cast<double>(h.size(0)), 3);
+  Factor f;
+  bool done = false;
+  if (!use_aten_kernels(h)) {
+    dispatch_float_double(
+        h, [&](auto t) { done = inverse_upper_factor_lapack<decltype(t)>(h, percdamp, what); });
+  }
+  if (done) {
+    f.u = h;
+    f.flops = 2.0 / 3.0 * n3;  // potrf n³/3 + trtri n³/3
+  } else {
+    // The reference's own sequence.
+    at::Tensor l, info;
+    std::tie(l, info) = at::linalg_cholesky_ex(h, /*upper=*/false, /*check_errors=*/false);
+    require_cholesky_ok(info.item<int64_t>(), what, "the Hessian", percdamp);
+    const at::Tensor hinv = at::cholesky_inverse(l, /*upper=*/false);
+    l.reset();
+    std::tie(f.u, info) = at::linalg_cholesky_ex(hinv, /*upper=*/true, /*check_errors=*/false);
+    require_cholesky_ok(info.item<int64_t>(), what, "the inverse Hessian", percdamp);
+    f.u = f.u.contiguous();    // the upper factor may come back as a transposed view
+    f.flops = 4.0 / 3.0 * n3;  // Cholesky n³/3, cholesky_inverse ≈ 2n³/3, Cholesky n³/3
+  }
+  const at::Tensor d = f.u.diagonal().to(at::kCPU, at::kDouble).contiguous();
+  f.diag.assign(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+  return f;
 }
 
 // Where each column's (scale, zero) [rows] come from, column c counted in processing order.
@@ -215,30 +297,9 @@ int64_t block_end(int64_t i1, int64_t cols, const QuantSpec& spec, const GptqOpt
   return i2;
 }
 
-// One column of W (a row of wt) quantized in place, with its error (w - q) / d written to err.
-// Same operations, in the same order and type, as detail::quant_dequant_out (QuaRot's
-// quantizers); a plain loop because 4096 columns × 6 tiny ATen ops would cost more than the
-// arithmetic.
-template <typename T>
-void quantize_column(T* w, const T* scale, const T* zero, T* err, int64_t n, T d,
-                     const QuantSpec& spec) {
-  const T maxq = static_cast<T>(detail::max_level(spec));
-  const T minq = static_cast<T>(detail::min_level(spec));
-  for (int64_t r = 0; r < n; ++r) {
-    const T x = w[r], s = scale[r];
-    T q = std::nearbyint(x / s);
-    if (spec.symmetric) {
-      q = std::min(std::max(q, minq), maxq) * s;
-    } else {
-      q = (std::min(std::max(q + zero[r], T(0)), maxq) - zero[r]) * s;
-    }
-    err[r] = (x - q) / d;
-    w[r] = q;
-  }
-}
-
-// quantize_column from ATen ops, for columns off the CPU: the same operations in the same order
-// (detail::quant_dequant_out), q being a reused [rows] buffer.
+// One column of W (a row of wt) quantized in place from ATen ops, for columns off the CPU: the
+// same operations in the same order as the host kernel (detail::quant_dequant_out), q being a
+// reused [rows] buffer.
 void quantize_column_aten(at::Tensor w, const at::Tensor& scale, const at::Tensor& zero,
                           at::Tensor err, at::Tensor& q, double d, const QuantSpec& spec) {
   detail::quant_dequant_out(q, w, scale, zero, spec);
@@ -246,66 +307,75 @@ void quantize_column_aten(at::Tensor w, const at::Tensor& scale, const at::Tenso
   w.copy_(q);
 }
 
-struct Factor {
-  at::Tensor u;              // upper Cholesky factor of H⁻¹, [cols, cols]
-  std::vector<double> diag;  // its diagonal
-};
-
 // Quantizes the columns [i1, i2) of wt in place, spreading each column's error over the block's
 // later columns; the error rows land in err [i2 - i1, rows]. Returns the FLOPs of the updates.
 template <typename T>
 double quantize_block(at::Tensor& wt, at::Tensor& err, const Factor& f, int64_t i1, int64_t i2,
                       ColumnParams& params, const QuantSpec& spec) {
-  const int64_t rows = wt.size(1);
-  const bool aten = use_aten_kernels(wt);
-  at::Tensor q = aten ? at::empty({rows}, wt.options()) : at::Tensor();
-  double flops = 0;
+  const int64_t rows = wt.size(1), count = i2 - i1;
+  const double flops = static_cast<double>(rows) * static_cast<double>(count * (count - 1));
+  if (!use_aten_kernels(wt)) {
+    // The fused host kernel: params first (a dynamic group's come from the block's first column,
+    // which is up to date), then the whole block tile by tile.
+    detail::GptqBlock<T> b;
+    b.wt = wt.data_ptr<T>();
+    b.ld = rows;
+    b.err = err.data_ptr<T>();
+    b.u = f.u.data_ptr<T>();
+    b.u_ld = f.u.size(1);
+    b.i1 = i1;
+    b.i2 = i2;
+    b.symmetric = spec.symmetric;
+    b.minq = static_cast<T>(detail::min_level(spec));
+    b.maxq = static_cast<T>(detail::max_level(spec));
+    std::vector<at::Tensor> keep;  // the params' storage while the kernel reads it
+    for (int64_t c = i1; c < i2; ++c) {
+      const auto p = params.at_column(c, wt);
+      keep.push_back(p.first);
+      keep.push_back(p.second);
+      b.d.push_back(static_cast<T>(f.diag[c]));
+      b.scale.push_back(p.first.data_ptr<T>());
+      b.zero.push_back(p.second.data_ptr<T>());
+    }
+    detail::gptq_block(b);
+    return flops;
+  }
+  at::Tensor q = at::empty({rows}, wt.options());
   for (int64_t c = i1; c < i2; ++c) {
     const auto p = params.at_column(c, wt);
     at::Tensor e = err.select(0, c - i1);
-    if (aten) {
-      // The divisor in T, as the host loop uses it.
-      quantize_column_aten(wt.select(0, c), p.first, p.second, e, q,
-                           static_cast<double>(static_cast<T>(f.diag[c])), spec);
-    } else {
-      quantize_column<T>(wt.select(0, c).data_ptr<T>(), p.first.data_ptr<T>(),
-                         p.second.data_ptr<T>(), e.data_ptr<T>(), rows, static_cast<T>(f.diag[c]),
-                         spec);
-    }
+    // The divisor in T, as the host kernel uses it.
+    quantize_column_aten(wt.select(0, c), p.first, p.second, e, q,
+                         static_cast<double>(static_cast<T>(f.diag[c])), spec);
     const int64_t rest = i2 - c - 1;
-    if (rest > 0) {
+    if (rest > 0)
       wt.narrow(0, c + 1, rest).addr_(f.u.select(0, c).narrow(0, c + 1, rest), e, 1, -1);
-      flops += 2.0 * rows * rest;
-    }
   }
   return flops;
 }
 
 // The lazy-batch GPTQ loop over wt [cols, rows] (W transposed, processing order), in place.
 template <typename T>
-double quantize_columns(at::Tensor& wt, const Factor& f, ColumnParams& params,
-                        const QuantSpec& spec, const GptqOptions& opts) {
+void quantize_columns(at::Tensor& wt, const Factor& f, ColumnParams& params, const QuantSpec& spec,
+                      const GptqOptions& opts, GptqStages& st) {
   const int64_t cols = wt.size(0), rows = wt.size(1);
   at::Tensor err = at::empty({std::min(opts.blocksize, cols), rows}, wt.options());
-  double flops = 0;
   for (int64_t i1 = 0; i1 < cols;) {
     const int64_t i2 = block_end(i1, cols, spec, opts, params.dynamic_groups());
     const int64_t count = i2 - i1;
     at::Tensor block_err = err.narrow(0, 0, count);
-    flops += quantize_block<T>(wt, block_err, f, i1, i2, params, spec);
+    auto t = Clock::now();
+    st.column_flops += quantize_block<T>(wt, block_err, f, i1, i2, params, spec);
+    st.column_seconds += seconds_since(t, wt);
     if (i2 < cols) {
+      t = Clock::now();
       wt.narrow(0, i2, cols - i2)
           .addmm_(f.u.narrow(0, i1, count).narrow(1, i2, cols - i2).t(), block_err, 1, -1);
-      flops += 2.0 * rows * count * (cols - i2);
+      st.update_flops += 2.0 * rows * count * (cols - i2);
+      st.update_seconds += seconds_since(t, wt);
     }
     i1 = i2;
   }
-  return flops;
-}
-
-double factorization_flops(int64_t n) {
-  // Cholesky (n³/3), cholesky_inverse (≈ 2n³/3), Cholesky of the inverse (n³/3).
-  return 4.0 / 3.0 * std::pow(static_cast<double>(n), 3);
 }
 
 }  // namespace
@@ -348,7 +418,7 @@ at::Tensor HessianAccumulator::hessian() const {
 
 GptqResult gptq_quantize(const at::Tensor& w, const at::Tensor& hessian, const QuantSpec& spec,
                          const GptqOptions& opts, const std::string& what) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   check_inputs(w, hessian, spec, opts, what);
   GptqResult result;
   if (!spec.enabled() || w.numel() == 0) {
@@ -359,10 +429,12 @@ GptqResult gptq_quantize(const at::Tensor& w, const at::Tensor& hessian, const Q
       w.scalar_type() == at::kDouble || hessian.scalar_type() == at::kDouble ? at::kDouble
                                                                              : at::kFloat;
   const int64_t rows = w.size(0), cols = w.size(1);
+  GptqStages& st = result.stages;
   at::Tensor h = hessian.to(dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
   require(all_finite(h), "GPTQ of ", what, ": the Hessian has NaN or Inf entries");
   const at::Tensor wf = w.to(dtype);
 
+  auto t = Clock::now();
   ColumnParams params(spec, opts, dtype);
   if (spec.group == 0) params.set_per_channel(wf);
   const std::vector<int64_t> dead = fix_dead_columns(h);
@@ -370,6 +442,7 @@ GptqResult gptq_quantize(const at::Tensor& w, const at::Tensor& hessian, const Q
   if (spec.group > 0 && opts.static_groups) {
     params.set_static_groups(dead.empty() ? wf : wf.index_fill(1, dead_idx, 0));
   }
+  st.params_seconds = seconds_since(t, wf);
 
   // Transposed, so that a column of W is a contiguous row; the dead columns zeroed.
   at::Tensor wt = at::empty({cols, rows}, wf.options());
@@ -383,21 +456,20 @@ GptqResult gptq_quantize(const at::Tensor& w, const at::Tensor& hessian, const Q
     permute_rows(wt, perm);
     params.set_order(perm);
   }
-  Factor f;
-  f.u = inverse_upper_factor(h, opts.percdamp, what);
+  t = Clock::now();
+  const Factor f = inverse_upper_factor(h, opts.percdamp, what);
   h.reset();
-  const at::Tensor d = f.u.diagonal().to(at::kCPU, at::kDouble).contiguous();
-  f.diag.assign(d.data_ptr<double>(), d.data_ptr<double>() + cols);
+  st.factor_seconds = seconds_since(t, f.u);
+  st.factor_flops = f.flops;
 
-  double flops = factorization_flops(cols);
   dispatch_float_double(
-      wt, [&](auto t) { flops += quantize_columns<decltype(t)>(wt, f, params, spec, opts); });
+      wt, [&](auto t) { quantize_columns<decltype(t)>(wt, f, params, spec, opts, st); });
   if (!perm.empty()) permute_rows(wt, inverse_permutation(perm));
   result.weight = at::empty({rows, cols}, w.options());
   result.weight.copy_(wt.t());
   require(all_finite(result.weight), "GPTQ of ", what, ": NaN or Inf in the quantized weight");
-  result.flops = flops;
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.flops = st.factor_flops + st.column_flops + st.update_flops;
+  result.seconds = seconds_since(t0, result.weight);
   return result;
 }
 

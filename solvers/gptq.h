@@ -47,17 +47,28 @@ struct GptqOptions {
   bool static_groups = false;  // with groups: params from the full W upfront (not the updated W)
 };
 
+// Where the time goes (seconds; the device's queue drained at each boundary) and the
+// linear-algebra FLOPs of each stage.
+struct GptqStages {
+  double params_seconds = 0;  // quantizer params of the whole W (MSE clip search) or static groups
+  double factor_seconds = 0;  // upper Cholesky factor of H⁻¹
+  double column_seconds = 0;  // the in-block column loop (dynamic groups' params included)
+  double update_seconds = 0;  // the lazy-batch GEMMs W[:, i2:] −= Err·U[i1:i2, i2:]
+  double factor_flops = 0, column_flops = 0, update_flops = 0;
+};
+
 struct GptqResult {
   at::Tensor weight;   // fake-quantized (dequantized) weight, w's dtype and shape
   double seconds = 0;  // wall time of gptq_quantize
-  double flops = 0;    // linear-algebra FLOPs: 3 factorizations + the column and block updates
+  double flops = 0;    // linear-algebra FLOPs: the factorization and the column and block updates
+  GptqStages stages;
 };
 
 // Quantizes w [rows, cols] column by column, compensating each column's error on the columns not
 // yet quantized through H⁻¹ (hessian [cols, cols], e.g. HessianAccumulator::hessian()):
 //  - dead columns (diag(H) == 0) get H_ii = 1 and W[:, i] = 0;
-//  - percdamp · mean(diag(H)) is added to H's diagonal; H⁻¹ via Cholesky, then the upper Cholesky
-//    factor of H⁻¹ as in the reference;
+//  - percdamp · mean(diag(H)) is added to H's diagonal; the upper Cholesky factor of H⁻¹ as in the
+//    reference (on the host from one Cholesky of the reversed H and a triangular inverse);
 //  - per-channel params (spec.group == 0) come from the full W before the dead columns are zeroed;
 //    with groups, static params from the full W (dead columns zeroed) per original column group,
 //    dynamic params (the default) from the current, already-updated W at each group start, in

@@ -1,21 +1,16 @@
 #include "solvers/quantizer.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <limits>
-#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "solvers/error.h"
 #include "solvers/kernel_path.h"
-
-// libgomp's, found at run time through LibTorch's own dependency on it (weak: rotq does not link
-// an OpenMP runtime itself, and without one the call is skipped).
-extern "C" void omp_set_num_threads(int) __attribute__((weak));
+#include "solvers/mse_kernel.h"
+#include "solvers/parallel.h"
 
 namespace rotq {
 
@@ -34,42 +29,6 @@ constexpr int64_t kMseBlockElements = 64 * 1024;
 constexpr double kMinRange = 1e-5;
 
 enum class Convention { kWeight, kActivation };
-
-// Keeps the ATen ops of the calling worker thread serial: the workers already share the cores.
-void serial_aten_ops_in_this_thread() {
-  at::get_num_threads();  // ATen's per-thread lazy init would otherwise undo the next line
-  if (omp_set_num_threads) omp_set_num_threads(1);
-}
-
-// Runs fn(begin, end) over [0, n) split into at::get_num_threads() contiguous ranges, each on its
-// own thread. at::parallel_for cannot be used here: rotq is compiled without -fopenmp, so its
-// header-inlined OpenMP region runs serially (and every ATen op inside it then forks its own
-// team: ~25 µs of futex traffic per op under OMP_WAIT_POLICY=PASSIVE).
-template <typename Fn>
-void parallel_ranges(int64_t n, const Fn& fn) {
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  if (workers == 1) {
-    fn(0, n);
-    return;
-  }
-  std::vector<std::exception_ptr> errors(workers);
-  std::vector<std::thread> threads;
-  const int64_t chunk = (n + workers - 1) / workers;
-  for (int64_t t = 0; t < workers; ++t) {
-    threads.emplace_back([&, t] {
-      try {
-        serial_aten_ops_in_this_thread();
-        fn(t * chunk, std::min(n, (t + 1) * chunk));
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
-}
 
 void require_float(const at::Tensor& x, const std::string& what) {
   require(x.defined(), what, ": tensor is undefined");
@@ -234,7 +193,14 @@ QuantParams row_params(const at::Tensor& x, const QuantSpec& spec, Convention co
     rule.range(mnp[r], mxp[r], &lo[r], &hi[r]);
     rule.params(lo[r], hi[r], &sp[r], &zp[r]);
   }
-  if (spec.mse_clip && rows > 0) mse_search<T>(x, rule, spec, lo.data(), hi.data(), sp, zp);
+  if (!spec.mse_clip || rows == 0) return p;
+  if constexpr (std::is_same_v<T, float>) {
+    detail::mse_search_f32(x.data_ptr<float>(), rows, x.size(1), lo.data(), hi.data(),
+                           spec.symmetric, rule.maxq, static_cast<int>(kMseMaxShrink * kMseGrid),
+                           kMseGrid, sp, zp);
+  } else {
+    mse_search<T>(x, rule, spec, lo.data(), hi.data(), sp, zp);
+  }
   return p;
 }
 

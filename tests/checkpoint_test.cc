@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "models/npy.h"
 #include "models/safetensors.h"
 #include "models/synth.h"
 #include "models/transformer.h"
@@ -317,6 +318,57 @@ TEST_F(HfConfigErrors, TensorShapeMismatch) {
   write_config(config);
   auto r = rotq::open_checkpoint(dir.str("m"));
   expect_error([&] { rotq::load_model(*r); }, "expected [100, 64]");
+}
+
+// .npy: every dtype round-trips bit for bit, the header is NumPy's (length a multiple of 64,
+// newline-terminated), and damaged files are refused naming the file.
+TEST(Npy, RoundTripsAndRefusesDamagedFiles) {
+  rotq_test::TempDir d;
+  at::manual_seed(3);
+  const std::vector<at::Tensor> tensors = {at::randn({3, 5}),
+                                           at::randn({7}, at::kDouble),
+                                           at::randint(-9, 9, {2, 3, 4}, at::kLong),
+                                           at::rand({4, 4}) > 0.5,
+                                           at::randn({0, 6}),
+                                           at::randint(0, 255, {5}, at::kByte),
+                                           at::randn({2, 2}).to(at::kHalf)};
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const std::string path = d.str("t" + std::to_string(i) + ".npy");
+    rotq::write_npy(path, tensors[i]);
+    const at::Tensor back = rotq::read_npy(path);
+    EXPECT_EQ(back.scalar_type(), tensors[i].scalar_type());
+    EXPECT_TRUE(at::equal(back, tensors[i])) << i;
+    const std::string bytes = rotq::read_file_bytes(path);
+    const size_t header = static_cast<unsigned char>(bytes[8]) | (bytes[9] << 8);
+    EXPECT_EQ((10 + header) % 64, 0u);
+    EXPECT_EQ(bytes[10 + header - 1], '\n');
+  }
+  // A transposed view is written in C order.
+  rotq::write_npy(d.str("t.npy"), tensors[0].t());
+  EXPECT_TRUE(at::equal(rotq::read_npy(d.str("t.npy")), tensors[0].t()));
+  EXPECT_TRUE(at::equal(rotq::read_tensor_file(d.str("t.npy")), tensors[0].t()));
+
+  const std::string good = rotq::read_file_bytes(d.str("t0.npy"));
+  auto refused = [&](const std::string& bytes, const std::string& needle) {
+    const std::string path = d.str("bad.npy");
+    std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
+    try {
+      rotq::read_npy(path);
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const rotq::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("bad.npy"), std::string::npos) << e.what();
+    }
+  };
+  refused("not a numpy file", "magic");
+  refused(good.substr(0, good.size() - 4), "bytes");
+  std::string fortran = good;
+  fortran.replace(fortran.find("False"), 5, "True ");
+  refused(fortran, "Fortran");
+  std::string big_endian = good;
+  big_endian.replace(big_endian.find("<f4"), 3, ">f4");
+  refused(big_endian, "dtype");
+  EXPECT_THROW(rotq::read_tensor_file(d.str("t.txt")), rotq::Error);
 }
 
 }  // namespace

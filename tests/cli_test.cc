@@ -11,9 +11,14 @@
 #include <set>
 #include <sstream>
 
+#include "models/npy.h"
+#include "models/safetensors.h"
 #include "runner/data/text.h"
 #include "runner/record/cell_record.h"
 #include "runner/record/results.h"
+#include "solvers/dfrot.h"
+#include "solvers/gptq.h"
+#include "solvers/hadamard.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -482,6 +487,57 @@ TEST(Cli, BenchRotationPrintsCostsAtAGivenWidth) {
   EXPECT_GT(j["optrot_full_step_seconds"].get<double>(), 0);
 }
 
+// rotq parity reads its inputs from .npy / .safetensors and writes what the library computes
+// from them: GPTQ's weight (float32, 1e-6: same code, another process) and one DFRot iteration's
+// rotation (float64, 1e-9).
+TEST(Cli, ParityRunsGptqAndOneDfrotIterationOnFiles) {
+  rotq_test::TempDir d;
+  at::manual_seed(8);
+  const at::Tensor w = at::randn({24, 32});
+  const at::Tensor x = at::randn({256, 32}) * (at::rand({32}) + 0.2);
+  const at::Tensor h = at::matmul(x.t(), x) * (2.0 / 256);
+  rotq::write_npy(d.str("W.npy"), w);
+  rotq::write_safetensors(d.str("H.safetensors"), {{"hessian", h}, {"other", w}});
+  auto r = run_command(
+      rotq("parity gptq --weight " + d.str("W.npy") + " --hessian " + d.str("H.safetensors") +
+           ":hessian --mse --act-order --out " + d.str("Q.npy") + " --gemm-n 64 --json"),
+      false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_GT(last_json_line(r.output)["seconds"].get<double>(), 0);
+  rotq::QuantSpec spec;
+  spec.bits = 4;
+  spec.mse_clip = true;
+  rotq::GptqOptions o;
+  o.act_order = true;
+  const at::Tensor q = rotq::gptq_quantize(w, h, spec, o).weight;
+  EXPECT_LT((rotq::read_npy(d.str("Q.npy")) - q).abs().max().item<double>(), 1e-6);
+
+  at::Tensor tokens = at::randn({128, 32});
+  tokens.narrow(0, 0, 4).select(1, 3).fill_(40);
+  const at::Tensor r0 = rotq::random_hadamard_matrix(32, 1);
+  rotq::write_npy(d.str("X.npy"), tokens);
+  rotq::write_npy(d.str("R0.npy"), r0);
+  r = run_command(
+      rotq("parity dfrot --tokens " + d.str("X.npy") + " --rotation " + d.str("R0.npy") +
+           " --gamma 10 --out " + d.str("R.npy") + " --gemm-n 64 --json"),
+      false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  rotq::DfrotOptions dopt;
+  dopt.iters = 1;
+  dopt.gamma = 10;
+  dopt.symmetric = true;
+  dopt.weighting = rotq::DfrotWeighting::kSum;
+  dopt.log_every = 0;
+  const at::Tensor expect =
+      rotq::dfrot_optimize(tokens, rotq::flag_massive_tokens(tokens, {}), r0, dopt, nullptr);
+  EXPECT_LT((rotq::read_npy(d.str("R.npy")) - expect).abs().max().item<double>(), 1e-9);
+
+  r = run_command(rotq("bench gptq --shapes 48x32 --repeats 1 --shared 2 --gemm-n 64"), false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("block updates"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rows concatenated"), std::string::npos) << r.output;
+}
+
 // --- bad inputs: one line on stderr, exit status non-zero --------------------------------------
 
 struct BadInput {
@@ -553,6 +609,9 @@ void make_fixtures(const rotq_test::TempDir& d, const std::string& args) {
   const std::string model = rotq::read_file_bytes(kStories);
   write_bytes(d.str("trunc.bin"), model.substr(0, 100000));
   write_bytes(d.str("empty.txt"), "\n \n");
+  rotq::write_npy(d.str("pw.npy"), at::ones({4, 8}));
+  rotq::write_npy(d.str("ph.npy"), at::eye(4));
+  rotq::write_npy(d.str("pnan.npy"), at::full({8, 8}, std::nan("")));
   write_bytes(d.str("short.txt"), "Once upon a time.");
   write_bytes(d.str("bad_arc.jsonl"),
               "{\"query\": \"Q\", \"choices\": [\"a\"], \"gold\": 0}\n"
@@ -676,6 +735,14 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadInput{"missing_model", "ppl --model {dir}/none.bin --tokenizer {tok} --text {text}",
                  "none.bin"},
+        BadInput{"parity_missing_file",
+                 "parity gptq --weight {dir}/none.npy --hessian {dir}/ph.npy", "none.npy"},
+        BadInput{"parity_hessian_shape", "parity gptq --weight {dir}/pw.npy --hessian {dir}/ph.npy",
+                 "Hessian [8, 8]"},
+        BadInput{"parity_hessian_nan", "parity gptq --weight {dir}/pw.npy --hessian {dir}/pnan.npy",
+                 "NaN"},
+        BadInput{"parity_not_npy", "parity gptq --weight {dir}/short.txt --hessian {dir}/ph.npy",
+                 "expected a .npy or .safetensors file"},
         BadInput{"truncated_bin", "ppl --model {dir}/trunc.bin --tokenizer {tok} --text {text}",
                  "truncated"},
         BadInput{"lying_safetensors", "ppl --model {dir}/lying --text {text} --seqlen 64",

@@ -15,6 +15,7 @@
 
 #include "solvers/error.h"
 #include "solvers/gptq.h"
+#include "solvers/mse_kernel.h"
 #include "solvers/quantizer.h"
 
 namespace rotq {
@@ -441,6 +442,80 @@ TEST(QuantMse, Float32SearchPicksTheFloat64Optimum) {
 }
 
 // ---- HessianAccumulator ------------------------------------------------------------------------
+
+// The MSE search's |a|^2.4 against float64 pow over every float32 mantissa at a few exponents
+// and a log-spaced sweep of 1e-15 .. 1e4: the exact one within 5e-7 relative (a few ulps), the
+// cheap one within the 2.5e-4 its pruning assumes (mse_kernel.cc's kCheapBound is 5e-4), and
+// both zero below ~1.6e-16 (where 2.4·ln a underflows float32's exp) and nowhere else.
+TEST(MseKernel, PowIsAccurateAndTheCheapBoundHolds) {
+  double worst = 0, worst_cheap = 0;
+  auto check = [&](float a) {
+    const double truth = std::pow(static_cast<double>(a), 2.4);
+    const float exact = detail::pow_2_4(a), cheap = detail::pow_2_4_cheap(a);
+    if (exact == 0 || cheap == 0) {  // flushed below the normal range (both, or one at its edge)
+      ASSERT_TRUE(exact < 2e-38f && cheap < 2e-38f && a < 2e-16f)
+          << a << " " << exact << " " << cheap;
+      return;
+    }
+    worst = std::max(worst, std::abs(exact / truth - 1));
+    worst_cheap = std::max(worst_cheap, std::abs(static_cast<double>(cheap) / exact - 1));
+  };
+  for (int e : {-40, -3, 0, 7}) {
+    for (uint32_t m = 0; m < (1u << 23); m += 3) check(std::ldexp(1.0f + m * 0x1p-23f, e));
+  }
+  for (double x = -15; x < 4; x += 1e-4) check(static_cast<float>(std::pow(10.0, x)));
+  EXPECT_EQ(detail::pow_2_4(0.0f), 0.0f);
+  EXPECT_EQ(detail::pow_2_4(-2.0f), detail::pow_2_4(2.0f));
+  EXPECT_LT(worst, 5e-7);
+  EXPECT_LT(worst_cheap, 2.5e-4);
+}
+
+// The two-pass search returns the grid point of least float64 error except where two points tie
+// within float32 summation noise, on rows built to have many near-ties (few distinct values, a
+// few outliers, constant rows).
+TEST(MseKernel, PrunedSearchPicksTheFloat64Optimum) {
+  at::manual_seed(21);
+  at::Tensor w = at::randn({64, 512}, at::kFloat);
+  w.narrow(0, 0, 16).copy_(at::randint(-3, 4, {16, 512}, at::kFloat) * 0.25);
+  w.narrow(0, 16, 8).mul_(0.01).select(1, 7).fill_(5);
+  w[30].fill_(0.5);
+  for (const bool sym : {true, false}) {
+    QuantSpec s;
+    s.bits = sym ? 4 : 3;
+    s.symmetric = sym;
+    s.mse_clip = true;
+    const QuantParams p = find_quant_params(w, s);
+    const double maxq = detail::max_level(s);
+    const at::Tensor x = w.to(at::kDouble);
+    for (int64_t r = 0; r < w.size(0); ++r) {
+      const double lo = std::min(0.0, x[r].min().item<double>());
+      const double hi = std::max(0.0, x[r].max().item<double>());
+      double best = std::numeric_limits<double>::infinity();
+      for (int i = 0; i < 80; ++i) {
+        const float pf = static_cast<float>(1.0 - i / 100.0);
+        const float lo1 = pf * static_cast<float>(sym ? -std::max(-lo, hi) : lo);
+        const float hi1 = pf * static_cast<float>(sym ? std::max(-lo, hi) : hi);
+        const float sc =
+            sym ? hi1 / static_cast<float>(maxq) : (hi1 - lo1) / static_cast<float>(maxq);
+        const float z = sym ? 0.0f : std::nearbyint(-lo1 / sc);
+        at::Tensor q = at::empty({1, 512}, at::kDouble);
+        QuantSpec plain = s;
+        plain.mse_clip = false;
+        detail::quant_dequant_out(q, x[r].reshape({1, -1}), at::full({1, 1}, sc, at::kDouble),
+                                  at::full({1, 1}, z, at::kDouble), plain);
+        best = std::min(best, (q - x[r]).abs().pow(2.4).sum().item<double>());
+      }
+      at::Tensor q = at::empty({1, 512}, at::kDouble);
+      QuantSpec plain = s;
+      plain.mse_clip = false;
+      detail::quant_dequant_out(q, x[r].reshape({1, -1}),
+                                p.scale[r].to(at::kDouble).reshape({1, 1}),
+                                p.zero[r].to(at::kDouble).reshape({1, 1}), plain);
+      const double chosen = (q - x[r]).abs().pow(2.4).sum().item<double>();
+      EXPECT_LE(chosen, best * (1 + 1e-6) + 1e-30) << (sym ? "sym" : "asym") << " row " << r;
+    }
+  }
+}
 
 TEST(HessianAccumulator, EqualsTwoOverNXtXOverBatches) {
   at::manual_seed(10);

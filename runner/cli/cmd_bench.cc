@@ -217,6 +217,7 @@ void register_bench(CLI::App& app, Runtime& rt) {
   quant->callback([q, &rt] { run_quant_bench(rt, *q); });
   register_bench_rotation(bench, rt);
   register_bench_spinquant(bench, rt);
+  register_bench_gptq(bench, rt);
   register_bench_tasks(bench, rt);
   register_bench_tokenize(bench, rt);
 }

@@ -81,8 +81,10 @@ void register_plan(CLI::App& app, Runtime& rt);
 void register_run(CLI::App& app, Runtime& rt);                // run, status, merge
 void register_table(CLI::App& app, Runtime& rt);              // table, plot
 void register_submit(CLI::App& app, Runtime& rt);             // Slurm job arrays
+void register_parity(CLI::App& app, Runtime& rt);             // parity gptq, parity dfrot
 void register_bench_rotation(CLI::App* bench, Runtime& rt);   // `bench rotation`
 void register_bench_spinquant(CLI::App* bench, Runtime& rt);  // `bench spinquant`
+void register_bench_gptq(CLI::App* bench, Runtime& rt);       // `bench gptq`
 
 // Useful FLOPs of one forward token at context T (the benchmarks' yardstick): the matmuls (2 per
 // weight) and causal attention (q·k and p·v over T/2 keys on average, per head).

@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
        {rotq::register_ppl, rotq::register_generate, rotq::register_convert, rotq::register_info,
         rotq::register_synth, rotq::register_tokenize, rotq::register_bench,
         rotq::register_hadamard, rotq::register_quantize_eval, rotq::register_inspect,
-        rotq::register_plan, rotq::register_run, rotq::register_table, rotq::register_submit}) {
+        rotq::register_plan, rotq::register_run, rotq::register_table, rotq::register_submit,
+        rotq::register_parity}) {
     reg(app, rt);
   }
   // Subcommand callbacks run inside parse(); every failure is reported as one line.

@@ -142,6 +142,32 @@ at::Tensor gptq_row_parallel(const at::Tensor& w, const at::Tensor& H, const Wei
   return comm.all_gather(mine).narrow(0, 0, rows).contiguous();
 }
 
+// The linears that read the same input (q/k/v; gate/up) share its Hessian: one GPTQ solve of
+// their rows stacked factors H once instead of once per linear. Every row's result depends only
+// on that row and H, so this is the per-linear computation.
+void quantize_sharing_hessian(LayerWeights& lw, const std::vector<LayerTensor>& linears,
+                              const at::Tensor& H, int64_t l, const WeightQuantOptions& opts,
+                              Comm& comm, LayerQuantStats& s) {
+  if (linears.size() == 1) {
+    lw[linears[0]] =
+        gptq_row_parallel(lw[linears[0]], H, opts, linear_name(l, linears[0]), comm, s);
+    return;
+  }
+  std::vector<at::Tensor> parts;
+  std::string what;
+  for (LayerTensor t : linears) {
+    parts.push_back(lw[t]);
+    what += (what.empty() ? "" : "+") + linear_name(l, t);
+  }
+  const at::Tensor joint = gptq_row_parallel(at::cat(parts, 0), H, opts, what, comm, s);
+  int64_t row = 0;
+  for (LayerTensor t : linears) {
+    const int64_t rows = lw[t].size(0);
+    lw[t] = joint.narrow(0, row, rows).clone();
+    row += rows;
+  }
+}
+
 }  // namespace
 
 WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
@@ -183,9 +209,7 @@ WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
       HessianAccumulator& acc = capture.accumulator();
       acc.all_reduce(comm);
       const at::Tensor H = acc.hessian();
-      for (LayerTensor t : step.linears) {
-        lw[t] = gptq_row_parallel(lw[t], H, opts, linear_name(l, t), comm, s);
-      }
+      quantize_sharing_hessian(lw, step.linears, H, l, opts, comm, s);
     }
     states = run_layer(tf, states, 0, opts.calib_batch, nullptr, /*keep_outputs=*/true);
     const int64_t local = l - model.layer_offset;
