@@ -53,21 +53,25 @@ struct Pass {
   double loss = 0;
 };
 
+// The products run in `dtype` (float64, or float32 with each chunk's loss and xᵀη added into
+// float64 sums); the per-token quantizer computes in the products' type.
 Pass weighted_pass(const at::Tensor& x, const at::Tensor& massive, const at::Tensor& r,
-                   const SetWeights& w, const QuantSpec& spec, int64_t chunk, bool want_m) {
+                   const SetWeights& w, const QuantSpec& spec, int64_t chunk, bool want_m,
+                   at::ScalarType dtype) {
   const int64_t n = x.size(0), c = x.size(1);
   Pass p;
   const auto opts = x.options().dtype(at::kDouble);
   if (want_m) p.m = at::zeros({c, c}, opts);
   at::Tensor loss = at::zeros({}, opts);
+  const at::Tensor rp = r.to(dtype);
   for (int64_t i = 0; i < n; i += chunk) {
     const int64_t len = std::min(chunk, n - i);
-    const at::Tensor xc = x.narrow(0, i, len).to(at::kDouble);
+    const at::Tensor xc = x.narrow(0, i, len).to(dtype);
     const at::Tensor wt =
-        at::where(massive.narrow(0, i, len), w.massive, w.normal).to(at::kDouble).unsqueeze(1);
-    const at::Tensor xr = at::matmul(xc, r);
+        at::where(massive.narrow(0, i, len), w.massive, w.normal).to(dtype).unsqueeze(1);
+    const at::Tensor xr = at::matmul(xc, rp);
     const at::Tensor eta = fake_quantize(xr, spec);
-    loss.add_(((xr - eta).pow(2) * wt).sum());
+    loss.add_(((xr - eta).pow(2) * wt).sum(at::kDouble));
     if (want_m) p.m.add_(at::matmul((xc * wt).t(), eta));
   }
   p.loss = loss.item<double>();
@@ -121,7 +125,8 @@ double dfrot_loss(const at::Tensor& x, const at::Tensor& massive, const at::Tens
   const int64_t nm = global_count(massive.sum().item<int64_t>(), comm);
   const int64_t nn = global_count(x.size(0), comm) - nm;
   const Pass p = weighted_pass(x, massive, r.to(x.device(), at::kDouble), set_weights(opts, nn, nm),
-                               per_token_spec(opts.bits, opts.symmetric), opts.chunk_rows, false);
+                               per_token_spec(opts.bits, opts.symmetric), opts.chunk_rows, false,
+                               opts.pass_dtype);
   at::Tensor l = at::full({1}, p.loss, at::kDouble);
   if (comm) comm->all_reduce(l, ReduceOp::kSum);
   return l.item<double>();
@@ -136,12 +141,17 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
   require(opts.iters >= 0, "DFRot: iterations must be >= 0, got ", opts.iters);
   require(opts.gamma >= 0, "DFRot: gamma must be >= 0, got ", opts.gamma);
   require(opts.chunk_rows > 0, "DFRot: chunk_rows must be positive");
+  require(opts.pass_dtype == at::kDouble || opts.pass_dtype == at::kFloat,
+          "DFRot: the token pass runs in float32 or float64, got ", opts.pass_dtype);
   const auto t0 = std::chrono::steady_clock::now();
   const QuantSpec spec = per_token_spec(opts.bits, opts.symmetric);
   const int64_t nm = global_count(massive.sum().item<int64_t>(), comm);
   const int64_t n = global_count(x.size(0), comm);
   require(n > 0, "DFRot: no calibration tokens");
   const SetWeights w = set_weights(opts, n - nm, nm);
+  // With fewer tokens than channels M = Σ w xᵀη has rank < C: its polar factor is not unique and
+  // the Newton iteration cannot invert it, so the SVD (one of the maximizers) is used directly.
+  const PolarMethod polar = n < c ? PolarMethod::kSvd : opts.polar;
 
   at::Tensor r = r0.to(x.device(), at::kDouble).contiguous().clone();
   at::Tensor best = r.clone();
@@ -149,7 +159,7 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
   std::vector<double> losses;
   for (int64_t it = 0; it <= opts.iters; ++it) {
     const bool last = it == opts.iters;
-    Pass p = weighted_pass(x, massive, r, w, spec, opts.chunk_rows, !last);
+    Pass p = weighted_pass(x, massive, r, w, spec, opts.chunk_rows, !last, opts.pass_dtype);
     // One reduction for M and the loss (an extra element).
     const at::Tensor loss_t = at::full({1}, p.loss, r.options());
     at::Tensor packed = last ? loss_t : at::cat({p.m.reshape({-1}), loss_t});
@@ -168,12 +178,13 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
       spdlog::debug("dfrot iteration {}/{}: loss {:.6g}", it, opts.iters, loss);
     }
     if (last) break;
-    r = procrustes(packed.narrow(0, 0, c * c).view({c, c})).contiguous();
-    // The SVD is computed on every rank from the same sum; rank 0's copy makes them identical
-    // even where LAPACK builds differ.
+    r = procrustes(packed.narrow(0, 0, c * c).view({c, c}), polar).contiguous();
+    // The polar factor is computed on every rank from the same sum; rank 0's copy makes them
+    // identical even where LAPACK builds differ.
     if (comm && comm->size() > 1) comm->broadcast(r, 0);
   }
   if (trace) {
+    trace->last = r;
     trace->loss = losses;
     trace->tokens = n;
     trace->massive = nm;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "solvers/comm.h"
+#include "solvers/orthogonal.h"
 #include "solvers/quantizer.h"
 
 namespace rotq {
@@ -50,6 +51,11 @@ struct DfrotOptions {
   MassiveOptions massive;
   int64_t chunk_rows = 8192;  // tokens per product (bounds the temporaries)
   int64_t log_every = 10;     // info line every k iterations (0: never)
+  // The token pass (xR, Q(xR), the loss and Σ w xᵀη per chunk): float64, or float32 GEMMs (TF32
+  // where the device allows it) with the chunks' sums accumulated in float64. The Procrustes step
+  // is float64 either way.
+  at::ScalarType pass_dtype = at::kDouble;
+  PolarMethod polar = PolarMethod::kNewton;  // the Procrustes step's polar factor
 };
 
 // ‖x − Q(x)‖₂ per row of x [N, C] (float64 [N]); Q per row as `spec`.
@@ -64,6 +70,7 @@ struct DfrotTrace {
   int64_t massive = 0;
   double seconds = 0;
   double flops = 0;  // xR and xᵀη products (4·N·C² per iteration) + SVDs (~22·C³)
+  at::Tensor last;   // the rotation after the last Procrustes step (the best is returned)
 };
 
 // The weighted loss L(R) (all-reduced over `comm` when given).

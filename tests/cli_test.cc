@@ -527,9 +527,11 @@ TEST(Cli, ParityRunsGptqAndOneDfrotIterationOnFiles) {
   dopt.gamma = 10;
   dopt.symmetric = true;
   dopt.weighting = rotq::DfrotWeighting::kSum;
+  dopt.pass_dtype = at::kFloat;
   dopt.log_every = 0;
-  const at::Tensor expect =
-      rotq::dfrot_optimize(tokens, rotq::flag_massive_tokens(tokens, {}), r0, dopt, nullptr);
+  rotq::DfrotTrace trace;
+  rotq::dfrot_optimize(tokens, rotq::flag_massive_tokens(tokens, {}), r0, dopt, nullptr, &trace);
+  const at::Tensor expect = trace.last;
   EXPECT_LT((rotq::read_npy(d.str("R.npy")) - expect).abs().max().item<double>(), 1e-9);
 
   r = run_command(rotq("bench gptq --shapes 48x32 --repeats 1 --shared 2 --gemm-n 64"), false);

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "models/quant_hooks.h"
@@ -108,6 +109,54 @@ TEST(Dfrot, AlternationDescendsStaysOrthogonalAndIsDeterministic) {
   EXPECT_THROW(
       rotq::dfrot_optimize(t.x, t.massive.narrow(0, 0, 3), at::eye(kC, at::kDouble), o, nullptr),
       rotq::Error);
+}
+
+// One Procrustes step by the Newton polar factor is the SVD's rotation (float64: 1e-10, or the
+// κ(M)·ε to which M determines it). The
+// float32 token pass (float64 sums and Procrustes) scores R0 as float64 does (1e-5: a few tokens'
+// levels flip at rounding ties) and reaches
+// as low a loss (within 1%): the alternation itself is discrete (each token's grid), so the two
+// trajectories part after a few iterations and only their results are comparable.
+TEST(Dfrot, Float32PassAndNewtonPolarFollowTheFloat64Svd) {
+  const Tokens t = planted_tokens(400, 8, 5);
+  rotq::DfrotOptions o;
+  o.log_every = 0;
+  o.iters = 1;
+  const at::Tensor r0 = rotq::random_hadamard_matrix(kC, 1);
+  o.polar = rotq::PolarMethod::kSvd;
+  const at::Tensor r_svd = rotq::dfrot_optimize(t.x, t.massive, r0, o, nullptr);
+  o.polar = rotq::PolarMethod::kNewton;
+  // The step's M = Σ w xᵀQ(xR0): its polar factor is determined to ~κ(M)·ε in float64.
+  const at::Tensor xd = t.x.to(at::kDouble);
+  const at::Tensor w = at::where(t.massive, 100.0 * 100.0 / 8, 1.0 / 400).to(at::kDouble);
+  rotq::QuantSpec q4;
+  q4.bits = 4;
+  q4.symmetric = false;
+  const at::Tensor m =
+      at::matmul((xd * w.unsqueeze(1)).t(), rotq::fake_quantize(at::matmul(xd, r0), q4));
+  const at::Tensor sv = std::get<1>(at::linalg_svd(m, false));
+  const double kappa = (sv.max() / sv.min()).item<double>();
+  EXPECT_LT(
+      (rotq::dfrot_optimize(t.x, t.massive, r0, o, nullptr) - r_svd).abs().max().item<double>(),
+      std::max(1e-10, 10 * kappa * 2.2e-16))
+      << "kappa " << kappa;
+  EXPECT_LT((rotq::procrustes(m) - rotq::procrustes(m, rotq::PolarMethod::kSvd))
+                .abs()
+                .max()
+                .item<double>(),
+            std::max(1e-10, 10 * kappa * 2.2e-16));
+  o.iters = 15;
+  rotq::DfrotTrace ref, f32;
+  rotq::dfrot_optimize(t.x, t.massive, r0, o, nullptr, &ref);
+  o.pass_dtype = at::kFloat;
+  const at::Tensor r32 = rotq::dfrot_optimize(t.x, t.massive, r0, o, nullptr, &f32);
+  ASSERT_EQ(f32.loss.size(), ref.loss.size());
+  EXPECT_NEAR(f32.loss[0], ref.loss[0], 1e-5 * ref.loss[0]);
+  const double best_ref = *std::min_element(ref.loss.begin(), ref.loss.end());
+  const double best_f32 = *std::min_element(f32.loss.begin(), f32.loss.end());
+  EXPECT_LT(best_f32, 1.01 * best_ref);
+  EXPECT_LT(best_f32, 0.9 * ref.loss[0]);
+  EXPECT_LT(rotq::orthogonality_error(r32), 1e-12);
 }
 
 TEST(Dfrot, Fp16MassiveTokensSkipQuantization) {

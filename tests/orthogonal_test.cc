@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
+#include "solvers/error.h"
 #include "solvers/hadamard.h"
 #include "solvers/rotation.h"
 #include "solvers/straight_through.h"
@@ -21,6 +24,55 @@ at::Tensor reference_cayley(const at::Tensor& p, const at::Tensor& g, double lr,
   at::Tensor y = x0 + alpha * v;
   for (int i = 0; i < iters; ++i) y = x0 + alpha * at::matmul(w, 0.5 * (x0 + y));
   return y.t();
+}
+
+// The Newton polar factor equals the SVD's U Vᵀ to 1e-10 (float64) from well to badly
+// conditioned matrices (κ up to 1e5; 1e-7 at 1e8, the problem's own sensitivity) and nearly
+// orthogonal ones; singular ones go to the SVD.
+TEST(PolarFactor, NewtonEqualsTheSvdsRotation) {
+  at::manual_seed(31);
+  const int64_t n = 96;
+  const at::Tensor u = std::get<0>(at::linalg_qr(at::randn({n, n}, at::kDouble)));
+  const at::Tensor v = std::get<0>(at::linalg_qr(at::randn({n, n}, at::kDouble)));
+  for (double log_kappa : {0.0, 2.0, 5.0, 8.0}) {
+    const at::Tensor s = at::pow(10.0, at::linspace(0, -log_kappa, n, at::kDouble));
+    const at::Tensor m = at::matmul(u * s, v.t()) * 37.0;
+    rotq::PolarReport rep;
+    const at::Tensor q = rotq::polar_factor(m, rotq::PolarMethod::kNewton, &rep);
+    EXPECT_FALSE(rep.svd) << log_kappa;
+    EXPECT_LE(rep.iterations, 12) << log_kappa;
+    // The polar factor itself moves by ~κ·ε under rounding of M: 1e-10 up to κ = 1e5, and at
+    // κ = 1e8 both methods are as close to the exact U Vᵀ as that allows (1e-7).
+    const double tol = log_kappa <= 5 ? 1e-10 : 1e-7;
+    const at::Tensor qsvd = rotq::polar_factor(m, rotq::PolarMethod::kSvd);
+    EXPECT_LT((q - at::matmul(u, v.t())).abs().max().item<double>(), tol) << log_kappa;
+    EXPECT_LT((qsvd - at::matmul(u, v.t())).abs().max().item<double>(), tol) << log_kappa;
+    EXPECT_LT((q - qsvd).abs().max().item<double>(), tol) << log_kappa;
+  }
+  // A random (κ ~ n) matrix, and a rotation off by 1e-6: a few iterations.
+  const at::Tensor g = at::randn({n, n}, at::kDouble);
+  EXPECT_LT((rotq::procrustes(g) - rotq::procrustes(g, rotq::PolarMethod::kSvd))
+                .abs()
+                .max()
+                .item<double>(),
+            1e-10);
+  rotq::PolarReport rep;
+  const at::Tensor near = u + 1e-6 * g;
+  const at::Tensor q = rotq::polar_factor(near, rotq::PolarMethod::kNewton, &rep);
+  EXPECT_LE(rep.iterations, 4);
+  EXPECT_LT((q - rotq::polar_factor(near, rotq::PolarMethod::kSvd)).abs().max().item<double>(),
+            1e-12);
+  rotq::polar_factor(u, rotq::PolarMethod::kNewton, &rep);
+  EXPECT_LE(rep.iterations, 2);
+  EXPECT_TRUE(at::equal(rotq::polar_project(u), u));
+  // Singular: the polar factor is not unique; the SVD's is returned (still orthogonal).
+  at::Tensor sing = g.clone();
+  sing.select(1, 3).zero_();
+  const at::Tensor qs = rotq::polar_factor(sing, rotq::PolarMethod::kNewton, &rep);
+  EXPECT_TRUE(rep.svd);
+  EXPECT_LT(rep.residual, 1e-12);
+  EXPECT_LT(rotq::orthogonality_error(qs), 1e-12);
+  EXPECT_THROW(rotq::polar_factor(at::full({3, 3}, std::nan(""), at::kDouble)), rotq::Error);
 }
 
 TEST(CayleySgd, StepIsTheFixedPointOfSpinQuantsIteration) {

@@ -199,6 +199,14 @@ void dfrot_rows(std::vector<CellOption>& t) {
                     c.quant.rotation.dfrot.weighting =
                         v.flag() ? DfrotWeighting::kSum : DfrotWeighting::kMean;
                   }));
+  t.push_back(row("rotation.dfrot.precision", K::kString, "float64",
+                  "token pass: float64, or float32 GEMMs with float64 sums (Procrustes: float64)")
+                  .flag("--dfrot-precision")
+                  .one_of({"float64", "float32"})
+                  .to([](V v, C c) {
+                    c.quant.rotation.dfrot.pass_dtype =
+                        v.text() == "float32" ? at::kFloat : at::kDouble;
+                  }));
   t.push_back(row("rotation.dfrot.layers", K::kInt, "0", "tokens from the first N layers (0: all)")
                   .flag("--dfrot-layers")
                   .range(0, 1e6)

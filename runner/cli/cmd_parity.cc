@@ -25,6 +25,7 @@ struct ParityArgs {
   int64_t group = 0, blocksize = 128;
   double percdamp = 0.01, gamma = 100;
   std::string weighting = "sum";
+  std::string precision = "float32";
   int warmup = 1;
   std::string device = "cpu";
   int64_t gemm_n = 2048;
@@ -103,12 +104,15 @@ void run_parity_dfrot(Runtime& rt, const ParityArgs& a) {
   o.symmetric = !a.asym;
   o.weighting = a.weighting == "mean" ? DfrotWeighting::kMean : DfrotWeighting::kSum;
   o.log_every = 0;
+  o.pass_dtype = a.precision == "float64" ? at::kDouble : at::kFloat;
   DfrotTrace trace;
   at::Tensor r;
   for (int i = 0; i < a.warmup; ++i) dfrot_optimize(x, massive, r0, o, nullptr);
   const double seconds =
       timed(dev, [&] { r = dfrot_optimize(x, massive, r0, o, nullptr, &trace); });
-  if (!a.out.empty()) write_npy(a.out, r.to(at::kCPU));
+  // The iteration's rotation, as the reference script keeps it (dfrot_optimize returns the better
+  // of R0 and R1 by loss; the reference accepts R1).
+  if (!a.out.empty()) write_npy(a.out, trace.last.to(at::kCPU));
   const GemmRate g = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
   print_json_line(rt.c(), {{"command", "parity dfrot"},
                            {"tokens", x.size(0)},
@@ -153,6 +157,9 @@ void register_parity(CLI::App& app, Runtime& rt) {
       ->capture_default_str()
       ->check(CLI::Range(2, 8));
   d->add_flag("--asym", a->asym, "asymmetric per-token quantizer (DFRot's script: symmetric)");
+  d->add_option("--precision", a->precision, "token pass: float32 (as DFRot's code) | float64")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "float64"}));
   d->add_option("--weighting", a->weighting, "sum (the reference script's) | mean (the paper's)")
       ->capture_default_str()
       ->check(CLI::IsMember({"sum", "mean"}));
