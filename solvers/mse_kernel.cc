@@ -215,7 +215,63 @@ void search_rows(const float* x, int64_t r0, int64_t r1, int64_t cols, const flo
   }
 }
 
+// float64 rows: the cheap pass on a float32 copy of the row with the float64 candidates rounded
+// to float32 (rounding x and s moves each |e| by an ulp of x, inside the bound for rows whose
+// errors are not all far below their values' ulps, where the slack takes over), then the
+// surviving candidates exactly in float64 with std::pow.
+void search_rows_f64(const double* x, int64_t r0, int64_t r1, int64_t cols, const double* lo,
+                     const double* hi, bool symmetric, double maxq, int steps, int grid,
+                     double* scale, double* zero) {
+  const double minq = symmetric ? -(maxq + 1.0) : 0.0;
+  std::vector<float> row32(cols), cheap(steps);
+  std::vector<double> cs(steps), cz(steps);
+  for (int64_t r = r0; r < r1; ++r) {
+    const double* row = x + r * cols;
+    for (int64_t c = 0; c < cols; ++c) row32[c] = static_cast<float>(row[c]);
+    float least = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < steps; ++i) {
+      const double p = 1.0 - static_cast<double>(i) / grid;
+      const double lo1 = p * lo[r], hi1 = p * hi[r];
+      cs[i] = symmetric ? hi1 / maxq : (hi1 - lo1) / maxq;
+      cz[i] = symmetric ? 0.0 : std::nearbyint(-lo1 / cs[i]);
+      const float s32 = static_cast<float>(cs[i]), z32 = static_cast<float>(cz[i]);
+      cheap[i] =
+          symmetric
+              ? row_error<true, true>(row32.data(), cols, s32, z32, -(float(maxq) + 1), float(maxq))
+              : row_error<false, true>(row32.data(), cols, s32, z32, 0.0f, float(maxq));
+      least = std::min(least, cheap[i]);
+    }
+    const bool bounded = std::isfinite(least);
+    const float cut =
+        least * ((1.0f + kCheapBound) / (1.0f - kCheapBound)) + static_cast<float>(cols) * 4e-38f;
+    double best = std::numeric_limits<double>::infinity();
+    for (int i = 0; i < steps; ++i) {
+      if (bounded && !(cheap[i] <= cut)) continue;
+      double err = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const double xv = row[c];
+        double q = std::nearbyint(xv / cs[i]);
+        q = symmetric ? std::min(std::max(q, minq), maxq) * cs[i]
+                      : (std::min(std::max(q + cz[i], 0.0), maxq) - cz[i]) * cs[i];
+        err += std::pow(std::fabs(q - xv), 2.4);
+      }
+      if (err < best) {
+        best = err;
+        scale[r] = cs[i];
+        zero[r] = cz[i];
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void mse_search_f64(const double* x, int64_t rows, int64_t cols, const double* lo, const double* hi,
+                    bool symmetric, double maxq, int steps, int grid, double* scale, double* zero) {
+  parallel_ranges(rows, [&](int64_t r0, int64_t r1) {
+    search_rows_f64(x, r0, r1, cols, lo, hi, symmetric, maxq, steps, grid, scale, zero);
+  });
+}
 
 float pow_2_4(float a) { return pow24(std::fabs(a)); }
 float pow_2_4_cheap(float a) { return pow24_cheap(std::fabs(a)); }

@@ -21,6 +21,11 @@ namespace rotq::detail {
 void mse_search_f32(const float* x, int64_t rows, int64_t cols, const float* lo, const float* hi,
                     bool symmetric, float maxq, int steps, int grid, float* scale, float* zero);
 
+// The same search for float64 rows: the cheap pass in float32 (its bound covers the rounding of
+// the row to float32), the surviving candidates in float64.
+void mse_search_f64(const double* x, int64_t rows, int64_t cols, const double* lo, const double* hi,
+                    bool symmetric, double maxq, int steps, int grid, double* scale, double* zero);
+
 // |a|^2.4 as the kernel computes it (for tests against std::pow), and the cheap bound it prunes
 // candidates with (within 2.5e-4 relative of pow_2_4, zero where it is zero).
 float pow_2_4(float a);

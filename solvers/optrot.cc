@@ -65,8 +65,11 @@ double FourthPowerObjective::local_loss(const at::Tensor& r) const {
 }
 
 at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* loss,
-                                                bool want_gradient) const {
+                                                bool want_gradient, at::ScalarType compute) const {
+  require(compute == at::kDouble || compute == at::kFloat,
+          "OptRot: the gradient is computed in float32 or float64, got ", compute);
   const at::Tensor rd = r.to(at::kDouble);
+  const at::Tensor rc = rd.to(compute);
   const size_t groups = covariances_.size();
   // Per group g: F_g and ∂F_g; the ungrouped terms go straight into the total.
   std::vector<double> f(groups, 0.0);
@@ -74,17 +77,20 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
   at::Tensor grad = at::zeros({dim_, dim_}, rd.options());
   double total = 0;
   for (const Term& t : terms_) {
-    const at::Tensor a = t.a.to(at::kDouble);
-    const at::Tensor ar = at::matmul(a, rd);
+    // The products in `compute`; each term's sum and gradient are added into float64.
+    const at::Tensor a = t.a.to(compute);
+    const at::Tensor ar = at::matmul(a, rc);
     const at::Tensor cube = ar.pow(3);
-    const double value = t.c * at::sum(cube * ar).item<double>();
-    at::Tensor g = want_gradient ? at::matmul(a.t(), cube).mul_(4.0 * t.c) : at::Tensor();
+    const double value = t.c * at::sum(cube * ar, at::kDouble).item<double>();
     if (t.group < 0) {
       total += value;
-      if (want_gradient) grad.add_(g);
+      if (want_gradient) grad.add_(at::matmul(a.t(), cube), 4.0 * t.c);
     } else {
       f[t.group] += value;
-      if (want_gradient) df[t.group] = df[t.group].defined() ? df[t.group].add_(g) : g;
+      if (want_gradient) {
+        if (!df[t.group].defined()) df[t.group] = at::zeros_like(grad);
+        df[t.group].add_(at::matmul(a.t(), cube), 4.0 * t.c);
+      }
     }
   }
   const double c = static_cast<double>(dim_);
@@ -128,7 +134,7 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
   std::vector<double> losses;
   for (int64_t step = 0; step <= opts.steps; ++step) {
     double local = 0;
-    at::Tensor grad = obj.local_gradient(r, &local);
+    at::Tensor grad = obj.local_gradient(r, &local, true, opts.gradient_dtype);
     // One reduction for both: the gradient and, in an extra row, the loss.
     at::Tensor packed = at::cat({grad.reshape({-1}), at::full({1}, local, grad.options())});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);

@@ -64,8 +64,10 @@ class FourthPowerObjective {
 
   // Loss and Euclidean gradient at R (float64), summed over this rank's terms only.
   double local_loss(const at::Tensor& r) const;
-  at::Tensor local_gradient(const at::Tensor& r, double* loss = nullptr,
-                            bool want_gradient = true) const;
+  // `compute`: the dtype of the products A·R and Aᵀ·(A·R)^∘3 (float32: TF32 where the device
+  // allows); R, the sums and the gradient are float64 either way.
+  at::Tensor local_gradient(const at::Tensor& r, double* loss = nullptr, bool want_gradient = true,
+                            at::ScalarType compute = at::kDouble) const;
 
  private:
   struct Term {
@@ -98,6 +100,8 @@ struct CayleySgdOptions {
   bool cosine = true;  // lr·(1 + cos(π·step/steps))/2: large early steps, then settle
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   int64_t log_every = 100;  // info line every k steps (0: never)
+  // The gradient's products (FourthPowerObjective::local_gradient); the rotation is float64.
+  at::ScalarType gradient_dtype = at::kDouble;
 };
 
 struct RotationTrace {

@@ -10,7 +10,6 @@
 #include "solvers/error.h"
 #include "solvers/kernel_path.h"
 #include "solvers/mse_kernel.h"
-#include "solvers/parallel.h"
 
 namespace rotq {
 
@@ -21,9 +20,6 @@ namespace {
 constexpr int kMseGrid = 100;
 constexpr double kMseMaxShrink = 0.8;
 constexpr double kMseNorm = 2.4;
-// Elements of one row block in the MSE search: the block and its work buffer (2 × 256 KiB) stay in
-// a core's L2 cache through the ~10 passes of each grid point.
-constexpr int64_t kMseBlockElements = 64 * 1024;
 
 // WeightQuantizer's floor on the range, so that a (near) zero row gets a finite scale.
 constexpr double kMinRange = 1e-5;
@@ -104,77 +100,6 @@ RangeRule<T> make_rule(const QuantSpec& spec, Convention convention, bool includ
                       static_cast<T>(detail::max_level(spec))};
 }
 
-// One worker's buffers for the MSE clip search, reused across its row blocks and grid points
-// (fresh pages cost ~15 µs each here: TOOLCHAIN.md).
-template <typename T>
-class MseWorkspace {
- public:
-  MseWorkspace(const RangeRule<T>& rule, const QuantSpec& spec, int64_t block, int64_t cols,
-               const at::TensorOptions& opts)
-      : rule_(rule),
-        spec_(spec),
-        q_(at::empty({block, cols}, opts)),
-        err_(at::empty({block}, opts)),
-        scale_(at::empty({block, 1}, opts)),
-        zero_(at::empty({block, 1}, opts)),
-        best_(block) {}
-
-  // Rows [r0, r0 + n) of x: scale/zero (indexed like x's rows) end with each row's best candidate.
-  void search(const at::Tensor& x, int64_t r0, int64_t n, const T* lo, const T* hi, T* scale,
-              T* zero) {
-    const at::Tensor xb = x.narrow(0, r0, n);
-    at::Tensor q = q_.narrow(0, 0, n), err = err_.narrow(0, 0, n);
-    at::Tensor s1 = scale_.narrow(0, 0, n), z1 = zero_.narrow(0, 0, n);
-    T* s1p = s1.data_ptr<T>();
-    T* z1p = z1.data_ptr<T>();
-    const T* errp = err.data_ptr<T>();
-    std::fill(best_.begin(), best_.end(), std::numeric_limits<T>::infinity());
-    const int steps = static_cast<int>(kMseMaxShrink * kMseGrid);
-    for (int i = 0; i < steps; ++i) {
-      const T p = static_cast<T>(1.0 - static_cast<double>(i) / kMseGrid);
-      for (int64_t r = 0; r < n; ++r) {
-        rule_.shrunk_params(lo[r0 + r], hi[r0 + r], p, &s1p[r], &z1p[r]);
-      }
-      detail::quant_dequant_out(q, xb, s1, z1, spec_);
-      // |e|^2.4 as exp(2.4·log|e|): ATen's pow with this exponent is ~3x slower than log + exp
-      // here, and the ~1e-6 relative difference can only swap near-tied grid points.
-      q.sub_(xb).abs_().log_().mul_(kMseNorm).exp_();
-      at::sum_out(err, q, {1});
-      for (int64_t r = 0; r < n; ++r) {
-        if (errp[r] < best_[r]) {  // strict, as the reference: the first of equals wins
-          best_[r] = errp[r];
-          scale[r0 + r] = s1p[r];
-          zero[r0 + r] = z1p[r];
-        }
-      }
-    }
-  }
-
- private:
-  const RangeRule<T>& rule_;
-  const QuantSpec& spec_;
-  at::Tensor q_, err_, scale_, zero_;
-  std::vector<T> best_;
-};
-
-// GPTQ's MSE clip search over the rows of x [rows, cols] (contiguous, type T). lo/hi are the
-// rows' normalised ranges; scale/zero hold the plain parameters on entry, the best on return.
-// Cache-sized row blocks, one worker thread per range of blocks.
-template <typename T>
-void mse_search(const at::Tensor& x, const RangeRule<T>& rule, const QuantSpec& spec, const T* lo,
-                const T* hi, T* scale, T* zero) {
-  const int64_t rows = x.size(0), cols = x.size(1);
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(rows, kMseBlockElements / cols));
-  const int64_t nblocks = (rows + block - 1) / block;
-  parallel_ranges(nblocks, [&](int64_t b0, int64_t b1) {
-    MseWorkspace<T> ws(rule, spec, block, cols, x.options());
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t r0 = b * block;
-      ws.search(x, r0, std::min(block, rows - r0), lo, hi, scale, zero);
-    }
-  });
-}
-
 // Parameters per row of x [rows, cols] (contiguous, compute dtype).
 template <typename T>
 QuantParams row_params(const at::Tensor& x, const QuantSpec& spec, Convention convention,
@@ -199,7 +124,9 @@ QuantParams row_params(const at::Tensor& x, const QuantSpec& spec, Convention co
                            spec.symmetric, rule.maxq, static_cast<int>(kMseMaxShrink * kMseGrid),
                            kMseGrid, sp, zp);
   } else {
-    mse_search<T>(x, rule, spec, lo.data(), hi.data(), sp, zp);
+    detail::mse_search_f64(x.data_ptr<double>(), rows, x.size(1), lo.data(), hi.data(),
+                           spec.symmetric, rule.maxq, static_cast<int>(kMseMaxShrink * kMseGrid),
+                           kMseGrid, sp, zp);
   }
   return p;
 }

@@ -471,8 +471,8 @@ TEST(MseKernel, PowIsAccurateAndTheCheapBoundHolds) {
 }
 
 // The two-pass search returns the grid point of least float64 error except where two points tie
-// within float32 summation noise, on rows built to have many near-ties (few distinct values, a
-// few outliers, constant rows).
+// within float32 summation noise (float64 rows: within float64's), on rows built to have many
+// near-ties (few distinct values, a few outliers, constant rows).
 TEST(MseKernel, PrunedSearchPicksTheFloat64Optimum) {
   at::manual_seed(21);
   at::Tensor w = at::randn({64, 512}, at::kFloat);
@@ -480,39 +480,45 @@ TEST(MseKernel, PrunedSearchPicksTheFloat64Optimum) {
   w.narrow(0, 16, 8).mul_(0.01).select(1, 7).fill_(5);
   w[30].fill_(0.5);
   for (const bool sym : {true, false}) {
-    QuantSpec s;
-    s.bits = sym ? 4 : 3;
-    s.symmetric = sym;
-    s.mse_clip = true;
-    const QuantParams p = find_quant_params(w, s);
-    const double maxq = detail::max_level(s);
-    const at::Tensor x = w.to(at::kDouble);
-    for (int64_t r = 0; r < w.size(0); ++r) {
-      const double lo = std::min(0.0, x[r].min().item<double>());
-      const double hi = std::max(0.0, x[r].max().item<double>());
-      double best = std::numeric_limits<double>::infinity();
-      for (int i = 0; i < 80; ++i) {
-        const float pf = static_cast<float>(1.0 - i / 100.0);
-        const float lo1 = pf * static_cast<float>(sym ? -std::max(-lo, hi) : lo);
-        const float hi1 = pf * static_cast<float>(sym ? std::max(-lo, hi) : hi);
-        const float sc =
-            sym ? hi1 / static_cast<float>(maxq) : (hi1 - lo1) / static_cast<float>(maxq);
-        const float z = sym ? 0.0f : std::nearbyint(-lo1 / sc);
+    for (const at::ScalarType dt : {at::kFloat, at::kDouble}) {
+      QuantSpec s;
+      s.bits = sym ? 4 : 3;
+      s.symmetric = sym;
+      s.mse_clip = true;
+      const QuantParams p = find_quant_params(w.to(dt), s);
+      const double maxq = detail::max_level(s);
+      const at::Tensor x = w.to(at::kDouble);
+      for (int64_t r = 0; r < w.size(0); ++r) {
+        const double lo = std::min(0.0, x[r].min().item<double>());
+        const double hi = std::max(0.0, x[r].max().item<double>());
+        double best = std::numeric_limits<double>::infinity();
+        for (int i = 0; i < 80; ++i) {
+          // The candidate in the row's type, as the reference computes it.
+          const auto in_type = [&](double v) {
+            return dt == at::kFloat ? static_cast<double>(static_cast<float>(v)) : v;
+          };
+          const double pf = in_type(1.0 - i / 100.0);
+          const double lo1 = in_type(pf * in_type(sym ? -std::max(-lo, hi) : lo));
+          const double hi1 = in_type(pf * in_type(sym ? std::max(-lo, hi) : hi));
+          const double sc = in_type(sym ? hi1 / maxq : in_type(hi1 - lo1) / maxq);
+          const double z = sym ? 0.0 : std::nearbyint(in_type(-lo1 / sc));
+          at::Tensor q = at::empty({1, 512}, at::kDouble);
+          QuantSpec plain = s;
+          plain.mse_clip = false;
+          detail::quant_dequant_out(q, x[r].reshape({1, -1}), at::full({1, 1}, sc, at::kDouble),
+                                    at::full({1, 1}, z, at::kDouble), plain);
+          best = std::min(best, (q - x[r]).abs().pow(2.4).sum().item<double>());
+        }
         at::Tensor q = at::empty({1, 512}, at::kDouble);
         QuantSpec plain = s;
         plain.mse_clip = false;
-        detail::quant_dequant_out(q, x[r].reshape({1, -1}), at::full({1, 1}, sc, at::kDouble),
-                                  at::full({1, 1}, z, at::kDouble), plain);
-        best = std::min(best, (q - x[r]).abs().pow(2.4).sum().item<double>());
+        detail::quant_dequant_out(q, x[r].reshape({1, -1}),
+                                  p.scale[r].to(at::kDouble).reshape({1, 1}),
+                                  p.zero[r].to(at::kDouble).reshape({1, 1}), plain);
+        const double chosen = (q - x[r]).abs().pow(2.4).sum().item<double>();
+        EXPECT_LE(chosen, best * (1 + (dt == at::kFloat ? 1e-6 : 1e-12)) + 1e-30)
+            << (sym ? "sym" : "asym") << " " << c10::toString(dt) << " row " << r;
       }
-      at::Tensor q = at::empty({1, 512}, at::kDouble);
-      QuantSpec plain = s;
-      plain.mse_clip = false;
-      detail::quant_dequant_out(q, x[r].reshape({1, -1}),
-                                p.scale[r].to(at::kDouble).reshape({1, 1}),
-                                p.zero[r].to(at::kDouble).reshape({1, 1}), plain);
-      const double chosen = (q - x[r]).abs().pow(2.4).sum().item<double>();
-      EXPECT_LE(chosen, best * (1 + 1e-6) + 1e-30) << (sym ? "sym" : "asym") << " row " << r;
     }
   }
 }

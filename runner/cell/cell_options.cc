@@ -244,6 +244,11 @@ void optrot_rows(std::vector<CellOption>& t) {
   t.push_back(row("rotation.optrot.constant_lr", K::kBool, "false", "no cosine decay")
                   .flag("--optrot-constant-lr", "true")
                   .to([](V v, C c) { c.quant.rotation.optrot_cosine = !v.flag(); }));
+  t.push_back(row("rotation.optrot.precision", K::kString, "float64",
+                  "gradient products: float64, or float32 (TF32 on GPUs) with float64 rotations")
+                  .flag("--optrot-precision")
+                  .one_of({"float64", "float32"})
+                  .to([](V v, C c) { c.quant.rotation.optrot_precision = v.text(); }));
   t.push_back(row("rotation.optrot.matrices", K::kString, "q,k,v,o,gate,up,down",
                   "matrices in the objective (subset of q,k,v,o,gate,up,down)")
                   .flag("--optrot-matrices")

@@ -49,8 +49,9 @@ int64_t r1_rows_per_layer(const ModelConfig& c) {
   return c.q_dim() + 2 * c.kv_dim() + c.dim + 3 * c.hidden_dim;
 }
 
-// One table row: what was timed, its time and FLOPs, the rate and its ratio to the float64 GEMM
-// rate, and (for the data-linear parts) the full model's count and extrapolated time.
+// One table row: what was timed, its time and FLOPs, the rate and its ratio to the GEMM rate of
+// the row's precision, and (for the data-linear parts) the full model's count and extrapolated
+// time.
 std::vector<std::string> cost_row(const std::string& model, int64_t c, const std::string& op,
                                   const std::string& timed_what, double seconds, double flops,
                                   double gemm_gflops, const std::string& full = "-",
@@ -88,39 +89,61 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const at::Tensor r0 = random_hadamard_matrix(C, 0).to(dev);
     DfrotOptions o;
     o.log_every = 0;
-    o.iters = 0;
-    const double t_loss = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
-    o.iters = 1;
-    const double t_one = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
-    const at::Tensor m = seeded_gaussian(C, C, 9).to(dev);
-    const double t_svd = timed(dev, [&] { procrustes(m); });
-    // iters=1 minus iters=0: one pass over the tokens with xᵀη and one SVD (both runs end with a
-    // loss pass and the polar projection).
-    const double t_iter = t_one - t_loss;
-    const double t_tokens = std::max(1e-9, t_iter - t_svd);
+    // One pass over the tokens with xᵀη (the loss pass and M's products), per precision; the
+    // Procrustes step is timed apart on a full-rank M like the one of a real calibration set.
     const double n = static_cast<double>(a.tokens), cd = static_cast<double>(C);
     const double iter_flops = 4.0 * n * cd * cd;
     const int64_t full_tokens = 2 * c.n_layers * a.window;
-    const double full_iter = t_tokens * static_cast<double>(full_tokens) / n + t_svd;
-    rows.push_back(cost_row(name, C, "DFRot iteration", std::to_string(a.tokens) + " tokens",
-                            t_tokens, iter_flops, g64.gflops,
-                            std::to_string(full_tokens) + " tokens", full_iter));
+    const at::Tensor m = at::matmul(x.t().to(at::kDouble), x.to(at::kDouble) + 0.1) +
+                         seeded_gaussian(C, C, 9).to(dev);
+    PolarReport newton;
+    const double t_newton = timed(dev, [&] { polar_factor(m, PolarMethod::kNewton, &newton); });
+    const double t_svd = timed(dev, [&] { polar_factor(m, PolarMethod::kSvd); });
+    const double t_polar = newton.svd ? t_svd : std::min(t_newton, t_svd);
+    double t_tokens = 0;
+    for (const at::ScalarType pass : {at::kDouble, at::kFloat}) {
+      o.pass_dtype = pass;
+      o.polar = PolarMethod::kSvd;
+      o.iters = 0;
+      const double t_loss = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+      o.iters = 1;
+      const double t_one = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
+      // iters=1 minus iters=0: one pass with xᵀη and one SVD (both runs end with a loss pass).
+      t_tokens = std::max(1e-9, t_one - t_loss - t_svd);
+      const bool f32 = pass == at::kFloat;
+      rows.push_back(cost_row(name, C, f32 ? "DFRot pass (float32)" : "DFRot pass (float64)",
+                              std::to_string(a.tokens) + " tokens", t_tokens, iter_flops,
+                              f32 ? g32.gflops : g64.gflops,
+                              std::to_string(full_tokens) + " tokens",
+                              t_tokens * static_cast<double>(full_tokens) / n + t_polar));
+    }
     rows.push_back(
-        cost_row(name, C, "SVD (Procrustes)", "C×C", t_svd, 22.0 * cd * cd * cd, g64.gflops));
+        cost_row(name, C, "polar by SVD", "C×C", t_svd, 22.0 * cd * cd * cd, g64.gflops));
+    rows.push_back(cost_row(
+        name, C,
+        "polar by Newton (" + std::to_string(newton.iterations) + " it" +
+            (newton.svd ? ", fell back" : "") + ")",
+        "C×C", t_newton, newton.iterations * 2.0 * cd * cd * cd + 2.0 * cd * cd * cd, g64.gflops));
 
     // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
     FourthPowerObjective obj(C, OptRotNorm::kNumel);
     obj.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kFloat));
     const double t_grad = timed(dev, [&] { obj.local_gradient(r0); });
+    const double t_grad32 = timed(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
     const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12).to(dev));
     const double t_cayley = timed(dev, [&] { cayley_retract(r0, skew, 1e-3); });
     const double grad_flops = obj.gradient_flops();
     const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
     const double full_step =
         t_grad * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
-    rows.push_back(cost_row(name, C, "OptRot gradient", std::to_string(a.rows) + " rows", t_grad,
-                            grad_flops, g64.gflops, std::to_string(full_rows) + " rows",
+    rows.push_back(cost_row(name, C, "OptRot gradient (float64)", std::to_string(a.rows) + " rows",
+                            t_grad, grad_flops, g64.gflops, std::to_string(full_rows) + " rows",
                             full_step));
+    const double full_step32 =
+        t_grad32 * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
+    rows.push_back(cost_row(name, C, "OptRot gradient (float32)", std::to_string(a.rows) + " rows",
+                            t_grad32, grad_flops, g32.gflops, std::to_string(full_rows) + " rows",
+                            full_step32));
     rows.push_back(
         cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
     if (a.json) {
@@ -129,12 +152,16 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                                {"device", dev.str()},
                                {"dim", C},
                                {"dfrot_tokens_timed", a.tokens},
-                               {"dfrot_token_seconds", t_tokens},
+                               {"dfrot_token_seconds", t_tokens},  // float32 pass
                                {"svd_seconds", t_svd},
+                               {"newton_polar_seconds", t_newton},
+                               {"newton_polar_iterations", newton.iterations},
                                {"dfrot_full_tokens", full_tokens},
-                               {"dfrot_full_iteration_seconds", full_iter},
+                               {"dfrot_full_iteration_seconds",
+                                t_tokens * static_cast<double>(full_tokens) / n + t_polar},
                                {"optrot_rows_timed", a.rows},
                                {"optrot_gradient_seconds", t_grad},
+                               {"optrot_gradient_f32_seconds", t_grad32},
                                {"cayley_seconds", t_cayley},
                                {"optrot_full_rows", full_rows},
                                {"optrot_full_step_seconds", full_step},
@@ -144,13 +171,13 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   }
   if (!a.json) {
     print_table(rt.c(),
-                {"model", "C", "operation", "timed", "seconds", "GFLOP", "GFLOP/s",
-                 "ratio to f64 GEMM", "full model", "full model s"},
+                {"model", "C", "operation", "timed", "seconds", "GFLOP", "GFLOP/s", "ratio to GEMM",
+                 "full model", "full model s"},
                 rows);
     if (rt.c().is_root()) {
       std::printf(
-          "%s: float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s (rotation work is "
-          "float64)\n",
+          "%s: float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s (each row's ratio is to the "
+          "GEMM of its own precision)\n",
           dev.str().c_str(), static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops);
     }
   }

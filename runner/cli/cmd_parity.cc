@@ -26,6 +26,7 @@ struct ParityArgs {
   double percdamp = 0.01, gamma = 100;
   std::string weighting = "sum";
   std::string precision = "float32";
+  std::string dtype = "float32";
   int warmup = 1;
   std::string device = "cpu";
   int64_t gemm_n = 2048;
@@ -55,8 +56,10 @@ double timed(at::Device device, F&& f) {
 void run_parity_gptq(Runtime& rt, const ParityArgs& a) {
   rt.init();
   const at::Device dev = resolve_device(a.device);
-  const at::Tensor w = read_tensor_arg(a.weight, "--weight").to(dev, at::kFloat);
-  const at::Tensor h = read_tensor_arg(a.hessian, "--hessian").to(dev, at::kFloat);
+  // GPTQ computes in float64 when either input is float64 (gptq.h).
+  const at::ScalarType dt = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const at::Tensor w = read_tensor_arg(a.weight, "--weight").to(dev, dt);
+  const at::Tensor h = read_tensor_arg(a.hessian, "--hessian").to(dev, dt);
   QuantSpec spec;
   spec.bits = a.bits;
   spec.symmetric = !a.asym;
@@ -76,6 +79,7 @@ void run_parity_gptq(Runtime& rt, const ParityArgs& a) {
                            {"rows", w.size(0)},
                            {"cols", w.size(1)},
                            {"spec", spec.describe()},
+                           {"dtype", a.dtype},
                            {"act_order", a.act_order},
                            {"device", dev.str()},
                            {"seconds", seconds},
@@ -143,6 +147,9 @@ void register_parity(CLI::App& app, Runtime& rt) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   g->add_flag("--mse", a->mse, "MSE clip search");
+  g->add_option("--dtype", a->dtype, "arithmetic: float32 (as QuaRot's code) | float64")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "float64"}));
   g->add_flag("--act-order", a->act_order, "columns in decreasing diag(H) order");
   g->add_option("--percdamp", a->percdamp, "damping")->capture_default_str();
   g->add_option("--blocksize", a->blocksize, "lazy-batch block")

@@ -15,6 +15,7 @@ OptRotOptions optrot_options(const RotationSpec& spec) {
   o.sgd.lr = spec.optrot_lr;
   o.sgd.method = parse_manifold_optimizer(spec.optrot_optimizer);
   o.sgd.cosine = spec.optrot_cosine;
+  o.sgd.gradient_dtype = spec.optrot_precision == "float32" ? at::kFloat : at::kDouble;
   o.norm = parse_optrot_norm(spec.optrot_norm);
   o.matrices = parse_optrot_matrices(spec.optrot_matrices);
   o.r2 = spec.r2;
