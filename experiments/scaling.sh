@@ -7,12 +7,14 @@
 #
 #   experiments/scaling.sh [OUT.jsonl]
 #   experiments/render_scaling.py OUT.jsonl > results/scaling.md
+# RANKS (default "1 2 4") and STAGES (default "gptq dfrot optrot") choose what runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROTQ=${ROTQ:-build/rotq}
 OUT=${1:-results/scaling.jsonl}
 MODEL=${MODEL:-/tmp/rotq-scaling-model}
 RANKS=${RANKS:-1 2 4}
+STAGES=${STAGES:-gptq dfrot optrot}
 export OMP_WAIT_POLICY=PASSIVE OMPI_MCA_btl_vader_single_copy_mechanism=none
 tok=data/stories260K/tok512.bin
 if [[ ! -f $MODEL/config.json ]]; then
@@ -27,8 +29,13 @@ for np in $RANKS; do
     mpirun --allow-run-as-root --oversubscribe -np "$np" "$ROTQ" --log-level warn --threads 1 \
       "${common[@]}" "$@" >> "$OUT"
   }
-  run --label "gptq" --rotation hadamard --w-quant gptq --w-bits 4 --nsamples 64 --calib-seqlen 512
-  run --label "dfrot" --rotation dfrot --dfrot-iters 20 --dfrot-nsamples 4 --dfrot-seqlen 512
-  run --label "optrot" --rotation optrot --optrot-steps 100
+  for stage in $STAGES; do
+    case $stage in
+      gptq) run --label "gptq" --rotation hadamard --w-quant gptq --w-bits 4 --nsamples 64 --calib-seqlen 512 ;;
+      dfrot) run --label "dfrot" --rotation dfrot --dfrot-iters 20 --dfrot-nsamples 4 --dfrot-seqlen 512 ;;
+      optrot) run --label "optrot" --rotation optrot --optrot-steps 100 ;;
+      *) echo "scaling.sh: unknown stage '$stage' (expected gptq, dfrot, optrot)" >&2; exit 2 ;;
+    esac
+  done
   echo "ranks $np done ($(date +%T))" >&2
 done

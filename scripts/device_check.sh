@@ -4,8 +4,9 @@
 #   1. build rotq against the machine's CUDA LibTorch and NCCL (scripts/device_build.sh);
 #   2. the multi-rank suite over the NCCL backend at one rank (host and device tensors);
 #   3. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
-#   4. bench rotation on the GPU (one DFRot iteration / OptRot step at C = 4096, 8192) and one
-#      SpinQuant step at 7B width (bench spinquant);
+#   4. bench rotation on the GPU (one DFRot iteration / OptRot step at C = 4096, 8192, with the
+#      float32 token pass / gradient and the Newton polar factor), one SpinQuant step at 7B width
+#      (bench spinquant) and GPTQ stage by stage at 7B shapes (bench gptq);
 #   5. a synthetic LLaMA-2-7B-shaped model with planted outliers: the whole pipeline on one GPU
 #      (RH + GPTQ W4, evaluation at A16/A4/A4KV4 with KL from the floating-point model), then
 #      DFRot and OptRot runs to time their iterations at full size.
@@ -92,6 +93,15 @@ if want bench && fits 90 "bench ostquant"; then
     --dims layers=4 --seqlen 2048 --batch 1 --steps 2 --device cuda --dtype bfloat16 --gemm-n 8192 \
     > "$OUT/bench_ostquant_cuda.txt" 2>&1
   cat "$OUT/bench_ostquant_cuda.txt"
+fi
+
+if want bench && fits 60 "bench gptq"; then
+  # GPTQ stage by stage at 7B shapes on the GPU (issue 18: ≤ 90 s of GPTQ for the 7B cell, i.e.
+  # ≲ 0.4 s per 4096² linear with the shared-Hessian stacking), float32 and float64.
+  stage "bench gptq (cuda)"
+  timeout $(($(left) > 120 ? 120 : $(left))) $R bench gptq --device cuda --shapes 4096x4096 \
+    11008x4096 4096x11008 --repeats 2 --shared 3 --gemm-n 8192 > "$OUT/bench_gptq_cuda.txt" 2>&1
+  cat "$OUT/bench_gptq_cuda.txt"
 fi
 
 M=/tmp/synth-7b

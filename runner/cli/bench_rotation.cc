@@ -104,12 +104,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     for (const at::ScalarType pass : {at::kDouble, at::kFloat}) {
       o.pass_dtype = pass;
       o.polar = PolarMethod::kSvd;
-      o.iters = 0;
-      const double t_loss = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
       o.iters = 1;
-      const double t_one = timed(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr); });
-      // iters=1 minus iters=0: one pass with xᵀη and one SVD (both runs end with a loss pass).
-      t_tokens = std::max(1e-9, t_one - t_loss - t_svd);
+      DfrotTrace tr;
+      dfrot_optimize(x, massive, r0, o, nullptr, &tr);
+      // The iteration's pass over the tokens: xR, Q(xR), the loss and Σ w xᵀη (the first pass).
+      t_tokens = tr.first_pass_seconds;
       const bool f32 = pass == at::kFloat;
       rows.push_back(cost_row(name, C, f32 ? "DFRot pass (float32)" : "DFRot pass (float64)",
                               std::to_string(a.tokens) + " tokens", t_tokens, iter_flops,
