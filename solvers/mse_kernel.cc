@@ -114,8 +114,24 @@ inline float pow24_cheap(float a) {
   return tiny ? 0.0f : out;
 }
 
-// Σ |Q(x) − x|^2.4 over one row. The quantizer in the reference's order: round(x / s), clamp
-// (plus and minus the zero point when asymmetric), times s.
+// The quantizer in the reference's order: round(x / s), clamp (plus and minus the zero point when
+// asymmetric), times s.
+template <bool kSymmetric, typename T>
+inline T dequantized(T x_over_s, T s, T zero, T minq, T maxq) {
+  const T q = std::nearbyint(x_over_s);
+  if (kSymmetric) return std::min(std::max(q, minq), maxq) * s;
+  return (std::min(std::max(q + zero, T(0)), maxq) - zero) * s;
+}
+
+// One weight's |Q(x) − x|^2.4, cheap or exact.
+template <bool kSymmetric, bool kCheap>
+inline float error_term(float x, float s, float inv, float zero, float minq, float maxq) {
+  const float e =
+      std::fabs(dequantized<kSymmetric>(kCheap ? x * inv : x / s, s, zero, minq, maxq) - x);
+  return kCheap ? pow24_cheap(e) : pow24(e);
+}
+
+// Σ |Q(x) − x|^2.4 over one row.
 //
 // The cheap pass multiplies by 1/s in place of dividing by s (a division costs as much as the
 // rest of the element here): the two differ by an ulp before rounding, so an element's level
@@ -131,26 +147,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float row_error(con
   const int64_t whole = n / kLanes * kLanes;
   for (int64_t i = 0; i < whole; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const float xv = x[i + l];
-      float q = std::nearbyint(kCheap ? xv * inv : xv / s);
-      if (kSymmetric) {
-        q = std::min(std::max(q, minq), maxq) * s;
-      } else {
-        q = (std::min(std::max(q + zero, 0.0f), maxq) - zero) * s;
-      }
-      part[l] += kCheap ? pow24_cheap(std::fabs(q - xv)) : pow24(std::fabs(q - xv));
+      part[l] += error_term<kSymmetric, kCheap>(x[i + l], s, inv, zero, minq, maxq);
     }
   }
   float tail = 0;
   for (int64_t i = whole; i < n; ++i) {
-    const float xv = x[i];
-    float q = std::nearbyint(kCheap ? xv * inv : xv / s);
-    if (kSymmetric) {
-      q = std::min(std::max(q, minq), maxq) * s;
-    } else {
-      q = (std::min(std::max(q + zero, 0.0f), maxq) - zero) * s;
-    }
-    tail += kCheap ? pow24_cheap(std::fabs(q - xv)) : pow24(std::fabs(q - xv));
+    tail += error_term<kSymmetric, kCheap>(x[i], s, inv, zero, minq, maxq);
   }
   // A fixed pairwise order over the lanes.
   for (int w = kLanes / 2; w >= 1; w /= 2) {
@@ -182,6 +184,20 @@ Candidate<kSymmetric> candidate(float lo, float hi, int i, int grid, float maxq)
 // the least. That set holds the exact argmin i*: c(i*) ≤ (1+ε)·e(i*) ≤ (1+ε)·e(j) ≤
 // (1+ε)/(1−ε)·c(j) for the cheap argmin j; and every earlier exact tie of i* is in it too, so
 // the strict < in index order returns the same candidate as the full exact search.
+// Which candidates can still be the least: those whose cheap error is within the bound of the
+// least one (every candidate when a sum is not finite — NaN or overflowing weights — where no
+// bound holds). The absolute slack covers terms at the edge of the normal range, where one of the
+// two powers may flush to 0 and the other not.
+std::vector<char> survivors(const std::vector<float>& cheap, int64_t cols) {
+  const float least = *std::min_element(cheap.begin(), cheap.end());
+  std::vector<char> keep(cheap.size(), 1);
+  if (!std::isfinite(least)) return keep;
+  const float cut =
+      least * ((1.0f + kCheapBound) / (1.0f - kCheapBound)) + static_cast<float>(cols) * 4e-38f;
+  for (size_t i = 0; i < cheap.size(); ++i) keep[i] = cheap[i] <= cut;
+  return keep;
+}
+
 template <bool kSymmetric>
 void search_rows(const float* x, int64_t r0, int64_t r1, int64_t cols, const float* lo,
                  const float* hi, float maxq, int steps, int grid, float* scale, float* zero) {
@@ -189,21 +205,14 @@ void search_rows(const float* x, int64_t r0, int64_t r1, int64_t cols, const flo
   std::vector<float> cheap(steps);
   for (int64_t r = r0; r < r1; ++r) {
     const float* row = x + r * cols;
-    float least = std::numeric_limits<float>::infinity();
     for (int i = 0; i < steps; ++i) {
       const auto c = candidate<kSymmetric>(lo[r], hi[r], i, grid, maxq);
       cheap[i] = row_error<kSymmetric, true>(row, cols, c.s, c.z, minq, maxq);
-      least = std::min(least, cheap[i]);
     }
-    // Non-finite sums (NaN or overflowing weights): no bound holds, every candidate is exact.
-    const bool bounded = std::isfinite(least);
-    // The absolute slack covers terms at the edge of the normal range, where one of the two
-    // powers may flush to 0 and the other not.
-    const float cut =
-        least * ((1.0f + kCheapBound) / (1.0f - kCheapBound)) + static_cast<float>(cols) * 4e-38f;
+    const std::vector<char> keep = survivors(cheap, cols);
     float best = std::numeric_limits<float>::infinity();
     for (int i = 0; i < steps; ++i) {
-      if (bounded && !(cheap[i] <= cut)) continue;
+      if (!keep[i]) continue;
       const auto c = candidate<kSymmetric>(lo[r], hi[r], i, grid, maxq);
       const float err = row_error<kSymmetric, false>(row, cols, c.s, c.z, minq, maxq);
       if (err < best) {  // strict, as the reference: the first of equals wins
@@ -228,7 +237,6 @@ void search_rows_f64(const double* x, int64_t r0, int64_t r1, int64_t cols, cons
   for (int64_t r = r0; r < r1; ++r) {
     const double* row = x + r * cols;
     for (int64_t c = 0; c < cols; ++c) row32[c] = static_cast<float>(row[c]);
-    float least = std::numeric_limits<float>::infinity();
     for (int i = 0; i < steps; ++i) {
       const double p = 1.0 - static_cast<double>(i) / grid;
       const double lo1 = p * lo[r], hi1 = p * hi[r];
@@ -239,20 +247,16 @@ void search_rows_f64(const double* x, int64_t r0, int64_t r1, int64_t cols, cons
           symmetric
               ? row_error<true, true>(row32.data(), cols, s32, z32, -(float(maxq) + 1), float(maxq))
               : row_error<false, true>(row32.data(), cols, s32, z32, 0.0f, float(maxq));
-      least = std::min(least, cheap[i]);
     }
-    const bool bounded = std::isfinite(least);
-    const float cut =
-        least * ((1.0f + kCheapBound) / (1.0f - kCheapBound)) + static_cast<float>(cols) * 4e-38f;
+    const std::vector<char> keep = survivors(cheap, cols);
     double best = std::numeric_limits<double>::infinity();
     for (int i = 0; i < steps; ++i) {
-      if (bounded && !(cheap[i] <= cut)) continue;
+      if (!keep[i]) continue;
       double err = 0;
       for (int64_t c = 0; c < cols; ++c) {
         const double xv = row[c];
-        double q = std::nearbyint(xv / cs[i]);
-        q = symmetric ? std::min(std::max(q, minq), maxq) * cs[i]
-                      : (std::min(std::max(q + cz[i], 0.0), maxq) - cz[i]) * cs[i];
+        const double q = symmetric ? dequantized<true>(xv / cs[i], cs[i], cz[i], minq, maxq)
+                                   : dequantized<false>(xv / cs[i], cs[i], cz[i], minq, maxq);
         err += std::pow(std::fabs(q - xv), 2.4);
       }
       if (err < best) {

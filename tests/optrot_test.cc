@@ -93,10 +93,11 @@ TEST(OptRot, CayleySgdDecreasesTheObjectiveAndStaysOrthogonal) {
   EXPECT_TRUE(at::equal(r, rotq::minimize_fourth_power(obj, r0, o, comm.get())));
 }
 
-TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
-  auto comm = rotq::make_local_comm();
+// R1's objective on stories260K's norm-fused weights, held in `dtype`: readers as themselves,
+// writers (o, down) transposed.
+FourthPowerObjective stories_objective(at::ScalarType dtype) {
   rotq::LoadOptions lo;
-  lo.dtype = at::kDouble;
+  lo.dtype = dtype;
   rotq::Model m =
       rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
   rotq::fuse_norms(m);
@@ -109,7 +110,13 @@ TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
     obj.add(l[rotq::LayerTensor::kWo].t());
     obj.add(l[rotq::LayerTensor::kWDown].t());
   }
-  const at::Tensor rh = rotq::random_hadamard_matrix(m.config.dim, 0);
+  return obj;
+}
+
+TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
+  auto comm = rotq::make_local_comm();
+  const FourthPowerObjective obj = stories_objective(at::kDouble);
+  const at::Tensor rh = rotq::random_hadamard_matrix(obj.dim(), 0);
   rotq::CayleySgdOptions o;
   o.steps = 50;
   o.lr = 0.02;
@@ -127,21 +134,8 @@ TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
 // now and then on this model, and there any two roundings part (float64 against float64 with
 // another summation order would too).
 TEST(OptRot, Float32GradientFollowsTheFloat64LossCurve) {
-  rotq::LoadOptions lo;
-  lo.dtype = at::kFloat;
-  rotq::Model m =
-      rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
-  rotq::fuse_norms(m);
-  FourthPowerObjective obj(m.config.dim, OptRotNorm::kNumel);
-  for (const auto& l : m.weights.layers) {
-    for (auto t : {rotq::LayerTensor::kWq, rotq::LayerTensor::kWk, rotq::LayerTensor::kWv,
-                   rotq::LayerTensor::kWGate, rotq::LayerTensor::kWUp}) {
-      obj.add(l[t]);
-    }
-    obj.add(l[rotq::LayerTensor::kWo].t());
-    obj.add(l[rotq::LayerTensor::kWDown].t());
-  }
-  const at::Tensor rh = rotq::random_hadamard_matrix(m.config.dim, 0);
+  const FourthPowerObjective obj = stories_objective(at::kFloat);
+  const at::Tensor rh = rotq::random_hadamard_matrix(obj.dim(), 0);
   for (auto method :
        {rotq::ManifoldOptimizer::kCayleySgd, rotq::ManifoldOptimizer::kRiemannianAdam}) {
     rotq::CayleySgdOptions o;
