@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "solvers/parallel.h"
-
 namespace rotq::detail {
 namespace {
 
@@ -53,16 +51,12 @@ void block_tile(const GptqBlock<T>& b, int64_t r0, int64_t n) {
   }
 }
 
+// Serial on purpose: between the block GEMMs OpenBLAS's threads spin, and a threaded loop here
+// measured 3× slower (and slowed the GEMMs that followed); the tiles keep it in cache instead.
 template <typename T>
 void run_block(const GptqBlock<T>& b) {
-  const int64_t tiles = (b.ld + kTileRows - 1) / kTileRows;
-  const auto body = ([&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t r0 = t * kTileRows;
-      block_tile(b, r0, std::min(kTileRows, b.ld - r0));
-    }
-  });
-  body(0, tiles);
+  for (int64_t r0 = 0; r0 < b.ld; r0 += kTileRows)
+    block_tile(b, r0, std::min(kTileRows, b.ld - r0));
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // GPTQ's in-block column loop on the host, fused: for a tile of rows, each column of the block is
 // quantized, its error computed and spread over the block's later columns in one pass while the
-// tile stays in cache; tiles of rows are independent (every row's result depends only on that
-// row and H), so they run on parallel threads.
+// tile stays in cache (every row's result depends only on that row and H, so tiles are
+// independent).
 #pragma once
 
 #include <cstdint>

@@ -10,9 +10,11 @@ namespace rotq {
 // own thread (the calling thread takes the first); ATen ops inside fn run serially, since the
 // workers already share the cores. An exception in any range is rethrown after all have joined.
 //
-// at::parallel_for cannot be used here: rotq is compiled without -fopenmp, so its header-inlined
-// OpenMP region runs serially (and every ATen op inside it then forks its own team: ~25 µs of
-// futex traffic per op under OMP_WAIT_POLICY=PASSIVE).
+// Plain threads rather than at::parallel_for, so that each range can set its own ATen ops serial:
+// an ATen op that forks its own OpenMP team inside a worker costs ~25 µs of futex traffic under
+// OMP_WAIT_POLICY=PASSIVE. Not for loops that alternate with BLAS calls: OpenBLAS's own threads
+// spin after each call and the two pools then fight for the cores (GPTQ's column loop measured 3×
+// slower threaded than serial between its block GEMMs).
 void parallel_ranges(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
 }  // namespace rotq
