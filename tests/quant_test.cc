@@ -443,7 +443,7 @@ TEST(QuantMse, Float32SearchPicksTheFloat64Optimum) {
 
 // ---- HessianAccumulator ------------------------------------------------------------------------
 
-// The MSE search's |a|^2.4 against float64 pow over every float32 mantissa at a few exponents
+// The MSE search's |a|^2.4 against float64 pow over every third float32 mantissa at four exponents
 // and a log-spaced sweep of 1e-15 .. 1e4: the exact one within 5e-7 relative (a few ulps), the
 // cheap one within the 2.5e-4 its pruning assumes (mse_kernel.cc's kCheapBound is 5e-4), and
 // both zero below ~1.6e-16 (where 2.4·ln a underflows float32's exp) and nowhere else.
