@@ -71,10 +71,7 @@ struct DfrotTrace {
   double seconds = 0;
   double flops = 0;  // xR and xᵀη products (4·N·C² per iteration) + SVDs (~22·C³)
   at::Tensor last;   // the rotation after the last Procrustes step (the best is returned)
-  // Where the time went: the token passes (with their all-reduces) and the Procrustes steps.
-  double pass_seconds = 0, polar_seconds = 0;
   double first_pass_seconds = 0;  // the first pass: xR, Q(xR), the loss and Σ w xᵀη
-  int64_t passes = 0, polars = 0;
 };
 
 // The weighted loss L(R) (all-reduced over `comm` when given).

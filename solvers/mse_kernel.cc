@@ -165,17 +165,18 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float row_error(con
 // plus float summation (≤ 256 terms per lane: 256·2^-24 each way), with margin.
 constexpr float kCheapBound = 5e-4f;
 
-template <bool kSymmetric>
+template <typename T>
 struct Candidate {
-  float s, z;
+  T s, z;
 };
 
-template <bool kSymmetric>
-Candidate<kSymmetric> candidate(float lo, float hi, int i, int grid, float maxq) {
-  const float p = static_cast<float>(1.0 - static_cast<double>(i) / grid);
-  const float lo1 = p * lo, hi1 = p * hi;
-  if (kSymmetric) return {hi1 / maxq, 0.0f};
-  const float s = (hi1 - lo1) / maxq;
+// Grid point i of a row's range, in the row's type as the reference computes it.
+template <typename T>
+Candidate<T> candidate(T lo, T hi, int i, int grid, T maxq, bool symmetric) {
+  const T p = static_cast<T>(1.0 - static_cast<double>(i) / grid);
+  const T lo1 = p * lo, hi1 = p * hi;
+  if (symmetric) return {hi1 / maxq, T(0)};
+  const T s = (hi1 - lo1) / maxq;
   return {s, std::nearbyint(-lo1 / s)};
 }
 
@@ -206,14 +207,14 @@ void search_rows(const float* x, int64_t r0, int64_t r1, int64_t cols, const flo
   for (int64_t r = r0; r < r1; ++r) {
     const float* row = x + r * cols;
     for (int i = 0; i < steps; ++i) {
-      const auto c = candidate<kSymmetric>(lo[r], hi[r], i, grid, maxq);
+      const auto c = candidate<float>(lo[r], hi[r], i, grid, maxq, kSymmetric);
       cheap[i] = row_error<kSymmetric, true>(row, cols, c.s, c.z, minq, maxq);
     }
     const std::vector<char> keep = survivors(cheap, cols);
     float best = std::numeric_limits<float>::infinity();
     for (int i = 0; i < steps; ++i) {
       if (!keep[i]) continue;
-      const auto c = candidate<kSymmetric>(lo[r], hi[r], i, grid, maxq);
+      const auto c = candidate<float>(lo[r], hi[r], i, grid, maxq, kSymmetric);
       const float err = row_error<kSymmetric, false>(row, cols, c.s, c.z, minq, maxq);
       if (err < best) {  // strict, as the reference: the first of equals wins
         best = err;
@@ -238,10 +239,9 @@ void search_rows_f64(const double* x, int64_t r0, int64_t r1, int64_t cols, cons
     const double* row = x + r * cols;
     for (int64_t c = 0; c < cols; ++c) row32[c] = static_cast<float>(row[c]);
     for (int i = 0; i < steps; ++i) {
-      const double p = 1.0 - static_cast<double>(i) / grid;
-      const double lo1 = p * lo[r], hi1 = p * hi[r];
-      cs[i] = symmetric ? hi1 / maxq : (hi1 - lo1) / maxq;
-      cz[i] = symmetric ? 0.0 : std::nearbyint(-lo1 / cs[i]);
+      const auto c = candidate<double>(lo[r], hi[r], i, grid, maxq, symmetric);
+      cs[i] = c.s;
+      cz[i] = c.z;
       const float s32 = static_cast<float>(cs[i]), z32 = static_cast<float>(cz[i]);
       cheap[i] =
           symmetric

@@ -39,7 +39,8 @@ at::Tensor polar_factor(const at::Tensor& m, PolarMethod method, PolarReport* re
   require_square(m, "polar_factor");
   require(at::isfinite(m).all().item<bool>(), "polar_factor: the matrix has NaN/Inf entries");
   PolarReport rep;
-  at::Tensor x = m.to(at::kDouble).contiguous();
+  const at::Tensor md = m.to(at::kDouble).contiguous();
+  at::Tensor x = md;
   at::Tensor q;
   if (method == PolarMethod::kNewton && x.size(0) > 0) {
     // Scaled Newton (Higham 1986; Kenney & Laub's (1,∞) scaling, switched off once close, where
@@ -68,7 +69,7 @@ at::Tensor polar_factor(const at::Tensor& m, PolarMethod method, PolarReport* re
     }
   }
   if (!q.defined()) {
-    q = polar_by_svd(m.to(at::kDouble));
+    q = polar_by_svd(md);
     rep.svd = true;
     if (report) rep.residual = orthogonality_residual(q);
   }

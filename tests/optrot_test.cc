@@ -93,6 +93,17 @@ TEST(OptRot, CayleySgdDecreasesTheObjectiveAndStaysOrthogonal) {
   EXPECT_TRUE(at::equal(r, rotq::minimize_fourth_power(obj, r0, o, comm.get())));
 }
 
+// Options for one of the two optimizers, quiet, with its own step size.
+rotq::CayleySgdOptions optimizer_options(rotq::ManifoldOptimizer method, int64_t steps,
+                                         double lr_sgd, double lr_adam) {
+  rotq::CayleySgdOptions o;
+  o.method = method;
+  o.steps = steps;
+  o.lr = method == rotq::ManifoldOptimizer::kCayleySgd ? lr_sgd : lr_adam;
+  o.log_every = 0;
+  return o;
+}
+
 // R1's objective on stories260K's norm-fused weights, held in `dtype`: readers as themselves,
 // writers (o, down) transposed.
 FourthPowerObjective stories_objective(at::ScalarType dtype) {
@@ -138,11 +149,7 @@ TEST(OptRot, Float32GradientFollowsTheFloat64LossCurve) {
   const at::Tensor rh = rotq::random_hadamard_matrix(obj.dim(), 0);
   for (auto method :
        {rotq::ManifoldOptimizer::kCayleySgd, rotq::ManifoldOptimizer::kRiemannianAdam}) {
-    rotq::CayleySgdOptions o;
-    o.method = method;
-    o.steps = 100;
-    o.lr = method == rotq::ManifoldOptimizer::kCayleySgd ? 0.005 : 0.001;
-    o.log_every = 0;
+    rotq::CayleySgdOptions o = optimizer_options(method, 100, 0.005, 0.001);
     rotq::RotationTrace t64, t32;
     rotq::minimize_fourth_power(obj, rh, o, nullptr, &t64);
     o.gradient_dtype = at::kFloat;
@@ -281,11 +288,7 @@ TEST(OptRotPlus, BothOptimizersDescendFromHadamardAndStayOrthogonal) {
   const at::Tensor r0 = rotq::random_hadamard_matrix(16, 2);
   for (auto method :
        {rotq::ManifoldOptimizer::kCayleySgd, rotq::ManifoldOptimizer::kRiemannianAdam}) {
-    rotq::CayleySgdOptions o;
-    o.method = method;
-    o.steps = 150;
-    o.lr = method == rotq::ManifoldOptimizer::kCayleySgd ? 0.02 : 0.01;
-    o.log_every = 0;
+    const rotq::CayleySgdOptions o = optimizer_options(method, 150, 0.02, 0.01);
     const at::Tensor r = rotq::minimize_fourth_power(obj, r0, o, comm.get());
     EXPECT_LT(rotq::fourth_power_loss(obj, r, comm.get()),
               0.95 * rotq::fourth_power_loss(obj, r0, comm.get()))

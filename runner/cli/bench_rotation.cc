@@ -6,8 +6,6 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
-#include <chrono>
-
 #include "models/synth.h"
 #include "runner/cli/cmd_common.h"
 #include "runner/dist/device.h"
@@ -31,18 +29,6 @@ struct RotationBenchArgs {
   std::string device = "cpu";
   bool json = false;
 };
-
-using Clock = std::chrono::steady_clock;
-
-// Wall time of f, with the device's queue drained before and after (GPU work is asynchronous).
-template <class F>
-double timed(at::Device device, F&& f) {
-  sync_device(device);
-  const auto t0 = Clock::now();
-  f();
-  sync_device(device);
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // Rows of a 7B/70B layer that R1 touches (q, k, v, gate, up as readers; o, down transposed).
 int64_t r1_rows_per_layer(const ModelConfig& c) {
@@ -97,8 +83,8 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const at::Tensor m = at::matmul(x.t().to(at::kDouble), x.to(at::kDouble) + 0.1) +
                          seeded_gaussian(C, C, 9).to(dev);
     PolarReport newton;
-    const double t_newton = timed(dev, [&] { polar_factor(m, PolarMethod::kNewton, &newton); });
-    const double t_svd = timed(dev, [&] { polar_factor(m, PolarMethod::kSvd); });
+    const double t_newton = timed_on(dev, [&] { polar_factor(m, PolarMethod::kNewton, &newton); });
+    const double t_svd = timed_on(dev, [&] { polar_factor(m, PolarMethod::kSvd); });
     const double t_polar = newton.svd ? t_svd : std::min(t_newton, t_svd);
     double t_tokens = 0;
     for (const at::ScalarType pass : {at::kDouble, at::kFloat}) {
@@ -127,10 +113,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
     FourthPowerObjective obj(C, OptRotNorm::kNumel);
     obj.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kFloat));
-    const double t_grad = timed(dev, [&] { obj.local_gradient(r0); });
-    const double t_grad32 = timed(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
+    const double t_grad = timed_on(dev, [&] { obj.local_gradient(r0); });
+    const double t_grad32 =
+        timed_on(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
     const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12).to(dev));
-    const double t_cayley = timed(dev, [&] { cayley_retract(r0, skew, 1e-3); });
+    const double t_cayley = timed_on(dev, [&] { cayley_retract(r0, skew, 1e-3); });
     const double grad_flops = obj.gradient_flops();
     const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
     const double full_step =

@@ -5,8 +5,6 @@
 // same way, in a warm Python process).
 #include <ATen/ATen.h>
 
-#include <chrono>
-
 #include "models/npy.h"
 #include "runner/cli/cmd_common.h"
 #include "runner/dist/device.h"
@@ -44,13 +42,17 @@ at::Tensor read_tensor_arg(const std::string& arg, const char* what) {
   return read_tensor_file(arg);
 }
 
-template <class F>
-double timed(at::Device device, F&& f) {
-  sync_device(device);
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  sync_device(device);
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+// One JSON line (--json, as scripts/peer_parity.py reads it), or the same fields as a table.
+void report(Runtime& rt, bool json, const nlohmann::json& j) {
+  if (json) {
+    print_json_line(rt.c(), j);
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [key, value] : j.items()) {
+    rows.push_back({key, value.is_string() ? value.get<std::string>() : value.dump()});
+  }
+  print_table(rt.c(), {"field", "value"}, rows);
 }
 
 void run_parity_gptq(Runtime& rt, const ParityArgs& a) {
@@ -71,25 +73,26 @@ void run_parity_gptq(Runtime& rt, const ParityArgs& a) {
   o.act_order = a.act_order;
   GptqResult r;
   for (int i = 0; i < a.warmup; ++i) gptq_quantize(w, h, spec, o, a.weight);
-  const double seconds = timed(dev, [&] { r = gptq_quantize(w, h, spec, o, a.weight); });
+  const double seconds = timed_on(dev, [&] { r = gptq_quantize(w, h, spec, o, a.weight); });
   if (!a.out.empty()) write_npy(a.out, r.weight.to(at::kCPU));
   const GemmRate g = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
   const GptqStages& s = r.stages;
-  print_json_line(rt.c(), {{"command", "parity gptq"},
-                           {"rows", w.size(0)},
-                           {"cols", w.size(1)},
-                           {"spec", spec.describe()},
-                           {"dtype", a.dtype},
-                           {"act_order", a.act_order},
-                           {"device", dev.str()},
-                           {"seconds", seconds},
-                           {"params_seconds", s.params_seconds},
-                           {"factor_seconds", s.factor_seconds},
-                           {"column_seconds", s.column_seconds},
-                           {"update_seconds", s.update_seconds},
-                           {"flops", r.flops},
-                           {"gflops", r.flops / seconds / 1e9},
-                           {"gemm_gflops", g.gflops}});
+  report(rt, a.json,
+         {{"command", "parity gptq"},
+          {"rows", w.size(0)},
+          {"cols", w.size(1)},
+          {"spec", spec.describe()},
+          {"dtype", a.dtype},
+          {"act_order", a.act_order},
+          {"device", dev.str()},
+          {"seconds", seconds},
+          {"params_seconds", s.params_seconds},
+          {"factor_seconds", s.factor_seconds},
+          {"column_seconds", s.column_seconds},
+          {"update_seconds", s.update_seconds},
+          {"flops", r.flops},
+          {"gflops", r.flops / seconds / 1e9},
+          {"gemm_gflops", g.gflops}});
 }
 
 void run_parity_dfrot(Runtime& rt, const ParityArgs& a) {
@@ -110,24 +113,23 @@ void run_parity_dfrot(Runtime& rt, const ParityArgs& a) {
   o.log_every = 0;
   o.pass_dtype = a.precision == "float64" ? at::kDouble : at::kFloat;
   DfrotTrace trace;
-  at::Tensor r;
   for (int i = 0; i < a.warmup; ++i) dfrot_optimize(x, massive, r0, o, nullptr);
-  const double seconds =
-      timed(dev, [&] { r = dfrot_optimize(x, massive, r0, o, nullptr, &trace); });
+  const double seconds = timed_on(dev, [&] { dfrot_optimize(x, massive, r0, o, nullptr, &trace); });
   // The iteration's rotation, as the reference script keeps it (dfrot_optimize returns the better
   // of R0 and R1 by loss; the reference accepts R1).
   if (!a.out.empty()) write_npy(a.out, trace.last.to(at::kCPU));
   const GemmRate g = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
-  print_json_line(rt.c(), {{"command", "parity dfrot"},
-                           {"tokens", x.size(0)},
-                           {"dim", x.size(1)},
-                           {"massive", trace.massive},
-                           {"device", dev.str()},
-                           {"seconds", seconds},
-                           {"loss", trace.loss},
-                           {"flops", trace.flops},
-                           {"gflops", trace.flops / seconds / 1e9},
-                           {"gemm_gflops", g.gflops}});
+  report(rt, a.json,
+         {{"command", "parity dfrot"},
+          {"tokens", x.size(0)},
+          {"dim", x.size(1)},
+          {"massive", trace.massive},
+          {"device", dev.str()},
+          {"seconds", seconds},
+          {"loss", trace.loss},
+          {"flops", trace.flops},
+          {"gflops", trace.flops / seconds / 1e9},
+          {"gemm_gflops", g.gflops}});
 }
 
 }  // namespace
@@ -179,7 +181,7 @@ void register_parity(CLI::App& app, Runtime& rt) {
     c->add_option("--gemm-n", a->gemm_n, "size of the reference GEMM")
         ->capture_default_str()
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
-    c->add_flag("--json", a->json, "print JSON lines (always on)");
+    c->add_flag("--json", a->json, "print one JSON line (default: a table)");
   }
   g->callback([a, &rt] { run_parity_gptq(rt, *a); });
   d->callback([a, &rt] { run_parity_dfrot(rt, *a); });

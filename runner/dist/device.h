@@ -4,6 +4,7 @@
 
 #include <c10/core/Device.h>
 
+#include <chrono>
 #include <string>
 
 namespace rotq {
@@ -14,6 +15,16 @@ at::Device resolve_device(const std::string& name);
 
 // Waits for the work queued on `device` (for stage timings; a no-op on CPU).
 void sync_device(at::Device device);
+
+// Wall seconds of f() on `device`, its queue drained before and after (GPU work is asynchronous).
+template <class F>
+double timed_on(at::Device device, F&& f) {
+  sync_device(device);
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  sync_device(device);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // "NVIDIA H200 (cuda:0)" or "cpu", for records.
 std::string device_description(at::Device device);
