@@ -50,9 +50,10 @@ at::Tensor polar_factor(const at::Tensor& m, PolarMethod method, PolarReport* re
       at::Tensor inv, info;
       std::tie(inv, info) = at::linalg_inv_ex(x);
       if (info.item<int64_t>() != 0 || !at::isfinite(inv).all().item<bool>()) break;
-      const double zeta = scale ? std::pow(one_inf(inv) / one_inf(x), 0.25) : 1.0;
-      // κ₁ ≈ ζ⁴ at the first iteration: beyond 1e12 the inverse carries no digits.
-      if (it == 1 && zeta * zeta * zeta * zeta > 1e24) break;
+      const double norm_inv = one_inf(inv), norm_x = one_inf(x);
+      // κ² ≈ ‖X⁻¹‖₁‖X⁻¹‖∞·‖X‖₁‖X‖∞ (scale-free): beyond κ ≈ 1e12 the inverse carries no digits.
+      if (it == 1 && norm_inv * norm_x > 1e24) break;
+      const double zeta = scale ? std::pow(norm_inv / norm_x, 0.25) : 1.0;
       at::Tensor next = x.mul(0.5 * zeta).add_(inv.t(), 0.5 / zeta);
       const double step = max_abs(next - x) / max_abs(next);
       x = next;

@@ -57,6 +57,15 @@ TEST(PolarFactor, NewtonEqualsTheSvdsRotation) {
                 .item<double>(),
             1e-10);
   rotq::PolarReport rep;
+  // The conditioning test is scale-free: a tiny, well-conditioned M stays on the Newton path.
+  const at::Tensor tiny = 1e-9 * g;
+  EXPECT_LT((rotq::polar_factor(tiny, rotq::PolarMethod::kNewton, &rep) -
+             rotq::polar_factor(tiny, rotq::PolarMethod::kSvd))
+                .abs()
+                .max()
+                .item<double>(),
+            1e-10);
+  EXPECT_FALSE(rep.svd);
   const at::Tensor near = u + 1e-6 * g;
   const at::Tensor q = rotq::polar_factor(near, rotq::PolarMethod::kNewton, &rep);
   EXPECT_LE(rep.iterations, 4);
