@@ -2,7 +2,8 @@
 # The GPU session's checks in one run, on the device machine (README: "GPU build"), in order of
 # value so that a run cut short still reports the first ones:
 #   1. build rotq against the machine's CUDA LibTorch and NCCL (scripts/device_build.sh);
-#   2. the multi-rank suite over the NCCL backend at one rank (host and device tensors);
+#   2. the multi-rank suite over the NCCL backend at one rank (host and device tensors), and the
+#      GPU kernel checks (AtenPath.*: GPTQ's fused CUDA block kernel against the ATen loop);
 #   3. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
 #   4. bench rotation on the GPU (one DFRot iteration / OptRot step at C = 4096, 8192, with the
 #      float32 token pass / gradient and the Newton polar factor), one SpinQuant step at 7B width
@@ -20,7 +21,7 @@ T0=$SECONDS
 B=${ROTQ_BUILD_DIR:-build-cuda}
 stage() { printf '=== [%4ss] %s\n' "$((SECONDS - T0))" "$*" | tee -a "$OUT/stages.txt"; }
 left() { echo $((BUDGET - (SECONDS - T0))); }
-want() { [[ " ${ROTQ_CHECK_STAGES:-nccl stories bench 7b} " == *" $1 "* ]]; }
+want() { [[ " ${ROTQ_CHECK_STAGES:-nccl kernels stories bench 7b} " == *" $1 "* ]]; }
 fits() {  # fits SECONDS NAME: enough budget left for a stage?
   if (($(left) < $1)); then stage "skip $2: $(left)s left, needs ~$1s"; return 1; fi
 }
@@ -35,7 +36,7 @@ stage "env"
 cat "$OUT/env.txt"
 
 stage "build"
-if ! ROTQ_BUILD_TARGETS="rotq rotq_mpi_tests" bash scripts/device_build.sh > "$OUT/build.log" 2>&1; then
+if ! ROTQ_BUILD_TARGETS="rotq rotq_mpi_tests rotq_solver_tests" bash scripts/device_build.sh > "$OUT/build.log" 2>&1; then
   grep -E "error|Error|FAILED" "$OUT/build.log" | head -40
   tail -30 "$OUT/build.log"
   stage "build failed"
@@ -50,6 +51,13 @@ stage "nccl suite (1 rank, host + device tensors)"
 want nccl && ROTQ_TEST_COMM=nccl timeout 240 "$B/tests/rotq_mpi_tests" > "$OUT/nccl_suite.log" 2>&1
 echo "rc=$?" >> "$OUT/nccl_suite.log"
 grep -E "^\[  (PASSED|FAILED) |FAILED|rc=" "$OUT/nccl_suite.log" | head -20
+
+if want kernels; then
+  stage "GPU kernels vs the ATen formulation (AtenPath.*)"
+  timeout 120 "$B/tests/rotq_solver_tests" --gtest_filter='AtenPath.*' > "$OUT/kernels.log" 2>&1
+  echo "rc=$?" >> "$OUT/kernels.log"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|rc=" "$OUT/kernels.log" | head -20
+fi
 
 want stories && stage "stories260K cpu vs cuda"
 S="quantize-eval --model data/stories260K/stories260K.bin --tokenizer data/stories260K/tok512.bin
@@ -102,6 +110,11 @@ if want bench && fits 60 "bench gptq"; then
   timeout $(($(left) > 120 ? 120 : $(left))) $R bench gptq --device cuda --shapes 4096x4096 \
     11008x4096 4096x11008 --repeats 2 --shared 3 --gemm-n 8192 > "$OUT/bench_gptq_cuda.txt" 2>&1
   cat "$OUT/bench_gptq_cuda.txt"
+  # The same 4096² solve with the column loop as ATen ops (ROTQ_ATEN_KERNELS=1 turns the fused
+  # kernel off): what the fused kernel saves.
+  ROTQ_ATEN_KERNELS=1 timeout 60 $R bench gptq --device cuda --shapes 4096x4096 --repeats 2 \
+    --gemm-n 8192 > "$OUT/bench_gptq_cuda_aten.txt" 2>&1
+  cat "$OUT/bench_gptq_cuda_aten.txt"
 fi
 
 M=/tmp/synth-7b

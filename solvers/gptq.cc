@@ -13,6 +13,9 @@
 #include "solvers/error.h"
 #include "solvers/gptq_kernel.h"
 #include "solvers/kernel_path.h"
+#if defined(ROTQ_WITH_CUDA_KERNELS)
+#include "solvers/gptq_cuda.h"
+#endif
 
 namespace rotq {
 
@@ -307,6 +310,48 @@ void quantize_column_aten(at::Tensor w, const at::Tensor& scale, const at::Tenso
   w.copy_(q);
 }
 
+#if defined(ROTQ_WITH_CUDA_KERNELS)
+// The block on the GPU in one kernel (gptq_cuda.cu): the divisors and each column's params are
+// gathered into device arrays first (params shared by the whole block are passed once).
+template <typename T>
+void quantize_block_cuda(at::Tensor& wt, at::Tensor& err, const Factor& f, int64_t i1, int64_t i2,
+                         ColumnParams& params, const QuantSpec& spec) {
+  const int64_t count = i2 - i1;
+  std::vector<double> d(f.diag.begin() + i1, f.diag.begin() + i2);
+  for (double& v : d) v = static_cast<double>(static_cast<T>(v));  // the divisor in T
+  const at::Tensor dt = at::tensor(d, at::kDouble).to(wt.options());
+  std::vector<at::Tensor> scales, zeros;
+  bool shared = true;
+  for (int64_t c = i1; c < i2; ++c) {
+    const auto p = params.at_column(c, wt);
+    shared = shared && (scales.empty() || (p.first.data_ptr() == scales[0].data_ptr() &&
+                                           p.second.data_ptr() == zeros[0].data_ptr()));
+    scales.push_back(p.first);
+    zeros.push_back(p.second);
+  }
+  const at::Tensor scale = shared ? scales[0].contiguous() : at::stack(scales).contiguous();
+  const at::Tensor zero = shared ? zeros[0].contiguous() : at::stack(zeros).contiguous();
+  detail::GptqBlockDevice<T> b;
+  b.wt = wt.data_ptr<T>();
+  b.ld = wt.size(1);
+  b.i1 = i1;
+  b.count = count;
+  b.err = err.data_ptr<T>();
+  b.u = f.u.data_ptr<T>();
+  b.u_ld = f.u.size(1);
+  b.d = dt.data_ptr<T>();
+  b.scale = scale.data_ptr<T>();
+  b.zero = zero.data_ptr<T>();
+  b.p_stride = shared ? 0 : b.ld;
+  b.symmetric = spec.symmetric;
+  b.minq = static_cast<T>(detail::min_level(spec));
+  b.maxq = static_cast<T>(detail::max_level(spec));
+  // The temporaries above may be freed on return: the caching allocator hands their memory only
+  // to later work on the same (default) stream, which runs after this kernel.
+  detail::gptq_block_cuda(b);
+}
+#endif
+
 // Quantizes the columns [i1, i2) of wt in place, spreading each column's error over the block's
 // later columns; the error rows land in err [i2 - i1, rows]. Returns the FLOPs of the updates.
 template <typename T>
@@ -340,6 +385,12 @@ double quantize_block(at::Tensor& wt, at::Tensor& err, const Factor& f, int64_t 
     detail::gptq_block(b);
     return flops;
   }
+#if defined(ROTQ_WITH_CUDA_KERNELS)
+  if (wt.is_cuda() && !aten_kernels_forced()) {
+    quantize_block_cuda<T>(wt, err, f, i1, i2, params, spec);
+    return flops;
+  }
+#endif
   at::Tensor q = at::empty({rows}, wt.options());
   for (int64_t c = i1; c < i2; ++c) {
     const auto p = params.at_column(c, wt);

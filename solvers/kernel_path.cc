@@ -16,4 +16,6 @@ bool use_aten_kernels(const at::Tensor& x) { return !x.is_cpu() || forced().load
 
 void force_aten_kernels(bool on) { forced().store(on); }
 
+bool aten_kernels_forced() { return forced().load(); }
+
 }  // namespace rotq

@@ -7,9 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "solvers/gptq.h"
+#include "solvers/gptq_kernel.h"
+#include "solvers/gptq_row.h"
 #include "solvers/hadamard.h"
 #include "solvers/kernel_path.h"
 #include "solvers/quantizer.h"
@@ -82,6 +85,88 @@ TEST(AtenPath, ActivationQuantizerMatchesHostLoops) {
   }
 }
 
+// The CUDA kernel's row program (gptq_row.h, one thread per row) against the host kernel on one
+// block, both as the kernel runs it on global memory (column stride = rows) and staged in a
+// shared-memory-like tile (stride = threads per CTA). Same operations in the same order and type:
+// equal to rounding (tolerance 1e-6 float32, 1e-13 float64, relative to the weights' scale 1).
+template <typename T>
+void check_row_program(bool symmetric, bool shared_params, bool staged) {
+  const at::ScalarType dt = std::is_same_v<T, float> ? at::kFloat : at::kDouble;
+  const int64_t rows = 37, cols = 20, i1 = 3, i2 = 17, count = i2 - i1, threads = 8;
+  at::manual_seed(11);
+  const at::Tensor wt0 = at::randn({cols, rows}, dt);
+  at::Tensor u = at::randn({cols, cols}, dt).triu().mul_(0.2);
+  u.diagonal().copy_(at::rand({cols}, dt).add_(0.5));
+  const at::Tensor scale = at::rand({count, rows}, dt).add_(0.1).mul_(0.3);
+  const at::Tensor zero = at::randint(0, 15, {count, rows}, dt);
+  const QuantSpec s = spec(4, symmetric);
+  const int64_t p_of = shared_params ? 0 : 1;  // which params row column k reads: 0 or k
+
+  at::Tensor host = wt0.clone(), host_err = at::zeros({count, rows}, dt);
+  detail::GptqBlock<T> b;
+  b.wt = host.data_ptr<T>();
+  b.ld = rows;
+  b.err = host_err.data_ptr<T>();
+  b.u = u.data_ptr<T>();
+  b.u_ld = cols;
+  b.i1 = i1;
+  b.i2 = i2;
+  b.symmetric = symmetric;
+  b.minq = static_cast<T>(detail::min_level(s));
+  b.maxq = static_cast<T>(detail::max_level(s));
+  std::vector<T> d;
+  for (int64_t k = 0; k < count; ++k) {
+    d.push_back(u[i1 + k][i1 + k].item<T>());
+    b.d.push_back(d.back());
+    b.scale.push_back(scale.data_ptr<T>() + k * p_of * rows);
+    b.zero.push_back(zero.data_ptr<T>() + k * p_of * rows);
+  }
+  detail::gptq_block(b);
+
+  at::Tensor dev = wt0.clone(), dev_err = at::zeros({count, rows}, dt);
+  detail::GptqRowShared<T> sh;
+  sh.count = count;
+  sh.u = u.data_ptr<T>() + i1 * cols + i1;
+  sh.u_ld = cols;
+  sh.d = d.data();
+  sh.symmetric = symmetric;
+  sh.minq = b.minq;
+  sh.maxq = b.maxq;
+  std::vector<T> tile(count * threads);
+  for (int64_t r = 0; r < rows; ++r) {
+    T* col = dev.data_ptr<T>() + i1 * rows + r;
+    T* e = dev_err.data_ptr<T>() + r;
+    const T* sr = scale.data_ptr<T>() + r;
+    const T* zr = zero.data_ptr<T>() + r;
+    if (!staged) {
+      detail::gptq_row(col, rows, e, rows, sr, zr, p_of * rows, sh);
+      continue;
+    }
+    T* t = tile.data() + r % threads;
+    for (int64_t k = 0; k < count; ++k) t[k * threads] = col[k * rows];
+    detail::gptq_row(t, threads, e, rows, sr, zr, p_of * rows, sh);
+    for (int64_t k = 0; k < count; ++k) col[k * rows] = t[k * threads];
+  }
+  const double tol = dt == at::kFloat ? 1e-6 : 1e-13;
+  const std::string what = std::string(c10::toString(dt)) + (symmetric ? " sym" : " asym") +
+                           (shared_params ? " shared params" : " per-column params") +
+                           (staged ? " staged" : " global");
+  EXPECT_LT(max_abs_diff(host, dev), tol) << what;
+  EXPECT_LT(max_abs_diff(host_err, dev_err), tol) << what;
+  EXPECT_TRUE(at::equal(host.narrow(0, 0, i1), wt0.narrow(0, 0, i1))) << what;
+  // The block's columns were quantized: on the grid of their params.
+  EXPECT_GT(max_abs_diff(host.narrow(0, i1, count), wt0.narrow(0, i1, count)), 0.01) << what;
+}
+
+TEST(AtenPath, GptqCudaRowProgramMatchesHostKernel) {
+  for (bool sym : {true, false})
+    for (bool shared : {true, false})
+      for (bool staged : {true, false}) {
+        check_row_program<float>(sym, shared, staged);
+        check_row_program<double>(sym, shared, staged);
+      }
+}
+
 // GPTQ's MSE criterion Σ |Q(x) − x|^2.4 of one row at (scale, zero), in float64.
 double mse_error64(const at::Tensor& row, double scale, double zero, const QuantSpec& s) {
   QuantSpec one = s;
@@ -152,6 +237,52 @@ TEST(AtenPath, GptqColumnLoopMatchesHostLoop) {
       const double tol = dt == at::kDouble ? 1e-9 : 1e-5;
       EXPECT_LT(max_abs_diff(host, aten), tol)
           << c.s.describe() << (c.act_order ? " act_order" : "") << " " << c10::toString(dt);
+    }
+  }
+}
+
+// On a GPU (CUDA builds): the fused block kernel against the ATen column loop on the same device
+// and against the host, for the cases of the test above. Float64: 1e-9 as that test; float32:
+// the host's roundings (no FMA on either side), but the Cholesky factors come from different
+// libraries, so a rounding tie may flip: the share of weights a grid step apart is bounded instead.
+TEST(AtenPath, GptqCudaKernelMatchesAtenLoopOnGpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine";
+  at::manual_seed(6);
+  const int64_t cols = 256, rows = 300;
+  const at::Tensor x = at::randn({1024, cols}, at::kDouble);
+  const at::Tensor h = at::matmul(x.t(), x) * (2.0 / 1024);
+  const at::Tensor w = at::randn({rows, cols}, at::kDouble);
+  struct Case {
+    QuantSpec s;
+    bool act_order, static_groups;
+    int64_t block;
+  };
+  const std::vector<Case> cases = {{spec(4, true), false, false, 128},
+                                   {spec(3, false), true, false, 64},
+                                   {spec(4, true, 0, true), true, false, 128},
+                                   {spec(4, false, 64), false, false, 128},
+                                   {spec(3, true, 32), true, true, 128},
+                                   {spec(4, true), false, false, 256}};  // a staged 256 block
+  for (const Case& c : cases) {
+    GptqOptions o;
+    o.act_order = c.act_order;
+    o.static_groups = c.static_groups;
+    o.blocksize = c.block;
+    for (at::ScalarType dt : {at::kDouble, at::kFloat}) {
+      const at::Tensor wd = w.to(dt).cuda();
+      const at::Tensor hd = h.cuda();
+      auto [fused, aten] = both_paths([&] { return gptq_quantize(wd, hd, c.s, o, "t").weight; });
+      const at::Tensor host = gptq_quantize(w.to(dt), h, c.s, o, "t").weight;
+      const std::string what = c.s.describe() + (c.act_order ? " act_order" : "") + " block " +
+                               std::to_string(c.block) + " " + c10::toString(dt);
+      if (dt == at::kDouble) {
+        EXPECT_LT(max_abs_diff(fused.cpu(), aten.cpu()), 1e-9) << what;
+        EXPECT_LT(max_abs_diff(fused.cpu(), host), 1e-9) << what;
+      } else {
+        const double apart =
+            (fused.cpu() - aten.cpu()).abs().gt(1e-4).to(at::kDouble).mean().item<double>();
+        EXPECT_LT(apart, 0.02) << what;
+      }
     }
   }
 }

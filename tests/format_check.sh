@@ -6,7 +6,7 @@ cd "$1"
 bad=()
 while IFS= read -r f; do
   clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || bad+=("$f")
-done < <(git ls-files '*.cc' '*.h' 2>/dev/null || find models runner solvers tests -name '*.cc' -o -name '*.h')
+done < <(git ls-files '*.cc' '*.h' '*.cu' 2>/dev/null || find models runner solvers tests -name '*.cc' -o -name '*.h' -o -name '*.cu')
 if ((${#bad[@]} > 0)); then
   echo "not clang-formatted (run clang-format -i on them): ${bad[*]}" >&2
   exit 1

@@ -35,10 +35,11 @@ void Runtime::init() {
   }
   at::set_num_threads(n);
   // ROTQ_ATEN_KERNELS=1 runs the GPU code paths (ATen-only kernels) on the CPU: a whole pipeline
-  // can be checked against the host loops on a machine without a GPU.
+  // can be checked against the host loops on a machine without a GPU. On a GPU it turns rotq's
+  // own CUDA kernels off (GPTQ's fused block), to compare them with the ATen formulation.
   if (const char* v = std::getenv("ROTQ_ATEN_KERNELS"); v && std::string(v) == "1") {
     force_aten_kernels(true);
-    spdlog::info("ROTQ_ATEN_KERNELS=1: the ATen-only kernel paths (as on a GPU) are used on CPU");
+    spdlog::info("ROTQ_ATEN_KERNELS=1: the ATen-only kernel paths are used (CPU and GPU)");
   }
   // OpenBLAS keeps its own pool, sized from the CPUs this process may use (which depends on how
   // the launcher binds ranks), and its sums depend on the thread count: pin it to ours so that a
