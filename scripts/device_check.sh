@@ -6,7 +6,7 @@
 #      GPU kernel checks (AtenPath.*: GPTQ's fused CUDA block kernel against the ATen loop);
 #   3. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
 #   4. bench rotation on the GPU (one DFRot iteration / OptRot step at C = 4096, 8192, with the
-#      float32 token pass / gradient and the Newton polar factor), one SpinQuant step at 7B width
+#      float32 token pass / float32 and TF32 gradient and the Newton polar factor), one SpinQuant step at 7B width
 #      (bench spinquant) and GPTQ stage by stage at 7B shapes (bench gptq);
 #   5. a synthetic LLaMA-2-7B-shaped model with planted outliers: the whole pipeline on one GPU
 #      (RH + GPTQ W4, evaluation at A16/A4/A4KV4 with KL from the floating-point model), then
@@ -131,7 +131,10 @@ if want 7b && fits 150 "7B synth + pipeline"; then
     --nsamples 128 --acts 16/16 --acts 4/16 --acts 4/4 --label "7b rh gptq" \
     >> "$OUT/synth7b.jsonl" 2> "$OUT/synth7b_rh.log"
   tail -5 "$OUT/synth7b_rh.log"
-  for rot in "dfrot --dfrot-iters 10" "optrot --optrot-steps 10"; do
+  # The fast settings of issue 18 (float32 token pass; TF32 gradient): the per-iteration / per-step
+  # targets; bench rotation above has the float64 rows for comparison.
+  for rot in "dfrot --dfrot-iters 10 --dfrot-precision float32" \
+    "optrot --optrot-steps 10 --optrot-precision tf32"; do
     fits 60 "7B $rot" || break
     stage "7B $rot"
     # shellcheck disable=SC2086

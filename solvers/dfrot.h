@@ -51,9 +51,9 @@ struct DfrotOptions {
   MassiveOptions massive;
   int64_t chunk_rows = 8192;  // tokens per product (bounds the temporaries)
   int64_t log_every = 10;     // info line every k iterations (0: never)
-  // The token pass (xR, Q(xR), the loss and Σ w xᵀη per chunk): float64, or float32 GEMMs (TF32
-  // where the device allows it) with the chunks' sums accumulated in float64. The Procrustes step
-  // is float64 either way.
+  // The token pass (xR, Q(xR), the loss and Σ w xᵀη per chunk): float64, or float32 GEMMs (full
+  // float32: the per-token rounding decisions follow xR) with the chunks' sums accumulated in
+  // float64. The Procrustes step is float64 either way.
   at::ScalarType pass_dtype = at::kDouble;
   PolarMethod polar = PolarMethod::kNewton;  // the Procrustes step's polar factor
 };

@@ -9,6 +9,7 @@
 
 #include "solvers/error.h"
 #include "solvers/orthogonal.h"
+#include "solvers/tf32_scope.h"
 
 namespace rotq {
 
@@ -134,7 +135,11 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
   std::vector<double> losses;
   for (int64_t step = 0; step <= opts.steps; ++step) {
     double local = 0;
-    at::Tensor grad = obj.local_gradient(r, &local, true, opts.gradient_dtype);
+    at::Tensor grad;
+    {
+      const Tf32Scope tf32(opts.tf32 && opts.gradient_dtype == at::kFloat);
+      grad = obj.local_gradient(r, &local, true, opts.gradient_dtype);
+    }
     // One reduction for both: the gradient and, in an extra row, the loss.
     at::Tensor packed = at::cat({grad.reshape({-1}), at::full({1}, local, grad.options())});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);

@@ -64,8 +64,8 @@ class FourthPowerObjective {
 
   // Loss and Euclidean gradient at R (float64), summed over this rank's terms only.
   double local_loss(const at::Tensor& r) const;
-  // `compute`: the dtype of the products A·R and Aᵀ·(A·R)^∘3 (float32: TF32 where the device
-  // allows); R, the sums and the gradient are float64 either way.
+  // `compute`: the dtype of the products A·R and Aᵀ·(A·R)^∘3 (float32 GEMMs use TF32 only inside
+  // a Tf32Scope); R, the sums and the gradient are float64 either way.
   at::Tensor local_gradient(const at::Tensor& r, double* loss = nullptr, bool want_gradient = true,
                             at::ScalarType compute = at::kDouble) const;
 
@@ -102,6 +102,8 @@ struct CayleySgdOptions {
   int64_t log_every = 100;  // info line every k steps (0: never)
   // The gradient's products (FourthPowerObjective::local_gradient); the rotation is float64.
   at::ScalarType gradient_dtype = at::kDouble;
+  // float32 products on TF32 tensor cores (CUDA; nothing changes on CPUs), for the gradient only.
+  bool tf32 = false;
 };
 
 struct RotationTrace {

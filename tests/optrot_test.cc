@@ -17,6 +17,7 @@
 #include "solvers/hadamard.h"
 #include "solvers/orthogonal.h"
 #include "solvers/rotation.h"
+#include "solvers/tf32_scope.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -165,6 +166,35 @@ TEST(OptRot, Float32GradientFollowsTheFloat64LossCurve) {
     EXPECT_LT(t64.loss.back(), 0.99 * t64.loss.front());
     EXPECT_LT(rotq::orthogonality_error(r32), 1e-12);
   }
+}
+
+// precision: tf32 turns TF32 on for the gradient's GEMMs only: a CPU has none, so the curve is
+// float32's (same products, same order: 1e-12 relative), and the process-wide setting is what it
+// was before, either way.
+TEST(OptRot, Tf32ScopeIsTheGradientsOnly) {
+  const FourthPowerObjective obj = stories_objective(at::kFloat);
+  const at::Tensor rh = rotq::random_hadamard_matrix(obj.dim(), 0);
+  rotq::CayleySgdOptions o = optimizer_options(rotq::ManifoldOptimizer::kCayleySgd, 10, 0.005, 0);
+  o.gradient_dtype = at::kFloat;
+  rotq::RotationTrace t32, ttf;
+  rotq::minimize_fourth_power(obj, rh, o, nullptr, &t32);
+  for (bool before : {false, true}) {
+    at::globalContext().setAllowTF32CuBLAS(before);
+    {
+      const rotq::Tf32Scope on(true);
+      EXPECT_TRUE(at::globalContext().allowTF32CuBLAS());
+      const rotq::Tf32Scope untouched(false);
+      EXPECT_TRUE(at::globalContext().allowTF32CuBLAS());
+    }
+    EXPECT_EQ(at::globalContext().allowTF32CuBLAS(), before);
+    o.tf32 = true;
+    rotq::minimize_fourth_power(obj, rh, o, nullptr, &ttf);
+    EXPECT_EQ(at::globalContext().allowTF32CuBLAS(), before);
+    ASSERT_EQ(ttf.loss.size(), t32.loss.size());
+    for (size_t i = 0; i < t32.loss.size(); ++i)
+      EXPECT_NEAR(ttf.loss[i] / t32.loss[i], 1.0, 1e-12) << "step " << i;
+  }
+  at::globalContext().setAllowTF32CuBLAS(false);
 }
 
 TEST(OptRot, LearnedRotationsKeepTheModelAndLowerTheObjective) {

@@ -16,6 +16,7 @@
 #include "solvers/optrot.h"
 #include "solvers/orthogonal.h"
 #include "solvers/rotation.h"
+#include "solvers/tf32_scope.h"
 
 namespace rotq {
 namespace {
@@ -61,6 +62,13 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   const at::Device dev = resolve_device(a.device);
   const GemmRate g64 = measure_gemm_rate(a.gemm_n, at::kDouble, 3, dev);
   const GemmRate g32 = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
+  // TF32 tensor cores exist on GPUs only: the tf32 rows are CUDA's (on a CPU they are float32's).
+  const bool tf32 = dev.is_cuda();
+  GemmRate gtf32;
+  if (tf32) {
+    const Tf32Scope on(true);
+    gtf32 = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
+  }
   spdlog::info("GEMM {}³: float64 {:.1f} GFLOP/s, float32 {:.1f} GFLOP/s", a.gemm_n, g64.gflops,
                g32.gflops);
   std::vector<std::vector<std::string>> rows;
@@ -130,6 +138,15 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     rows.push_back(cost_row(name, C, "OptRot gradient (float32)", std::to_string(a.rows) + " rows",
                             t_grad32, grad_flops, g32.gflops, std::to_string(full_rows) + " rows",
                             full_step32));
+    double t_grad_tf32 = -1;
+    if (tf32) {
+      const Tf32Scope on(true);
+      t_grad_tf32 = timed_on(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
+      rows.push_back(cost_row(
+          name, C, "OptRot gradient (tf32)", std::to_string(a.rows) + " rows", t_grad_tf32,
+          grad_flops, gtf32.gflops, std::to_string(full_rows) + " rows",
+          t_grad_tf32 * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley));
+    }
     rows.push_back(
         cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
     if (a.json) {
@@ -148,6 +165,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                                {"optrot_rows_timed", a.rows},
                                {"optrot_gradient_seconds", t_grad},
                                {"optrot_gradient_f32_seconds", t_grad32},
+                               {"optrot_gradient_tf32_seconds", t_grad_tf32},  // -1: no GPU
                                {"cayley_seconds", t_cayley},
                                {"optrot_full_rows", full_rows},
                                {"optrot_full_step_seconds", full_step},
@@ -162,9 +180,10 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                 rows);
     if (rt.c().is_root()) {
       std::printf(
-          "%s: float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s (each row's ratio is to the "
-          "GEMM of its own precision)\n",
-          dev.str().c_str(), static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops);
+          "%s: float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s%s (each row's ratio is to "
+          "the GEMM of its own precision)\n",
+          dev.str().c_str(), static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops,
+          tf32 ? ("; tf32: " + fmt_double(gtf32.gflops, 1) + " GFLOP/s").c_str() : "");
     }
   }
 }

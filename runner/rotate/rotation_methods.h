@@ -72,7 +72,7 @@ struct RotationSpec {
   double optrot_lr = 0.02;
   std::string optrot_norm = "numel";
   std::string optrot_optimizer = "cayley";
-  std::string optrot_precision = "float64";  // the gradient's products: float64 | float32
+  std::string optrot_precision = "float64";  // the gradient's products: float64 | float32 | tf32
   bool optrot_cosine = true;
   std::string optrot_matrices = "q,k,v,o,gate,up,down";
   // dfrot: the solver's options, its start, how many layers give calibration tokens (0: all) and
