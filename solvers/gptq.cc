@@ -13,6 +13,7 @@
 #include "solvers/error.h"
 #include "solvers/gptq_kernel.h"
 #include "solvers/kernel_path.h"
+#include "solvers/tf32_scope.h"
 #if defined(ROTQ_WITH_CUDA_KERNELS)
 #include "solvers/gptq_cuda.h"
 #endif
@@ -443,6 +444,11 @@ void HessianAccumulator::add(const at::Tensor& x) {
   require(x.defined() && x.dim() >= 1 && is_float(x) && x.size(-1) == cols_,
           "HessianAccumulator: expected floating-point inputs [..., ", cols_, "]");
   const at::Tensor rows = x.reshape({-1, cols_}).to(sum_.scalar_type());
+  // bfloat16/float16 inputs have at most TF32's 10 mantissa bits, so TF32 tensor cores multiply
+  // them exactly (accumulating in float32): the float32 sum is the same, several times faster.
+  const auto in = x.scalar_type();
+  const Tf32Scope tf32(sum_.scalar_type() == at::kFloat &&
+                       (in == at::kBFloat16 || in == at::kHalf));
   sum_.addmm_(rows.t(), rows);
   count_ += rows.size(0);
 }

@@ -19,7 +19,7 @@ __global__ void gptq_block_kernel(GptqBlockDevice<T> b, GptqRowShared<T> shared)
   if (r >= b.ld) return;
   T* col = b.wt + b.i1 * b.ld + r;
   if constexpr (kStaged) {
-    extern __shared__ unsigned char smem[];
+    extern __shared__ __align__(16) unsigned char smem[];
     const int64_t nt = blockDim.x;
     T* tile = reinterpret_cast<T*>(smem) + threadIdx.x;
     for (int64_t k = 0; k < b.count; ++k) tile[k * nt] = col[k * b.ld];

@@ -373,7 +373,8 @@ void weight_rows(std::vector<CellOption>& t) {
                   .range(1, 1e9)
                   .to([](V v, C c) { c.quant.weights.gptq.blocksize = v.integer(); }));
   t.push_back(row("quantization.hessian_dtype", K::kString, "float64",
-                  "GPTQ Hessian and arithmetic: float64, or float32 as the reference code")
+                  "GPTQ Hessian and arithmetic: float64, or float32 as the reference code "
+                  "(bf16/fp16 activations summed exactly on TF32 tensor cores)")
                   .flag("--hessian-dtype")
                   .one_of({"float64", "float32"})
                   .to([](V v, C c) {
