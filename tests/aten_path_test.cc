@@ -208,6 +208,21 @@ TEST(AtenPath, WeightQuantizerAndMseSearchMatchHostLoops) {
   }
 }
 
+// One GPTQ configuration of the column-loop tests.
+struct GptqCase {
+  QuantSpec s;
+  bool act_order, static_groups;
+  int64_t block;
+};
+
+GptqOptions options_for(const GptqCase& c) {
+  GptqOptions o;
+  o.act_order = c.act_order;
+  o.static_groups = c.static_groups;
+  o.blocksize = c.block;
+  return o;
+}
+
 TEST(AtenPath, GptqColumnLoopMatchesHostLoop) {
   at::manual_seed(5);
   const int64_t cols = 48;
@@ -217,20 +232,12 @@ TEST(AtenPath, GptqColumnLoopMatchesHostLoop) {
   h[5].zero_();
   h.select(1, 5).zero_();  // a dead input column
   const at::Tensor w = at::randn({20, cols}, at::kDouble);
-  struct Case {
-    QuantSpec s;
-    bool act_order, static_groups;
-    int64_t block;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<GptqCase> cases = {
       {spec(4, true), false, false, 128},        {spec(3, false), true, false, 7},
       {spec(4, true, 0, true), true, false, 16}, {spec(4, false, 16), false, false, 5},
       {spec(3, true, 16), true, true, 128},      {spec(4, false, 8, true), true, false, 12}};
-  for (const Case& c : cases) {
-    GptqOptions o;
-    o.act_order = c.act_order;
-    o.static_groups = c.static_groups;
-    o.blocksize = c.block;
+  for (const GptqCase& c : cases) {
+    const GptqOptions o = options_for(c);
     for (at::ScalarType dt : {at::kDouble, at::kFloat}) {
       auto [host, aten] =
           both_paths([&] { return gptq_quantize(w.to(dt), h, c.s, o, "t").weight; });
@@ -252,22 +259,15 @@ TEST(AtenPath, GptqCudaKernelMatchesAtenLoopOnGpu) {
   const at::Tensor x = at::randn({1024, cols}, at::kDouble);
   const at::Tensor h = at::matmul(x.t(), x) * (2.0 / 1024);
   const at::Tensor w = at::randn({rows, cols}, at::kDouble);
-  struct Case {
-    QuantSpec s;
-    bool act_order, static_groups;
-    int64_t block;
-  };
-  const std::vector<Case> cases = {{spec(4, true), false, false, 128},
-                                   {spec(3, false), true, false, 64},
-                                   {spec(4, true, 0, true), true, false, 128},
-                                   {spec(4, false, 64), false, false, 128},
-                                   {spec(3, true, 32), true, true, 128},
-                                   {spec(4, true), false, false, 256}};  // a staged 256 block
-  for (const Case& c : cases) {
-    GptqOptions o;
-    o.act_order = c.act_order;
-    o.static_groups = c.static_groups;
-    o.blocksize = c.block;
+  const std::vector<GptqCase> cases = {
+      {spec(4, true), false, false, 128},
+      {spec(3, false), true, false, 64},
+      {spec(4, true, 0, true), true, false, 128},
+      {spec(4, false, 64), false, false, 128},
+      {spec(3, true, 32), true, true, 128},
+      {spec(4, true), false, false, 256}};  // staged in float32, global in float64
+  for (const GptqCase& c : cases) {
+    const GptqOptions o = options_for(c);
     for (at::ScalarType dt : {at::kDouble, at::kFloat}) {
       const at::Tensor wd = w.to(dt).cuda();
       const at::Tensor hd = h.cuda();
