@@ -312,15 +312,14 @@ void quantize_column_aten(at::Tensor w, const at::Tensor& scale, const at::Tenso
 }
 
 #if defined(ROTQ_WITH_CUDA_KERNELS)
-// The block on the GPU in one kernel (gptq_cuda.cu): the divisors and each column's params are
-// gathered into device arrays first (params shared by the whole block are passed once).
+// The block on the GPU in one kernel (gptq_cuda.cu): the divisors are U's diagonal where it lies
+// (in T, as the host kernel uses them); each column's params are gathered into one device array
+// (params shared by the whole block are passed once).
 template <typename T>
 void quantize_block_cuda(at::Tensor& wt, at::Tensor& err, const Factor& f, int64_t i1, int64_t i2,
                          ColumnParams& params, const QuantSpec& spec) {
   const int64_t count = i2 - i1;
-  std::vector<double> d(f.diag.begin() + i1, f.diag.begin() + i2);
-  for (double& v : d) v = static_cast<double>(static_cast<T>(v));  // the divisor in T
-  const at::Tensor dt = at::tensor(d, at::kDouble).to(wt.options());
+  const at::Tensor dt = f.u.diagonal().narrow(0, i1, count).contiguous();
   std::vector<at::Tensor> scales, zeros;
   bool shared = true;
   for (int64_t c = i1; c < i2; ++c) {

@@ -16,6 +16,7 @@
 #include "solvers/hadamard.h"
 #include "solvers/kernel_path.h"
 #include "solvers/quantizer.h"
+#include "tests/gptq_cases.h"
 
 namespace rotq {
 namespace {
@@ -208,20 +209,7 @@ TEST(AtenPath, WeightQuantizerAndMseSearchMatchHostLoops) {
   }
 }
 
-// One GPTQ configuration of the column-loop tests.
-struct GptqCase {
-  QuantSpec s;
-  bool act_order, static_groups;
-  int64_t block;
-};
-
-GptqOptions options_for(const GptqCase& c) {
-  GptqOptions o;
-  o.act_order = c.act_order;
-  o.static_groups = c.static_groups;
-  o.blocksize = c.block;
-  return o;
-}
+using rotq_test::GptqCase;
 
 TEST(AtenPath, GptqColumnLoopMatchesHostLoop) {
   at::manual_seed(5);
@@ -237,13 +225,13 @@ TEST(AtenPath, GptqColumnLoopMatchesHostLoop) {
       {spec(4, true, 0, true), true, false, 16}, {spec(4, false, 16), false, false, 5},
       {spec(3, true, 16), true, true, 128},      {spec(4, false, 8, true), true, false, 12}};
   for (const GptqCase& c : cases) {
-    const GptqOptions o = options_for(c);
+    const GptqOptions o = rotq_test::options(c);
     for (at::ScalarType dt : {at::kDouble, at::kFloat}) {
       auto [host, aten] =
-          both_paths([&] { return gptq_quantize(w.to(dt), h, c.s, o, "t").weight; });
+          both_paths([&] { return gptq_quantize(w.to(dt), h, c.spec, o, "t").weight; });
       const double tol = dt == at::kDouble ? 1e-9 : 1e-5;
       EXPECT_LT(max_abs_diff(host, aten), tol)
-          << c.s.describe() << (c.act_order ? " act_order" : "") << " " << c10::toString(dt);
+          << rotq_test::describe(c) << " " << c10::toString(dt);
     }
   }
 }
@@ -267,14 +255,13 @@ TEST(AtenPath, GptqCudaKernelMatchesAtenLoopOnGpu) {
       {spec(3, true, 32), true, true, 128},
       {spec(4, true), false, false, 256}};  // staged in float32, global in float64
   for (const GptqCase& c : cases) {
-    const GptqOptions o = options_for(c);
+    const GptqOptions o = rotq_test::options(c);
     for (at::ScalarType dt : {at::kDouble, at::kFloat}) {
       const at::Tensor wd = w.to(dt).cuda();
       const at::Tensor hd = h.cuda();
-      auto [fused, aten] = both_paths([&] { return gptq_quantize(wd, hd, c.s, o, "t").weight; });
-      const at::Tensor host = gptq_quantize(w.to(dt), h, c.s, o, "t").weight;
-      const std::string what = c.s.describe() + (c.act_order ? " act_order" : "") + " block " +
-                               std::to_string(c.block) + " " + c10::toString(dt);
+      auto [fused, aten] = both_paths([&] { return gptq_quantize(wd, hd, c.spec, o, "t").weight; });
+      const at::Tensor host = gptq_quantize(w.to(dt), h, c.spec, o, "t").weight;
+      const std::string what = rotq_test::describe(c) + " " + c10::toString(dt);
       if (dt == at::kDouble) {
         EXPECT_LT(max_abs_diff(fused.cpu(), aten.cpu()), 1e-9) << what;
         EXPECT_LT(max_abs_diff(fused.cpu(), host), 1e-9) << what;

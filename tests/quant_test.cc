@@ -17,6 +17,7 @@
 #include "solvers/gptq.h"
 #include "solvers/mse_kernel.h"
 #include "solvers/quantizer.h"
+#include "tests/gptq_cases.h"
 
 namespace rotq {
 namespace {
@@ -574,25 +575,9 @@ TEST(HessianAccumulator, MergeOfTwoHalvesEqualsTheWhole) {
 
 // ---- GPTQ --------------------------------------------------------------------------------------
 
-struct GptqCase {
-  QuantSpec spec;
-  bool act_order;
-  bool static_groups;
-  int64_t blocksize;
-};
-
-std::string describe(const GptqCase& c) {
-  return c.spec.describe() + (c.act_order ? " act_order" : "") +
-         (c.static_groups ? " static" : "") + " block" + std::to_string(c.blocksize);
-}
-
-GptqOptions options(const GptqCase& c) {
-  GptqOptions o;
-  o.act_order = c.act_order;
-  o.static_groups = c.static_groups;
-  o.blocksize = c.blocksize;
-  return o;
-}
+using rotq_test::describe;
+using rotq_test::GptqCase;
+using rotq_test::options;
 
 TEST(GptqQuant, MatchesPlainFloat64Reference) {
   at::manual_seed(12);
