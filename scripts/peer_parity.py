@@ -157,19 +157,21 @@ def dfrot_peer(a, torch, x, r0, massive):
     sys.modules["tqdm"].tqdm = lambda it, **kw: it
     import optimize_procrustes_alter as ref
 
-    def solve():
+    def solve(steps):
         a_init = torch.from_numpy(x)
         start = torch.from_numpy(r0).float()
+        done = []
         t0 = time.perf_counter()
         rotated = a_init @ start
         mask = torch.from_numpy(massive).reshape(-1, 1)
         big = torch.where(mask, rotated * a.gamma, rotated)  # the script's re-weighting
         r_opt = torch.eye(a.dim)
-        step = ref.get_best_rotate_via_procrustes(big @ r_opt, lambda s: None, n_bits=a.bits,
-                                                  steps=1, clip_ratio=1.0, args=None)
+        # The script logs one line per step it runs (it stops early once a step gains < 0.1).
+        step = ref.get_best_rotate_via_procrustes(big @ r_opt, done.append, n_bits=a.bits,
+                                                  steps=steps, clip_ratio=1.0, args=None)
         r_opt = torch.linalg.qr(r_opt @ step)[0]
         seconds = time.perf_counter() - t0
-        return (start @ r_opt).numpy(), seconds
+        return (start @ r_opt).numpy(), seconds, len(done)
     return solve
 
 
@@ -193,29 +195,54 @@ def dfrot(a):
     mf = os.path.join(a.workdir, "massive.npy")
     np.save(mf, massive)
     of = os.path.join(a.workdir, "R_rotq.npy")
-    cmd = [a.rotq, "--log-level", "warn", "--threads", str(a.threads), "parity", "dfrot",
-           "--tokens", xf, "--rotation", rf, "--massive", mf, "--gamma", str(a.gamma),
-           "--bits", str(a.bits), "--out", of, "--json"]
+
+    def rotq_cmd(iters):
+        return [a.rotq, "--log-level", "warn", "--threads", str(a.threads), "parity", "dfrot",
+                "--tokens", xf, "--rotation", rf, "--massive", mf, "--gamma", str(a.gamma),
+                "--bits", str(a.bits), "--iters", str(iters), "--route", a.route, "--out", of,
+                "--json"]
     peer = dfrot_peer(a, torch, x, r0, massive)
-    t_rotq, t_peer = [], []
+    # One-iteration runs (setup and finish included on both sides), then runs of --iters
+    # iterations: the difference is what each further iteration costs.
+    t_rotq, t_peer, t_rotq_k, t_peer_k, peer_steps, rotq_iters = [], [], [], [], [], []
     for rep in range(a.repeats):
-        r = run_rotq(cmd)
+        r = run_rotq(rotq_cmd(1))
         t_rotq.append(r["seconds"])
-        r_peer, s = peer()
+        r_rotq = np.load(of)
+        r_peer, s, _ = peer(1)
         t_peer.append(s)
-        print(f"repeat {rep + 1}/{a.repeats}: rotq {r['seconds']:.3f} s, DFRot {s:.3f} s",
-              flush=True)
-    r_rotq = np.load(of)
+        line = f"repeat {rep + 1}/{a.repeats}: 1 iteration: rotq {r['seconds']:.3f} s, DFRot {s:.3f} s"
+        if a.iters > 1:
+            rk = run_rotq(rotq_cmd(a.iters))
+            t_rotq_k.append(rk["seconds"])
+            rotq_iters.extend(rk["iteration_seconds"][:-1])  # the last pass forms no sum
+            _, sk, steps = peer(a.iters)
+            t_peer_k.append(sk)
+            peer_steps.append(steps)
+            line += f"; {a.iters}: rotq {rk['seconds']:.3f} s, DFRot {sk:.3f} s ({steps} steps)"
+        print(line, flush=True)
     # Column signs are arbitrary in the reference's QR, and with fewer tokens than channels the
     # rotation is free outside the tokens' span: compare what the objective sees, x·R.
     xr_rotq, xr_peer = x.astype(np.float64) @ r_rotq, x.astype(np.float64) @ r_peer
     sign = np.sign(np.sum(xr_rotq * xr_peer, axis=0))
     rel = np.linalg.norm(xr_rotq - xr_peer * sign) / np.linalg.norm(xr_peer)
     report = {"stage": "dfrot", "dim": a.dim, "tokens": a.tokens, "threads": a.threads,
-              "massive": int(massive.sum()), "gamma": a.gamma,
+              "massive": int(massive.sum()), "gamma": a.gamma, "route": a.route,
               "rotq_seconds": t_rotq, "dfrot_seconds": t_peer,
               "speedup_min": min(t_peer) / min(t_rotq), "rotated_tokens_relative_difference": rel,
               "rotq_orthogonality": float(np.abs(r_rotq.T @ r_rotq - np.eye(a.dim)).max())}
+    if a.iters > 1:
+        if min(peer_steps) != max(peer_steps) or peer_steps[0] < 2:
+            sys.exit(f"peer_parity dfrot: the reference ran {peer_steps} steps of {a.iters}")
+        # rotq times each iteration in-process (step + next pass, between loss reads); the
+        # reference's loop is timed by difference (its start and finish are the same in both).
+        rotq_iter = min(rotq_iters)
+        peer_iter = (min(t_peer_k) - min(t_peer)) / (peer_steps[0] - 1)
+        report.update({"iters": a.iters, "rotq_seconds_k": t_rotq_k, "dfrot_seconds_k": t_peer_k,
+                       "dfrot_steps_k": peer_steps[0], "rotq_iteration_seconds": rotq_iters,
+                       "rotq_seconds_per_iteration": rotq_iter,
+                       "dfrot_seconds_per_iteration": peer_iter,
+                       "speedup_per_iteration": peer_iter / rotq_iter})
     print_report(report, a)
 
 
@@ -255,6 +282,10 @@ def main():
     d.add_argument("--tokens", type=int, default=2048)
     d.add_argument("--tokens-file"), d.add_argument("--rotation")
     d.add_argument("--gamma", type=float, default=100.0)
+    d.add_argument("--iters", type=int, default=3,
+                   help="also time runs of this many iterations (per-iteration cost; 1: off)")
+    d.add_argument("--route", default="auto", choices=["auto", "full"],
+                   help="rotq's route: auto (the tokens' span when N < C) or full (C×C)")
     a = p.parse_args()
     (gptq if a.stage == "gptq" else dfrot)(a)
 

@@ -5,7 +5,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <memory>
+#include <utility>
+#include <vector>
 
+#include "solvers/dfrot_route.h"
 #include "solvers/error.h"
 #include "solvers/orthogonal.h"
 #include "solvers/rotation.h"
@@ -47,35 +51,85 @@ SetWeights set_weights(const DfrotOptions& o, int64_t n_normal, int64_t n_massiv
   return w;
 }
 
-// One pass over the tokens at R: the weighted loss and M = Σ w xᵀQ(xR), both local sums.
-struct Pass {
-  at::Tensor m;
-  double loss = 0;
+// The full route: R (C×C) is the state, M = Σ w xᵀQ(xR) (C×C) the step's sum. The products run
+// in the pass's dtype (float64, or float32 with each chunk's loss and xᵀη added into float64
+// sums); the per-token quantizer computes in the products' type.
+class FullRoute : public DfrotRoute {
+ public:
+  FullRoute(const at::Tensor& x, const at::Tensor& w, const at::Tensor& r0,
+            const DfrotOptions& opts, const QuantSpec& spec, PolarMethod polar)
+      : x_(x), w_(w.unsqueeze(1)), spec_(spec), opts_(opts), polar_(polar) {
+    r_ = r0.contiguous().clone();
+    best_ = r_.clone();
+  }
+
+  DfrotPass pass(bool want_sum) override {
+    const int64_t n = x_.size(0), c = x_.size(1);
+    const at::ScalarType dtype = opts_.pass_dtype;
+    DfrotPass p;
+    const auto opts = r_.options();
+    if (want_sum) p.sum = at::zeros({c, c}, opts);
+    at::Tensor loss = at::zeros({}, opts);
+    const at::Tensor rp = r_.to(dtype);
+    for (int64_t i = 0; i < n; i += opts_.chunk_rows) {
+      const int64_t len = std::min(opts_.chunk_rows, n - i);
+      const at::Tensor xc = x_.narrow(0, i, len).to(dtype);
+      const WeightedCentroids wc =
+          weighted_centroids(at::matmul(xc, rp), w_.narrow(0, i, len).to(dtype), spec_);
+      loss.add_(wc.loss);
+      if (want_sum) p.sum.add_(at::matmul(xc.t(), wc.weighted_eta));
+    }
+    p.loss = loss.item<double>();
+    return p;
+  }
+
+  void step(const at::Tensor& sum) override { r_ = procrustes(sum, polar_).contiguous(); }
+  at::Tensor& state() override { return r_; }
+  void keep_as_best() override { best_.copy_(r_); }
+  at::Tensor best() override { return best_; }
+  at::Tensor last() override { return r_; }
+
+  double flops_per_iteration() const override {
+    // xR and xᵀη (2·N·C² each) and the polar factor (~22·C³ for an SVD).
+    const double n = static_cast<double>(x_.size(0)), c = static_cast<double>(x_.size(1));
+    return 4.0 * n * c * c + 22.0 * c * c * c;
+  }
+
+ private:
+  at::Tensor x_, w_;
+  QuantSpec spec_;
+  DfrotOptions opts_;
+  PolarMethod polar_;
+  at::Tensor r_, best_;
 };
 
-// The products run in `dtype` (float64, or float32 with each chunk's loss and xᵀη added into
-// float64 sums); the per-token quantizer computes in the products' type.
-Pass weighted_pass(const at::Tensor& x, const at::Tensor& massive, const at::Tensor& r,
-                   const SetWeights& w, const QuantSpec& spec, int64_t chunk, bool want_m,
-                   at::ScalarType dtype) {
-  const int64_t n = x.size(0), c = x.size(1);
-  Pass p;
-  const auto opts = x.options().dtype(at::kDouble);
-  if (want_m) p.m = at::zeros({c, c}, opts);
-  at::Tensor loss = at::zeros({}, opts);
-  const at::Tensor rp = r.to(dtype);
-  for (int64_t i = 0; i < n; i += chunk) {
-    const int64_t len = std::min(chunk, n - i);
-    const at::Tensor xc = x.narrow(0, i, len).to(dtype);
-    const at::Tensor wt =
-        at::where(massive.narrow(0, i, len), w.massive, w.normal).to(dtype).unsqueeze(1);
-    const at::Tensor xr = at::matmul(xc, rp);
-    const at::Tensor eta = fake_quantize(xr, spec);
-    loss.add_(((xr - eta).pow(2) * wt).sum(at::kDouble));
-    if (want_m) p.m.add_(at::matmul((xc * wt).t(), eta));
+// Per-token weights [N] (float64) from the massive flags.
+at::Tensor token_weights(const at::Tensor& massive, const SetWeights& w) {
+  return at::where(massive, w.massive, w.normal).to(at::kDouble);
+}
+
+// Every rank's tokens and weights, in rank order, on every rank (for the span route, which
+// factors all tokens at once; with N < C they are no bigger than the C×C sum the full route
+// all-reduces). Ranks may hold different counts: each pads to the largest.
+std::pair<at::Tensor, at::Tensor> gather_tokens(const at::Tensor& x, const at::Tensor& w,
+                                                Comm* comm) {
+  if (!comm || comm->size() == 1) return {x, w};
+  const at::Tensor counts =
+      comm->all_gather(at::full({1}, static_cast<double>(x.size(0)), w.options())).cpu();
+  const int64_t most = counts.max().item<double>();
+  const auto pad = [&](const at::Tensor& t) {
+    at::Tensor p = at::zeros({most, t.dim() == 2 ? t.size(1) : 1}, t.options());
+    p.narrow(0, 0, t.size(0)).copy_(t.dim() == 2 ? t : t.unsqueeze(1));
+    return comm->all_gather(p);
+  };
+  const at::Tensor xs = pad(x), ws = pad(w);
+  std::vector<at::Tensor> xparts, wparts;
+  for (int64_t r = 0; r < counts.size(0); ++r) {
+    const int64_t len = static_cast<int64_t>(counts[r].item<double>());
+    xparts.push_back(xs.narrow(0, r * most, len));
+    wparts.push_back(ws.narrow(0, r * most, len).squeeze(1));
   }
-  p.loss = loss.item<double>();
-  return p;
+  return {at::cat(xparts), at::cat(wparts)};
 }
 
 int64_t global_count(int64_t local, Comm* comm) {
@@ -119,18 +173,55 @@ at::Tensor flag_massive_tokens(const at::Tensor& x, const MassiveOptions& opts) 
   return (err < opts.threshold * norm) & (norm > 0);
 }
 
+PolarMethod step_polar_method(const DfrotOptions& opts) {
+  return opts.polar == PolarMethod::kNewton && opts.pass_dtype == at::kFloat
+             ? PolarMethod::kNewtonMixed
+             : opts.polar;
+}
+
+WeightedCentroids weighted_centroids(const at::Tensor& xr, const at::Tensor& w,
+                                     const QuantSpec& spec) {
+  const at::Tensor eta = fake_quantize(xr, spec);
+  return {eta * w, ((xr - eta).pow(2) * w).sum(at::kDouble)};
+}
+
 double dfrot_loss(const at::Tensor& x, const at::Tensor& massive, const at::Tensor& r,
                   const DfrotOptions& opts, Comm* comm) {
   require_tokens(x, massive, "dfrot_loss");
   const int64_t nm = global_count(massive.sum().item<int64_t>(), comm);
   const int64_t nn = global_count(x.size(0), comm) - nm;
-  const Pass p = weighted_pass(x, massive, r.to(x.device(), at::kDouble), set_weights(opts, nn, nm),
-                               per_token_spec(opts.bits, opts.symmetric), opts.chunk_rows, false,
-                               opts.pass_dtype);
-  at::Tensor l = at::full({1}, p.loss, at::kDouble);
+  const at::Tensor w = token_weights(massive, set_weights(opts, nn, nm));
+  FullRoute route(x, w, r.to(x.device(), at::kDouble), opts,
+                  per_token_spec(opts.bits, opts.symmetric), opts.polar);
+  at::Tensor l = at::full({1}, route.pass(false).loss, at::kDouble);
   if (comm) comm->all_reduce(l, ReduceOp::kSum);
   return l.item<double>();
 }
+
+namespace {
+
+// The span route when the tokens that count (positive weight) are fewer than the channels.
+std::unique_ptr<DfrotRoute> choose_route(const at::Tensor& x, const at::Tensor& w,
+                                         const at::Tensor& r0, const DfrotOptions& opts,
+                                         const QuantSpec& spec, Comm* comm, int64_t* counted) {
+  const int64_t c = x.size(1);
+  const at::Tensor counts = w > 0;
+  *counted = global_count(counts.sum().item<int64_t>(), comm);
+  if (opts.span_route && *counted < c) {
+    auto [x_all, w_all] = gather_tokens(x, w, comm);
+    const at::Tensor keep = w_all > 0;
+    x_all = x_all.index({keep});
+    w_all = w_all.index({keep});
+    const int64_t n = x_all.size(0), rank = comm ? comm->rank() : 0, size = comm ? comm->size() : 1;
+    return make_span_route(x_all, w_all, n * rank / size, n * (rank + 1) / size, r0, opts, spec);
+  }
+  // With fewer tokens than channels M = Σ w xᵀη has rank < C: its polar factor is not unique and
+  // the Newton iteration cannot invert it, so the SVD (one of the maximizers) is used directly.
+  const PolarMethod polar = *counted < c ? PolarMethod::kSvd : step_polar_method(opts);
+  return std::make_unique<FullRoute>(x, w, r0, opts, spec, polar);
+}
+
+}  // namespace
 
 at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const at::Tensor& r0,
                           const DfrotOptions& opts, Comm* comm, DfrotTrace* trace) {
@@ -148,24 +239,30 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
   const int64_t nm = global_count(massive.sum().item<int64_t>(), comm);
   const int64_t n = global_count(x.size(0), comm);
   require(n > 0, "DFRot: no calibration tokens");
-  const SetWeights w = set_weights(opts, n - nm, nm);
-  // With fewer tokens than channels M = Σ w xᵀη has rank < C: its polar factor is not unique and
-  // the Newton iteration cannot invert it, so the SVD (one of the maximizers) is used directly.
-  const PolarMethod polar = n < c ? PolarMethod::kSvd : opts.polar;
+  const at::Tensor w = token_weights(massive, set_weights(opts, n - nm, nm));
+  int64_t counted = 0;
+  const std::unique_ptr<DfrotRoute> route =
+      choose_route(x, w, r0.to(x.device(), at::kDouble).contiguous(), opts, spec, comm, &counted);
+  require(counted > 0, "DFRot: every token has weight 0 (gamma ", opts.gamma, ")");
 
-  at::Tensor r = r0.to(x.device(), at::kDouble).contiguous().clone();
-  at::Tensor best = r.clone();
   double best_loss = std::numeric_limits<double>::infinity();
   std::vector<double> losses;
+  auto previous_read = std::chrono::steady_clock::now();
   for (int64_t it = 0; it <= opts.iters; ++it) {
     const bool last = it == opts.iters;
     const auto tp = std::chrono::steady_clock::now();
-    Pass p = weighted_pass(x, massive, r, w, spec, opts.chunk_rows, !last, opts.pass_dtype);
-    // One reduction for M and the loss (an extra element).
-    const at::Tensor loss_t = at::full({1}, p.loss, r.options());
-    at::Tensor packed = last ? loss_t : at::cat({p.m.reshape({-1}), loss_t});
+    const DfrotPass p = route->pass(!last);
+    // One reduction for the step's sum and the loss (an extra element).
+    const at::Tensor loss_t = at::full({1}, p.loss, route->state().options());
+    at::Tensor packed = last ? loss_t : at::cat({p.sum.reshape({-1}), loss_t});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);
     const double loss = packed[-1].item<double>();
+    const auto read = std::chrono::steady_clock::now();
+    if (it > 0 && trace) {
+      trace->iteration_seconds.push_back(
+          std::chrono::duration<double>(read - previous_read).count());
+    }
+    previous_read = read;
     if (it == 0 && trace) {
       // The loss's read above waited for the device: the pass is timed whole.
       trace->first_pass_seconds =
@@ -175,7 +272,7 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
     losses.push_back(loss);
     if (loss < best_loss) {
       best_loss = loss;
-      best.copy_(r);
+      route->keep_as_best();
     }
     if (opts.log_every > 0 && (it % opts.log_every == 0 || last)) {
       spdlog::info("dfrot iteration {}/{}: loss {:.6g} (best {:.6g})", it, opts.iters, loss,
@@ -184,23 +281,23 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
       spdlog::debug("dfrot iteration {}/{}: loss {:.6g}", it, opts.iters, loss);
     }
     if (last) break;
-    r = procrustes(packed.narrow(0, 0, c * c).view({c, c}), polar).contiguous();
+    route->step(packed.narrow(0, 0, p.sum.numel()).view(p.sum.sizes()));
     // The polar factor is computed on every rank from the same sum; rank 0's copy makes them
     // identical even where LAPACK builds differ.
-    if (comm && comm->size() > 1) comm->broadcast(r, 0);
+    if (comm && comm->size() > 1) comm->broadcast(route->state(), 0);
   }
+  const at::Tensor best = polar_project(route->best());
   if (trace) {
-    trace->last = r;
+    trace->last = route->last();
     trace->loss = losses;
     trace->tokens = n;
     trace->massive = nm;
     trace->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double cd = static_cast<double>(c);
-    trace->flops = static_cast<double>(opts.iters) *
-                       (4.0 * static_cast<double>(n) * cd * cd + 22.0 * cd * cd * cd) +
+    trace->flops = static_cast<double>(opts.iters) * route->flops_per_iteration() +
                    2.0 * static_cast<double>(n) * cd * cd;
   }
-  return polar_project(best);
+  return best;
 }
 
 }  // namespace rotq

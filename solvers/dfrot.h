@@ -53,9 +53,15 @@ struct DfrotOptions {
   int64_t log_every = 10;     // info line every k iterations (0: never)
   // The token pass (xR, Q(xR), the loss and Σ w xᵀη per chunk): float64, or float32 GEMMs (full
   // float32: the per-token rounding decisions follow xR) with the chunks' sums accumulated in
-  // float64. The Procrustes step is float64 either way.
+  // float64. float32 also runs the Procrustes step's well-conditioned Newton iterations in float32
+  // (PolarMethod::kNewtonMixed: first and last steps float64, the rotation orthogonal in float64).
+  // The span route keeps xR's products in float64 (they carry κ(L)) and quantizes in float32.
   at::ScalarType pass_dtype = at::kDouble;
   PolarMethod polar = PolarMethod::kNewton;  // the Procrustes step's polar factor
+  // With fewer weighted tokens than channels (N < C), iterate in the tokens' span: N×C and N×N
+  // work per iteration instead of C×C, the same rotated tokens, and R completed outside the span
+  // by the rotation nearest R0 (solvers/dfrot_route.h). false: the C×C iteration (comparisons).
+  bool span_route = true;
 };
 
 // ‖x − Q(x)‖₂ per row of x [N, C] (float64 [N]); Q per row as `spec`.
@@ -69,9 +75,13 @@ struct DfrotTrace {
   int64_t tokens = 0;        // over all ranks
   int64_t massive = 0;
   double seconds = 0;
-  double flops = 0;  // xR and xᵀη products (4·N·C² per iteration) + SVDs (~22·C³)
+  double flops = 0;  // per iteration: xR, the step's sum and its polar (route-dependent estimate)
   at::Tensor last;   // the rotation after the last Procrustes step (the best is returned)
+  // (span route: both completed outside the tokens' span, each once, at the end)
   double first_pass_seconds = 0;  // the first pass: xR, Q(xR), the loss and Σ w xᵀη
+  // Between successive loss reads: one Procrustes step and the next pass, i.e. one iteration
+  // (the last pass forms no step sum).
+  std::vector<double> iteration_seconds;
 };
 
 // The weighted loss L(R) (all-reduced over `comm` when given).

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "solvers/error.h"
 
@@ -35,35 +36,95 @@ double one_inf(const at::Tensor& x) {
 
 }  // namespace
 
+namespace {
+
+// X⁻¹, or undefined when X is numerically singular. A triangular X (the first iterate of a polar
+// through a QR) is inverted by a triangular solve, a third of an LU inverse's FLOPs.
+at::Tensor inverse_or_undefined(const at::Tensor& x, bool first) {
+  at::Tensor inv;
+  if (first && (at::equal(x, x.tril()) || at::equal(x, x.triu()))) {
+    const bool upper = at::equal(x, x.triu());
+    if ((x.diagonal() == 0).any().item<bool>()) return {};
+    inv = at::linalg_solve_triangular(x, at::eye(x.size(0), x.options()), upper);
+  } else {
+    at::Tensor info;
+    std::tie(inv, info) = at::linalg_inv_ex(x);
+    if (info.item<int64_t>() != 0) return {};
+  }
+  if (!at::isfinite(inv).all().item<bool>()) return {};
+  return inv;
+}
+
+// ‖X‖₂ from below by a few block power iterations on XᵀX (fixed start: deterministic). Four
+// vectors cost what one does (each pass reads X once) and catch the top of a clustered spectrum.
+double spectral_norm_estimate(const at::Tensor& x) {
+  const int64_t n = x.size(1);
+  at::Tensor v = at::ones({n, 4}, x.options());
+  v.select(1, 1).copy_(at::arange(n, x.options()).remainder(2).mul(2).sub(1));
+  v.select(1, 2).copy_(at::arange(n, x.options()).div(std::max<int64_t>(n - 1, 1)));
+  v.select(1, 3).copy_(at::arange(n, x.options()).remainder(3).sub(1));
+  double est = 0;
+  for (int i = 0; i < 4; ++i) {
+    v = std::get<0>(at::linalg_qr(v));
+    const at::Tensor xv = at::matmul(x, v);
+    est = std::sqrt(xv.pow(2).sum(0).max().item<double>());
+    v = at::matmul(x.t(), xv);
+  }
+  return est;
+}
+
+// Scaled Newton (Higham 1986) with the near-optimal scaling ζ = (‖X⁻¹‖₂/‖X‖₂)^½ (Byers & Xu),
+// which takes κ to ~√κ/2 per step, switched off once close, where the unscaled iteration
+// converges quadratically: a step of size s leaves an error ~s²/2 (checked: the result's
+// ‖QᵀQ − I‖ must be ≤ 1e-12, else the SVD). kNewtonMixed runs the iterates
+// whose condition is moderate in float32: the polar factor of X_k is the answer for every k, and
+// rounding X_k moves it by ~κ(X_k)·ε, so the iterations stay in float64 until κ(X_k) ≤ ~1e2,
+// continue in float32 to float32's floor, and end with float64 steps, which converge
+// quadratically from there. Returns the converged iterate or undefined.
+at::Tensor newton_polar(const at::Tensor& md, bool mixed, PolarReport& rep) {
+  at::Tensor x = md;
+  bool scale = true, low = false, polished = false;
+  double previous = std::numeric_limits<double>::infinity();
+  for (int it = 1; it <= 30; ++it) {
+    const at::Tensor xi = low ? x.to(at::kFloat) : x;
+    const at::Tensor inv = inverse_or_undefined(xi, it == 1);
+    if (!inv.defined()) return {};
+    // κ² ≤ ‖X⁻¹‖₁‖X⁻¹‖∞·‖X‖₁‖X‖∞ (scale-free): beyond κ ≈ 1e12 the inverse carries no digits.
+    if (it == 1 && one_inf(inv) * one_inf(xi) > 1e24) return {};
+    double zeta = 1, kappa = 1;
+    if (scale) {
+      const double norm_x = spectral_norm_estimate(xi), norm_inv = spectral_norm_estimate(inv);
+      zeta = std::sqrt(norm_inv / norm_x);
+      kappa = norm_x * norm_inv;
+    }
+    const at::Tensor next = xi.mul(0.5 * zeta).add_(inv.t(), 0.5 / zeta).to(at::kDouble);
+    const double step = max_abs(next - x) / max_abs(next);
+    x = next;
+    rep.iterations = it;
+    if (low) ++rep.float32_iterations;
+    if (step < 1e-2) scale = false;
+    if (!low && !scale && step < 1e-7) return x;  // error ~ step²/2: at float64's floor
+    if (mixed && !low && !polished && scale && kappa < 4e4) {
+      low = true;  // the next iterate's κ ≲ (√κ + 1/√κ)/2 ≈ 1e2
+    } else if (low && (step < 1e-5 || (step < 1e-3 && step > 0.5 * previous))) {
+      low = false;  // float32's floor (or close to it): float64 from here
+      polished = true;
+    }
+    previous = step;
+  }
+  return {};
+}
+
+}  // namespace
+
 at::Tensor polar_factor(const at::Tensor& m, PolarMethod method, PolarReport* report) {
   require_square(m, "polar_factor");
   require(at::isfinite(m).all().item<bool>(), "polar_factor: the matrix has NaN/Inf entries");
   PolarReport rep;
   const at::Tensor md = m.to(at::kDouble).contiguous();
-  at::Tensor x = md;
   at::Tensor q;
-  if (method == PolarMethod::kNewton && x.size(0) > 0) {
-    // Scaled Newton (Higham 1986; Kenney & Laub's (1,∞) scaling, switched off once close, where
-    // the unscaled iteration converges quadratically).
-    bool scale = true, last = false;
-    for (int it = 1; it <= 30 && !q.defined(); ++it) {
-      at::Tensor inv, info;
-      std::tie(inv, info) = at::linalg_inv_ex(x);
-      if (info.item<int64_t>() != 0 || !at::isfinite(inv).all().item<bool>()) break;
-      const double norm_inv = one_inf(inv), norm_x = one_inf(x);
-      // κ² ≈ ‖X⁻¹‖₁‖X⁻¹‖∞·‖X‖₁‖X‖∞ (scale-free): beyond κ ≈ 1e12 the inverse carries no digits.
-      if (it == 1 && norm_inv * norm_x > 1e24) break;
-      const double zeta = scale ? std::pow(norm_inv / norm_x, 0.25) : 1.0;
-      at::Tensor next = x.mul(0.5 * zeta).add_(inv.t(), 0.5 / zeta);
-      const double step = max_abs(next - x) / max_abs(next);
-      x = next;
-      rep.iterations = it;
-      if (last) q = x;
-      if (step < 1e-2) scale = false;
-      // Quadratic convergence: after a step below 1e-8 the error is ~1e-16, at the rounding floor,
-      // and one more iteration settles it.
-      if (step < 1e-8) last = true;
-    }
+  if (method != PolarMethod::kSvd && md.size(0) > 0) {
+    q = newton_polar(md, method == PolarMethod::kNewtonMixed, rep);
     if (q.defined()) {
       rep.residual = orthogonality_residual(q);
       if (rep.residual > 1e-12) q = at::Tensor();
@@ -76,6 +137,15 @@ at::Tensor polar_factor(const at::Tensor& m, PolarMethod method, PolarReport* re
   }
   if (report) *report = rep;
   return q;
+}
+
+at::Tensor polar_factor_rows(const at::Tensor& m, PolarMethod method) {
+  require(m.dim() == 2 && m.size(0) <= m.size(1),
+          "polar_factor_rows: expected a wide matrix [N, C] with N <= C, got ", m.sizes());
+  require(at::isfinite(m).all().item<bool>(), "polar_factor_rows: the matrix has NaN/Inf entries");
+  // Mᵀ = Q R, so M = Rᵀ Qᵀ and (Rᵀ = U S Vᵀ) M = U S (Q V)ᵀ: polar(M) = U Vᵀ Qᵀ = polar(Rᵀ)·Qᵀ.
+  auto [q, r] = at::linalg_qr(m.to(at::kDouble).t(), "reduced");
+  return at::matmul(polar_factor(r.t(), method), q.t());
 }
 
 at::Tensor procrustes(const at::Tensor& m, PolarMethod method) {

@@ -9,12 +9,13 @@ namespace rotq {
 
 // How a polar factor was computed (polar_factor's report).
 struct PolarReport {
-  int iterations = 0;   // Newton iterations taken
-  bool svd = false;     // computed by the SVD (singular or non-converging input, or asked)
-  double residual = 0;  // ‖QᵀQ − I‖_max of the result
+  int iterations = 0;          // Newton iterations taken
+  int float32_iterations = 0;  // of which in float32 (kNewtonMixed)
+  bool svd = false;            // computed by the SVD (singular or non-converging input, or asked)
+  double residual = 0;         // ‖QᵀQ − I‖_max of the result
 };
 
-enum class PolarMethod { kNewton, kSvd };
+enum class PolarMethod { kNewton, kNewtonMixed, kSvd };
 
 // The orthogonal polar factor Q = U Vᵀ of a square M = U S Vᵀ (float64): the nearest orthogonal
 // matrix to M and argmax_R tr(Rᵀ M). kNewton (the default) iterates Higham's scaled Newton
@@ -22,9 +23,18 @@ enum class PolarMethod { kNewton, kSvd };
 // a GPU, where an SVD runs far below the GEMM rate) and converges in ≤ 10 iterations for any
 // condition number below 1e12; from a nearly orthogonal M one or two iterations polish it. A
 // singular (or numerically singular: κ > 1e12) M, whose polar factor is not unique, or one that
-// has not converged in 30 iterations goes to the SVD, as kSvd always does.
+// has not converged in 30 iterations goes to the SVD, as kSvd always does. kNewtonMixed runs the
+// middle iterations (those whose iterate has κ ≲ 1e2) in float32 and the first and last in
+// float64: the result is orthogonal to float64 rounding and the polar factor to ~1e-6 relative
+// (float32's ε times those iterates' κ), at about half the float64 iteration's cost on a CPU.
 at::Tensor polar_factor(const at::Tensor& m, PolarMethod method = PolarMethod::kNewton,
                         PolarReport* report = nullptr);
+
+// The polar factor of a wide M [N, C], N ≤ C: the N×C matrix U Vᵀ with orthonormal rows from the
+// thin SVD M = U S Vᵀ (argmax tr(Bᵀ M) over B with B Bᵀ = I), float64. Computed as Mᵀ = Q R
+// (Householder, 2N²C FLOPs) and polar_factor(Rᵀ)·Qᵀ, so the SVD or the Newton iteration runs on an
+// N×N matrix. A rank-deficient M gets one of its maximizers, as polar_factor.
+at::Tensor polar_factor_rows(const at::Tensor& m, PolarMethod method = PolarMethod::kNewton);
 
 // argmax_R tr(Rᵀ M) over orthogonal R, i.e. argmin ‖X R − Y‖_F for M = Xᵀ Y: R = U Vᵀ from the SVD
 // M = U S Vᵀ, computed by polar_factor. M is C×C; the result is float64.

@@ -159,6 +159,74 @@ TEST(Dfrot, Float32PassAndNewtonPolarFollowTheFloat64Svd) {
   EXPECT_LT(rotq::orthogonality_error(r32), 1e-12);
 }
 
+// Fewer weighted tokens than channels: the span route (N×C, N×N work) rotates the tokens as the
+// C×C route does (losses to 1e-8 relative, x·R to 1e-7: both carry the polar factor's κ(L)·ε), and
+// off the tokens' span it keeps the rotation nearest R0 (the C×C route's SVD leaves LAPACK's null
+// vectors there).
+TEST(Dfrot, SpanRouteRotatesTheTokensAsTheFullRoute) {
+  const Tokens t = planted_tokens(120, 6, 11);
+  const at::Tensor r0 = rotq::random_hadamard_matrix(kC, 2);
+  const at::Tensor xd = t.x.to(at::kDouble);
+  rotq::DfrotOptions o;
+  o.iters = 6;
+  o.log_every = 0;
+  o.chunk_rows = 50;  // several chunks, one partial
+  const auto run = [&](bool span, rotq::DfrotTrace* trace) {
+    rotq::DfrotOptions oo = o;
+    oo.span_route = span;
+    return rotq::dfrot_optimize(t.x, t.massive, r0, oo, nullptr, trace);
+  };
+  const auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+    return ((a - b).abs().max() / b.abs().max()).item<double>();
+  };
+  rotq::DfrotTrace ts, tf;
+  const at::Tensor rs = run(true, &ts), rf = run(false, &tf);
+  ASSERT_EQ(ts.loss.size(), tf.loss.size());
+  for (size_t i = 0; i < ts.loss.size(); ++i)
+    EXPECT_NEAR(ts.loss[i], tf.loss[i], 1e-8 * tf.loss[i]);
+  EXPECT_LT(ts.loss.back(), 0.9 * ts.loss.front());
+  // x·R comes from the polar factor of L, which rounding moves by ~κ(L)·ε (1.3e-9 here).
+  EXPECT_LT(rel(at::matmul(xd, rs), at::matmul(xd, rf)), 1e-7);
+  EXPECT_LT(rel(at::matmul(xd, ts.last), at::matmul(xd, tf.last)), 1e-7);
+  EXPECT_LT(rotq::orthogonality_error(rs), 1e-12);
+  EXPECT_TRUE(at::equal(rs, run(true, nullptr)));
+  EXPECT_LT((rs - r0).norm().item<double>(), (rf - r0).norm().item<double>());
+  // Nearest R0 off the span: Z = Q_⊥ᵀR is the polar factor of A = Q_⊥ᵀR0(I − BᵀB), B = Q_xᵀR,
+  // so A·Zᵀ is symmetric.
+  const at::Tensor q = std::get<0>(at::linalg_qr(xd.t(), "complete"));
+  const int64_t n = t.x.size(0);
+  const at::Tensor qx = q.narrow(1, 0, n), qp = q.narrow(1, n, kC - n);
+  const at::Tensor b = at::matmul(qx.t(), rs), z = at::matmul(qp.t(), rs);
+  const at::Tensor k = at::matmul(qp.t(), r0);
+  const at::Tensor az = at::matmul(k - at::matmul(at::matmul(k, b.t()), b), z.t());
+  EXPECT_LT((az - az.t()).abs().max().item<double>(), 1e-10 * az.abs().max().item<double>());
+  // γ = ∞ weighs only the 8 massive tokens of 408: the span of those 8, as the C×C route's SVD.
+  // Two iterations: by the third, R fits 8 tokens onto the grid almost exactly (loss 1.33 → 0.07
+  // → 0.004), their entries sit at rounding ties and the two routes' ~1e-15 differences pick
+  // different grid points from there on.
+  const Tokens many = planted_tokens(400, 8, 12);
+  o.gamma = std::numeric_limits<double>::infinity();
+  o.iters = 2;
+  rotq::DfrotTrace ms, mf;
+  rotq::dfrot_optimize(many.x, many.massive, r0, o, nullptr, &ms);
+  o.span_route = false;
+  rotq::dfrot_optimize(many.x, many.massive, r0, o, nullptr, &mf);
+  ASSERT_EQ(ms.loss.size(), mf.loss.size());
+  for (size_t i = 0; i < ms.loss.size(); ++i) {
+    EXPECT_NEAR(ms.loss[i], mf.loss[i], 1e-8 * mf.loss[i]) << i;
+  }
+  EXPECT_LT(ms.loss.back(), ms.loss.front());
+  // The float32 pass on the span route scores R0 as float64 does (1e-5, as the C×C route).
+  o.gamma = 100;
+  o.span_route = true;
+  o.iters = 1;
+  o.pass_dtype = at::kFloat;
+  rotq::DfrotTrace s32;
+  EXPECT_LT(rotq::orthogonality_error(rotq::dfrot_optimize(t.x, t.massive, r0, o, nullptr, &s32)),
+            1e-12);
+  EXPECT_NEAR(s32.loss[0], ts.loss[0], 1e-5 * ts.loss[0]);
+}
+
 TEST(Dfrot, Fp16MassiveTokensSkipQuantization) {
   const Tokens t = planted_tokens(20, 4, 7);
   rotq::ModelConfig cfg;

@@ -121,7 +121,8 @@ TEST(Mpi, ReducingBf16IsAClearErrorOverMpi) {
   }
 }
 
-// DFRot with the tokens split across ranks (Σ xᵀη and the loss all-reduced, R broadcast) and OptRot
+// DFRot with the tokens split across ranks (Σ xᵀη and the loss all-reduced, R broadcast; with
+// fewer tokens than channels the span route's L instead) and OptRot
 // with the matrices split: the same rotation as one process, within float64 summation order.
 TEST(Mpi, RotationOptimizersOverRanksEqualOneProcess) {
   rotq::Comm& c = *g_comm;
@@ -139,6 +140,18 @@ TEST(Mpi, RotationOptimizersOverRanksEqualOneProcess) {
   const at::Tensor many =
       rotq::dfrot_optimize(x.narrow(0, b, e - b), massive.narrow(0, b, e - b), r0, o, &c);
   EXPECT_LT((one - many).abs().max().item<double>(), 1e-9);
+  // Fewer tokens than channels (the span route): the tokens are gathered, the pass is split.
+  const int64_t few = 21;
+  const int64_t fb = few * c.rank() / c.size(), fe = few * (c.rank() + 1) / c.size();
+  // Two iterations: by the third, R fits these 21 tokens almost onto the grid and rounding ties
+  // (summation order) pick the trajectory.
+  rotq::DfrotOptions os = o;
+  os.iters = 2;
+  const at::Tensor one_span =
+      rotq::dfrot_optimize(x.narrow(0, 0, few), massive.narrow(0, 0, few), r0, os, local.get());
+  const at::Tensor many_span =
+      rotq::dfrot_optimize(x.narrow(0, fb, fe - fb), massive.narrow(0, fb, fe - fb), r0, os, &c);
+  EXPECT_LT((one_span - many_span).abs().max().item<double>(), 1e-9);
 
   rotq::FourthPowerObjective all(C, rotq::OptRotNorm::kNumel), mine(C, rotq::OptRotNorm::kNumel);
   for (int k = 0; k < 6; ++k) {

@@ -200,7 +200,8 @@ void dfrot_rows(std::vector<CellOption>& t) {
                         v.flag() ? DfrotWeighting::kSum : DfrotWeighting::kMean;
                   }));
   t.push_back(row("rotation.dfrot.precision", K::kString, "float64",
-                  "token pass: float64, or float32 GEMMs with float64 sums (Procrustes: float64)")
+                  "float64, or float32 token GEMMs with float64 sums and a Newton polar whose "
+                  "middle steps run in float32 (result orthogonal in float64)")
                   .flag("--dfrot-precision")
                   .one_of({"float64", "float32"})
                   .to([](V v, C c) {

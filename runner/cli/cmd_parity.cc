@@ -25,6 +25,8 @@ struct ParityArgs {
   std::string weighting = "sum";
   std::string precision = "float32";
   std::string dtype = "float32";
+  int64_t iters = 1;
+  std::string route = "auto";
   int warmup = 1;
   std::string device = "cpu";
   int64_t gemm_n = 2048;
@@ -105,7 +107,8 @@ void run_parity_dfrot(Runtime& rt, const ParityArgs& a) {
                                  ? flag_massive_tokens(x, {})
                                  : read_tensor_arg(a.massive, "--massive").to(dev, at::kBool);
   DfrotOptions o;
-  o.iters = 1;
+  o.iters = a.iters;
+  o.span_route = a.route == "auto";
   o.gamma = a.gamma;
   o.bits = a.bits;
   o.symmetric = !a.asym;
@@ -121,12 +124,15 @@ void run_parity_dfrot(Runtime& rt, const ParityArgs& a) {
   const GemmRate g = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
   report(rt, a.json,
          {{"command", "parity dfrot"},
+          {"iterations", a.iters},
+          {"route", a.route},
           {"tokens", x.size(0)},
           {"dim", x.size(1)},
           {"massive", trace.massive},
           {"device", dev.str()},
           {"seconds", seconds},
           {"loss", trace.loss},
+          {"iteration_seconds", trace.iteration_seconds},
           {"flops", trace.flops},
           {"gflops", trace.flops / seconds / 1e9},
           {"gemm_gflops", g.gflops}});
@@ -157,7 +163,8 @@ void register_parity(CLI::App& app, Runtime& rt) {
   g->add_option("--blocksize", a->blocksize, "lazy-batch block")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  auto d = parity->add_subcommand("dfrot", "one DFRot iteration on tokens [N, C] from R0");
+  auto d =
+      parity->add_subcommand("dfrot", "DFRot iterations (default one) on tokens [N, C] from R0");
   d->add_option("--tokens", a->tokens, "X [N, C] (.npy, or .safetensors[:NAME])")->required();
   d->add_option("--rotation", a->rotation, "R0 [C, C]")->required();
   d->add_option("--massive", a->massive, "boolean mask [N] of massive tokens (default: flagged)");
@@ -165,6 +172,14 @@ void register_parity(CLI::App& app, Runtime& rt) {
   d->add_option("--bits", a->bits, "per-token bits")
       ->capture_default_str()
       ->check(CLI::Range(2, 8));
+  d->add_option("--iters", a->iters,
+                "iterations (timings of two counts give the per-iteration cost)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  d->add_option("--route", a->route,
+                "auto (the tokens' span when fewer tokens than channels) | full (C×C always)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "full"}));
   d->add_flag("--asym", a->asym, "asymmetric per-token quantizer (DFRot's script: symmetric)");
   d->add_option("--precision", a->precision, "token pass: float32 (as DFRot's code) | float64")
       ->capture_default_str()
