@@ -252,11 +252,17 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
     const bool last = it == opts.iters;
     const auto tp = std::chrono::steady_clock::now();
     const DfrotPass p = route->pass(!last);
-    // One reduction for the step's sum and the loss (an extra element).
-    const at::Tensor loss_t = at::full({1}, p.loss, route->state().options());
-    at::Tensor packed = last ? loss_t : at::cat({p.sum.reshape({-1}), loss_t});
-    if (comm) comm->all_reduce(packed, ReduceOp::kSum);
-    const double loss = packed[-1].item<double>();
+    // Over ranks, one reduction for the step's sum and the loss (an extra element).
+    const bool reduce = comm && comm->size() > 1;
+    at::Tensor sum = last ? at::Tensor() : p.sum;
+    double loss = p.loss;
+    if (reduce) {
+      const at::Tensor loss_t = at::full({1}, p.loss, route->state().options());
+      at::Tensor packed = last ? loss_t : at::cat({p.sum.reshape({-1}), loss_t});
+      comm->all_reduce(packed, ReduceOp::kSum);
+      loss = packed[-1].item<double>();
+      if (!last) sum = packed.narrow(0, 0, p.sum.numel()).view(p.sum.sizes());
+    }
     const auto read = std::chrono::steady_clock::now();
     if (it > 0 && trace) {
       trace->iteration_seconds.push_back(
@@ -281,7 +287,7 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
       spdlog::debug("dfrot iteration {}/{}: loss {:.6g}", it, opts.iters, loss);
     }
     if (last) break;
-    route->step(packed.narrow(0, 0, p.sum.numel()).view(p.sum.sizes()));
+    route->step(sum);
     // The polar factor is computed on every rank from the same sum; rank 0's copy makes them
     // identical even where LAPACK builds differ.
     if (comm && comm->size() > 1) comm->broadcast(route->state(), 0);

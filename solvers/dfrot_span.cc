@@ -12,44 +12,16 @@
 // Q_⊥ Z with Z = polar(Q_⊥ᵀ R0 (I − BᵀB)), i.e. argmin ‖R − R0‖_F subject to Q_xᵀR = B, so the
 // directions the calibration never saw keep the start's (e.g. the Hadamard's) spreading.
 #include <ATen/ATen.h>
-#include <dlfcn.h>
 
 #include <cstdint>
 
+#include "solvers/blas.h"
 #include "solvers/dfrot_route.h"
 #include "solvers/error.h"
 #include "solvers/orthogonal.h"
 
 namespace rotq {
 namespace {
-
-// BLAS's triangular product where the process has it (OpenBLAS or MKL, loaded with LibTorch),
-// looked up at run time as gptq.cc does LAPACK's.
-using Dtrmm = void (*)(const char*, const char*, const char*, const char*, const int*, const int*,
-                       const double*, const double*, const int*, double*, const int*, size_t,
-                       size_t, size_t, size_t);
-Dtrmm dtrmm() {
-  static const Dtrmm f = reinterpret_cast<Dtrmm>(dlsym(RTLD_DEFAULT, "dtrmm_"));
-  return f;
-}
-
-// U·E for an upper-triangular block U [m, m] (row stride ld) and E [m, C] (float64, CPU,
-// contiguous): half a GEMM's FLOPs, in place on a copy of E. Row-major U·E is column-major
-// Eᵀ·Uᵀ with Uᵀ lower.
-at::Tensor upper_times(const at::Tensor& u, const at::Tensor& e) {
-  const Dtrmm f = dtrmm();
-  if (!f || !e.device().is_cpu() || u.stride(1) != 1 || e.size(1) > INT32_MAX ||
-      u.stride(0) > INT32_MAX) {
-    return at::matmul(u, e);
-  }
-  at::Tensor out = e.contiguous().clone();
-  const int m = static_cast<int>(e.size(1)), n = static_cast<int>(u.size(0));
-  const int lda = static_cast<int>(u.stride(0)), ldb = m;
-  const double one = 1;
-  f("R", "L", "N", "N", &m, &n, &one, u.data_ptr<double>(), &lda, out.data_ptr<double>(), &ldb, 1,
-    1, 1, 1);
-  return out;
-}
 
 class SpanRoute : public DfrotRoute {
  public:
@@ -66,20 +38,20 @@ class SpanRoute : public DfrotRoute {
     // This rank's rows of R_xᵀ: its tokens are R_xᵀ[rows]·Q_xᵀ.
     r_x_ = r.narrow(0, 0, n_).contiguous();
     begin_ = begin;
-    rows_ = r_x_.t().narrow(0, begin, end - begin).contiguous();
+    rows_ = end - begin;
     w_ = w_all.narrow(0, begin, end - begin).to(at::kDouble).unsqueeze(1);
     state_ = at::cat({at::eye(n_, r0.options()), at::matmul(q_x_.t(), r0)}, 1);
     best_ = state_.clone();
   }
 
   DfrotPass pass(bool want_sum) override {
-    const int64_t rows = rows_.size(0);
+    const int64_t rows = rows_;
     DfrotPass p;
     if (want_sum) p.sum = at::zeros({n_, c_}, state_.options());
     at::Tensor loss = at::zeros({}, state_.options());
     // X[rows]·R = R_xᵀ[rows]·B = (R_xᵀ[rows]·G)·L, in float64: G·L amplifies rounding by κ(L),
     // so only the quantizer runs in the pass's type.
-    const at::Tensor t = at::matmul(rows_, g());
+    const at::Tensor t = tokens_times(g());
     for (int64_t i = 0; i < rows; i += opts_.chunk_rows) {
       const int64_t len = std::min(opts_.chunk_rows, rows - i);
       const at::Tensor xr = at::matmul(t.narrow(0, i, len), l()).to(opts_.pass_dtype);
@@ -96,11 +68,11 @@ class SpanRoute : public DfrotRoute {
   // B = P·Q_Lᵀ = (P·R_L⁻ᵀ)·L = G·L (a triangular solve in place of Q_L's 4N²C FLOPs).
   void step(const at::Tensor& sum) override {
     auto [a, tau] = at::geqrf(sum.t());
-    const at::Tensor r_l = a.narrow(0, 0, n_).triu();
+    const at::Tensor r_l = a.narrow(0, 0, n_).triu().contiguous();
     PolarReport rep;
     const at::Tensor p = polar_factor(r_l.t(), step_polar_method(opts_), &rep);
     if (!rep.svd) {
-      const at::Tensor g = at::linalg_solve_triangular(r_l.t(), p, /*upper=*/false, /*left=*/false);
+      const at::Tensor g = upper_triangular_solve(r_l, p, /*transpose_u=*/true, /*left=*/false);
       state_ = at::cat({g, sum}, 1);
     } else {
       // L is rank-deficient (R_L singular): Q_L itself, and B = P·Q_Lᵀ (one of the maximizers).
@@ -140,12 +112,24 @@ class SpanRoute : public DfrotRoute {
  private:
   at::Tensor g() const { return state_.narrow(1, 0, n_); }
 
+  // R_xᵀ[rows]·Y for this rank's tokens: R_x[:, rows]ᵀ has zeros right of the diagonal block, so
+  // the rows above it by a GEMM and the block by a triangular product (half its FLOPs).
+  at::Tensor tokens_times(const at::Tensor& y) const {
+    at::Tensor t = upper_triangular_times(r_x_.narrow(0, begin_, rows_).narrow(1, begin_, rows_),
+                                          y.narrow(0, begin_, rows_), /*transpose_u=*/true);
+    if (begin_ > 0) {
+      t.addmm_(r_x_.narrow(0, 0, begin_).narrow(1, begin_, rows_).t(), y.narrow(0, 0, begin_));
+    }
+    return t;
+  }
+
   // L += R_x[:, g0:g0+len]·E for tokens g0.. (R_x upper: rows above g0 by a GEMM, the diagonal
   // block by a triangular product).
   void add_token_sum(at::Tensor& l, int64_t g0, const at::Tensor& e) const {
     const int64_t len = e.size(0);
     if (g0 > 0) l.narrow(0, 0, g0).addmm_(r_x_.narrow(0, 0, g0).narrow(1, g0, len), e);
-    l.narrow(0, g0, len).add_(upper_times(r_x_.narrow(0, g0, len).narrow(1, g0, len), e));
+    l.narrow(0, g0, len)
+        .add_(upper_triangular_times(r_x_.narrow(0, g0, len).narrow(1, g0, len), e));
   }
   at::Tensor l() const { return state_.narrow(1, n_, c_); }
 
@@ -164,8 +148,8 @@ class SpanRoute : public DfrotRoute {
   DfrotOptions opts_;
   at::Tensor r0_;
   int64_t n_ = 0, c_ = 0;
-  at::Tensor q_x_, q_perp_, r_x_, rows_, w_;
-  int64_t begin_ = 0;
+  at::Tensor q_x_, q_perp_, r_x_, w_;
+  int64_t begin_ = 0, rows_ = 0;    // this rank's tokens
   at::Tensor state_, best_, last_;  // [G | L] (N×(N+C)): B = G·L
   int64_t steps_ = 0, best_steps_ = 0;
 };

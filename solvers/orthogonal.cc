@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "solvers/blas.h"
 #include "solvers/error.h"
 
 namespace rotq {
@@ -39,13 +40,13 @@ double one_inf(const at::Tensor& x) {
 namespace {
 
 // X⁻¹, or undefined when X is numerically singular. A triangular X (the first iterate of a polar
-// through a QR) is inverted by a triangular solve, a third of an LU inverse's FLOPs.
+// through a QR) is inverted as a triangle (dtrtri), a sixth of an LU inverse's FLOPs.
 at::Tensor inverse_or_undefined(const at::Tensor& x, bool first) {
   at::Tensor inv;
-  if (first && (at::equal(x, x.tril()) || at::equal(x, x.triu()))) {
-    const bool upper = at::equal(x, x.triu());
-    if ((x.diagonal() == 0).any().item<bool>()) return {};
-    inv = at::linalg_solve_triangular(x, at::eye(x.size(0), x.options()), upper);
+  const bool lower = first && at::equal(x, x.tril());
+  if (lower || (first && at::equal(x, x.triu()))) {
+    inv = triangular_inverse(x, /*upper=*/!lower);
+    if (!inv.defined()) return {};
   } else {
     at::Tensor info;
     std::tie(inv, info) = at::linalg_inv_ex(x);
@@ -73,18 +74,70 @@ double spectral_norm_estimate(const at::Tensor& x) {
   return est;
 }
 
+// ‖F‖₁ of a symmetric F given by its lower triangle L (= ‖F‖∞ ≥ ‖F‖₂): column sums of |L| and
+// |L|ᵀ, the diagonal counted once.
+double symmetric_lower_one_norm(const at::Tensor& lower) {
+  const at::Tensor a = lower.abs();
+  return (a.sum(0) + a.sum(1) - a.diagonal()).max().item<double>();
+}
+
+}  // namespace
+
+at::Tensor polar_polish(const at::Tensor& x_in, PolarReport* report) {
+  require_square(x_in, "polar_polish");
+  at::Tensor x = x_in.to(at::kDouble);
+  PolarReport rep;
+  if (x.numel() == 0) return x;
+  // Unit roundoff and γ_n = n·u/(1 − n·u), the bound on a length-n dot product's rounding.
+  const double u = std::ldexp(1.0, -53), nu = static_cast<double>(x.size(0)) * u;
+  const double gamma_n = nu / (1 - nu);
+  double previous = std::numeric_limits<double>::infinity();
+  for (int round = 0; round <= 3; ++round) {
+    const at::Tensor f = gram_minus_identity_lower(x);
+    const double residual = max_abs(f);
+    if (residual <= 1e-12) {
+      rep.residual = residual;
+      rep.schulz_rounds = round;
+      if (report) *report = rep;
+      return x;
+    }
+    const double f1 = symmetric_lower_one_norm(f);
+    if (round == 3 || !(residual < 0.5 * previous) || f1 >= 0.5) break;
+    previous = residual;
+    at::Tensor xf = at::zeros_like(x);
+    symmetric_lower_addmm_(xf, x, f, 1);
+    x = x.add(xf, -0.5);
+    symmetric_lower_addmm_(x, xf, f, 0.375);
+    // The round's result without another product, when its bound already meets the target:
+    // exactly, σ² = 1 + φ goes to 1 + ⅝φ³ − (15/64)φ⁴ + (9/64)φ⁵ (|φ| ≤ ‖F‖₂ ≤ ‖F‖₁); F's rounding
+    // (|δF_ij| ≤ γ_n·‖x_i‖‖x_j‖) enters the new residual as −δF to first order; the two
+    // additions add ≤ 4u.
+    const double bound =
+        0.625 * f1 * f1 * f1 * (1 + f1) + gamma_n * (1 + 2 * f1) + 4 * u * (1 + f1) * (1 + f1);
+    if (bound <= 1e-12) {
+      rep.residual = bound;
+      rep.schulz_rounds = round + 1;
+      if (report) *report = rep;
+      return x;
+    }
+  }
+  return {};
+}
+
+namespace {
+
 // Scaled Newton (Higham 1986) with the near-optimal scaling ζ = (‖X⁻¹‖₂/‖X‖₂)^½ (Byers & Xu),
 // which takes κ to ~√κ/2 per step, switched off once close, where the unscaled iteration
-// converges quadratically: a step of size s leaves an error ~s²/2 (checked: the result's
-// ‖QᵀQ − I‖ must be ≤ 1e-12, else the SVD). kNewtonMixed runs the iterates
-// whose condition is moderate in float32: the polar factor of X_k is the answer for every k, and
-// rounding X_k moves it by ~κ(X_k)·ε, so the iterations stay in float64 until κ(X_k) ≤ ~1e2,
-// continue in float32 to float32's floor, and end with float64 steps, which converge
-// quadratically from there. Returns the converged iterate or undefined.
+// converges quadratically (a step of size s leaves an error ~s²/2); from a step below 1e-3
+// polar_polish finishes in float64 (its round costs what an inverse does and gains more).
+// kNewtonMixed runs the iterates whose condition is moderate in float32: the polar factor of X_k
+// is the answer for every k, and rounding X_k moves it by ~κ(X_k)·ε, so the iterations stay in
+// float64 until κ(X_k) ≤ ~1e2 and continue in float32 until a step below 1e-3 (float32's floor,
+// ~1e-7, is one step away; the polish starts from either).
+// Returns the converged iterate or undefined.
 at::Tensor newton_polar(const at::Tensor& md, bool mixed, PolarReport& rep) {
   at::Tensor x = md;
-  bool scale = true, low = false, polished = false;
-  double previous = std::numeric_limits<double>::infinity();
+  bool scale = true, low = false;
   for (int it = 1; it <= 30; ++it) {
     const at::Tensor xi = low ? x.to(at::kFloat) : x;
     const at::Tensor inv = inverse_or_undefined(xi, it == 1);
@@ -102,15 +155,16 @@ at::Tensor newton_polar(const at::Tensor& md, bool mixed, PolarReport& rep) {
     x = next;
     rep.iterations = it;
     if (low) ++rep.float32_iterations;
-    if (step < 1e-2) scale = false;
-    if (!low && !scale && step < 1e-7) return x;  // error ~ step²/2: at float64's floor
-    if (mixed && !low && !polished && scale && kappa < 4e4) {
+    if (step < 1e-2 || kappa < 1.05) scale = false;  // unscaled Newton is as fast there
+    if (!scale && step < 1e-3) {
+      PolarReport polish;
+      const at::Tensor q = polar_polish(x, &polish);
+      rep.residual = polish.residual;
+      rep.schulz_rounds = polish.schulz_rounds;
+      return q;
+    } else if (mixed && scale && kappa < 4e4) {
       low = true;  // the next iterate's κ ≲ (√κ + 1/√κ)/2 ≈ 1e2
-    } else if (low && (step < 1e-5 || (step < 1e-3 && step > 0.5 * previous))) {
-      low = false;  // float32's floor (or close to it): float64 from here
-      polished = true;
     }
-    previous = step;
   }
   return {};
 }
@@ -125,10 +179,6 @@ at::Tensor polar_factor(const at::Tensor& m, PolarMethod method, PolarReport* re
   at::Tensor q;
   if (method != PolarMethod::kSvd && md.size(0) > 0) {
     q = newton_polar(md, method == PolarMethod::kNewtonMixed, rep);
-    if (q.defined()) {
-      rep.residual = orthogonality_residual(q);
-      if (rep.residual > 1e-12) q = at::Tensor();
-    }
   }
   if (!q.defined()) {
     q = polar_by_svd(md);

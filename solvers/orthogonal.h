@@ -11,24 +11,34 @@ namespace rotq {
 struct PolarReport {
   int iterations = 0;          // Newton iterations taken
   int float32_iterations = 0;  // of which in float32 (kNewtonMixed)
+  int schulz_rounds = 0;       // Newton–Schulz rounds of the finish (polar_polish)
   bool svd = false;            // computed by the SVD (singular or non-converging input, or asked)
-  double residual = 0;         // ‖QᵀQ − I‖_max of the result
+  double residual = 0;  // ‖QᵀQ − I‖_max of the result (or a bound on it: polar_polish)
 };
 
 enum class PolarMethod { kNewton, kNewtonMixed, kSvd };
 
 // The orthogonal polar factor Q = U Vᵀ of a square M = U S Vᵀ (float64): the nearest orthogonal
 // matrix to M and argmax_R tr(Rᵀ M). kNewton (the default) iterates Higham's scaled Newton
-// X ← (ζX + X⁻ᵀ/ζ)/2 with the (1,∞)-norm scaling ζ, which needs only LU inverses and GEMMs (fast on
-// a GPU, where an SVD runs far below the GEMM rate) and converges in ≤ 10 iterations for any
-// condition number below 1e12; from a nearly orthogonal M one or two iterations polish it. A
-// singular (or numerically singular: κ > 1e12) M, whose polar factor is not unique, or one that
-// has not converged in 30 iterations goes to the SVD, as kSvd always does. kNewtonMixed runs the
-// middle iterations (those whose iterate has κ ≲ 1e2) in float32 and the first and last in
-// float64: the result is orthogonal to float64 rounding and the polar factor to ~1e-6 relative
-// (float32's ε times those iterates' κ), at about half the float64 iteration's cost on a CPU.
+// X ← (ζX + X⁻ᵀ/ζ)/2 with the 2-norm scaling ζ (Byers & Xu; norms by block power iteration) until
+// a step below 1e-3, then polar_polish takes it to ‖XᵀX − I‖_max ≤ 1e-12: only
+// LU inverses and GEMMs (fast on a GPU, where an SVD runs far below the GEMM rate), ≤ 10 inverses
+// for any condition number below 1e12, one for a nearly orthogonal M. A singular (or numerically
+// singular: κ > 1e12) M, whose polar factor is not unique, or one that has not converged in 30
+// iterations goes to the SVD, as kSvd always does. kNewtonMixed runs the middle iterations (those
+// whose iterate has κ ≲ 1e2) in float32 and the first and last in float64: the result is
+// orthogonal to float64 rounding and the polar factor to ~1e-6 relative (float32's ε times those
+// iterates' κ), at about half the float64 iteration's cost on a CPU.
 at::Tensor polar_factor(const at::Tensor& m, PolarMethod method = PolarMethod::kNewton,
                         PolarReport* report = nullptr);
+
+// The polar factor of a nearly orthogonal X (‖XᵀX − I‖₂ < ½: a drifted rotation, the end of an
+// iteration) by third-order Newton–Schulz rounds X ← X(I − ½F + ⅜F²), F = XᵀX − I, each taking
+// ‖F‖ to ≈ ⅝‖F‖³ with one half GEMM and two symmetric products (no inverse), float64. It ends once
+// ‖XᵀX − I‖_max ≤ 1e-12: measured, or bounded after a round from the F it started from (⅝‖F‖₁³
+// plus F's own rounding, γ_n), which saves the last product; the report gives that value and the
+// rounds taken. X too far from orthogonal (‖F‖₁ ≥ ½) or not converging gives undefined.
+at::Tensor polar_polish(const at::Tensor& x, PolarReport* report = nullptr);
 
 // The polar factor of a wide M [N, C], N ≤ C: the N×C matrix U Vᵀ with orthonormal rows from the
 // thin SVD M = U S Vᵀ (argmax tr(Bᵀ M) over B with B Bᵀ = I), float64. Computed as Mᵀ = Q R

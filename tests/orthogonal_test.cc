@@ -99,8 +99,11 @@ TEST(PolarFactor, MixedPrecisionNewtonIsOrthogonalAndNearTheSvdsRotation) {
     const at::Tensor q = rotq::polar_factor(m, rotq::PolarMethod::kNewtonMixed, &rep);
     EXPECT_FALSE(rep.svd) << log_kappa;
     EXPECT_LT(rep.residual, 1e-12) << log_kappa;
+    EXPECT_LE(rotq::orthogonality_error(q), rep.residual + 1e-15) << log_kappa;
     if (log_kappa > 0) {
       EXPECT_GT(rep.float32_iterations, 0) << log_kappa;
+      // From float32's floor one float64 Newton step reaches float64's (a polish round at most).
+      EXPECT_LE(rep.schulz_rounds, 1) << log_kappa;
     }
     EXPECT_LT((q - at::matmul(u, v.t())).abs().max().item<double>(), 5e-5) << log_kappa;
   }
@@ -110,6 +113,45 @@ TEST(PolarFactor, MixedPrecisionNewtonIsOrthogonalAndNearTheSvdsRotation) {
   const at::Tensor qt = rotq::polar_factor(r, rotq::PolarMethod::kNewtonMixed, &rep);
   EXPECT_FALSE(rep.svd);
   EXPECT_LT((qt - rotq::polar_factor(r, rotq::PolarMethod::kSvd)).abs().max().item<double>(), 5e-5);
+}
+
+// The Newton–Schulz polish: from 1e-3 and 1e-6 off orthogonal to the SVD's polar factor (1e-12) in
+// the rounds third order predicts (⅝‖F‖³ per round), the residual it reports (measured or bounded)
+// never below the measured one; nothing to do for a rotation; undefined far from the group (where
+// the rounds diverge) and for NaN.
+TEST(PolarFactor, PolishTakesANearlyOrthogonalMatrixToItsPolarFactor) {
+  at::manual_seed(34);
+  const int64_t n = 64;
+  const at::Tensor u = std::get<0>(at::linalg_qr(at::randn({n, n}, at::kDouble)));
+  const at::Tensor g = at::randn({n, n}, at::kDouble) / std::sqrt(static_cast<double>(n));
+  for (double off : {1e-3, 1e-6}) {
+    const at::Tensor x = u + off * g;
+    rotq::PolarReport rep;
+    const at::Tensor q = rotq::polar_polish(x, &rep);
+    ASSERT_TRUE(q.defined()) << off;
+    EXPECT_LT((q - rotq::polar_factor(x, rotq::PolarMethod::kSvd)).abs().max().item<double>(),
+              1e-12)
+        << off;
+    EXPECT_LE(rep.residual, 1e-12);
+    EXPECT_LE(rotq::orthogonality_error(q), rep.residual + 1e-15);
+    EXPECT_EQ(rep.schulz_rounds, off > 1e-4 ? 2 : 1) << off;
+  }
+  // From float32's floor (a rotation rounded to float32), as kNewtonMixed's finish starts: one
+  // round, its reported bound above the measured residual.
+  for (int64_t size : {96, 384}) {
+    const at::Tensor r = std::get<0>(at::linalg_qr(at::randn({size, size}, at::kDouble)));
+    rotq::PolarReport rep;
+    const at::Tensor q = rotq::polar_polish(r.to(at::kFloat), &rep);
+    ASSERT_TRUE(q.defined());
+    EXPECT_EQ(rep.schulz_rounds, 1) << size;
+    EXPECT_LE(rep.residual, 1e-12) << size;
+    EXPECT_LE(rotq::orthogonality_error(q), rep.residual) << size;
+  }
+  rotq::PolarReport rep;
+  EXPECT_TRUE(at::equal(rotq::polar_polish(u, &rep), u));
+  EXPECT_EQ(rep.schulz_rounds, 0);
+  EXPECT_FALSE(rotq::polar_polish(3.0 * u).defined());
+  EXPECT_FALSE(rotq::polar_polish(u * std::nan("")).defined());
 }
 
 // The wide polar factor (DFRot's span route): U Vᵀ of the thin SVD, through the QR of Mᵀ and an

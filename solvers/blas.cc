@@ -1,0 +1,131 @@
+#include "solvers/blas.h"
+
+#include <ATen/ATen.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace rotq {
+namespace {
+
+// Fortran BLAS signatures with the hidden string lengths of gfortran's ABI (as gptq.cc's LAPACK).
+using Dtrmm = void (*)(const char*, const char*, const char*, const char*, const int*, const int*,
+                       const double*, const double*, const int*, double*, const int*, size_t,
+                       size_t, size_t, size_t);
+using Dsyrk = void (*)(const char*, const char*, const int*, const int*, const double*,
+                       const double*, const int*, const double*, double*, const int*, size_t,
+                       size_t);
+
+using Dsymm = void (*)(const char*, const char*, const int*, const int*, const double*,
+                       const double*, const int*, const double*, const int*, const double*, double*,
+                       const int*, size_t, size_t);
+
+using Dtrsm = Dtrmm;  // the same arguments: side, uplo, transa, diag, m, n, alpha, A, lda, B, ldb
+using Dtrtri = void (*)(const char*, const char*, const int*, double*, const int*, int*, size_t,
+                        size_t);
+
+template <typename F>
+F blas_symbol(const char* name) {
+  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+}
+
+bool fits_int(int64_t v) { return v <= INT32_MAX; }
+
+bool host_double(const at::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == at::kDouble;
+}
+
+}  // namespace
+
+at::Tensor upper_triangular_times(const at::Tensor& u, const at::Tensor& e, bool transpose_u) {
+  static const Dtrmm trmm = blas_symbol<Dtrmm>("dtrmm_");
+  if (!trmm || !host_double(u) || !host_double(e) || u.stride(1) != 1 || !fits_int(e.size(1)) ||
+      !fits_int(u.stride(0)) || !fits_int(u.size(0))) {
+    const at::Tensor upper = u.triu();
+    return at::matmul(transpose_u ? upper.t() : upper, e);
+  }
+  at::Tensor out = e.contiguous().clone();
+  // Row-major U is column-major Uᵀ (lower): row-major U·E is column-major Eᵀ·Uᵀ, and Uᵀ·E is
+  // Eᵀ·U, i.e. B·A or B·Aᵀ with A the lower column-major view.
+  const int m = static_cast<int>(e.size(1)), n = static_cast<int>(u.size(0));
+  const int lda = static_cast<int>(u.stride(0)), ldb = m;
+  const double one = 1;
+  trmm("R", "L", transpose_u ? "T" : "N", "N", &m, &n, &one, u.data_ptr<double>(), &lda,
+       out.data_ptr<double>(), &ldb, 1, 1, 1, 1);
+  return out;
+}
+
+at::Tensor upper_triangular_solve(const at::Tensor& u, const at::Tensor& e, bool transpose_u,
+                                  bool left) {
+  static const Dtrsm trsm = blas_symbol<Dtrsm>("dtrsm_");
+  if (!trsm || !host_double(u) || !host_double(e) || u.stride(1) != 1 || !fits_int(e.size(0)) ||
+      !fits_int(e.size(1)) || !fits_int(u.stride(0))) {
+    const at::Tensor upper = u.triu();
+    return at::linalg_solve_triangular(transpose_u ? upper.t() : upper, e,
+                                       /*upper=*/!transpose_u, left);
+  }
+  at::Tensor out = e.contiguous().clone();
+  // Row-major U is column-major Uᵀ (lower) and row-major E column-major Eᵀ: op(U)⁻¹·E is
+  // Eᵀ·op(U)⁻ᵀ and E·op(U)⁻¹ is op(U)⁻ᵀ·Eᵀ, op(U)⁻ᵀ being the lower view's inverse, transposed
+  // when op(U) = Uᵀ.
+  const int m = static_cast<int>(e.size(1)), n = static_cast<int>(e.size(0));
+  const int lda = std::max(1, static_cast<int>(u.stride(0))), ldb = std::max(1, m);
+  const double one = 1;
+  trsm(left ? "R" : "L", "L", transpose_u ? "T" : "N", "N", &m, &n, &one, u.data_ptr<double>(),
+       &lda, out.data_ptr<double>(), &ldb, 1, 1, 1, 1);
+  return out;
+}
+
+at::Tensor triangular_inverse(const at::Tensor& x, bool upper) {
+  static const Dtrtri trtri = blas_symbol<Dtrtri>("dtrtri_");
+  const int64_t n = x.size(0);
+  if ((x.diagonal() == 0).any().item<bool>()) return {};
+  if (!trtri || !host_double(x) || !fits_int(n)) {
+    const at::Tensor t = upper ? x.triu() : x.tril();
+    return at::linalg_solve_triangular(t, at::eye(n, x.options()), upper);
+  }
+  // The other triangle of the copy is zeroed: dtrtri leaves it as it was.
+  at::Tensor out = upper ? x.triu() : x.tril();
+  out = out.contiguous();
+  // Row-major upper is column-major lower, and the inverse's layout follows.
+  const int ni = static_cast<int>(n), lda = std::max(1, ni);
+  int info = 0;
+  trtri(upper ? "L" : "U", "N", &ni, out.data_ptr<double>(), &lda, &info, 1, 1);
+  if (info != 0) return {};
+  return out;
+}
+
+at::Tensor gram_minus_identity_lower(const at::Tensor& x) {
+  static const Dsyrk syrk = blas_symbol<Dsyrk>("dsyrk_");
+  const int64_t n = x.size(0);
+  at::Tensor f = -at::eye(n, x.options());
+  if (!syrk || !host_double(x) || !fits_int(n) || x.size(1) != n) {
+    return f.add_(at::matmul(x.t(), x)).tril_();
+  }
+  const at::Tensor xc = x.contiguous();
+  // The buffer of row-major X is column-major Xᵀ =: A, and XᵀX = A·Aᵀ; the column-major upper
+  // triangle written is the row-major lower one, the other keeps −I's zeros.
+  const int ni = static_cast<int>(n);
+  const double one = 1;
+  syrk("U", "N", &ni, &ni, &one, xc.data_ptr<double>(), &ni, &one, f.data_ptr<double>(), &ni, 1, 1);
+  return f;
+}
+
+void symmetric_lower_addmm_(at::Tensor& c, const at::Tensor& y, const at::Tensor& s, double alpha) {
+  static const Dsymm symm = blas_symbol<Dsymm>("dsymm_");
+  const int64_t m = y.size(0), n = y.size(1);
+  if (!symm || !host_double(y) || !host_double(s) || !host_double(c) || !c.is_contiguous() ||
+      !fits_int(m) || !fits_int(n)) {
+    c.addmm_(y, s.tril() + s.tril(-1).t(), /*beta=*/1, alpha);
+    return;
+  }
+  const at::Tensor yc = y.contiguous(), sc = s.contiguous();
+  // Row-major Y·S is column-major (Y·S)ᵀ = S·Yᵀ, and Y's buffer is column-major Yᵀ.
+  const int mi = static_cast<int>(n), ni = static_cast<int>(m);
+  const double one = 1;
+  symm("L", "U", &mi, &ni, &alpha, sc.data_ptr<double>(), &mi, yc.data_ptr<double>(), &mi, &one,
+       c.data_ptr<double>(), &mi, 1, 1);
+}
+
+}  // namespace rotq
