@@ -1,7 +1,6 @@
 #include "solvers/blas.h"
 
 #include <ATen/ATen.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -25,69 +24,61 @@ using Dtrsm = Dtrmm;  // the same arguments: side, uplo, transa, diag, m, n, alp
 using Dtrtri = void (*)(const char*, const char*, const int*, double*, const int*, int*, size_t,
                         size_t);
 
-template <typename F>
-F blas_symbol(const char* name) {
-  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
-}
-
 bool fits_int(int64_t v) { return v <= INT32_MAX; }
 
 bool host_double(const at::Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == at::kDouble;
 }
 
+// dtrmm or dtrsm (the same arguments) on row-major buffers: op(U)·E / op(U)⁻¹·E when `left`,
+// E·op(U) / E·op(U)⁻¹ otherwise, into a copy of E; nullptr when the BLAS cannot take the operands.
+// Row-major U is column-major Uᵀ (lower) and row-major E column-major Eᵀ, so the left product is
+// the column-major right one with the lower view (transposed when op(U) = U, since
+// (op(U)·E)ᵀ = Eᵀ·op(U)ᵀ), and vice versa.
+at::Tensor upper_level3(Dtrmm f, const at::Tensor& u, const at::Tensor& e, bool transpose_u,
+                        bool left) {
+  if (!f || !host_double(u) || !host_double(e) || u.stride(1) != 1 || !fits_int(e.size(0)) ||
+      !fits_int(e.size(1)) || !fits_int(u.stride(0))) {
+    return {};
+  }
+  at::Tensor out = e.contiguous().clone();
+  const int m = static_cast<int>(e.size(1)), n = static_cast<int>(e.size(0));
+  const int lda = std::max(1, static_cast<int>(u.stride(0))), ldb = std::max(1, m);
+  const double one = 1;
+  f(left ? "R" : "L", "L", transpose_u ? "T" : "N", "N", &m, &n, &one, u.data_ptr<double>(), &lda,
+    out.data_ptr<double>(), &ldb, 1, 1, 1, 1);
+  return out;
+}
+
 }  // namespace
 
 at::Tensor upper_triangular_times(const at::Tensor& u, const at::Tensor& e, bool transpose_u) {
   static const Dtrmm trmm = blas_symbol<Dtrmm>("dtrmm_");
-  if (!trmm || !host_double(u) || !host_double(e) || u.stride(1) != 1 || !fits_int(e.size(1)) ||
-      !fits_int(u.stride(0)) || !fits_int(u.size(0))) {
-    const at::Tensor upper = u.triu();
-    return at::matmul(transpose_u ? upper.t() : upper, e);
-  }
-  at::Tensor out = e.contiguous().clone();
-  // Row-major U is column-major Uᵀ (lower): row-major U·E is column-major Eᵀ·Uᵀ, and Uᵀ·E is
-  // Eᵀ·U, i.e. B·A or B·Aᵀ with A the lower column-major view.
-  const int m = static_cast<int>(e.size(1)), n = static_cast<int>(u.size(0));
-  const int lda = static_cast<int>(u.stride(0)), ldb = m;
-  const double one = 1;
-  trmm("R", "L", transpose_u ? "T" : "N", "N", &m, &n, &one, u.data_ptr<double>(), &lda,
-       out.data_ptr<double>(), &ldb, 1, 1, 1, 1);
-  return out;
+  at::Tensor out = upper_level3(trmm, u, e, transpose_u, /*left=*/true);
+  if (out.defined()) return out;
+  const at::Tensor upper = u.triu();
+  return at::matmul(transpose_u ? upper.t() : upper, e);
 }
 
 at::Tensor upper_triangular_solve(const at::Tensor& u, const at::Tensor& e, bool transpose_u,
                                   bool left) {
   static const Dtrsm trsm = blas_symbol<Dtrsm>("dtrsm_");
-  if (!trsm || !host_double(u) || !host_double(e) || u.stride(1) != 1 || !fits_int(e.size(0)) ||
-      !fits_int(e.size(1)) || !fits_int(u.stride(0))) {
-    const at::Tensor upper = u.triu();
-    return at::linalg_solve_triangular(transpose_u ? upper.t() : upper, e,
-                                       /*upper=*/!transpose_u, left);
-  }
-  at::Tensor out = e.contiguous().clone();
-  // Row-major U is column-major Uᵀ (lower) and row-major E column-major Eᵀ: op(U)⁻¹·E is
-  // Eᵀ·op(U)⁻ᵀ and E·op(U)⁻¹ is op(U)⁻ᵀ·Eᵀ, op(U)⁻ᵀ being the lower view's inverse, transposed
-  // when op(U) = Uᵀ.
-  const int m = static_cast<int>(e.size(1)), n = static_cast<int>(e.size(0));
-  const int lda = std::max(1, static_cast<int>(u.stride(0))), ldb = std::max(1, m);
-  const double one = 1;
-  trsm(left ? "R" : "L", "L", transpose_u ? "T" : "N", "N", &m, &n, &one, u.data_ptr<double>(),
-       &lda, out.data_ptr<double>(), &ldb, 1, 1, 1, 1);
-  return out;
+  at::Tensor out = upper_level3(trsm, u, e, transpose_u, left);
+  if (out.defined()) return out;
+  const at::Tensor upper = u.triu();
+  return at::linalg_solve_triangular(transpose_u ? upper.t() : upper, e, /*upper=*/!transpose_u,
+                                     left);
 }
 
 at::Tensor triangular_inverse(const at::Tensor& x, bool upper) {
   static const Dtrtri trtri = blas_symbol<Dtrtri>("dtrtri_");
   const int64_t n = x.size(0);
   if ((x.diagonal() == 0).any().item<bool>()) return {};
-  if (!trtri || !host_double(x) || !fits_int(n)) {
-    const at::Tensor t = upper ? x.triu() : x.tril();
-    return at::linalg_solve_triangular(t, at::eye(n, x.options()), upper);
-  }
   // The other triangle of the copy is zeroed: dtrtri leaves it as it was.
-  at::Tensor out = upper ? x.triu() : x.tril();
-  out = out.contiguous();
+  at::Tensor out = (upper ? x.triu() : x.tril()).contiguous();
+  if (!trtri || !host_double(x) || !fits_int(n)) {
+    return at::linalg_solve_triangular(out, at::eye(n, x.options()), upper);
+  }
   // Row-major upper is column-major lower, and the inverse's layout follows.
   const int ni = static_cast<int>(n), lda = std::max(1, ni);
   int info = 0;

@@ -4,8 +4,16 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <dlfcn.h>
 
 namespace rotq {
+
+// A BLAS/LAPACK routine of the library the process loaded with LibTorch, by its Fortran name
+// (`dtrmm_`), or nullptr: rotq links none itself, and every caller keeps an ATen fallback.
+template <typename F>
+F blas_symbol(const char* name) {
+  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+}
 
 // U·E, or Uᵀ·E when `transpose_u`, for an upper-triangular U [m, m] (unit column stride, any row
 // stride: a block of a larger triangle) and E [m, n]: half a GEMM's FLOPs in float64 on a CPU.

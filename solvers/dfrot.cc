@@ -254,7 +254,7 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
     const DfrotPass p = route->pass(!last);
     // Over ranks, one reduction for the step's sum and the loss (an extra element).
     const bool reduce = comm && comm->size() > 1;
-    at::Tensor sum = last ? at::Tensor() : p.sum;
+    at::Tensor sum = p.sum;  // undefined on the last pass
     double loss = p.loss;
     if (reduce) {
       const at::Tensor loss_t = at::full({1}, p.loss, route->state().options());
@@ -290,7 +290,7 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
     route->step(sum);
     // The polar factor is computed on every rank from the same sum; rank 0's copy makes them
     // identical even where LAPACK builds differ.
-    if (comm && comm->size() > 1) comm->broadcast(route->state(), 0);
+    if (reduce) comm->broadcast(route->state(), 0);
   }
   const at::Tensor best = polar_project(route->best());
   if (trace) {

@@ -45,15 +45,14 @@ class SpanRoute : public DfrotRoute {
   }
 
   DfrotPass pass(bool want_sum) override {
-    const int64_t rows = rows_;
     DfrotPass p;
     if (want_sum) p.sum = at::zeros({n_, c_}, state_.options());
     at::Tensor loss = at::zeros({}, state_.options());
     // X[rows]·R = R_xᵀ[rows]·B = (R_xᵀ[rows]·G)·L, in float64: G·L amplifies rounding by κ(L),
     // so only the quantizer runs in the pass's type.
     const at::Tensor t = tokens_times(g());
-    for (int64_t i = 0; i < rows; i += opts_.chunk_rows) {
-      const int64_t len = std::min(opts_.chunk_rows, rows - i);
+    for (int64_t i = 0; i < rows_; i += opts_.chunk_rows) {
+      const int64_t len = std::min(opts_.chunk_rows, rows_ - i);
       const at::Tensor xr = at::matmul(t.narrow(0, i, len), l()).to(opts_.pass_dtype);
       const WeightedCentroids wc =
           weighted_centroids(xr, w_.narrow(0, i, len).to(opts_.pass_dtype), spec_);

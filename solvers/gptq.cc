@@ -1,7 +1,5 @@
 #include "solvers/gptq.h"
 
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "solvers/blas.h"
 #include "solvers/error.h"
 #include "solvers/gptq_kernel.h"
 #include "solvers/kernel_path.h"
@@ -159,8 +158,8 @@ struct Lapack {
     static const Lapack l = [] {
       const bool f32 = std::is_same_v<T, float>;
       Lapack r;
-      r.potrf = reinterpret_cast<Potrf>(dlsym(RTLD_DEFAULT, f32 ? "spotrf_" : "dpotrf_"));
-      r.trtri = reinterpret_cast<Trtri>(dlsym(RTLD_DEFAULT, f32 ? "strtri_" : "dtrtri_"));
+      r.potrf = blas_symbol<Potrf>(f32 ? "spotrf_" : "dpotrf_");
+      r.trtri = blas_symbol<Trtri>(f32 ? "strtri_" : "dtrtri_");
       return r;
     }();
     return l;

@@ -81,12 +81,9 @@ double symmetric_lower_one_norm(const at::Tensor& lower) {
   return (a.sum(0) + a.sum(1) - a.diagonal()).max().item<double>();
 }
 
-}  // namespace
-
-at::Tensor polar_polish(const at::Tensor& x_in, PolarReport* report) {
-  require_square(x_in, "polar_polish");
-  at::Tensor x = x_in.to(at::kDouble);
-  PolarReport rep;
+// polar_polish, filling only the report's residual and rounds (newton_polar's report keeps its
+// iteration counts).
+at::Tensor polish_into(at::Tensor x, PolarReport& rep) {
   if (x.numel() == 0) return x;
   // Unit roundoff and γ_n = n·u/(1 − n·u), the bound on a length-n dot product's rounding.
   const double u = std::ldexp(1.0, -53), nu = static_cast<double>(x.size(0)) * u;
@@ -98,7 +95,6 @@ at::Tensor polar_polish(const at::Tensor& x_in, PolarReport* report) {
     if (residual <= 1e-12) {
       rep.residual = residual;
       rep.schulz_rounds = round;
-      if (report) *report = rep;
       return x;
     }
     const double f1 = symmetric_lower_one_norm(f);
@@ -117,11 +113,20 @@ at::Tensor polar_polish(const at::Tensor& x_in, PolarReport* report) {
     if (bound <= 1e-12) {
       rep.residual = bound;
       rep.schulz_rounds = round + 1;
-      if (report) *report = rep;
       return x;
     }
   }
   return {};
+}
+
+}  // namespace
+
+at::Tensor polar_polish(const at::Tensor& x, PolarReport* report) {
+  require_square(x, "polar_polish");
+  PolarReport rep;
+  at::Tensor q = polish_into(x.to(at::kDouble), rep);
+  if (report && q.defined()) *report = rep;
+  return q;
 }
 
 namespace {
@@ -157,11 +162,7 @@ at::Tensor newton_polar(const at::Tensor& md, bool mixed, PolarReport& rep) {
     if (low) ++rep.float32_iterations;
     if (step < 1e-2 || kappa < 1.05) scale = false;  // unscaled Newton is as fast there
     if (!scale && step < 1e-3) {
-      PolarReport polish;
-      const at::Tensor q = polar_polish(x, &polish);
-      rep.residual = polish.residual;
-      rep.schulz_rounds = polish.schulz_rounds;
-      return q;
+      return polish_into(x, rep);
     } else if (mixed && scale && kappa < 4e4) {
       low = true;  // the next iterate's κ ≲ (√κ + 1/√κ)/2 ≈ 1e2
     }
