@@ -90,10 +90,16 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const int64_t full_tokens = 2 * c.n_layers * a.window;
     const at::Tensor m = at::matmul(x.t().to(at::kDouble), x.to(at::kDouble) + 0.1) +
                          seeded_gaussian(C, C, 9).to(dev);
-    PolarReport newton;
+    PolarReport newton, mixed;
     const double t_newton = timed_on(dev, [&] { polar_factor(m, PolarMethod::kNewton, &newton); });
+    const double t_mixed =
+        timed_on(dev, [&] { polar_factor(m, PolarMethod::kNewtonMixed, &mixed); });
     const double t_svd = timed_on(dev, [&] { polar_factor(m, PolarMethod::kSvd); });
-    const double t_polar = newton.svd ? t_svd : std::min(t_newton, t_svd);
+    // Each pass precision is paired with the Procrustes step DFRot takes at that precision
+    // (rotation.dfrot.precision): float64 with the faster of Newton and the SVD, float32 with the
+    // mixed-precision Newton.
+    const double t_polar64 = newton.svd ? t_svd : std::min(t_newton, t_svd);
+    const double t_polar32 = mixed.svd ? t_svd : t_mixed;
     double t_tokens = 0;
     for (const at::ScalarType pass : {at::kDouble, at::kFloat}) {
       o.pass_dtype = pass;
@@ -104,11 +110,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
       // The iteration's pass over the tokens: xR, Q(xR), the loss and Σ w xᵀη (the first pass).
       t_tokens = tr.first_pass_seconds;
       const bool f32 = pass == at::kFloat;
-      rows.push_back(cost_row(name, C, f32 ? "DFRot pass (float32)" : "DFRot pass (float64)",
-                              std::to_string(a.tokens) + " tokens", t_tokens, iter_flops,
-                              f32 ? g32.gflops : g64.gflops,
-                              std::to_string(full_tokens) + " tokens",
-                              t_tokens * static_cast<double>(full_tokens) / n + t_polar));
+      rows.push_back(cost_row(
+          name, C, f32 ? "DFRot pass (float32)" : "DFRot pass (float64)",
+          std::to_string(a.tokens) + " tokens", t_tokens, iter_flops, f32 ? g32.gflops : g64.gflops,
+          std::to_string(full_tokens) + " tokens",
+          t_tokens * static_cast<double>(full_tokens) / n + (f32 ? t_polar32 : t_polar64)));
     }
     rows.push_back(
         cost_row(name, C, "polar by SVD", "C×C", t_svd, 22.0 * cd * cd * cd, g64.gflops));
@@ -117,6 +123,15 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
         "polar by Newton (" + std::to_string(newton.iterations) + " it" +
             (newton.svd ? ", fell back" : "") + ")",
         "C×C", t_newton, newton.iterations * 2.0 * cd * cd * cd + 2.0 * cd * cd * cd, g64.gflops));
+    // Rated against float32's GEMM: most of its inverses run there.
+    rows.push_back(cost_row(
+        name, C,
+        "polar by mixed Newton (" + std::to_string(mixed.iterations) + " it, " +
+            std::to_string(mixed.float32_iterations) + " in float32, " +
+            std::to_string(mixed.schulz_rounds) + " NS" + (mixed.svd ? ", fell back" : "") + ")",
+        "C×C", t_mixed,
+        mixed.iterations * 2.0 * cd * cd * cd + mixed.schulz_rounds * 5.0 * cd * cd * cd,
+        g32.gflops));
 
     // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
     FourthPowerObjective obj(C, OptRotNorm::kNumel);
@@ -159,9 +174,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                                {"svd_seconds", t_svd},
                                {"newton_polar_seconds", t_newton},
                                {"newton_polar_iterations", newton.iterations},
+                               {"mixed_polar_seconds", t_mixed},
+                               {"mixed_polar_iterations", mixed.iterations},
                                {"dfrot_full_tokens", full_tokens},
-                               {"dfrot_full_iteration_seconds",
-                                t_tokens * static_cast<double>(full_tokens) / n + t_polar},
+                               {"dfrot_full_iteration_seconds",  // float32 pass
+                                t_tokens * static_cast<double>(full_tokens) / n + t_polar32},
                                {"optrot_rows_timed", a.rows},
                                {"optrot_gradient_seconds", t_grad},
                                {"optrot_gradient_f32_seconds", t_grad32},
