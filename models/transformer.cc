@@ -38,8 +38,11 @@ bool any_requires_grad(const LayerWeights& w) {
   return false;
 }
 
-void hook(ForwardHooks* hooks, Site s, int64_t layer, at::Tensor& x) {
-  if (hooks) hooks->at_site(s, layer, x);
+// Runs the hooks at a site; true when the forward ends there.
+bool hook(ForwardHooks* hooks, Site s, int64_t layer, at::Tensor& x) {
+  if (!hooks) return false;
+  hooks->at_site(s, layer, x);
+  return hooks->ends_after(s, layer);
 }
 
 // Causal attention with grouped query heads: q [B, KVH, G, T, d], k/v [B, KVH, 1, T, d].
@@ -137,9 +140,13 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, int64_t layer,
 
 at::Tensor Transformer::layer_forward(const at::Tensor& x_in, const LayerWeights& w, int64_t li,
                                       ForwardHooks* hooks) const {
+  at::Tensor x = attention_block(x_in, w, li, hooks);
+  return x.defined() ? mlp_block(x, w, li, hooks) : x;
+}
+
+at::Tensor Transformer::attention_block(const at::Tensor& x_in, const LayerWeights& w, int64_t li,
+                                        ForwardHooks* hooks) const {
   const ModelConfig& c = model_.config;
-  // Under autograd the in-place updates below would overwrite tensors the backward needs.
-  const bool graph = at::GradMode::is_enabled() && (x_in.requires_grad() || any_requires_grad(w));
   const int64_t B = x_in.size(0), T = x_in.size(1);
   const int64_t H = c.n_heads, KVH = c.n_kv_heads, G = H / KVH, d = c.head_dim;
   require(c.sliding_window == 0 || T <= c.sliding_window, model_.source,
@@ -149,9 +156,8 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, const LayerWeights
           "the window (use --seqlen <= ",
           c.sliding_window, ")");
 
-  // Attention block.
   at::Tensor h = rms_norm(x_in, w[LayerTensor::kAttnNorm], c.norm_eps);
-  hook(hooks, Site::kAttnIn, li, h);
+  if (hook(hooks, Site::kAttnIn, li, h)) return at::Tensor();
   at::Tensor q = linear(h, w[LayerTensor::kWq], w[LayerTensor::kBq]).view({B, T, H, d});
   at::Tensor k = linear(h, w[LayerTensor::kWk], w[LayerTensor::kBk]).view({B, T, KVH, d});
   at::Tensor v = linear(h, w[LayerTensor::kWv], w[LayerTensor::kBv]).view({B, T, KVH, d});
@@ -167,23 +173,29 @@ at::Tensor Transformer::layer_forward(const at::Tensor& x_in, const LayerWeights
     q = hadamard_transform(q);
     k = hadamard_transform(k);
   }
-  hook(hooks, Site::kQ, li, q);
-  hook(hooks, Site::kKCache, li, k);
-  hook(hooks, Site::kVCache, li, v);
+  if (hook(hooks, Site::kQ, li, q) || hook(hooks, Site::kKCache, li, k) ||
+      hook(hooks, Site::kVCache, li, v)) {
+    return at::Tensor();
+  }
   at::Tensor a = causal_attention(q.reshape({B, KVH, G, T, d}), k.unsqueeze(2), v.unsqueeze(2));
   a = a.reshape({B, H, T, d}).transpose(1, 2).reshape({B, T, H * d});
-  hook(hooks, Site::kOProjIn, li, a);
-  at::Tensor x = x_in + linear(a, w[LayerTensor::kWo], w[LayerTensor::kBo]);
+  if (hook(hooks, Site::kOProjIn, li, a)) return at::Tensor();
+  return x_in + linear(a, w[LayerTensor::kWo], w[LayerTensor::kBo]);
+}
 
-  // MLP block.
-  h = rms_norm(x, w[LayerTensor::kFfnNorm], c.norm_eps);
-  hook(hooks, Site::kMlpIn, li, h);
+at::Tensor Transformer::mlp_block(at::Tensor x, const LayerWeights& w, int64_t li,
+                                  ForwardHooks* hooks) const {
+  const ModelConfig& c = model_.config;
+  // Under autograd the in-place updates below would overwrite tensors the backward needs.
+  const bool graph = at::GradMode::is_enabled() && (x.requires_grad() || any_requires_grad(w));
+  at::Tensor h = rms_norm(x, w[LayerTensor::kFfnNorm], c.norm_eps);
+  if (hook(hooks, Site::kMlpIn, li, h)) return at::Tensor();
   at::Tensor gate =
       activation(c.hidden_act, linear(h, w[LayerTensor::kWGate], w[LayerTensor::kBGate]));
   const at::Tensor up = linear(h, w[LayerTensor::kWUp], w[LayerTensor::kBUp]);
   at::Tensor m = graph ? gate * up : gate.mul_(up);
   if (c.online_hadamard_down) m = hadamard_transform(m);  // R4: its inverse is fused into Wd
-  hook(hooks, Site::kDownIn, li, m);
+  if (hook(hooks, Site::kDownIn, li, m)) return at::Tensor();
   const at::Tensor down = linear(m, w[LayerTensor::kWDown], w[LayerTensor::kBDown]);
   return graph ? x + down : x.add_(down);
 }

@@ -31,6 +31,9 @@ class ForwardHooks {
   virtual ~ForwardHooks() = default;
   // `layer` is the model's layer index; `x` may be replaced (same shape).
   virtual void at_site(Site site, int64_t layer, at::Tensor& x) = 0;
+  // True when nothing past `site` of `layer` is wanted (a capture of one site's input): the forward
+  // then ends right after the hook there and returns an undefined tensor, its input untouched.
+  virtual bool ends_after(Site site, int64_t layer) const { return false; }
 };
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
@@ -53,6 +56,14 @@ class Transformer {
   // rank. Gradients flow to `x` and to `w` when they require them.
   at::Tensor layer_forward(const at::Tensor& x, const LayerWeights& w, int64_t global_layer,
                            ForwardHooks* hooks = nullptr) const;
+  // The layer's two halves, layer_forward = mlp_block ∘ attention_block: the residual after the
+  // attention block (sites kAttnIn … kOProjIn), and the MLP block on it (kMlpIn, kDownIn). A
+  // caller that revisits a layer's MLP (GPTQ's true-sequential capture) keeps the first's result
+  // instead of recomputing it. mlp_block adds to `x` in place outside autograd, and returns it.
+  at::Tensor attention_block(const at::Tensor& x, const LayerWeights& w, int64_t global_layer,
+                             ForwardHooks* hooks = nullptr) const;
+  at::Tensor mlp_block(at::Tensor x, const LayerWeights& w, int64_t global_layer,
+                       ForwardHooks* hooks = nullptr) const;
   at::Tensor final_norm(const at::Tensor& x) const;  // [.., D] -> [.., D]
   // All layers: tokens [B, T] -> final-normed hidden states [B, T, D].
   at::Tensor hidden_states(const at::Tensor& tokens, ForwardHooks* hooks = nullptr) const;

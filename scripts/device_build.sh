@@ -258,6 +258,9 @@ MPI_INC=$L/openmpi/include
 cxx_flags=""
 ((FMT_SHIM)) && cxx_flags="-I$S/shim-include"
 export TORCH_CUDA_ARCH_LIST="${CUDA_ARCH:0:${#CUDA_ARCH}-1}.${CUDA_ARCH: -1}"
+# pkg-config (PCRE2, utf8proc): the Debian .pc files say prefix=/usr; the sysroot prefix moves
+# their -I/-L into $S.
+export PKG_CONFIG_PATH=$L/pkgconfig:$S/usr/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$S
 cmake -G Ninja -S . -B "$BUILD_DIR" \
   -DCMAKE_BUILD_TYPE=Release \
   -DROTQ_WITH_CUDA=ON \

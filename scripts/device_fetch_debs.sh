@@ -17,6 +17,7 @@ BUILD_PKGS=(
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
   libopenmpi-dev               # mpi.h and openmpi/lib/libmpi.so (its own deps, -dev of hwloc etc., are only for static/wrapper use)
   libyaml-cpp-dev libhdf5-dev  # the experiment runner (not yet tried on the GPU machine)
+  libpcre2-dev libutf8proc-dev # tokenizer.json's pre-tokenizer regexes and NFC (pkg-config)
 )
 # Run: what libspdlog/libfmt, libmpi.so.40, libopen-rte/-pal, libpmix.so.2, mpirun (orterun) and
 # orted link (readelf -d), plus what the Open MPI MCA plugins opened in a single-node run link.
@@ -29,6 +30,7 @@ RUN_PKGS=(
   libmunge2                    # libpmix
   libyaml-cpp0.7
   libhdf5-103-1 libsz2 libaec0 # libhdf5_serial.so
+  libpcre2-8-0 libutf8proc2     # the tokenizers (Debian's builds, the .so the -dev links point to)
 )
 # Fallbacks: device_build.sh puts these on LD_LIBRARY_PATH only where the system lacks the soname,
 # so that they never shadow a newer system copy.

@@ -120,6 +120,46 @@ TEST(Forward, GreedyGenerationReproducesLlama2cGolden) {
   EXPECT_EQ(got, golden);
 }
 
+// Records the tensor at one site; optionally ends the forward there.
+class SiteProbe final : public rotq::ForwardHooks {
+ public:
+  SiteProbe(rotq::Site site, bool end) : site_(site), end_(end) {}
+  void at_site(rotq::Site site, int64_t, at::Tensor& x) override {
+    if (site == site_) seen = x.clone();
+  }
+  bool ends_after(rotq::Site site, int64_t) const override { return end_ && site == site_; }
+  at::Tensor seen;
+
+ private:
+  rotq::Site site_;
+  bool end_;
+};
+
+TEST(Forward, BlocksComposeToTheLayerAndACaptureEndsAtItsSite) {
+  Model m = rotq::load_model(kStories);
+  Transformer tf(m);
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({2, 24, m.config.dim});
+  const rotq::LayerWeights& w = m.weights.layers.at(2);
+  const at::Tensor whole = tf.layer_forward(x, 2);
+  const at::Tensor halves = tf.mlp_block(tf.attention_block(x, w, 2), w, 2);
+  // The same operations in the same order: equal to float32 rounding of a different schedule at
+  // most (they are in fact identical).
+  EXPECT_LE((whole - halves).abs().max().item<double>(), 1e-6 * whole.abs().max().item<double>());
+  for (rotq::Site site : {rotq::Site::kAttnIn, rotq::Site::kQ, rotq::Site::kOProjIn,
+                          rotq::Site::kMlpIn, rotq::Site::kDownIn}) {
+    SiteProbe full(site, false), early(site, true);
+    tf.layer_forward(x, 2, &full);
+    const at::Tensor before = x.clone();
+    EXPECT_FALSE(tf.layer_forward(x, 2, &early).defined()) << rotq::site_name(site);
+    EXPECT_TRUE(at::equal(x, before)) << rotq::site_name(site) << ": the input was written";
+    ASSERT_TRUE(early.seen.defined()) << rotq::site_name(site);
+    EXPECT_LE((early.seen - full.seen).abs().max().item<double>(),
+              1e-6 * full.seen.abs().max().item<double>())
+        << rotq::site_name(site);
+  }
+}
+
 TEST(Forward, TokenNllMatchesDenseLogSoftmax) {
   at::manual_seed(0);
   at::Tensor h = at::randn({37, 16}, at::kDouble);

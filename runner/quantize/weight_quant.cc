@@ -31,6 +31,10 @@ class HessianCapture final : public ForwardHooks {
   void at_site(Site site, int64_t layer, at::Tensor& x) override {
     if (site == site_ && layer == layer_) acc_.add(x);
   }
+  // Nothing downstream of the captured input is needed.
+  bool ends_after(Site site, int64_t layer) const override {
+    return site == site_ && layer == layer_;
+  }
   HessianAccumulator& accumulator() { return acc_; }
 
  private:
@@ -43,19 +47,22 @@ std::string linear_name(int64_t layer, LayerTensor t) {
   return "layer " + std::to_string(layer) + " " + layer_tensor_key(t);
 }
 
-// Runs `layer` over this rank's calibration states (in batches) with `hooks`; returns the outputs
-// when `keep_outputs`.
-at::Tensor run_layer(const Transformer& tf, const at::Tensor& states, int64_t layer, int64_t batch,
-                     ForwardHooks* hooks, bool keep_outputs) {
+// Runs one block of the layer (a Transformer member: attention_block or mlp_block) over this
+// rank's calibration states in batches, with `hooks`; returns the outputs when `keep_outputs`.
+template <typename Block>
+at::Tensor run_block(const at::Tensor& states, int64_t batch, bool keep_outputs, Block&& block) {
   std::vector<at::Tensor> outs;
   for (int64_t b0 = 0; b0 < states.size(0); b0 += batch) {
     const int64_t n = std::min(batch, states.size(0) - b0);
-    at::Tensor y = tf.layer_forward(states.narrow(0, b0, n), layer, hooks);
+    at::Tensor y = block(states.narrow(0, b0, n));
     if (keep_outputs) outs.push_back(y);
   }
   if (!keep_outputs) return at::Tensor();
   return outs.empty() ? states.narrow(0, 0, 0) : at::cat(outs, 0);
 }
+
+// Whether the forward reaches `site` before the residual add of the attention block.
+bool in_attention_block(Site site) { return site != Site::kMlpIn && site != Site::kDownIn; }
 
 }  // namespace
 
@@ -199,19 +206,39 @@ WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
                                          : model.weights.layers[l]);
     Transformer tf(one);
     LayerWeights& lw = one.weights.layers[0];
+    const auto attention = [&](ForwardHooks* hooks) {
+      return
+          [&tf, &lw, l, hooks](const at::Tensor& x) { return tf.attention_block(x, lw, l, hooks); };
+    };
+    const auto mlp = [&](ForwardHooks* hooks) {
+      return [&tf, &lw, l, hooks](const at::Tensor& x) { return tf.mlp_block(x, lw, l, hooks); };
+    };
     // True-sequential: each group's linears are quantized before the next group's input is seen.
+    // A capture's forward ends at its site; the residual after the attention block is computed
+    // once, when o_proj is final, and both MLP captures and the output start from it.
+    const int64_t batch = opts.calib_batch;
+    at::Tensor mid;
     for (const LayerGroup& step : layer_groups()) {
       HessianCapture capture(step.site, l, step.input_width(c), opts.hessian_dtype,
                              states.device());
       // Calibration sees floating-point activations (QuaRot configures activation quantizers
       // after GPTQ), but the online Hadamards are part of the forward.
-      run_layer(tf, states, 0, opts.calib_batch, &capture, /*keep_outputs=*/false);
+      if (in_attention_block(step.site)) {
+        run_block(states, batch, /*keep_outputs=*/false, attention(&capture));
+      } else {
+        if (!mid.defined())
+          mid = run_block(states, batch, /*keep_outputs=*/true, attention(nullptr));
+        // The capture ends before mlp_block's in-place residual add: `mid` stays as it is.
+        run_block(mid, batch, /*keep_outputs=*/false, mlp(&capture));
+      }
       HessianAccumulator& acc = capture.accumulator();
       acc.all_reduce(comm);
       const at::Tensor H = acc.hessian();
       quantize_sharing_hessian(lw, step.linears, H, l, opts, comm, s);
     }
-    states = run_layer(tf, states, 0, opts.calib_batch, nullptr, /*keep_outputs=*/true);
+    if (!mid.defined()) mid = run_block(states, batch, /*keep_outputs=*/true, attention(nullptr));
+    states = run_block(mid, batch, /*keep_outputs=*/true, mlp(nullptr));
+    mid = at::Tensor();
     const int64_t local = l - model.layer_offset;
     if (local >= 0 && local < static_cast<int64_t>(model.weights.layers.size())) {
       for (LayerTensor t : quantized_linears()) model.weights.layers[local][t] = lw[t];

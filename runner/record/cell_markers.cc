@@ -138,7 +138,10 @@ bool retire_stale(const std::string& path, const std::string& seen) {
   std::string now;
   const bool same = read_regular(aside, &now) ? now == seen : seen.empty();
   if (!same) {
-    ::link(aside.c_str(), path.c_str());  // give it back; fails harmlessly if a third one exists
+    // Give it back. When that fails (EEXIST: a third runner wrote one meanwhile), theirs stays,
+    // and it is newer than ours.
+    const int given_back = ::link(aside.c_str(), path.c_str());
+    static_cast<void>(given_back);
   }
   ::unlink(aside.c_str());
   return same;
