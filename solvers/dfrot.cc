@@ -83,7 +83,11 @@ class FullRoute : public DfrotRoute {
     return p;
   }
 
-  void step(const at::Tensor& sum) override { r_ = procrustes(sum, polar_).contiguous(); }
+  void step(const at::Tensor& sum) override {
+    PolarReport rep;
+    r_ = polar_factor(sum, polar_, &rep).contiguous();
+    log_step_polar(rep);
+  }
   at::Tensor& state() override { return r_; }
   void keep_as_best() override { best_.copy_(r_); }
   at::Tensor best() override { return best_; }
@@ -177,6 +181,15 @@ PolarMethod step_polar_method(const DfrotOptions& opts) {
   return opts.polar == PolarMethod::kNewton && opts.pass_dtype == at::kFloat
              ? PolarMethod::kNewtonMixed
              : opts.polar;
+}
+
+void log_step_polar(const PolarReport& rep) {
+  if (rep.svd) {
+    spdlog::debug("dfrot polar factor: SVD");
+    return;
+  }
+  spdlog::debug("dfrot polar factor: {} Newton iterations ({} in float32), {} Newton-Schulz rounds",
+                rep.iterations, rep.float32_iterations, rep.schulz_rounds);
 }
 
 WeightedCentroids weighted_centroids(const at::Tensor& xr, const at::Tensor& w,

@@ -54,6 +54,9 @@ WeightedCentroids weighted_centroids(const at::Tensor& xr, const at::Tensor& w,
 
 // The Procrustes step's polar method: the float32 pass takes the mixed-precision Newton.
 PolarMethod step_polar_method(const DfrotOptions& opts);
+// Logs (debug) what a Procrustes step's polar factor took: its iteration count follows the
+// sum's condition number, which the calibration tokens decide.
+void log_step_polar(const PolarReport& rep);
 
 // x [n, C] (this rank's tokens), w [n] float64 weights; r0 C×C float64.
 std::unique_ptr<DfrotRoute> make_full_route(const at::Tensor& x, const at::Tensor& w,

@@ -70,6 +70,7 @@ class SpanRoute : public DfrotRoute {
     const at::Tensor r_l = a.narrow(0, 0, n_).triu().contiguous();
     PolarReport rep;
     const at::Tensor p = polar_factor(r_l.t(), step_polar_method(opts_), &rep);
+    log_step_polar(rep);
     if (!rep.svd) {
       const at::Tensor g = upper_triangular_solve(r_l, p, /*transpose_u=*/true, /*left=*/false);
       state_ = at::cat({g, sum}, 1);
