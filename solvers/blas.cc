@@ -16,6 +16,9 @@ using Dsyrk = void (*)(const char*, const char*, const int*, const int*, const d
                        const double*, const int*, const double*, double*, const int*, size_t,
                        size_t);
 
+using Ssyrk = void (*)(const char*, const char*, const int*, const int*, const float*, const float*,
+                       const int*, const float*, float*, const int*, size_t, size_t);
+
 using Dsymm = void (*)(const char*, const char*, const int*, const int*, const double*,
                        const double*, const int*, const double*, const int*, const double*, double*,
                        const int*, size_t, size_t);
@@ -101,6 +104,39 @@ at::Tensor gram_minus_identity_lower(const at::Tensor& x) {
   const double one = 1;
   syrk("U", "N", &ni, &ni, &one, xc.data_ptr<double>(), &ni, &one, f.data_ptr<double>(), &ni, 1, 1);
   return f;
+}
+
+namespace {
+
+// C (column-major upper = row-major lower) += Aᵀ·A through a syrk of either precision.
+template <typename T, typename Syrk>
+void syrk_lower_add(Syrk syrk, at::Tensor& c, const at::Tensor& xc) {
+  // Row-major X [k, n] is column-major Xᵀ =: A (n×k, lda n), and XᵀX = A·Aᵀ.
+  const int n = static_cast<int>(xc.size(1)), k = static_cast<int>(xc.size(0));
+  const T one = 1;
+  syrk("U", "N", &n, &k, &one, xc.data_ptr<T>(), &n, &one, c.data_ptr<T>(), &n, 1, 1);
+}
+
+}  // namespace
+
+bool gram_lower_add_(at::Tensor& c, const at::Tensor& x) {
+  static const Dsyrk dsyrk = blas_symbol<Dsyrk>("dsyrk_");
+  static const Ssyrk ssyrk = blas_symbol<Ssyrk>("ssyrk_");
+  const at::ScalarType dt = c.scalar_type();
+  const bool blas = c.device().is_cpu() && x.device().is_cpu() && x.scalar_type() == dt &&
+                    c.is_contiguous() && fits_int(x.size(0)) && fits_int(x.size(1)) &&
+                    ((dt == at::kDouble && dsyrk) || (dt == at::kFloat && ssyrk));
+  if (!blas || x.size(0) == 0) {
+    c.addmm_(x.t(), x);
+    return false;
+  }
+  const at::Tensor xc = x.contiguous();
+  if (dt == at::kDouble) {
+    syrk_lower_add<double>(dsyrk, c, xc);
+  } else {
+    syrk_lower_add<float>(ssyrk, c, xc);
+  }
+  return true;
 }
 
 void symmetric_lower_addmm_(at::Tensor& c, const at::Tensor& y, const at::Tensor& s, double alpha) {

@@ -35,6 +35,11 @@ at::Tensor triangular_inverse(const at::Tensor& x, bool upper);
 // GEMM's FLOPs in float64 on a CPU (dsyrk). Pairs with symmetric_lower_addmm_.
 at::Tensor gram_minus_identity_lower(const at::Tensor& x);
 
+// C's lower triangle += XᵀX for X [k, n] and a contiguous C [n, n] of X's dtype: half a GEMM's
+// FLOPs (ssyrk/dsyrk) on a CPU in float32 or float64; true when only the lower triangle was
+// written. Otherwise (other devices or dtypes) the whole C += XᵀX, and false.
+bool gram_lower_add_(at::Tensor& c, const at::Tensor& x);
+
 // C += alpha·Y·S for a symmetric S [n, n] given by its lower triangle (as gram_minus_identity_lower
 // returns it; the upper is not read) and Y, C [m, n] (C contiguous): dsymm in float64 on a CPU.
 void symmetric_lower_addmm_(at::Tensor& c, const at::Tensor& y, const at::Tensor& s, double alpha);

@@ -447,19 +447,38 @@ void HessianAccumulator::add(const at::Tensor& x) {
   const auto in = x.scalar_type();
   const Tf32Scope tf32(sum_.scalar_type() == at::kFloat &&
                        (in == at::kBFloat16 || in == at::kHalf));
-  sum_.addmm_(rows.t(), rows);
+  if (gram_lower_add_(sum_, rows)) {
+    lower_only_ = true;
+  } else {
+    symmetrize();  // after a full update on a lower-only sum, the lower triangle is the right one
+  }
   count_ += rows.size(0);
+}
+
+void HessianAccumulator::symmetrize() const {
+  if (!lower_only_) return;
+  // The strict upper triangle is overwritten by the lower one's transpose.
+  const at::Tensor strict_lower = sum_.tril(-1);
+  sum_.tril_().add_(strict_lower.t());
+  lower_only_ = false;
+}
+
+at::Tensor HessianAccumulator::sum() const {
+  symmetrize();
+  return sum_;
 }
 
 void HessianAccumulator::merge(const at::Tensor& sum, int64_t count) {
   require(sum.defined() && sum.dim() == 2 && sum.size(0) == cols_ && sum.size(1) == cols_,
           "HessianAccumulator::merge: expected a sum [", cols_, ", ", cols_, "]");
   require(count >= 0, "HessianAccumulator::merge: row count must be >= 0, got ", count);
+  symmetrize();
   sum_.add_(sum.to(sum_.scalar_type()));
   count_ += count;
 }
 
 void HessianAccumulator::all_reduce(Comm& comm) {
+  symmetrize();
   comm.all_reduce(sum_, ReduceOp::kSum);
   at::Tensor count = at::full({1}, count_, at::kLong);
   comm.all_reduce(count, ReduceOp::kSum);
@@ -468,6 +487,7 @@ void HessianAccumulator::all_reduce(Comm& comm) {
 
 at::Tensor HessianAccumulator::hessian() const {
   require(count_ > 0, "HessianAccumulator: no calibration rows were added");
+  symmetrize();
   return sum_.mul(2.0 / static_cast<double>(count_));
 }
 

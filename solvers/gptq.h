@@ -24,7 +24,7 @@ class HessianAccumulator {
   void add(const at::Tensor& x);
   // Σ x xᵀ [cols, cols] in the accumulation dtype. Not a copy (a 11008-column sum is 0.5 GB):
   // writing into it changes this accumulator.
-  at::Tensor sum() const { return sum_; }
+  at::Tensor sum() const;
   int64_t count() const { return count_; }
   // Adds another accumulator's (e.g. another rank's) sum and row count.
   void merge(const at::Tensor& sum, int64_t count);
@@ -35,9 +35,14 @@ class HessianAccumulator {
   at::Tensor hessian() const;
 
  private:
+  // On a CPU add() updates only the lower triangle (half the FLOPs, syrk); the upper one is
+  // mirrored from it before the sum is read, reduced or merged.
+  void symmetrize() const;
+
   int64_t cols_;
   at::Tensor sum_;
   int64_t count_ = 0;
+  mutable bool lower_only_ = false;
 };
 
 struct GptqOptions {

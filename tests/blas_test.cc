@@ -83,4 +83,23 @@ TEST(Blas, GramMinusIdentityAndTheSymmetricProduct) {
   }
 }
 
+// syrk's half of XᵀX: the lower triangle gets the product, the strict upper keeps what it held.
+TEST(Blas, GramLowerAddUpdatesTheLowerTriangle) {
+  at::manual_seed(9);
+  for (at::ScalarType t : {at::kDouble, at::kFloat}) {
+    const at::Tensor x = at::randn({37, 19}, at::kDouble).to(t);
+    const at::Tensor c0 = at::randn({19, 19}, at::kDouble).to(t);
+    at::Tensor c = c0.clone();
+    const bool lower_only = rotq::gram_lower_add_(c, x);
+    const at::Tensor want =
+        c0.to(at::kDouble) + at::matmul(x.t().to(at::kDouble), x.to(at::kDouble));
+    EXPECT_LT(max_abs_diff(c.tril(), want.tril()), tolerance(t) * 40);
+    if (lower_only) {
+      EXPECT_TRUE(c.triu(1).equal(c0.triu(1)));
+    } else {
+      EXPECT_LT(max_abs_diff(c, want), tolerance(t) * 40);
+    }
+  }
+}
+
 }  // namespace

@@ -532,11 +532,14 @@ TEST(HessianAccumulator, EqualsTwoOverNXtXOverBatches) {
   for (at::ScalarType acc : {at::kDouble, at::kFloat}) {
     HessianAccumulator h(16, acc);
     h.add(a);
+    // A read between adds (the CPU sum keeps one triangle until it is read) changes nothing.
+    EXPECT_EQ(h.sum().size(0), 16);
     h.add(b);
     h.add(c);
     EXPECT_EQ(h.count(), 20);
     EXPECT_EQ(h.hessian().scalar_type(), acc);
     EXPECT_LT(max_abs_diff(h.hessian(), want), acc == at::kDouble ? 1e-13 : 1e-5);
+    EXPECT_TRUE(h.hessian().equal(h.hessian().t())) << "the Hessian is exactly symmetric";
   }
   HessianAccumulator from_bf16(16), from_f32(16);
   from_bf16.add(b.to(at::kBFloat16));
