@@ -14,7 +14,7 @@
 #   7. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
 #   8. the multi-rank suite over the NCCL backend at one rank; one SpinQuant step at 7B width.
 # ROTQ_CHECK_STAGES picks stages (kernels bench 7b 7brot stories nccl spinquant), ROTQ_BUILD_TARGETS
-# the targets built. The logs go to
+# the targets built, ROTQ_SYNTH_LAYERS the 7B model's layer count (32). The logs go to
 # ROTQ_CHECK_LOGS and, where the device tool's $OUT is set, are packed on exit into
 # $OUT/device_check.tgz (the tool returns at most 8 files). ROTQ_CHECK_BUDGET_S (default 560) is
 # the wall budget: a stage that would not fit is skipped with a note.
@@ -74,14 +74,15 @@ if want bench && fits 90 "bench rotation"; then
   cat "$OUT/bench_rotation_cuda.txt"
 fi
 
-M=/tmp/synth-7b
+LAYERS=${ROTQ_SYNTH_LAYERS:-32}
+M=/tmp/synth-7b-$LAYERS  # one model per layer count: a rerun with another count does not reuse it
 R7="$B/rotq --log-level info --comm nccl"
 C7="quantize-eval --model $M --device cuda --dtype bfloat16 --calib data/wikitext-2-raw/wiki.train.part.txt
     --ppl-text data/wikitext-2-raw/wiki.test.raw --max-windows 16 --kl --json"
-if want 7b && fits $((${ROTQ_SYNTH_LAYERS:-32} >= 32 ? 150 : 40)) "7B synth + pipeline"; then
+if want 7b && fits $((LAYERS >= 32 ? 150 : 40)) "7B synth + pipeline"; then
   stage "7B-shaped synthetic model"
-  # ROTQ_SYNTH_LAYERS < 32 times GPTQ on the first layers only (its cost is the same per layer).
-  [[ -f $M/config.json ]] || $R synth --like llama-2-7b --dims "layers=${ROTQ_SYNTH_LAYERS:-32}" \
+  # Fewer than 32 layers times GPTQ on the first layers only (its cost is the same per layer).
+  [[ -f $M/config.json ]] || $R synth --like llama-2-7b --dims "layers=$LAYERS" \
     --dtype bfloat16 --massive "" --tokenizer .device/llama2_tokenizer.model --out $M --json \
     > "$OUT/synth_7b.json" 2>&1
   stage "7B pipeline: RH + GPTQ W4 on cuda"

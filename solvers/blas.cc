@@ -90,22 +90,6 @@ at::Tensor triangular_inverse(const at::Tensor& x, bool upper) {
   return out;
 }
 
-at::Tensor gram_minus_identity_lower(const at::Tensor& x) {
-  static const Dsyrk syrk = blas_symbol<Dsyrk>("dsyrk_");
-  const int64_t n = x.size(0);
-  at::Tensor f = -at::eye(n, x.options());
-  if (!syrk || !host_double(x) || !fits_int(n) || x.size(1) != n) {
-    return f.add_(at::matmul(x.t(), x)).tril_();
-  }
-  const at::Tensor xc = x.contiguous();
-  // The buffer of row-major X is column-major Xᵀ =: A, and XᵀX = A·Aᵀ; the column-major upper
-  // triangle written is the row-major lower one, the other keeps −I's zeros.
-  const int ni = static_cast<int>(n);
-  const double one = 1;
-  syrk("U", "N", &ni, &ni, &one, xc.data_ptr<double>(), &ni, &one, f.data_ptr<double>(), &ni, 1, 1);
-  return f;
-}
-
 namespace {
 
 // C (column-major upper = row-major lower) += Aᵀ·A through a syrk of either precision.
@@ -137,6 +121,13 @@ bool gram_lower_add_(at::Tensor& c, const at::Tensor& x) {
     syrk_lower_add<float>(ssyrk, c, xc);
   }
   return true;
+}
+
+at::Tensor gram_minus_identity_lower(const at::Tensor& x) {
+  at::Tensor f = -at::eye(x.size(1), x.options());
+  // syrk writes the lower triangle only; the strict upper keeps −I's zeros.
+  if (!gram_lower_add_(f, x)) f.tril_();
+  return f;
 }
 
 void symmetric_lower_addmm_(at::Tensor& c, const at::Tensor& y, const at::Tensor& s, double alpha) {

@@ -218,6 +218,10 @@ WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
     // once, when o_proj is final, and both MLP captures and the output start from it.
     const int64_t batch = opts.calib_batch;
     at::Tensor mid;
+    const auto residual_after_attention = [&]() -> const at::Tensor& {
+      if (!mid.defined()) mid = run_block(states, batch, /*keep_outputs=*/true, attention(nullptr));
+      return mid;
+    };
     for (const LayerGroup& step : layer_groups()) {
       HessianCapture capture(step.site, l, step.input_width(c), opts.hessian_dtype,
                              states.device());
@@ -226,19 +230,15 @@ WeightQuantReport quantize_weights_gptq(Model& model, const at::Tensor& calib,
       if (in_attention_block(step.site)) {
         run_block(states, batch, /*keep_outputs=*/false, attention(&capture));
       } else {
-        if (!mid.defined())
-          mid = run_block(states, batch, /*keep_outputs=*/true, attention(nullptr));
         // The capture ends before mlp_block's in-place residual add: `mid` stays as it is.
-        run_block(mid, batch, /*keep_outputs=*/false, mlp(&capture));
+        run_block(residual_after_attention(), batch, /*keep_outputs=*/false, mlp(&capture));
       }
       HessianAccumulator& acc = capture.accumulator();
       acc.all_reduce(comm);
       const at::Tensor H = acc.hessian();
       quantize_sharing_hessian(lw, step.linears, H, l, opts, comm, s);
     }
-    if (!mid.defined()) mid = run_block(states, batch, /*keep_outputs=*/true, attention(nullptr));
-    states = run_block(mid, batch, /*keep_outputs=*/true, mlp(nullptr));
-    mid = at::Tensor();
+    states = run_block(residual_after_attention(), batch, /*keep_outputs=*/true, mlp(nullptr));
     const int64_t local = l - model.layer_offset;
     if (local >= 0 && local < static_cast<int64_t>(model.weights.layers.size())) {
       for (LayerTensor t : quantized_linears()) model.weights.layers[local][t] = lw[t];
