@@ -131,34 +131,62 @@ inline float error_term(float x, float s, float inv, float zero, float minq, flo
   return kCheap ? pow24_cheap(e) : pow24(e);
 }
 
-// Σ |Q(x) − x|^2.4 over one row.
+// Elements between two looks at a row's running sum: a look reduces 16 lanes, ~4% of a chunk.
+constexpr int64_t kChunk = 256;
+
+// Adds the error terms of x[0, n) (n a multiple of kLanes) into the lane sums `part`.
 //
 // The cheap pass multiplies by 1/s in place of dividing by s (a division costs as much as the
 // rest of the element here): the two differ by an ulp before rounding, so an element's level
 // changes only when x/s is within an ulp of a half-integer, where both levels are as far from x
 // and its error term moves by an ulp: well inside the pass's bound.
 template <bool kSymmetric, bool kCheap>
-__attribute__((target_clones("avx512f", "avx2", "default"))) float row_error(const float* x,
-                                                                             int64_t n, float s,
-                                                                             float zero, float minq,
-                                                                             float maxq) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void add_terms(
+    const float* x, int64_t n, float s, float zero, float minq, float maxq, float* part) {
   const float inv = 1.0f / s;
-  float part[kLanes] = {};
-  const int64_t whole = n / kLanes * kLanes;
-  for (int64_t i = 0; i < whole; i += kLanes) {
+  float acc[kLanes];
+  std::memcpy(acc, part, sizeof acc);
+  for (int64_t i = 0; i < n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      part[l] += error_term<kSymmetric, kCheap>(x[i + l], s, inv, zero, minq, maxq);
+      acc[l] += error_term<kSymmetric, kCheap>(x[i + l], s, inv, zero, minq, maxq);
     }
   }
+  std::memcpy(part, acc, sizeof acc);
+}
+
+// The lanes in a fixed pairwise order, plus the tail.
+float reduce_lanes(const float* part, float tail) {
+  float t[kLanes];
+  std::memcpy(t, part, sizeof t);
+  for (int w = kLanes / 2; w >= 1; w /= 2) {
+    for (int l = 0; l < w; ++l) t[l] += t[l + w];
+  }
+  return t[0] + tail;
+}
+
+// Σ |Q(x) − x|^2.4 over one row, or +inf as soon as the sum of a prefix exceeds `give_up`. The
+// give-up never fires on a row whose whole sum is ≤ give_up: the terms are ≥ 0 and float addition
+// rounds monotonically, so every lane's running sum is ≤ its final value, and the pairwise
+// reduction is monotone in each lane. A row that completes has the same sum, bit for bit, as
+// without the looks (same lanes, same order).
+template <bool kSymmetric, bool kCheap>
+float row_error(const float* x, int64_t n, float s, float zero, float minq, float maxq,
+                float give_up = std::numeric_limits<float>::infinity()) {
+  float part[kLanes] = {};
+  const int64_t whole = n / kLanes * kLanes;
+  for (int64_t c0 = 0; c0 < whole; c0 += kChunk) {
+    const int64_t c1 = std::min(c0 + kChunk, whole);
+    add_terms<kSymmetric, kCheap>(x + c0, c1 - c0, s, zero, minq, maxq, part);
+    if (c1 < whole && reduce_lanes(part, 0.0f) > give_up) {
+      return std::numeric_limits<float>::infinity();
+    }
+  }
+  const float inv = 1.0f / s;
   float tail = 0;
   for (int64_t i = whole; i < n; ++i) {
     tail += error_term<kSymmetric, kCheap>(x[i], s, inv, zero, minq, maxq);
   }
-  // A fixed pairwise order over the lanes.
-  for (int w = kLanes / 2; w >= 1; w /= 2) {
-    for (int l = 0; l < w; ++l) part[l] += part[l + w];
-  }
-  return part[0] + tail;
+  return reduce_lanes(part, tail);
 }
 
 // Relative bound on |cheap − exact| / exact of a row's error sum: pow24_cheap's 2.5e-4 per term
@@ -185,18 +213,51 @@ Candidate<T> candidate(T lo, T hi, int i, int grid, T maxq, bool symmetric) {
 // the least. That set holds the exact argmin i*: c(i*) ≤ (1+ε)·e(i*) ≤ (1+ε)·e(j) ≤
 // (1+ε)/(1−ε)·c(j) for the cheap argmin j; and every earlier exact tie of i* is in it too, so
 // the strict < in index order returns the same candidate as the full exact search.
-// Which candidates can still be the least: those whose cheap error is within the bound of the
-// least one (every candidate when a sum is not finite — NaN or overflowing weights — where no
-// bound holds). The absolute slack covers terms at the edge of the normal range, where one of the
-// two powers may flush to 0 and the other not.
+//
+// The cut: a candidate whose cheap error is above it cannot be the least. The absolute slack
+// covers terms at the edge of the normal range, where one of the two powers may flush to 0 and
+// the other not. Monotone in `least` (float rounding is), which the give-ups below rely on.
+float prune_cut(float least, int64_t cols) {
+  return least * ((1.0f + kCheapBound) / (1.0f - kCheapBound)) + static_cast<float>(cols) * 4e-38f;
+}
+
+// Which candidates can still be the least: those within the cut of the least cheap error (every
+// candidate when that is not finite — NaN or overflowing weights — where no bound holds).
 std::vector<char> survivors(const std::vector<float>& cheap, int64_t cols) {
   const float least = *std::min_element(cheap.begin(), cheap.end());
   std::vector<char> keep(cheap.size(), 1);
   if (!std::isfinite(least)) return keep;
-  const float cut =
-      least * ((1.0f + kCheapBound) / (1.0f - kCheapBound)) + static_cast<float>(cols) * 4e-38f;
+  const float cut = prune_cut(least, cols);
   for (size_t i = 0; i < cheap.size(); ++i) keep[i] = cheap[i] <= cut;
   return keep;
+}
+
+// The cheap pass over every candidate, giving up on a candidate once its running sum is above
+// the cut of the least finished one (+inf in `cheap` then). It visits the grid from `guess`
+// outwards (the error is near unimodal in the shrink, so the least is found early and the far
+// candidates give up after a few chunks). It changes no survivor: a candidate whose whole sum is
+// within the final cut is within every earlier cut too (the least only falls, the cut is
+// monotone), so it finishes with its exact sum; and so does the least candidate itself.
+// Returns the index of the least.
+template <bool kSymmetric, typename Cand>
+int cheap_pass(const float* row, int64_t cols, int steps, int guess, float minq, float maxq,
+               const Cand& cand, std::vector<float>& cheap) {
+  float least = std::numeric_limits<float>::infinity();
+  int arg = guess;
+  for (int k = 0; k < 2 * steps; ++k) {
+    // guess, guess + 1, guess − 1, guess + 2, ...
+    const int i = guess + ((k & 1) ? (k + 1) / 2 : -(k / 2));
+    if (i < 0 || i >= steps) continue;
+    const float give_up =
+        std::isfinite(least) ? prune_cut(least, cols) : std::numeric_limits<float>::infinity();
+    const auto c = cand(i);
+    cheap[i] = row_error<kSymmetric, true>(row, cols, c.s, c.z, minq, maxq, give_up);
+    if (cheap[i] < least) {
+      least = cheap[i];
+      arg = i;
+    }
+  }
+  return arg;
 }
 
 template <bool kSymmetric>
@@ -204,18 +265,20 @@ void search_rows(const float* x, int64_t r0, int64_t r1, int64_t cols, const flo
                  const float* hi, float maxq, int steps, int grid, float* scale, float* zero) {
   const float minq = kSymmetric ? -(maxq + 1.0f) : 0.0f;
   std::vector<float> cheap(steps);
+  int guess = steps / 4;  // then the previous row's least: neighbouring rows are alike
   for (int64_t r = r0; r < r1; ++r) {
     const float* row = x + r * cols;
-    for (int i = 0; i < steps; ++i) {
-      const auto c = candidate<float>(lo[r], hi[r], i, grid, maxq, kSymmetric);
-      cheap[i] = row_error<kSymmetric, true>(row, cols, c.s, c.z, minq, maxq);
-    }
+    const auto cand = [&](int i) {
+      return candidate<float>(lo[r], hi[r], i, grid, maxq, kSymmetric);
+    };
+    guess = cheap_pass<kSymmetric>(row, cols, steps, guess, minq, maxq, cand, cheap);
     const std::vector<char> keep = survivors(cheap, cols);
     float best = std::numeric_limits<float>::infinity();
     for (int i = 0; i < steps; ++i) {
       if (!keep[i]) continue;
-      const auto c = candidate<float>(lo[r], hi[r], i, grid, maxq, kSymmetric);
-      const float err = row_error<kSymmetric, false>(row, cols, c.s, c.z, minq, maxq);
+      const auto c = cand(i);
+      // Giving up above `best` loses nothing: such a candidate cannot pass the strict test.
+      const float err = row_error<kSymmetric, false>(row, cols, c.s, c.z, minq, maxq, best);
       if (err < best) {  // strict, as the reference: the first of equals wins
         best = err;
         scale[r] = c.s;
@@ -235,6 +298,7 @@ void search_rows_f64(const double* x, int64_t r0, int64_t r1, int64_t cols, cons
   const double minq = symmetric ? -(maxq + 1.0) : 0.0;
   std::vector<float> row32(cols), cheap(steps);
   std::vector<double> cs(steps), cz(steps);
+  int guess = steps / 4;
   for (int64_t r = r0; r < r1; ++r) {
     const double* row = x + r * cols;
     for (int64_t c = 0; c < cols; ++c) row32[c] = static_cast<float>(row[c]);
@@ -242,12 +306,15 @@ void search_rows_f64(const double* x, int64_t r0, int64_t r1, int64_t cols, cons
       const auto c = candidate<double>(lo[r], hi[r], i, grid, maxq, symmetric);
       cs[i] = c.s;
       cz[i] = c.z;
-      const float s32 = static_cast<float>(cs[i]), z32 = static_cast<float>(cz[i]);
-      cheap[i] =
-          symmetric
-              ? row_error<true, true>(row32.data(), cols, s32, z32, -(float(maxq) + 1), float(maxq))
-              : row_error<false, true>(row32.data(), cols, s32, z32, 0.0f, float(maxq));
     }
+    const auto cand = [&](int i) {
+      return Candidate<float>{static_cast<float>(cs[i]), static_cast<float>(cz[i])};
+    };
+    const float maxq32 = static_cast<float>(maxq);
+    guess =
+        symmetric
+            ? cheap_pass<true>(row32.data(), cols, steps, guess, -(maxq32 + 1), maxq32, cand, cheap)
+            : cheap_pass<false>(row32.data(), cols, steps, guess, 0.0f, maxq32, cand, cheap);
     const std::vector<char> keep = survivors(cheap, cols);
     double best = std::numeric_limits<double>::infinity();
     for (int i = 0; i < steps; ++i) {
@@ -258,6 +325,8 @@ void search_rows_f64(const double* x, int64_t r0, int64_t r1, int64_t cols, cons
         const double q = symmetric ? dequantized<true>(xv / cs[i], cs[i], cz[i], minq, maxq)
                                    : dequantized<false>(xv / cs[i], cs[i], cz[i], minq, maxq);
         err += std::pow(std::fabs(q - xv), 2.4);
+        // Past `best` it cannot pass the strict test (a running sum of terms ≥ 0 only grows).
+        if ((c + 1) % kChunk == 0 && err > best) break;
       }
       if (err < best) {
         best = err;
@@ -275,6 +344,26 @@ void mse_search_f64(const double* x, int64_t rows, int64_t cols, const double* l
   parallel_ranges(rows, [&](int64_t r0, int64_t r1) {
     search_rows_f64(x, r0, r1, cols, lo, hi, symmetric, maxq, steps, grid, scale, zero);
   });
+}
+
+void mse_search_f32_exhaustive(const float* x, int64_t rows, int64_t cols, const float* lo,
+                               const float* hi, bool symmetric, float maxq, int steps, int grid,
+                               float* scale, float* zero) {
+  const float minq = symmetric ? -(maxq + 1.0f) : 0.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    float best = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < steps; ++i) {
+      const auto c = candidate<float>(lo[r], hi[r], i, grid, maxq, symmetric);
+      const float err = symmetric
+                            ? row_error<true, false>(x + r * cols, cols, c.s, c.z, minq, maxq)
+                            : row_error<false, false>(x + r * cols, cols, c.s, c.z, minq, maxq);
+      if (err < best) {
+        best = err;
+        scale[r] = c.s;
+        zero[r] = c.z;
+      }
+    }
+  }
 }
 
 float pow_2_4(float a) { return pow24(std::fabs(a)); }

@@ -17,7 +17,8 @@ namespace rotq::detail {
 // ATen): the error sums agree with the reference's torch.pow to ~1e-6 relative, which can only
 // swap candidates that tie to that precision. Candidates are first ranked by a cheaper |e|^2.4
 // with a proven relative bound, and only those that can still be the least are computed exactly:
-// the same result as computing all of them, at ~40% of the cost.
+// the same result as computing all of them. A candidate's running sum is dropped once it is past
+// what can still win (most of the grid gives up after a few chunks).
 void mse_search_f32(const float* x, int64_t rows, int64_t cols, const float* lo, const float* hi,
                     bool symmetric, float maxq, int steps, int grid, float* scale, float* zero);
 
@@ -25,6 +26,12 @@ void mse_search_f32(const float* x, int64_t rows, int64_t cols, const float* lo,
 // the row to float32), the surviving candidates in float64.
 void mse_search_f64(const double* x, int64_t rows, int64_t cols, const double* lo, const double* hi,
                     bool symmetric, double maxq, int steps, int grid, double* scale, double* zero);
+
+// The search without pruning or giving up: every candidate's exact error (for tests: the pruned
+// search returns the same parameters, bit for bit).
+void mse_search_f32_exhaustive(const float* x, int64_t rows, int64_t cols, const float* lo,
+                               const float* hi, bool symmetric, float maxq, int steps, int grid,
+                               float* scale, float* zero);
 
 // |a|^2.4 as the kernel computes it (for tests against std::pow), and the cheap bound it prunes
 // candidates with (within 2.5e-4 relative of pow_2_4, zero where it is zero).

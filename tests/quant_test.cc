@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -440,6 +441,56 @@ TEST(QuantMse, Float32SearchPicksTheFloat64Optimum) {
   }
   const auto best = row_norm24(want, w);
   for (int64_t r = 0; r < 32; ++r) EXPECT_NEAR(got[r], best[r], 1e-4 * best[r]) << r;
+}
+
+// The search with pruning and give-ups returns the parameters of the search that computes every
+// candidate's exact error, bit for bit: rows long enough for many give-up checks (and a tail that
+// is not a whole vector), Gaussian, heavy-tailed, on a grid with outliers, constant, all but
+// zero, tiny (near float32's normal limit), huge and with a NaN.
+TEST(MseKernel, GivingUpChangesNoParameter) {
+  at::manual_seed(23);
+  for (const int64_t cols : {int64_t{4096}, int64_t{1037}}) {
+    at::Tensor w = at::randn({40, cols}, at::kFloat);
+    w.narrow(0, 8, 8).pow_(3);
+    w.narrow(0, 16, 6).copy_(at::randint(-7, 8, {6, cols}, at::kFloat) * 0.125);
+    w.narrow(0, 16, 6).select(1, 11).fill_(4);
+    w[22].fill_(0.3);
+    w[23].zero_();
+    w[23][5] = 1e-3;
+    w[24].mul_(1e-17);
+    w[25].mul_(1e25);
+    w[26][100] = std::numeric_limits<float>::quiet_NaN();
+    const int64_t rows = w.size(0);
+    const float* x = w.data_ptr<float>();
+    for (const bool sym : {true, false}) {
+      for (const int bits : {2, 3, 4}) {
+        std::vector<float> lo(rows), hi(rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          float mn = 0, mx = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            mn = std::min(mn, x[r * cols + c]);
+            mx = std::max(mx, x[r * cols + c]);
+          }
+          const float m = std::max(-mn, mx);
+          lo[r] = sym ? -m : mn;
+          hi[r] = sym ? m : mx;
+          if (hi[r] == lo[r]) hi[r] = lo[r] + 1;
+        }
+        const float maxq = sym ? static_cast<float>((1 << (bits - 1)) - 1) : (1 << bits) - 1;
+        std::vector<float> s1(rows, -1), z1(rows, -1), s2(rows, -1), z2(rows, -1);
+        detail::mse_search_f32(x, rows, cols, lo.data(), hi.data(), sym, maxq, 80, 100, s1.data(),
+                               z1.data());
+        detail::mse_search_f32_exhaustive(x, rows, cols, lo.data(), hi.data(), sym, maxq, 80, 100,
+                                          s2.data(), z2.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          EXPECT_EQ(std::memcmp(&s1[r], &s2[r], sizeof(float)), 0)
+              << cols << " cols, " << bits << " bits " << (sym ? "sym" : "asym") << " row " << r
+              << ": " << s1[r] << " vs " << s2[r];
+          EXPECT_EQ(std::memcmp(&z1[r], &z2[r], sizeof(float)), 0) << r;
+        }
+      }
+    }
+  }
 }
 
 // ---- HessianAccumulator ------------------------------------------------------------------------
