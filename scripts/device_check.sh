@@ -65,7 +65,7 @@ fi
 
 if want bench && fits 90 "bench rotation"; then
   # One DFRot iteration (float64 and float32 token pass; SVD, Newton and mixed Newton polar) and
-  # one OptRot step (float64, float32, TF32 gradient) at 7B width (ROTQ_BENCH_MODELS adds 70B).
+  # one OptRot step (float64, float32, TF32, bfloat16 gradient) at 7B width (ROTQ_BENCH_MODELS adds 70B).
   stage "bench rotation (cuda)"
   # shellcheck disable=SC2086
   timeout $(($(left) > 150 ? 150 : $(left))) $R bench rotation --device cuda \
@@ -110,9 +110,11 @@ if want bench && fits 60 "bench gptq"; then
 fi
 
 if want 7brot && [[ -f $M/config.json ]]; then
-  # The fast settings of issue 18 (float32 token pass and mixed polar; TF32 gradient): the
-  # per-iteration / per-step targets at full size; bench rotation has the float64 rows.
+  # The fast settings of issue 18 (float32 token pass and mixed polar; TF32 and bfloat16
+  # gradients): the per-iteration / per-step targets at full size (an OptRot step ≤ 0.25 s needs
+  # the bfloat16 products: TF32 measured 0.5 s); bench rotation has the float64 rows.
   for rot in "dfrot --dfrot-iters 10 --dfrot-precision float32" \
+    "optrot --optrot-steps 10 --optrot-precision bf16" \
     "optrot --optrot-steps 10 --optrot-precision tf32"; do
     fits 60 "7B $rot" || break
     stage "7B $rot"

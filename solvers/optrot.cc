@@ -65,10 +65,27 @@ double FourthPowerObjective::local_loss(const at::Tensor& r) const {
   return loss;
 }
 
+namespace {
+
+// x·y for the gradient's products. float32/float64 inputs: in their own type. bfloat16 inputs: the
+// products of the bfloat16 values summed and returned in float32, as tensor cores do: on CUDA one
+// cuBLAS call through mm's out_dtype overload where this LibTorch has it (ROTQ_HAVE_MM_OUT_DTYPE,
+// found by CMake); elsewhere the same values multiplied in float32, which is the same sum up to
+// its order (a bfloat16 value is a float32 one; their products are exact in float32).
+at::Tensor product(const at::Tensor& x, const at::Tensor& y) {
+  if (x.scalar_type() != at::kBFloat16) return at::matmul(x, y);
+#if defined(ROTQ_HAVE_MM_OUT_DTYPE)
+  if (x.is_cuda()) return at::mm(x, y, at::kFloat);
+#endif
+  return at::mm(x.to(at::kFloat), y.to(at::kFloat));
+}
+
+}  // namespace
+
 at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* loss,
                                                 bool want_gradient, at::ScalarType compute) const {
-  require(compute == at::kDouble || compute == at::kFloat,
-          "OptRot: the gradient is computed in float32 or float64, got ", compute);
+  require(compute == at::kDouble || compute == at::kFloat || compute == at::kBFloat16,
+          "OptRot: the gradient is computed in bfloat16, float32 or float64, got ", compute);
   const at::Tensor rd = r.to(at::kDouble);
   const at::Tensor rc = rd.to(compute);
   const size_t groups = covariances_.size();
@@ -78,20 +95,26 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
   at::Tensor grad = at::zeros({dim_, dim_}, rd.options());
   double total = 0;
   for (const Term& t : terms_) {
-    // The products in `compute`; each term's sum and gradient are added into float64.
+    // The products from `compute` inputs (bfloat16: float32 results, and the cube in float32,
+    // rounded to bfloat16 only as the second product's input); each term's sum and gradient are
+    // added into float64.
     const at::Tensor a = t.a.to(compute);
-    const at::Tensor ar = at::matmul(a, rc);
+    const at::Tensor ar = product(a, rc);
     const at::Tensor cube = ar.pow(3);
     const double value = t.c * at::sum(cube * ar, at::kDouble).item<double>();
+    if (!want_gradient) {
+      if (t.group < 0) total += value;
+      if (t.group >= 0) f[t.group] += value;
+      continue;
+    }
+    const at::Tensor g = product(a.t(), cube.to(compute));
     if (t.group < 0) {
       total += value;
-      if (want_gradient) grad.add_(at::matmul(a.t(), cube), 4.0 * t.c);
+      grad.add_(g, 4.0 * t.c);
     } else {
       f[t.group] += value;
-      if (want_gradient) {
-        if (!df[t.group].defined()) df[t.group] = at::zeros_like(grad);
-        df[t.group].add_(at::matmul(a.t(), cube), 4.0 * t.c);
-      }
+      if (!df[t.group].defined()) df[t.group] = at::zeros_like(grad);
+      df[t.group].add_(g, 4.0 * t.c);
     }
   }
   const double c = static_cast<double>(dim_);

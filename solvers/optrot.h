@@ -65,7 +65,8 @@ class FourthPowerObjective {
   // Loss and Euclidean gradient at R (float64), summed over this rank's terms only.
   double local_loss(const at::Tensor& r) const;
   // `compute`: the dtype of the products A·R and Aᵀ·(A·R)^∘3 (float32 GEMMs use TF32 only inside
-  // a Tf32Scope); R, the sums and the gradient are float64 either way.
+  // a Tf32Scope; bfloat16 rounds the inputs A, R and (A·R)^∘3 to bfloat16 and sums their products
+  // in float32, on tensor cores on CUDA); R, the sums and the gradient are float64 either way.
   at::Tensor local_gradient(const at::Tensor& r, double* loss = nullptr, bool want_gradient = true,
                             at::ScalarType compute = at::kDouble) const;
 
@@ -100,7 +101,8 @@ struct CayleySgdOptions {
   bool cosine = true;  // lr·(1 + cos(π·step/steps))/2: large early steps, then settle
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   int64_t log_every = 100;  // info line every k steps (0: never)
-  // The gradient's products (FourthPowerObjective::local_gradient); the rotation is float64.
+  // The gradient's products (FourthPowerObjective::local_gradient): float64, float32 or bfloat16
+  // (float32 results); the rotation is float64.
   at::ScalarType gradient_dtype = at::kDouble;
   // float32 products on TF32 tensor cores (CUDA; nothing changes on CPUs), for the gradient only.
   bool tf32 = false;

@@ -247,9 +247,10 @@ void optrot_rows(std::vector<CellOption>& t) {
                   .to([](V v, C c) { c.quant.rotation.optrot_cosine = !v.flag(); }));
   t.push_back(row("rotation.optrot.precision", K::kString, "float64",
                   "gradient products: float64 | float32 | tf32 (float32 on GPU tensor cores; "
-                  "float32 on CPUs); the rotation is float64")
+                  "float32 on CPUs) | bf16 (bfloat16 inputs, float32 sums: GPU tensor cores; "
+                  "emulated in float32 on CPUs); the rotation is float64")
                   .flag("--optrot-precision")
-                  .one_of({"float64", "float32", "tf32"})
+                  .one_of({"float64", "float32", "tf32", "bf16"})
                   .to([](V v, C c) { c.quant.rotation.optrot_precision = v.text(); }));
   t.push_back(row("rotation.optrot.matrices", K::kString, "q,k,v,o,gate,up,down",
                   "matrices in the objective (subset of q,k,v,o,gate,up,down)")

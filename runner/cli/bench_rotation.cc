@@ -64,10 +64,11 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   const GemmRate g32 = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
   // TF32 tensor cores exist on GPUs only: the tf32 rows are CUDA's (on a CPU they are float32's).
   const bool tf32 = dev.is_cuda();
-  GemmRate gtf32;
+  GemmRate gtf32, gbf16;
   if (tf32) {
     const Tf32Scope on(true);
     gtf32 = measure_gemm_rate(a.gemm_n, at::kFloat, 3, dev);
+    gbf16 = measure_gemm_rate(a.gemm_n, at::kBFloat16, 3, dev);
   }
   spdlog::info("GEMM {}³: float64 {:.1f} GFLOP/s, float32 {:.1f} GFLOP/s", a.gemm_n, g64.gflops,
                g32.gflops);
@@ -153,14 +154,25 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     rows.push_back(cost_row(name, C, "OptRot gradient (float32)", std::to_string(a.rows) + " rows",
                             t_grad32, grad_flops, g32.gflops, std::to_string(full_rows) + " rows",
                             full_step32));
-    double t_grad_tf32 = -1;
+    double t_grad_tf32 = -1, t_grad_bf16 = -1;
     if (tf32) {
-      const Tf32Scope on(true);
-      t_grad_tf32 = timed_on(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
+      {
+        const Tf32Scope on(true);
+        t_grad_tf32 = timed_on(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
+      }
       rows.push_back(cost_row(
           name, C, "OptRot gradient (tf32)", std::to_string(a.rows) + " rows", t_grad_tf32,
           grad_flops, gtf32.gflops, std::to_string(full_rows) + " rows",
           t_grad_tf32 * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley));
+      // bfloat16 inputs, float32 sums; the rows held in bfloat16, as a bfloat16 model's weights
+      // are (no conversion per step); its ratio is to the bfloat16 GEMM rate.
+      FourthPowerObjective obj16(C, OptRotNorm::kNumel);
+      obj16.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kBFloat16));
+      t_grad_bf16 = timed_on(dev, [&] { obj16.local_gradient(r0, nullptr, true, at::kBFloat16); });
+      rows.push_back(cost_row(
+          name, C, "OptRot gradient (bf16)", std::to_string(a.rows) + " rows", t_grad_bf16,
+          grad_flops, gbf16.gflops, std::to_string(full_rows) + " rows",
+          t_grad_bf16 * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley));
     }
     rows.push_back(
         cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
@@ -183,6 +195,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                                {"optrot_gradient_seconds", t_grad},
                                {"optrot_gradient_f32_seconds", t_grad32},
                                {"optrot_gradient_tf32_seconds", t_grad_tf32},  // -1: no GPU
+                               {"optrot_gradient_bf16_seconds", t_grad_bf16},  // -1: no GPU
                                {"cayley_seconds", t_cayley},
                                {"optrot_full_rows", full_rows},
                                {"optrot_full_step_seconds", full_step},
@@ -200,7 +213,10 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
           "%s: float64 GEMM %lld³: %.1f GFLOP/s; float32: %.1f GFLOP/s%s (each row's ratio is to "
           "the GEMM of its own precision)\n",
           dev.str().c_str(), static_cast<long long>(a.gemm_n), g64.gflops, g32.gflops,
-          tf32 ? ("; tf32: " + fmt_double(gtf32.gflops, 1) + " GFLOP/s").c_str() : "");
+          tf32 ? ("; tf32: " + fmt_double(gtf32.gflops, 1) +
+                  " GFLOP/s; bf16: " + fmt_double(gbf16.gflops, 1) + " GFLOP/s")
+                     .c_str()
+               : "");
     }
   }
 }

@@ -15,7 +15,9 @@ OptRotOptions optrot_options(const RotationSpec& spec) {
   o.sgd.lr = spec.optrot_lr;
   o.sgd.method = parse_manifold_optimizer(spec.optrot_optimizer);
   o.sgd.cosine = spec.optrot_cosine;
-  o.sgd.gradient_dtype = spec.optrot_precision == "float64" ? at::kDouble : at::kFloat;
+  o.sgd.gradient_dtype = spec.optrot_precision == "float64" ? at::kDouble
+                         : spec.optrot_precision == "bf16"  ? at::kBFloat16
+                                                            : at::kFloat;
   o.sgd.tf32 = spec.optrot_precision == "tf32";
   o.norm = parse_optrot_norm(spec.optrot_norm);
   o.matrices = parse_optrot_matrices(spec.optrot_matrices);
