@@ -82,6 +82,14 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& y) {
 
 }  // namespace
 
+bool bf16_products_on_tensor_cores() {
+#if defined(ROTQ_HAVE_MM_OUT_DTYPE)
+  return true;
+#else
+  return false;
+#endif
+}
+
 at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* loss,
                                                 bool want_gradient, at::ScalarType compute) const {
   require(compute == at::kDouble || compute == at::kFloat || compute == at::kBFloat16,

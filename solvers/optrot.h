@@ -44,6 +44,10 @@
 namespace rotq {
 
 enum class OptRotNorm { kNone, kFrobenius4, kNumel };
+
+// Whether bfloat16 gradient products on CUDA run as one bfloat16 GEMM with float32 results (this
+// LibTorch has mm's out_dtype overload) rather than as float32 GEMMs of the bfloat16 values.
+bool bf16_products_on_tensor_cores();
 OptRotNorm parse_optrot_norm(const std::string& name);  // "none" | "fro4" | "numel"
 
 // The terms of one objective: reader-form matrices (any float dtype; kept as given) and their
