@@ -278,7 +278,8 @@ TEST(AtenPath, GptqCudaKernelMatchesAtenLoopOnGpu) {
 
 // OptRot's bfloat16 gradient on the GPU (tensor cores where bf16_products_on_tensor_cores())
 // against the CPU's emulation (float32 products of the same bfloat16 values): the same sums up to
-// their order, so 1e-5 relative on the gradient and 1e-6 on the loss (float32 sums of ~1e3 terms).
+// their order, so 1e-5 relative on the gradient and the loss (float32 sums of ~1e3 terms; the loss
+// is read off the gradient).
 TEST(AtenPath, OptRotBfloat16GradientOnGpuMatchesTheEmulation) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine";
   std::printf("bf16 products on tensor cores: %s\n",
@@ -295,7 +296,7 @@ TEST(AtenPath, OptRotBfloat16GradientOnGpuMatchesTheEmulation) {
   double loss_cpu = 0, loss_gpu = 0;
   const at::Tensor g_cpu = cpu.local_gradient(r, &loss_cpu, true, at::kBFloat16);
   const at::Tensor g_gpu = gpu.local_gradient(r.cuda(), &loss_gpu, true, at::kBFloat16).cpu();
-  EXPECT_NEAR(loss_gpu / loss_cpu, 1.0, 1e-6);
+  EXPECT_NEAR(loss_gpu / loss_cpu, 1.0, 1e-5);
   EXPECT_LT(((g_gpu - g_cpu).norm() / g_cpu.norm()).item<double>(), 1e-5);
 }
 
