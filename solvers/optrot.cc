@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -75,7 +76,20 @@ namespace {
 at::Tensor product(const at::Tensor& x, const at::Tensor& y) {
   if (x.scalar_type() != at::kBFloat16) return at::matmul(x, y);
 #if defined(ROTQ_HAVE_MM_OUT_DTYPE)
-  if (x.is_cuda()) return at::mm(x, y, at::kFloat);
+  // A GPU without bfloat16 GEMMs (before sm_80) refuses the overload: say so once and emulate.
+  static std::atomic<bool> refused{false};
+  if (x.is_cuda() && !refused.load()) {
+    try {
+      return at::mm(x, y, at::kFloat);
+    } catch (const c10::Error& e) {
+      if (!refused.exchange(true)) {
+        spdlog::warn(
+            "OptRot bf16: this GPU refuses bfloat16 GEMMs with float32 results ({}); "
+            "running them as float32 GEMMs of the bfloat16 values",
+            e.what_without_backtrace());
+      }
+    }
+  }
 #endif
   return at::mm(x.to(at::kFloat), y.to(at::kFloat));
 }
