@@ -2,15 +2,17 @@
 # The GPU session's checks in one run, on the device machine (README: "GPU build"), in order of
 # value for issue 18 so that a run cut short still reports the first ones:
 #   1. build rotq against the machine's CUDA LibTorch and NCCL (scripts/device_build.sh);
-#   2. the GPU kernel checks (AtenPath.*: GPTQ's fused CUDA block kernel against the ATen loop);
+#   2. the GPU kernel checks (AtenPath.*: GPTQ's fused CUDA block kernel against the ATen loop,
+#      OptRot's bfloat16 gradient against the CPU's emulation);
 #   3. bench rotation on the GPU: one DFRot iteration (float64 / float32 token pass; SVD, Newton
-#      and mixed-precision Newton polar) and one OptRot step (float64, float32, TF32 gradient) at
+#      and mixed-precision Newton polar) and one OptRot step (float64, float32, TF32, bf16) at
 #      C = 4096 (ROTQ_BENCH_MODELS="llama-2-7b llama-2-70b" adds C = 8192);
 #   4. a synthetic LLaMA-2-7B-shaped model with planted outliers: the whole pipeline on one GPU
 #      (RH + GPTQ W4 with float32 Hessians, evaluation at A16/A4/A4KV4 with KL from the
 #      floating-point model);
 #   5. bench gptq: GPTQ stage by stage at 7B shapes, with the fused kernel and with ATen ops;
-#   6. DFRot (float32) and OptRot (TF32) runs on the 7B model to time their iterations at full size;
+#   6. DFRot (float32) and OptRot (bf16, TF32) runs on the 7B model to time their iterations at
+#      full size (the model is made here when stage 4 did not run);
 #   7. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
 #   8. the multi-rank suite over the NCCL backend at one rank; one SpinQuant step at 7B width.
 # ROTQ_CHECK_STAGES picks stages (kernels bench 7b 7brot stories nccl spinquant), ROTQ_BUILD_TARGETS
@@ -79,12 +81,15 @@ M=/tmp/synth-7b-$LAYERS  # one model per layer count: a rerun with another count
 R7="$B/rotq --log-level info --comm nccl"
 C7="quantize-eval --model $M --device cuda --dtype bfloat16 --calib data/wikitext-2-raw/wiki.train.part.txt
     --ppl-text data/wikitext-2-raw/wiki.test.raw --max-windows 16 --kl --json"
-if want 7b && fits $((LAYERS >= 32 ? 150 : 40)) "7B synth + pipeline"; then
+synth_7b() {  # the 7B-shaped model with planted massive activations, once per layer count
+  [[ -f $M/config.json ]] && return 0
   stage "7B-shaped synthetic model"
+  $R synth --like llama-2-7b --dims "layers=$LAYERS" --dtype bfloat16 --massive "" \
+    --tokenizer .device/llama2_tokenizer.model --out $M --json > "$OUT/synth_7b.json" 2>&1
+}
+if want 7b && fits $((LAYERS >= 32 ? 150 : 40)) "7B synth + pipeline"; then
   # Fewer than 32 layers times GPTQ on the first layers only (its cost is the same per layer).
-  [[ -f $M/config.json ]] || $R synth --like llama-2-7b --dims "layers=$LAYERS" \
-    --dtype bfloat16 --massive "" --tokenizer .device/llama2_tokenizer.model --out $M --json \
-    > "$OUT/synth_7b.json" 2>&1
+  synth_7b
   stage "7B pipeline: RH + GPTQ W4 on cuda"
   # Float32 Hessians and GPTQ arithmetic, as the reference code (issue 18's ≤ 90 s target; the
   # bfloat16 activations are summed on TF32 tensor cores, exactly). 2026-11-30's 235 s was float64.
@@ -109,7 +114,7 @@ if want bench && fits 60 "bench gptq"; then
   cat "$OUT/bench_gptq_cuda_aten.txt" 2>/dev/null
 fi
 
-if want 7brot && [[ -f $M/config.json ]]; then
+if want 7brot && fits 100 "7B rotations" && synth_7b && [[ -f $M/config.json ]]; then
   # The fast settings of issue 18 (float32 token pass and mixed polar; TF32 and bfloat16
   # gradients): the per-iteration / per-step targets at full size (an OptRot step ≤ 0.25 s needs
   # the bfloat16 products: TF32 measured 0.5 s); bench rotation has the float64 rows.
