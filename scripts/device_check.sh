@@ -123,13 +123,16 @@ if want 7brot && fits 100 "7B rotations" && synth_7b && [[ -f $M/config.json ]];
     "optrot --optrot-steps 10 --optrot-precision tf32"; do
     fits 60 "7B $rot" || break
     stage "7B $rot"
+    # DFRot at debug level: each Procrustes step's polar cost (Newton iterations, float32 ones).
+    level=info
+    [[ $rot == dfrot* ]] && level=debug
     # shellcheck disable=SC2086
-    timeout $(($(left) > 100 ? 90 : $(left) - 10)) $R7 $C7 --rotation $rot --w-bits 16 \
+    timeout $(($(left) > 100 ? 90 : $(left) - 10)) ${R7/--log-level info/--log-level $level} $C7 --rotation $rot --w-bits 16 \
       --nsamples 8 --acts 16/16 --acts 4/4 --label "7b $rot" >> "$OUT/synth7b.jsonl" \
       2>> "$OUT/synth7b_rot.log"
     echo "rc=$?" >> "$OUT/synth7b_rot.log"
   done
-  grep -E "iteration|step|rotation|KL|rc=|error" "$OUT/synth7b_rot.log" | tail -20
+  grep -E "iteration|step|rotation|polar|KL|rc=|error" "$OUT/synth7b_rot.log" | tail -40
   cut -c1-400 "$OUT/synth7b.jsonl"
 fi
 
