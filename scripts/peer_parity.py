@@ -238,11 +238,15 @@ def dfrot(a):
         # reference's loop is timed by difference (its start and finish are the same in both).
         rotq_iter = min(rotq_iters)
         peer_iter = (min(t_peer_k) - min(t_peer)) / (peer_steps[0] - 1)
+        # rotq by the reference's method too (whole runs of 1 and k iterations).
+        rotq_diff = (min(t_rotq_k) - min(t_rotq)) / (a.iters - 1)
         report.update({"iters": a.iters, "rotq_seconds_k": t_rotq_k, "dfrot_seconds_k": t_peer_k,
                        "dfrot_steps_k": peer_steps[0], "rotq_iteration_seconds": rotq_iters,
                        "rotq_seconds_per_iteration": rotq_iter,
                        "dfrot_seconds_per_iteration": peer_iter,
-                       "speedup_per_iteration": peer_iter / rotq_iter})
+                       "speedup_per_iteration": peer_iter / rotq_iter,
+                       "rotq_seconds_per_iteration_by_difference": rotq_diff,
+                       "speedup_per_iteration_by_difference": peer_iter / rotq_diff})
     print_report(report, a)
 
 

@@ -307,7 +307,7 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
   }
   const at::Tensor best = polar_project(route->best());
   if (trace) {
-    trace->last = route->last();
+    if (trace->want_last) trace->last = route->last();
     trace->loss = losses;
     trace->tokens = n;
     trace->massive = nm;

@@ -76,8 +76,11 @@ struct DfrotTrace {
   int64_t massive = 0;
   double seconds = 0;
   double flops = 0;  // per iteration: xR, the step's sum and its polar (route-dependent estimate)
-  at::Tensor last;   // the rotation after the last Procrustes step (the best is returned)
-  // (span route: both completed outside the tokens' span, each once, at the end)
+  // Set before the call to have `last` filled: the rotation after the last Procrustes step (the
+  // best is returned). The span route completes each outside the tokens' span once, at the end: a
+  // second completion when the best is not the last, paid only when asked for.
+  bool want_last = false;
+  at::Tensor last;
   double first_pass_seconds = 0;  // the first pass: xR, Q(xR), the loss and Σ w xᵀη
   // Between successive loss reads: one Procrustes step and the next pass, i.e. one iteration
   // (the last pass forms no step sum).

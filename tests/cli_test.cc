@@ -530,6 +530,7 @@ TEST(Cli, ParityRunsGptqAndOneDfrotIterationOnFiles) {
   dopt.pass_dtype = at::kFloat;
   dopt.log_every = 0;
   rotq::DfrotTrace trace;
+  trace.want_last = true;
   rotq::dfrot_optimize(tokens, rotq::flag_massive_tokens(tokens, {}), r0, dopt, nullptr, &trace);
   const at::Tensor expect = trace.last;
   EXPECT_LT((rotq::read_npy(d.str("R.npy")) - expect).abs().max().item<double>(), 1e-9);

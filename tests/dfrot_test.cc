@@ -180,6 +180,7 @@ TEST(Dfrot, SpanRouteRotatesTheTokensAsTheFullRoute) {
     return ((a - b).abs().max() / b.abs().max()).item<double>();
   };
   rotq::DfrotTrace ts, tf;
+  ts.want_last = tf.want_last = true;
   const at::Tensor rs = run(true, &ts), rf = run(false, &tf);
   ASSERT_EQ(ts.loss.size(), tf.loss.size());
   for (size_t i = 0; i < ts.loss.size(); ++i)
@@ -216,6 +217,9 @@ TEST(Dfrot, SpanRouteRotatesTheTokensAsTheFullRoute) {
     EXPECT_NEAR(ms.loss[i], mf.loss[i], 1e-8 * mf.loss[i]) << i;
   }
   EXPECT_LT(ms.loss.back(), ms.loss.front());
+  // Without want_last the last rotation is not completed (a second completion when the best is
+  // not the last).
+  EXPECT_FALSE(ms.last.defined());
   // The float32 pass on the span route scores R0 as float64 does (1e-5, as the C×C route).
   o.gamma = 100;
   o.span_route = true;
