@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <vector>
 
 #include "models/checkpoint.h"
 #include "models/transformer.h"
@@ -106,24 +107,39 @@ rotq::CayleySgdOptions optimizer_options(rotq::ManifoldOptimizer method, int64_t
   return o;
 }
 
-// R1's objective on stories260K's norm-fused weights, held in `dtype`: readers as themselves,
+// R1's reader forms on stories260K's norm-fused weights, held in `dtype`: readers as themselves,
 // writers (o, down) transposed.
-FourthPowerObjective stories_objective(at::ScalarType dtype) {
+std::vector<at::Tensor> stories_reader_forms(at::ScalarType dtype) {
   rotq::LoadOptions lo;
   lo.dtype = dtype;
   rotq::Model m =
       rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
   rotq::fuse_norms(m);
-  FourthPowerObjective obj(m.config.dim, OptRotNorm::kNumel);
+  std::vector<at::Tensor> forms;
   for (const auto& l : m.weights.layers) {
     for (auto t : {rotq::LayerTensor::kWq, rotq::LayerTensor::kWk, rotq::LayerTensor::kWv,
                    rotq::LayerTensor::kWGate, rotq::LayerTensor::kWUp}) {
-      obj.add(l[t]);
+      forms.push_back(l[t]);
     }
-    obj.add(l[rotq::LayerTensor::kWo].t());
-    obj.add(l[rotq::LayerTensor::kWDown].t());
+    forms.push_back(l[rotq::LayerTensor::kWo].t());
+    forms.push_back(l[rotq::LayerTensor::kWDown].t());
   }
+  return forms;
+}
+
+// R1's objective on those forms.
+FourthPowerObjective stories_objective(at::ScalarType dtype) {
+  const std::vector<at::Tensor> forms = stories_reader_forms(dtype);
+  FourthPowerObjective obj(forms.front().size(1), OptRotNorm::kNumel);
+  for (const at::Tensor& a : forms) obj.add(a);
   return obj;
+}
+
+// The largest relative gap between two loss curves of the same length.
+double worst_relative_gap(const std::vector<double>& got, const std::vector<double>& want) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(got[i] / want[i] - 1));
+  return worst;
 }
 
 TEST(OptRot, ReducesTheFourthPowerOfStories260KWeights) {
@@ -157,10 +173,7 @@ TEST(OptRot, Float32GradientFollowsTheFloat64LossCurve) {
     o.gradient_dtype = at::kFloat;
     const at::Tensor r32 = rotq::minimize_fourth_power(obj, rh, o, nullptr, &t32);
     ASSERT_EQ(t32.loss.size(), t64.loss.size());
-    double worst = 0;
-    for (size_t i = 0; i < t64.loss.size(); ++i) {
-      worst = std::max(worst, std::abs(t32.loss[i] / t64.loss[i] - 1));
-    }
+    const double worst = worst_relative_gap(t32.loss, t64.loss);
     EXPECT_LT(worst, 1e-6) << "optimizer " << static_cast<int>(method) << ": loss " << t64.loss[0]
                            << " -> " << t64.loss.back() << " vs " << t32.loss[0] << " -> "
                            << t32.loss.back();
@@ -183,27 +196,17 @@ TEST(OptRot, Bfloat16GradientIsTheGradientOfTheRoundedProblem) {
   const at::Tensor g16 = obj.local_gradient(r, &loss16, true, at::kBFloat16);
   const at::Tensor g32 = obj.local_gradient(r, &loss32, true, at::kFloat);
 
-  rotq::LoadOptions lo;
-  lo.dtype = at::kBFloat16;
-  rotq::Model m =
-      rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
-  rotq::fuse_norms(m);
   const at::Tensor rb = r.to(at::kBFloat16).to(at::kDouble);
   at::Tensor want = at::zeros_like(rb);
   double want_loss = 0;
-  for (const auto& l : m.weights.layers) {
-    for (auto t : {rotq::LayerTensor::kWq, rotq::LayerTensor::kWk, rotq::LayerTensor::kWv,
-                   rotq::LayerTensor::kWGate, rotq::LayerTensor::kWUp, rotq::LayerTensor::kWo,
-                   rotq::LayerTensor::kWDown}) {
-      const bool writer = t == rotq::LayerTensor::kWo || t == rotq::LayerTensor::kWDown;
-      const at::Tensor a = (writer ? l[t].t() : l[t]).to(at::kDouble);
-      const double n = static_cast<double>(a.numel()), ms = a.pow(2).sum().item<double>() / n;
-      const double c = 1.0 / (n * ms * ms);  // kNumel
-      const at::Tensor ar = a.matmul(rb);
-      const at::Tensor cube16 = ar.pow(3).to(at::kBFloat16).to(at::kDouble);
-      want_loss += c * (ar * cube16).sum().item<double>();
-      want.add_(a.t().matmul(cube16), 4.0 * c);
-    }
+  for (const at::Tensor& form : stories_reader_forms(at::kBFloat16)) {
+    const at::Tensor a = form.to(at::kDouble);
+    const double n = static_cast<double>(a.numel()), ms = a.pow(2).sum().item<double>() / n;
+    const double c = 1.0 / (n * ms * ms);  // kNumel
+    const at::Tensor ar = a.matmul(rb);
+    const at::Tensor cube16 = ar.pow(3).to(at::kBFloat16).to(at::kDouble);
+    want_loss += c * (ar * cube16).sum().item<double>();
+    want.add_(a.t().matmul(cube16), 4.0 * c);
   }
   EXPECT_NEAR(loss16 / want_loss, 1.0, 1e-6);
   const double rel = ((g16 - want).norm() / want.norm()).item<double>();
@@ -225,10 +228,7 @@ TEST(OptRot, Bfloat16GradientFollowsTheFloat64LossCurve) {
   o.gradient_dtype = at::kBFloat16;
   const at::Tensor r16 = rotq::minimize_fourth_power(obj, rh, o, nullptr, &t16);
   ASSERT_EQ(t16.loss.size(), t64.loss.size());
-  double worst = 0;
-  for (size_t i = 0; i < t64.loss.size(); ++i) {
-    worst = std::max(worst, std::abs(t16.loss[i] / t64.loss[i] - 1));
-  }
+  const double worst = worst_relative_gap(t16.loss, t64.loss);
   std::printf("bf16 vs float64 loss curve: worst %.3g relative; %.6g -> %.6g vs %.6g -> %.6g\n",
               worst, t64.loss.front(), t64.loss.back(), t16.loss.front(), t16.loss.back());
   EXPECT_LT(worst, 2e-3);

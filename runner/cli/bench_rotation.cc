@@ -144,13 +144,15 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const double t_cayley = timed_on(dev, [&] { cayley_retract(r0, skew, 1e-3); });
     const double grad_flops = obj.gradient_flops();
     const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
-    const double full_step =
-        t_grad * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
+    // A whole-model step: the gradient over the timed rows scaled to every R1 row, plus Cayley.
+    const auto full_step_of = [&](double t_gradient) {
+      return t_gradient * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
+    };
+    const double full_step = full_step_of(t_grad);
     rows.push_back(cost_row(name, C, "OptRot gradient (float64)", std::to_string(a.rows) + " rows",
                             t_grad, grad_flops, g64.gflops, std::to_string(full_rows) + " rows",
                             full_step));
-    const double full_step32 =
-        t_grad32 * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley;
+    const double full_step32 = full_step_of(t_grad32);
     rows.push_back(cost_row(name, C, "OptRot gradient (float32)", std::to_string(a.rows) + " rows",
                             t_grad32, grad_flops, g32.gflops, std::to_string(full_rows) + " rows",
                             full_step32));
@@ -160,19 +162,17 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
         const Tf32Scope on(true);
         t_grad_tf32 = timed_on(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
       }
-      rows.push_back(cost_row(
-          name, C, "OptRot gradient (tf32)", std::to_string(a.rows) + " rows", t_grad_tf32,
-          grad_flops, gtf32.gflops, std::to_string(full_rows) + " rows",
-          t_grad_tf32 * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley));
+      rows.push_back(cost_row(name, C, "OptRot gradient (tf32)", std::to_string(a.rows) + " rows",
+                              t_grad_tf32, grad_flops, gtf32.gflops,
+                              std::to_string(full_rows) + " rows", full_step_of(t_grad_tf32)));
       // bfloat16 inputs, float32 sums; the rows held in bfloat16, as a bfloat16 model's weights
       // are (no conversion per step); its ratio is to the bfloat16 GEMM rate.
       FourthPowerObjective obj16(C, OptRotNorm::kNumel);
       obj16.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kBFloat16));
       t_grad_bf16 = timed_on(dev, [&] { obj16.local_gradient(r0, nullptr, true, at::kBFloat16); });
-      rows.push_back(cost_row(
-          name, C, "OptRot gradient (bf16)", std::to_string(a.rows) + " rows", t_grad_bf16,
-          grad_flops, gbf16.gflops, std::to_string(full_rows) + " rows",
-          t_grad_bf16 * static_cast<double>(full_rows) / static_cast<double>(a.rows) + t_cayley));
+      rows.push_back(cost_row(name, C, "OptRot gradient (bf16)", std::to_string(a.rows) + " rows",
+                              t_grad_bf16, grad_flops, gbf16.gflops,
+                              std::to_string(full_rows) + " rows", full_step_of(t_grad_bf16)));
     }
     rows.push_back(
         cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
