@@ -15,7 +15,8 @@
 #      full size (the model is made here when stage 4 did not run);
 #   7. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
 #   8. the multi-rank suite over the NCCL backend at one rank; one SpinQuant step at 7B width.
-# ROTQ_CHECK_STAGES picks stages (kernels bench 7b 7brot stories nccl spinquant), ROTQ_BUILD_TARGETS
+# ROTQ_CHECK_STAGES picks stages (kernels bench 7b benchgptq 7brot stories nccl spinquant; bench is
+# bench rotation), ROTQ_BUILD_TARGETS
 # the targets built, ROTQ_SYNTH_LAYERS the 7B model's layer count (32). The logs go to
 # ROTQ_CHECK_LOGS and, where the device tool's $OUT is set, are packed on exit into
 # $OUT/device_check.tgz (the tool returns at most 8 files). ROTQ_CHECK_BUDGET_S (default 560) is
@@ -32,7 +33,7 @@ T0=$SECONDS
 B=${ROTQ_BUILD_DIR:-build-cuda}
 stage() { printf '=== [%4ss] %s\n' "$((SECONDS - T0))" "$*" | tee -a "$OUT/stages.txt"; }
 left() { echo $((BUDGET - (SECONDS - T0))); }
-want() { [[ " ${ROTQ_CHECK_STAGES:-kernels bench 7b 7brot stories nccl spinquant} " == *" $1 "* ]]; }
+want() { [[ " ${ROTQ_CHECK_STAGES:-kernels bench 7b benchgptq 7brot stories nccl spinquant} " == *" $1 "* ]]; }
 fits() {  # fits SECONDS NAME: enough budget left for a stage?
   if (($(left) < $1)); then stage "skip $2: $(left)s left, needs ~$1s"; return 1; fi
 }
@@ -101,7 +102,7 @@ if want 7b && fits $((LAYERS >= 32 ? 150 : 40)) "7B synth + pipeline"; then
   grep -E "gptq layers|weights gptq|KL|rc=|error" "$OUT/synth7b_rh.log" | tail -12
 fi
 
-if want bench && fits 60 "bench gptq"; then
+if want benchgptq && fits 60 "bench gptq"; then
   # GPTQ stage by stage at 7B shapes on the GPU (≲ 0.4 s per 4096² linear with the shared-Hessian
   # stacking), and the 4096² solve with the column loop as ATen ops (ROTQ_ATEN_KERNELS=1 turns the
   # fused kernel off): what the fused kernel saves.

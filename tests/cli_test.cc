@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -140,14 +141,24 @@ TEST(Cli, AtenKernelPathsGiveTheSameCell) {
                                 " --calib " + kText + " --nsamples 8 --ppl-text " + kText +
                                 " --seqlen 256 --max-windows 4 --w-quant gptq --w-bits 4"
                                 " --acts 4/16 --json --rotation ");
-  for (const std::string rot : {"hadamard", "dfrot --dfrot-iters 3", "optrot --optrot-steps 5"}) {
+  // The record's per-step times: one per iteration/step after the first loss (none for RH).
+  const std::map<std::string, size_t> steps = {
+      {"hadamard", 0}, {"dfrot --dfrot-iters 3", 3}, {"optrot --optrot-steps 5", 5}};
+  for (const auto& [rot, n] : steps) {
     auto host = run_command(cell + rot, false);
     auto aten = run_command("ROTQ_ATEN_KERNELS=1 " + cell + rot, false);
     ASSERT_EQ(host.status, 0) << host.output;
     ASSERT_EQ(aten.status, 0) << aten.output;
-    const double a = last_json_line(host.output)["evals"][0]["ppl"].get<double>();
+    const json record = last_json_line(host.output);
+    const double a = record["evals"][0]["ppl"].get<double>();
     const double b = last_json_line(aten.output)["evals"][0]["ppl"].get<double>();
     EXPECT_NEAR(a, b, 1e-3 * a) << rot;
+    const json step_seconds = record["series"].value("rotation_step_seconds", json::array());
+    ASSERT_EQ(step_seconds.size(), n) << rot;
+    for (const json& s : step_seconds) {
+      EXPECT_GT(s.get<double>(), 0) << rot;
+      EXPECT_LE(s.get<double>(), record["seconds"]["rotation_learning"].get<double>()) << rot;
+    }
   }
 }
 

@@ -277,6 +277,12 @@ TEST(LearnedRotation, ExperimentCellStoresTheLossCurveAndTheMatrices) {
   const rotq::CellRecord& c = cells.begin()->second;
   EXPECT_EQ(c.rotation_loss.size(), 3u);
   EXPECT_GT(c.seconds.at("rotation_learning"), 0);
+  // One time per step after the first, each within the learning's whole time.
+  ASSERT_EQ(c.series.at("rotation_step_seconds").size(), 2u);
+  for (double s : c.series.at("rotation_step_seconds")) {
+    EXPECT_GT(s, 0);
+    EXPECT_LE(s, c.seconds.at("rotation_learning"));
+  }
   ASSERT_EQ(c.r1_dim, 64);
   ASSERT_EQ(c.r2_dim, 8);
   ASSERT_EQ(c.r2.size(), 5u * 8 * 8);

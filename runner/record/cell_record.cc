@@ -172,6 +172,8 @@ CellRecord make_cell_record(const Cell& c, const std::string& experiment, const 
   rec.evals = eval_records(cfg.quant, r);
   rec.tasks = task_records(cfg.quant, r);
   rec.rotation_loss = r.learning.loss;
+  if (!r.learning.step_seconds.empty())
+    rec.series["rotation_step_seconds"] = r.learning.step_seconds;
   for (const LayerQuantStats& s : r.weights.layers) {
     rec.series["layer_seconds"].push_back(s.seconds);
     rec.series["layer_quant_seconds"].push_back(s.quant_seconds);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "runner/core/stats.h"
 #include "runner/dist/layer_pipeline.h"
 #include "runner/rotate/block_inputs.h"
 #include "solvers/error.h"
@@ -58,9 +59,10 @@ DfrotModelResult dfrot_rotations(const Model& model, const at::Tensor& windows,
   const at::Tensor x = all.x.narrow(0, begin, end - begin);
   const at::Tensor m = massive.narrow(0, begin, end - begin);
   res.rotations.r1 = dfrot_optimize(x, m, r0, spec.dfrot, &comm, &res.trace).cpu();
-  spdlog::info("dfrot R1: loss {:.6g} -> {:.6g} in {} iterations ({:.2f}s)", res.trace.loss.front(),
-               *std::min_element(res.trace.loss.begin(), res.trace.loss.end()), spec.dfrot.iters,
-               res.trace.seconds);
+  spdlog::info(
+      "dfrot R1: loss {:.6g} -> {:.6g} in {} iterations ({:.2f}s; median iteration {:.3f}s)",
+      res.trace.loss.front(), *std::min_element(res.trace.loss.begin(), res.trace.loss.end()),
+      spec.dfrot.iters, res.trace.seconds, median(res.trace.iteration_seconds));
   return res;
 }
 
@@ -73,6 +75,7 @@ Rotations learn_dfrot(const RotationContext& ctx, RotationLearning& learned) {
   DfrotModelResult d = dfrot_rotations(ctx.model, windows, spec, ctx.comm, &ctx.tok, ctx.placement);
   learned.loss = d.trace.loss;
   learned.seconds = d.trace.seconds;
+  learned.step_seconds = d.trace.iteration_seconds;
   learned.flops = d.trace.flops;
   learned.calib_tokens = d.trace.tokens;
   learned.massive_tokens = d.trace.massive;

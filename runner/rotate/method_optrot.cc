@@ -38,6 +38,7 @@ Rotations learn(const RotationContext& ctx, RotationLearning& learned, bool with
                                    &trace, covs.empty() ? nullptr : &covs);
   learned.loss = trace.loss;
   learned.seconds = trace.seconds;
+  learned.step_seconds = trace.step_seconds;
   learned.flops = trace.flops;
   rot.r3 = rot.r4 = ctx.spec.online;
   return rot;

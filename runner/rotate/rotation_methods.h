@@ -102,6 +102,9 @@ struct RotationLearning {
   std::vector<double> loss;  // per step/iteration (OptRot's R1 or DFRot's R1)
   double seconds = 0;
   double flops = 0;
+  // Per step/iteration after the first (DFRot's and OptRot's traces): the figure the per-step
+  // speed targets are stated in, without the setup and the final projection `seconds` includes.
+  std::vector<double> step_seconds;
   int64_t calib_tokens = 0;  // DFRot
   int64_t massive_tokens = 0;
   std::vector<std::string> massive_report;
