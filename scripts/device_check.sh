@@ -17,7 +17,8 @@
 #   8. the multi-rank suite over the NCCL backend at one rank; one SpinQuant step at 7B width.
 # ROTQ_CHECK_STAGES picks stages (kernels bench 7b benchgptq 7brot stories nccl spinquant; bench is
 # bench rotation), ROTQ_BUILD_TARGETS
-# the targets built, ROTQ_SYNTH_LAYERS the 7B model's layer count (32). The logs go to
+# the targets built, ROTQ_SYNTH_LAYERS the 7B model's layer count (32), ROTQ_7BROT_MATCH the 7brot
+# runs whose flags contain it. The logs go to
 # ROTQ_CHECK_LOGS and, where the device tool's $OUT is set, are packed on exit into
 # $OUT/device_check.tgz (the tool returns at most 8 files). ROTQ_CHECK_BUDGET_S (default 560) is
 # the wall budget: a stage that would not fit is skipped with a note.
@@ -122,6 +123,7 @@ if want 7brot && fits 100 "7B rotations" && synth_7b && [[ -f $M/config.json ]];
   for rot in "dfrot --dfrot-iters 10 --dfrot-precision float32" \
     "optrot --optrot-steps 10 --optrot-precision bf16" \
     "optrot --optrot-steps 10 --optrot-precision tf32"; do
+    [[ $rot == *"${ROTQ_7BROT_MATCH:-}"* ]] || continue  # e.g. ROTQ_7BROT_MATCH=bf16: that run only
     fits 60 "7B $rot" || break
     stage "7B $rot"
     # DFRot at debug level: each Procrustes step's polar cost (Newton iterations, float32 ones).

@@ -3,12 +3,17 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#if defined(ROTQ_WITH_CUDA_KERNELS)
+#include "solvers/cube_cuda.h"
+#endif
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
 
 #include "solvers/error.h"
+#include "solvers/kernel_path.h"
 #include "solvers/orthogonal.h"
 #include "solvers/tf32_scope.h"
 
@@ -94,6 +99,24 @@ at::Tensor product(const at::Tensor& x, const at::Tensor& y) {
   return at::mm(x.to(at::kFloat), y.to(at::kFloat));
 }
 
+// (AR)^∘3 as the gradient's second product reads it: in `compute` (bfloat16: the float32 cube
+// rounded). `consume`: AR is not needed afterwards, so the float32 cube may overwrite it.
+at::Tensor cube_for_product(at::Tensor& ar, at::ScalarType compute, bool consume) {
+#if defined(ROTQ_WITH_CUDA_KERNELS)
+  // One pass instead of pow's and the conversion's (cube_cuda.h); force_aten_kernels keeps the
+  // ATen ops, which tests compare it with.
+  if (compute == at::kBFloat16 && ar.is_cuda() && ar.scalar_type() == at::kFloat &&
+      ar.is_contiguous() && !aten_kernels_forced()) {
+    at::Tensor cube = at::empty(ar.sizes(), ar.options().dtype(at::kBFloat16));
+    detail::cube_to_bf16_cuda(ar.data_ptr<float>(),
+                              reinterpret_cast<uint16_t*>(cube.data_ptr<at::BFloat16>()),
+                              ar.numel());
+    return cube;
+  }
+#endif
+  return (consume ? ar.pow_(3) : ar.pow(3)).to(compute);
+}
+
 }  // namespace
 
 bool bf16_products_on_tensor_cores() {
@@ -115,11 +138,12 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
   std::vector<double> f(groups, 0.0);
   std::vector<at::Tensor> df(groups);
   at::Tensor grad = at::zeros({dim_, dim_}, rd.options());
-  // R as the products saw it, in their results' type (for the sums read off the gradient).
-  const at::Tensor r_seen = rc.to(compute == at::kDouble ? at::kDouble : at::kFloat);
-  // Each term's Σ (A R)^∘4, kept where the products run and read once after the loop (a read per
-  // term would wait for each term's kernels before queueing the next).
-  const at::Tensor sums = at::empty({static_cast<int64_t>(terms_.size())}, rd.options());
+  // R as the products saw it (for the sums read off the gradient), in float64.
+  const at::Tensor r_seen = rc.to(at::kDouble);
+  // Without the gradient: each term's Σ (A R)^∘4, kept where the products run and read once after
+  // the loop (a read per term would wait for each term's kernels before queueing the next).
+  const at::Tensor sums =
+      want_gradient ? at::Tensor() : at::empty({static_cast<int64_t>(terms_.size())}, rd.options());
   for (size_t k = 0; k < terms_.size(); ++k) {
     const Term& t = terms_[k];
     // The products from `compute` inputs (bfloat16: float32 results, and the cube in float32,
@@ -128,20 +152,14 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
     // float32 and float64, and within ~1e-5 of it in bfloat16 (the rounded cube).
     const at::Tensor a = t.a.to(compute);
     at::Tensor ar = product(a, rc);
-    at::Tensor g;
-    if (want_gradient && a.size(0) >= dim_) {
-      // Σ (AR)^∘4 = ⟨R, Aᵀ(AR)^∘3⟩: read off the gradient's C×C product rather than another two
-      // passes over the m×C one, whose cube overwrites AR (memory traffic is what the
-      // elementwise work costs next to the two GEMMs).
-      g = product(a.t(), ar.pow_(3).to(compute));
-      sums.select(0, static_cast<int64_t>(k)).copy_(at::sum(r_seen * g, at::kDouble));
-    } else {
-      // The cube as the gradient's product reads it, so that both branches sum the same thing.
-      const at::Tensor cube = ar.pow(3).to(compute);
+    if (!want_gradient) {
+      const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/false);
       sums.select(0, static_cast<int64_t>(k)).copy_(at::sum(cube * ar, at::kDouble));
-      if (want_gradient) g = product(a.t(), cube);
+      continue;
     }
-    if (!g.defined()) continue;
+    // The cube overwrites AR: its value is read off the gradient below, not from AR (memory
+    // traffic is what the elementwise work costs next to the two GEMMs).
+    const at::Tensor g = product(a.t(), cube_for_product(ar, compute, /*consume=*/true));
     if (t.group < 0) {
       grad.add_(g, 4.0 * t.c);
     } else {
@@ -149,15 +167,27 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
       df[t.group].add_(g, 4.0 * t.c);
     }
   }
-  const at::Tensor host_sums = sums.cpu();
-  const double* sp = host_sums.data_ptr<double>();
   double total = 0;
-  for (size_t k = 0; k < terms_.size(); ++k) {
-    const double value = terms_[k].c * sp[k];
-    if (terms_[k].group < 0) {
-      total += value;
-    } else {
-      f[terms_[k].group] += value;
+  if (want_gradient) {
+    // Σ_k c_k Σ (A_k R)^∘4 = ⟨R, Σ_k c_k A_kᵀ(A_k R)^∘3⟩ = ⟨R, ∂F⟩/4: the ungrouped total and each
+    // group's F_g read off the accumulated gradients, one C×C product each instead of one per term.
+    const auto read = [&](const at::Tensor& acc) {
+      return at::dot(r_seen.reshape({-1}), acc.reshape({-1})).item<double>() / 4.0;
+    };
+    total = read(grad);
+    for (size_t g = 0; g < groups; ++g) {
+      if (df[g].defined()) f[g] = read(df[g]);
+    }
+  } else {
+    const at::Tensor host_sums = sums.cpu();
+    const double* sp = host_sums.data_ptr<double>();
+    for (size_t k = 0; k < terms_.size(); ++k) {
+      const double value = terms_[k].c * sp[k];
+      if (terms_[k].group < 0) {
+        total += value;
+      } else {
+        f[terms_[k].group] += value;
+      }
     }
   }
   const double c = static_cast<double>(dim_);

@@ -215,7 +215,9 @@ at::Tensor polar_project(const at::Tensor& r) {
 at::Tensor skew_gradient(const at::Tensor& r, const at::Tensor& euclidean_grad) {
   require_square(r, "skew_gradient");
   const at::Tensor rd = r.to(at::kDouble), g = euclidean_grad.to(at::kDouble);
-  return at::matmul(g, rd.t()) - at::matmul(rd, g.t());
+  // R Gᵀ = (G Rᵀ)ᵀ: one C×C GEMM, and the result is skew to the last bit.
+  const at::Tensor grt = at::matmul(g, rd.t());
+  return grt - grt.t();
 }
 
 at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t) {

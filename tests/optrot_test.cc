@@ -377,6 +377,33 @@ TEST(OptRotPlus, GradientMatchesFiniteDifferences) {
   }
 }
 
+// With the gradient, the loss is read off the accumulated gradients (⟨R, ∂F⟩/4, per group and
+// for the ungrouped terms); without it, summed term by term from (AR)^∘4. The two agree in every
+// precision, for terms with fewer and more rows than C, grouped (OptRot+) and not: to float64
+// rounding in float64, to the float32 sums' rounding in float32 and bfloat16 (whose loss is the
+// rounded cube's in both).
+TEST(OptRotPlus, LossReadOffTheGradientIsTheTermByTermLoss) {
+  FourthPowerObjective obj(12, OptRotNorm::kNumel);
+  const int g0 = obj.add_covariance(spiky_covariance(12, 3));
+  obj.add(rotq::seeded_gaussian(9, 12, 20).to(at::kBFloat16), 1.0, g0);
+  obj.add(rotq::seeded_gaussian(40, 12, 21).to(at::kBFloat16), 1.0, g0);
+  obj.add(rotq::seeded_gaussian(8, 12, 23).to(at::kBFloat16));
+  obj.add(rotq::seeded_gaussian(30, 12, 24).to(at::kBFloat16), 3.0);
+  const at::Tensor r = rotq::random_orthogonal(12, 9);
+  for (const auto& [dtype, tol] : {std::pair{at::kDouble, 1e-12}, std::pair{at::kFloat, 1e-6},
+                                   std::pair{at::kBFloat16, 1e-6}}) {
+    double with_gradient = 0, term_by_term = 0;
+    obj.local_gradient(r, &with_gradient, true, dtype);
+    obj.local_gradient(r, &term_by_term, false, dtype);
+    EXPECT_NEAR(with_gradient / term_by_term, 1.0, tol) << dtype;
+  }
+  // bfloat16's loss is a different number (rounded R and cube): the comparison can tell.
+  double l64 = 0, l16 = 0;
+  obj.local_gradient(r, &l64, false, at::kDouble);
+  obj.local_gradient(r, &l16, false, at::kBFloat16);
+  EXPECT_GT(std::abs(l16 / l64 - 1.0), 1e-4);
+}
+
 TEST(OptRotPlus, BothOptimizersDescendFromHadamardAndStayOrthogonal) {
   auto comm = rotq::make_local_comm();
   FourthPowerObjective obj(16, OptRotNorm::kNumel);

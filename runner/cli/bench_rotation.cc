@@ -72,6 +72,12 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   }
   spdlog::info("GEMM {}³: float64 {:.1f} GFLOP/s, float32 {:.1f} GFLOP/s", a.gemm_n, g64.gflops,
                g32.gflops);
+  // A GPU's first call of an operation pays its libraries' setup (cuBLASLt's heuristics for a new
+  // GEMM type, cuSOLVER's handles and workspaces): one untimed call first there.
+  const auto timed = [&](auto&& f) {
+    if (dev.is_cuda()) f();
+    return timed_on(dev, f);
+  };
   std::vector<std::vector<std::string>> rows;
   for (const std::string& name : a.models) {
     const ModelConfig c = synth_preset(name);
@@ -92,10 +98,9 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const at::Tensor m = at::matmul(x.t().to(at::kDouble), x.to(at::kDouble) + 0.1) +
                          seeded_gaussian(C, C, 9).to(dev);
     PolarReport newton, mixed;
-    const double t_newton = timed_on(dev, [&] { polar_factor(m, PolarMethod::kNewton, &newton); });
-    const double t_mixed =
-        timed_on(dev, [&] { polar_factor(m, PolarMethod::kNewtonMixed, &mixed); });
-    const double t_svd = timed_on(dev, [&] { polar_factor(m, PolarMethod::kSvd); });
+    const double t_newton = timed([&] { polar_factor(m, PolarMethod::kNewton, &newton); });
+    const double t_mixed = timed([&] { polar_factor(m, PolarMethod::kNewtonMixed, &mixed); });
+    const double t_svd = timed([&] { polar_factor(m, PolarMethod::kSvd); });
     // Each pass precision is paired with the Procrustes step DFRot takes at that precision
     // (rotation.dfrot.precision): float64 with the faster of Newton and the SVD, float32 with the
     // mixed-precision Newton.
@@ -137,11 +142,10 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     // OptRot: the gradient over a share of one layer's rows, and the Cayley step.
     FourthPowerObjective obj(C, OptRotNorm::kNumel);
     obj.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kFloat));
-    const double t_grad = timed_on(dev, [&] { obj.local_gradient(r0); });
-    const double t_grad32 =
-        timed_on(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
+    const double t_grad = timed([&] { obj.local_gradient(r0); });
+    const double t_grad32 = timed([&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
     const at::Tensor skew = skew_gradient(r0, seeded_gaussian(C, C, 12).to(dev));
-    const double t_cayley = timed_on(dev, [&] { cayley_retract(r0, skew, 1e-3); });
+    const double t_cayley = timed([&] { cayley_retract(r0, skew, 1e-3); });
     const double grad_flops = obj.gradient_flops();
     const int64_t full_rows = r1_rows_per_layer(c) * c.n_layers;
     // A whole-model step: the gradient over the timed rows scaled to every R1 row, plus Cayley.
@@ -160,7 +164,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     if (tf32) {
       {
         const Tf32Scope on(true);
-        t_grad_tf32 = timed_on(dev, [&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
+        t_grad_tf32 = timed([&] { obj.local_gradient(r0, nullptr, true, at::kFloat); });
       }
       rows.push_back(cost_row(name, C, "OptRot gradient (tf32)", std::to_string(a.rows) + " rows",
                               t_grad_tf32, grad_flops, gtf32.gflops,
@@ -169,7 +173,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
       // are (no conversion per step); its ratio is to the bfloat16 GEMM rate.
       FourthPowerObjective obj16(C, OptRotNorm::kNumel);
       obj16.add(seeded_gaussian(a.rows, C, 11).to(dev, at::kBFloat16));
-      t_grad_bf16 = timed_on(dev, [&] { obj16.local_gradient(r0, nullptr, true, at::kBFloat16); });
+      t_grad_bf16 = timed([&] { obj16.local_gradient(r0, nullptr, true, at::kBFloat16); });
       rows.push_back(cost_row(name, C, "OptRot gradient (bf16)", std::to_string(a.rows) + " rows",
                               t_grad_bf16, grad_flops, gbf16.gflops,
                               std::to_string(full_rows) + " rows", full_step_of(t_grad_bf16)));
