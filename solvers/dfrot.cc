@@ -185,7 +185,12 @@ PolarMethod step_polar_method(const DfrotOptions& opts) {
 
 void log_step_polar(const PolarReport& rep) {
   if (rep.svd) {
-    spdlog::debug("dfrot polar factor: SVD");
+    if (*rep.fallback) {
+      spdlog::debug("dfrot polar factor: SVD (Newton: {} after {} iterations)", rep.fallback,
+                    rep.iterations);
+    } else {
+      spdlog::debug("dfrot polar factor: SVD");
+    }
     return;
   }
   spdlog::debug("dfrot polar factor: {} Newton iterations ({} in float32), {} Newton-Schulz rounds",

@@ -146,9 +146,15 @@ at::Tensor newton_polar(const at::Tensor& md, bool mixed, PolarReport& rep) {
   for (int it = 1; it <= 30; ++it) {
     const at::Tensor xi = low ? x.to(at::kFloat) : x;
     const at::Tensor inv = inverse_or_undefined(xi, it == 1);
-    if (!inv.defined()) return {};
+    if (!inv.defined()) {
+      rep.fallback = "singular";
+      return {};
+    }
     // κ² ≤ ‖X⁻¹‖₁‖X⁻¹‖∞·‖X‖₁‖X‖∞ (scale-free): beyond κ ≈ 1e12 the inverse carries no digits.
-    if (it == 1 && one_inf(inv) * one_inf(xi) > 1e24) return {};
+    if (it == 1 && one_inf(inv) * one_inf(xi) > 1e24) {
+      rep.fallback = "ill-conditioned";
+      return {};
+    }
     double zeta = 1, kappa = 1;
     if (scale) {
       const double norm_x = spectral_norm_estimate(xi), norm_inv = spectral_norm_estimate(inv);
@@ -162,11 +168,14 @@ at::Tensor newton_polar(const at::Tensor& md, bool mixed, PolarReport& rep) {
     if (low) ++rep.float32_iterations;
     if (step < 1e-2 || kappa < 1.05) scale = false;  // unscaled Newton is as fast there
     if (!scale && step < 1e-3) {
-      return polish_into(x, rep);
+      const at::Tensor q = polish_into(x, rep);
+      if (!q.defined()) rep.fallback = "no convergence of the polish";
+      return q;
     } else if (mixed && scale && kappa < 4e4) {
       low = true;  // the next iterate's κ ≲ (√κ + 1/√κ)/2 ≈ 1e2
     }
   }
+  rep.fallback = "no convergence";
   return {};
 }
 

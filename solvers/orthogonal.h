@@ -13,6 +13,11 @@ struct PolarReport {
   int float32_iterations = 0;  // of which in float32 (kNewtonMixed)
   int schulz_rounds = 0;       // Newton–Schulz rounds of the finish (polar_polish)
   bool svd = false;            // computed by the SVD (singular or non-converging input, or asked)
+  // Why the Newton iteration gave way to the SVD ("" when it did not): "singular" (no inverse),
+  // "ill-conditioned" (κ > 1e12 at the start), "no convergence" (30 iterations) or "no convergence
+  // of the polish" (Newton–Schulz from the last iterate); `iterations` then counts the Newton
+  // iterations paid before it.
+  const char* fallback = "";
   double residual = 0;  // ‖QᵀQ − I‖_max of the result (or a bound on it: polar_polish)
 };
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "solvers/error.h"
 #include "solvers/hadamard.h"
@@ -79,8 +80,13 @@ TEST(PolarFactor, NewtonEqualsTheSvdsRotation) {
   sing.select(1, 3).zero_();
   const at::Tensor qs = rotq::polar_factor(sing, rotq::PolarMethod::kNewton, &rep);
   EXPECT_TRUE(rep.svd);
+  // The report says why (the debug log of a DFRot step shows it).
+  const std::string why = rep.fallback;
+  EXPECT_TRUE(why == "singular" || why == "ill-conditioned") << why;
   EXPECT_LT(rep.residual, 1e-12);
   EXPECT_LT(rotq::orthogonality_error(qs), 1e-12);
+  rotq::polar_factor(near, rotq::PolarMethod::kNewton, &rep);
+  EXPECT_STREQ(rep.fallback, "");
   EXPECT_THROW(rotq::polar_factor(at::full({3, 3}, std::nan(""), at::kDouble)), rotq::Error);
 }
 
