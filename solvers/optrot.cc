@@ -283,7 +283,7 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
     trace->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double c3 = std::pow(static_cast<double>(obj.dim()), 3);
     trace->flops = static_cast<double>(losses.size()) * obj.gradient_flops() +
-                   static_cast<double>(opts.steps) * 9.0 * c3;
+                   static_cast<double>(opts.steps) * 4.7 * c3;
   }
   return polar_project(best);
 }

@@ -115,7 +115,7 @@ struct CayleySgdOptions {
 struct RotationTrace {
   std::vector<double> loss;  // per step, before the step (and the final loss last)
   double seconds = 0;
-  double flops = 0;  // gradients + Cayley steps (LU solve and products, ~9·C³ per step)
+  double flops = 0;  // gradients + Cayley steps (skew product 2·C³, LU and solve ~2.7·C³ per step)
   // Between successive loss reads: one Cayley step and the next gradient, i.e. one step as the
   // issue's per-step targets count it (the first gradient and the final projection are outside).
   std::vector<double> step_seconds;
