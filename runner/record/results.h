@@ -61,8 +61,9 @@ struct CellRecord {
   std::vector<EvalRecord> evals;
   std::vector<TaskRecord> tasks;
   std::vector<double> rotation_loss;
-  // Optional tensors: named float64 series (per-layer GPTQ times, ...), R1 [C, C] and the
-  // per-layer R2 [layers, d, d] (runtime.save_rotations).
+  // Optional tensors: named float64 series (layer_seconds / layer_quant_seconds per GPTQ layer,
+  // rotation_step_seconds per learned-rotation step after the first, scale_* of OSTQuant), R1
+  // [C, C] and the per-layer R2 [layers, d, d] (runtime.save_rotations).
   std::map<std::string, std::vector<double>> series;
   std::vector<double> r1;
   int64_t r1_dim = 0;
