@@ -107,6 +107,9 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const double t_polar64 = newton.svd ? t_svd : std::min(t_newton, t_svd);
     const double t_polar32 = mixed.svd ? t_svd : t_mixed;
     double t_tokens = 0;
+    // The full route's pass (4·N·C² FLOPs), the one a whole model's tokens take: fewer timed
+    // tokens than channels would otherwise take the span route, whose pass costs less.
+    o.span_route = false;
     for (const at::ScalarType pass : {at::kDouble, at::kFloat}) {
       o.pass_dtype = pass;
       o.polar = PolarMethod::kSvd;
