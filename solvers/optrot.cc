@@ -170,14 +170,20 @@ at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* los
   double total = 0;
   if (want_gradient) {
     // Σ_k c_k Σ (A_k R)^∘4 = ⟨R, Σ_k c_k A_kᵀ(A_k R)^∘3⟩ = ⟨R, ∂F⟩/4: the ungrouped total and each
-    // group's F_g read off the accumulated gradients, one C×C product each instead of one per term.
-    const auto read = [&](const at::Tensor& acc) {
-      return at::dot(r_seen.reshape({-1}), acc.reshape({-1})).item<double>() / 4.0;
+    // group's F_g read off the accumulated gradients, one C×C product each instead of one per term;
+    // all read back at once, as the sums below.
+    const at::Tensor reads = at::zeros({static_cast<int64_t>(groups) + 1}, rd.options());
+    const auto read_into = [&](int64_t i, const at::Tensor& acc) {
+      reads.select(0, i).copy_(at::dot(r_seen.reshape({-1}), acc.reshape({-1})));
     };
-    total = read(grad);
+    read_into(0, grad);
     for (size_t g = 0; g < groups; ++g) {
-      if (df[g].defined()) f[g] = read(df[g]);
+      if (df[g].defined()) read_into(static_cast<int64_t>(g) + 1, df[g]);
     }
+    const at::Tensor host_reads = reads.cpu();
+    const double* rp = host_reads.data_ptr<double>();
+    total = rp[0] / 4.0;
+    for (size_t g = 0; g < groups; ++g) f[g] = rp[g + 1] / 4.0;
   } else {
     const at::Tensor host_sums = sums.cpu();
     const double* sp = host_sums.data_ptr<double>();
