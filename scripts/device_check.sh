@@ -16,9 +16,8 @@
 #   7. stories260K: the same cells on --device cpu and --device cuda (GPTQ; RH, DFRot, OptRot);
 #   8. the multi-rank suite over the NCCL backend at one rank; one SpinQuant step at 7B width.
 # ROTQ_CHECK_STAGES picks stages (kernels bench 7b benchgptq 7brot stories nccl spinquant; bench is
-# bench rotation), ROTQ_BUILD_TARGETS
-# the targets built, ROTQ_SYNTH_LAYERS the 7B model's layer count (32), ROTQ_7BROT_MATCH the 7brot
-# runs whose flags contain it. The logs go to
+# bench rotation), ROTQ_BUILD_TARGETS the targets built, ROTQ_SYNTH_LAYERS the 7B model's layer
+# count (32), ROTQ_7BROT_MATCH the 7brot runs whose flags contain it. The logs go to
 # ROTQ_CHECK_LOGS and, where the device tool's $OUT is set, are packed on exit into
 # $OUT/device_check.tgz (the tool returns at most 8 files). ROTQ_CHECK_BUDGET_S (default 560) is
 # the wall budget: a stage that would not fit is skipped with a note.
@@ -80,7 +79,7 @@ fi
 
 LAYERS=${ROTQ_SYNTH_LAYERS:-32}
 M=/tmp/synth-7b-$LAYERS  # one model per layer count: a rerun with another count does not reuse it
-R7="$B/rotq --log-level info --comm nccl"
+R7="$B/rotq --comm nccl"  # with --log-level LEVEL
 C7="quantize-eval --model $M --device cuda --dtype bfloat16 --calib data/wikitext-2-raw/wiki.train.part.txt
     --ppl-text data/wikitext-2-raw/wiki.test.raw --max-windows 16 --kl --json"
 synth_7b() {  # the 7B-shaped model with planted massive activations, once per layer count
@@ -96,7 +95,7 @@ if want 7b && fits $((LAYERS >= 32 ? 150 : 40)) "7B synth + pipeline"; then
   # Float32 Hessians and GPTQ arithmetic, as the reference code (issue 18's ≤ 90 s target; the
   # bfloat16 activations are summed on TF32 tensor cores, exactly). 2026-11-30's 235 s was float64.
   # shellcheck disable=SC2086
-  timeout $(($(left) > 260 ? 240 : $(left) - 20)) $R7 $C7 --rotation hadamard --w-quant gptq \
+  timeout $(($(left) > 260 ? 240 : $(left) - 20)) $R7 --log-level info $C7 --rotation hadamard --w-quant gptq \
     --w-bits 4 --hessian-dtype float32 --nsamples 128 --acts 16/16 --acts 4/16 --acts 4/4 \
     --label "7b rh gptq" >> "$OUT/synth7b.jsonl" 2> "$OUT/synth7b_rh.log"
   echo "rc=$?" >> "$OUT/synth7b_rh.log"
@@ -130,7 +129,7 @@ if want 7brot && fits 100 "7B rotations" && synth_7b && [[ -f $M/config.json ]];
     level=info
     [[ $rot == dfrot* ]] && level=debug
     # shellcheck disable=SC2086
-    timeout $(($(left) > 100 ? 90 : $(left) - 10)) ${R7/--log-level info/--log-level $level} $C7 --rotation $rot --w-bits 16 \
+    timeout $(($(left) > 100 ? 90 : $(left) - 10)) $R7 --log-level $level $C7 --rotation $rot --w-bits 16 \
       --nsamples 8 --acts 16/16 --acts 4/4 --label "7b $rot" >> "$OUT/synth7b.jsonl" \
       2>> "$OUT/synth7b_rot.log"
     echo "rc=$?" >> "$OUT/synth7b_rot.log"

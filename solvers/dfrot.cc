@@ -11,6 +11,7 @@
 
 #include "solvers/dfrot_route.h"
 #include "solvers/error.h"
+#include "solvers/lap_clock.h"
 #include "solvers/orthogonal.h"
 #include "solvers/rotation.h"
 
@@ -265,10 +266,9 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
 
   double best_loss = std::numeric_limits<double>::infinity();
   std::vector<double> losses;
-  auto previous_read = std::chrono::steady_clock::now();
+  LapClock laps;
   for (int64_t it = 0; it <= opts.iters; ++it) {
     const bool last = it == opts.iters;
-    const auto tp = std::chrono::steady_clock::now();
     const DfrotPass p = route->pass(!last);
     // Over ranks, one reduction for the step's sum and the loss (an extra element).
     const bool reduce = comm && comm->size() > 1;
@@ -281,17 +281,11 @@ at::Tensor dfrot_optimize(const at::Tensor& x, const at::Tensor& massive, const 
       loss = packed[-1].item<double>();
       if (!last) sum = packed.narrow(0, 0, p.sum.numel()).view(p.sum.sizes());
     }
-    const auto read = std::chrono::steady_clock::now();
-    if (it > 0 && trace) {
-      trace->iteration_seconds.push_back(
-          std::chrono::duration<double>(read - previous_read).count());
-    }
-    previous_read = read;
-    if (it == 0 && trace) {
-      // The loss's read above waited for the device: the pass is timed whole.
-      trace->first_pass_seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
-    }
+    // The loss's read above waited for the device: the first lap is the first pass whole, each
+    // later one a Procrustes step and the next pass.
+    const double lap = laps.lap();
+    if (trace && it == 0) trace->first_pass_seconds = lap;
+    if (trace && it > 0) trace->iteration_seconds.push_back(lap);
     require(std::isfinite(loss), "DFRot: the loss became non-finite at iteration ", it);
     losses.push_back(loss);
     if (loss < best_loss) {

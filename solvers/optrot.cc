@@ -14,6 +14,7 @@
 
 #include "solvers/error.h"
 #include "solvers/kernel_path.h"
+#include "solvers/lap_clock.h"
 #include "solvers/orthogonal.h"
 #include "solvers/tf32_scope.h"
 
@@ -235,7 +236,7 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
   double best_loss = std::numeric_limits<double>::infinity();
   at::Tensor velocity, second;  // momentum (SGD) or Adam's first moment; Adam's second moment
   std::vector<double> losses;
-  auto previous_read = t0;
+  LapClock laps;
   for (int64_t step = 0; step <= opts.steps; ++step) {
     double local = 0;
     at::Tensor grad;
@@ -247,11 +248,8 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
     at::Tensor packed = at::cat({grad.reshape({-1}), at::full({1}, local, grad.options())});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);
     const double loss = packed[-1].item<double>();  // waits for the device: a step's end
-    const auto read = std::chrono::steady_clock::now();
-    if (step > 0 && trace) {
-      trace->step_seconds.push_back(std::chrono::duration<double>(read - previous_read).count());
-    }
-    previous_read = read;
+    const double lap = laps.lap();
+    if (step > 0 && trace) trace->step_seconds.push_back(lap);
     require(std::isfinite(loss), "OptRot: the loss became non-finite at step ", step,
             " (learning rate ", opts.lr, " too large?)");
     grad = packed.narrow(0, 0, obj.dim() * obj.dim()).view({obj.dim(), obj.dim()});

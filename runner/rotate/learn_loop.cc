@@ -8,6 +8,7 @@
 
 #include "runner/fuse/scalings.h"
 #include "solvers/error.h"
+#include "solvers/lap_clock.h"
 #include "solvers/orthogonal.h"
 
 namespace rotq {
@@ -41,18 +42,15 @@ void learn_steps(const std::string& name, RotatedForward& forward, RotationParam
           " windows per step do not split evenly over ", comm.size(), " ranks");
   const double tokens = static_cast<double>(o.batch) * (windows.size(1) - 1);
   const auto t0 = Clock::now();
-  auto previous_read = t0;
+  LapClock laps;
   for (int64_t step = 0; step < o.steps; ++step) {
     params.zero_gradients();
     at::Tensor loss = at::full(
         {1}, forward.loss_and_backward(params, step_windows(windows, o, step, comm)), at::kDouble);
     if (comm.size() > 1) comm.all_reduce(loss, ReduceOp::kSum);
     const double mean = loss.item<double>() / tokens;  // waits for the device: a step's end
-    const auto read = Clock::now();
-    if (step > 0) {
-      learned.step_seconds.push_back(std::chrono::duration<double>(read - previous_read).count());
-    }
-    previous_read = read;
+    const double lap = laps.lap();
+    if (step > 0) learned.step_seconds.push_back(lap);
     require(std::isfinite(mean), name, ": the loss became non-finite at step ", step,
             " (learning rate ", o.lr, " too large?)");
     params.all_reduce_gradients(comm, 1.0 / tokens);
