@@ -14,7 +14,7 @@ struct PolarReport {
   int schulz_rounds = 0;       // Newton–Schulz rounds of the finish (polar_polish)
   bool svd = false;            // computed by the SVD (singular or non-converging input, or asked)
   // Why the Newton iteration gave way to the SVD ("" when it did not): "singular" (no inverse),
-  // "ill-conditioned" (κ > 1e12 at the start), "no convergence" (30 iterations) or "no convergence
+  // "ill-conditioned" (κ > 1e15 at the start), "no convergence" (30 iterations) or "no convergence
   // of the polish" (Newton–Schulz from the last iterate); `iterations` then counts the Newton
   // iterations paid before it.
   const char* fallback = "";
@@ -28,8 +28,8 @@ enum class PolarMethod { kNewton, kNewtonMixed, kSvd };
 // X ← (ζX + X⁻ᵀ/ζ)/2 with the 2-norm scaling ζ (Byers & Xu; norms by block power iteration) until
 // a step below 1e-3, then polar_polish takes it to ‖XᵀX − I‖_max ≤ 1e-12: only
 // LU inverses and GEMMs (fast on a GPU, where an SVD runs far below the GEMM rate), ≤ 10 inverses
-// for any condition number below 1e12, one for a nearly orthogonal M. A singular (or numerically
-// singular: κ > 1e12) M, whose polar factor is not unique, or one that has not converged in 30
+// for any condition number below 1e15, one for a nearly orthogonal M. A singular (or numerically
+// singular: κ > 1e15) M, whose polar factor is not unique, or one that has not converged in 30
 // iterations goes to the SVD, as kSvd always does. kNewtonMixed runs the middle iterations (those
 // whose iterate has κ ≲ 1e2) in float32 and the first and last in float64: the result is
 // orthogonal to float64 rounding and the polar factor to ~1e-6 relative (float32's ε times those
