@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include "models/checkpoint.h"
@@ -214,6 +215,43 @@ TEST(OptRot, Bfloat16GradientIsTheGradientOfTheRoundedProblem) {
   const double from32 = ((g32 - want).norm() / want.norm()).item<double>();
   EXPECT_GT(from32, 1e-4);
   EXPECT_GT(from32, 30 * rel) << "bf16 " << rel << " float32 " << from32;
+}
+
+// bf16's per-term products are summed in float32 over runs of eight terms, each run then added in
+// float64 (ProductSum in optrot.cc): over 19 weighted terms (two full runs and a partial one) the
+// gradient and the loss read off it are the float64 sums of the same float32 products to 1e-6
+// relative (eight float32 additions: ≤ 8·2⁻²⁴ ≈ 5e-7; measured 2026-12-04: see the output).
+TEST(OptRot, Bfloat16SumsOverManyTermsKeepFloat64Accuracy) {
+  const int64_t c = 16;
+  FourthPowerObjective obj(c, OptRotNorm::kNone);
+  std::vector<std::pair<at::Tensor, double>> terms;
+  for (int k = 0; k < 19; ++k) {
+    const at::Tensor a = rotq::seeded_gaussian(5 + 2 * k, c, 40 + k).to(at::kBFloat16);
+    const double weight = 0.5 + 0.25 * (k % 7);
+    // Every third term transposed in storage (a writer's reader form is a transposed view).
+    terms.emplace_back(k % 3 == 2 ? a.t().contiguous().t() : a, weight);
+    obj.add(terms.back().first, weight);
+  }
+  const at::Tensor r = rotq::random_orthogonal(c, 5);
+  double loss = 0;
+  const at::Tensor g = obj.local_gradient(r, &loss, true, at::kBFloat16);
+
+  const at::Tensor rb = r.to(at::kBFloat16);
+  at::Tensor want = at::zeros({c, c}, at::kDouble);
+  double want_loss = 0;
+  for (const auto& [a, weight] : terms) {
+    // The products as the bf16 path forms them: A·R in float32, its cube rounded to bfloat16.
+    const at::Tensor ar = at::mm(a.to(at::kFloat), rb.to(at::kFloat));
+    const at::Tensor cube = ar.pow(3).to(at::kBFloat16).to(at::kDouble);
+    const at::Tensor ad = a.to(at::kDouble);
+    want.add_(ad.t().matmul(cube), 4.0 * weight);
+    want_loss += weight * (ad.matmul(rb.to(at::kDouble)) * cube).sum().item<double>();
+  }
+  const double rel = ((g - want).norm() / want.norm()).item<double>();
+  std::printf("bf16 sums over 19 terms: gradient %.3g, loss %.3g relative\n", rel,
+              std::abs(loss / want_loss - 1));
+  EXPECT_LT(rel, 1e-6);
+  EXPECT_NEAR(loss / want_loss, 1.0, 1e-6);
 }
 
 // The bf16 gradient descends as the float64 one on the same (bfloat16) weights: over 100 Cayley
