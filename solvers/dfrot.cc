@@ -187,15 +187,17 @@ PolarMethod step_polar_method(const DfrotOptions& opts) {
 void log_step_polar(const PolarReport& rep) {
   if (rep.svd) {
     if (*rep.fallback) {
-      spdlog::debug("dfrot polar factor: SVD (Newton: {} after {} iterations)", rep.fallback,
-                    rep.iterations);
+      spdlog::debug("dfrot polar factor: SVD (Newton: {} after {} iterations; κ ≤ {:.2g})",
+                    rep.fallback, rep.iterations, rep.condition_bound);
     } else {
       spdlog::debug("dfrot polar factor: SVD");
     }
     return;
   }
-  spdlog::debug("dfrot polar factor: {} Newton iterations ({} in float32), {} Newton-Schulz rounds",
-                rep.iterations, rep.float32_iterations, rep.schulz_rounds);
+  spdlog::debug(
+      "dfrot polar factor: {} Newton iterations ({} in float32), {} Newton-Schulz rounds; κ ≤ "
+      "{:.2g}",
+      rep.iterations, rep.float32_iterations, rep.schulz_rounds, rep.condition_bound);
 }
 
 WeightedCentroids weighted_centroids(const at::Tensor& xr, const at::Tensor& w,

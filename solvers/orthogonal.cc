@@ -155,9 +155,12 @@ at::Tensor newton_polar(const at::Tensor& md, bool mixed, PolarReport& rep) {
     // is backward stable (Nakatsukasa & Higham 2012), however inaccurate the first inverses: on
     // DFRot's first step on the planted 7B model (κ = 1.45e13, bound 1.5e14) the result is 4.0e-8
     // from the SVD's, as far as the SVD's own moves when M moves by u·‖M‖ (4.1e-8).
-    if (it == 1 && one_inf(inv) * one_inf(xi) > 1e30) {
-      rep.fallback = "ill-conditioned";
-      return {};
+    if (it == 1) {
+      rep.condition_bound = std::sqrt(one_inf(inv) * one_inf(xi));
+      if (!(rep.condition_bound <= 1e15)) {
+        rep.fallback = "ill-conditioned";
+        return {};
+      }
     }
     double zeta = 1, kappa = 1;
     if (scale) {

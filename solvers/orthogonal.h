@@ -18,6 +18,8 @@ struct PolarReport {
   // of the polish" (Newton–Schulz from the last iterate); `iterations` then counts the Newton
   // iterations paid before it.
   const char* fallback = "";
+  // The bound √(‖M⁻¹‖₁‖M⁻¹‖∞‖M‖₁‖M‖∞) ≥ κ₂(M) the Newton path checked (0 if it stopped before).
+  double condition_bound = 0;
   double residual = 0;  // ‖QᵀQ − I‖_max of the result (or a bound on it: polar_polish)
 };
 

@@ -44,6 +44,10 @@ TEST(PolarFactor, NewtonEqualsTheSvdsRotation) {
     const at::Tensor q = rotq::polar_factor(m, rotq::PolarMethod::kNewton, &rep);
     EXPECT_FALSE(rep.svd) << log_kappa;
     EXPECT_LE(rep.iterations, 12) << log_kappa;
+    // The reported bound: κ₂ ≤ bound ≤ n·κ₂ (‖·‖₁ and ‖·‖∞ are within √n of ‖·‖₂).
+    const double kappa = std::pow(10.0, log_kappa);
+    EXPECT_GE(rep.condition_bound, 0.999 * kappa) << log_kappa;
+    EXPECT_LE(rep.condition_bound, 1.001 * n * kappa) << log_kappa;
     // The polar factor itself moves by ~κ·ε under rounding of M: 1e-10 up to κ = 1e5, and at
     // κ = 1e8 and 1e13 both methods are as close to the exact U Vᵀ as that allows.
     const double tol = log_kappa <= 5 ? 1e-10 : log_kappa <= 8 ? 1e-7 : 1e-2;
