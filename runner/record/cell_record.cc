@@ -11,6 +11,7 @@
 #include "runner/dist/comm.h"
 #include "runner/eval/task_registry.h"
 #include "runner/fuse/scalings.h"
+#include "runner/record/git_rev.h"
 #include "runner/record/h5.h"
 #include "solvers/error.h"
 
