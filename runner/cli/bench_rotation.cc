@@ -33,7 +33,27 @@ struct RotationBenchArgs {
 
 // Rows of a 7B/70B layer that R1 touches (q, k, v, gate, up as readers; o, down transposed).
 int64_t r1_rows_per_layer(const ModelConfig& c) {
-  return c.q_dim() + 2 * c.kv_dim() + c.dim + 3 * c.hidden_dim;
+  return 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.hidden_dim;
+}
+
+// One layer's R1 matrices at the model's shapes, held in bfloat16 as a bfloat16 model holds them:
+// q, k, v, gate and up as themselves, o and down as the transposed views of o_proj [C, q_dim] and
+// down_proj [C, hidden] that OptRot's objective takes. As seven terms they show the per-term work
+// (each term's product pair, cube and sum) that the one-matrix rows extrapolate away: a step at
+// 7B has 224 of them.
+FourthPowerObjective layer_objective(const ModelConfig& c, at::Device dev) {
+  FourthPowerObjective obj(c.dim, OptRotNorm::kNumel);
+  uint64_t seed = 20;
+  const auto add = [&](int64_t rows, int64_t cols, bool transposed) {
+    const at::Tensor w = seeded_gaussian(rows, cols, seed++).to(dev, at::kBFloat16);
+    obj.add(transposed ? w.t() : w);
+  };
+  for (const int64_t rows : {c.q_dim(), c.kv_dim(), c.kv_dim(), c.hidden_dim, c.hidden_dim}) {
+    add(rows, c.dim, false);
+  }
+  add(c.dim, c.q_dim(), true);
+  add(c.dim, c.hidden_dim, true);
+  return obj;
 }
 
 // One table row: what was timed, its time and FLOPs, the rate and its ratio to the GEMM rate of
@@ -181,6 +201,16 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                               t_grad_bf16, grad_flops, gbf16.gflops,
                               std::to_string(full_rows) + " rows", full_step_of(t_grad_bf16)));
     }
+    // A CPU has no bfloat16 GEMMs: there the products are float32 ones of the bfloat16 values
+    // (the emulation the tests check the GPU against), rated against float32's rate.
+    const FourthPowerObjective layer = layer_objective(c, dev);
+    const double t_layer_bf16 =
+        timed([&] { layer.local_gradient(r0, nullptr, true, at::kBFloat16); });
+    rows.push_back(cost_row(name, C, "OptRot gradient (bf16, one layer's 7 matrices)",
+                            std::to_string(r1_rows_per_layer(c)) + " rows", t_layer_bf16,
+                            layer.gradient_flops(), tf32 ? gbf16.gflops : g32.gflops,
+                            std::to_string(c.n_layers) + " layers",
+                            t_layer_bf16 * static_cast<double>(c.n_layers) + t_cayley));
     rows.push_back(
         cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
     if (a.json) {
@@ -203,6 +233,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                                {"optrot_gradient_f32_seconds", t_grad32},
                                {"optrot_gradient_tf32_seconds", t_grad_tf32},  // -1: no GPU
                                {"optrot_gradient_bf16_seconds", t_grad_bf16},  // -1: no GPU
+                               {"optrot_layer_bf16_seconds", t_layer_bf16},
                                {"cayley_seconds", t_cayley},
                                {"optrot_full_rows", full_rows},
                                {"optrot_full_step_seconds", full_step},
