@@ -76,14 +76,12 @@ void gemm_bf16_accumulate_cuda(const uint16_t* a, bool a_columns_contiguous, int
           "gemm_bf16_accumulate_cuda: sizes m = ", m, ", c = ", c, ", ld = ", ld,
           " beyond cuBLAS's int range");
   if (c == 0) return;
-  // cuBLAS is column-major: acc's storage is accᵀ, y's is yᵀ [c, m] (leading dimension c), and
-  // accᵀ = α·yᵀ·a + β·accᵀ. a's storage read column-major is aᵀ [c, m] with leading dimension ld
-  // (row-major a: transpose it back) or a [m, c] itself (column-major a: as is).
-  const cublasOperation_t op_a = a_columns_contiguous ? CUBLAS_OP_N : CUBLAS_OP_T;
-  const auto ci = static_cast<int>(c), mi = static_cast<int>(m), ldi = static_cast<int>(ld);
+  const AccumulateGemm g = accumulate_gemm(a_columns_contiguous, ld, m, c);
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
   const cublasStatus_t s = cublas().gemm_ex(
-      handle_for_current_device(), CUBLAS_OP_N, op_a, ci, ci, mi, &alpha, y, CUDA_R_16BF, ci, a,
-      CUDA_R_16BF, ldi, &beta, acc, CUDA_R_32F, ci, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      handle_for_current_device(), CUBLAS_OP_N, g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, i(g.m),
+      i(g.n), i(g.k), &alpha, y, CUDA_R_16BF, i(g.lda), a, CUDA_R_16BF, i(g.ldb), &beta, acc,
+      CUDA_R_32F, i(g.ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   require(s == CUBLAS_STATUS_SUCCESS, "gemm_bf16_accumulate_cuda: cublasGemmEx failed (m = ", m,
           ", c = ", c, "): ", cublas().status_string(s));
 }

@@ -9,6 +9,19 @@
 
 namespace rotq::detail {
 
+// acc ← α·aᵀ·y + β·acc as the column-major GEMM C ← α·op(A)·op(B) + β·C that BLAS and cuBLAS
+// compute: acc's row-major storage read column-major is accᵀ, y's is yᵀ [c, m] (A, not
+// transposed, lda = c), and accᵀ = yᵀ·a. a's storage read column-major is aᵀ [c, m] with
+// leading dimension ld when a is row-major (B transposed back), or a [m, c] itself when a is
+// column-major. Host arithmetic: the CPU test runs the same arguments through sgemm.
+struct AccumulateGemm {
+  bool transpose_b = false;
+  int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
+};
+inline AccumulateGemm accumulate_gemm(bool a_columns_contiguous, int64_t ld, int64_t m, int64_t c) {
+  return {!a_columns_contiguous, c, c, m, c, ld, c};
+}
+
 // acc ← alpha·aᵀ·y + beta·acc on the device: acc [c, c] float32 row-major contiguous; y [m, c]
 // bfloat16 (raw 16-bit values) row-major contiguous; a [m, c] bfloat16 stored either row-major
 // with row stride `ld` (a_columns_contiguous = false) or column-major with column stride `ld`

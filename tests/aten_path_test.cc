@@ -11,6 +11,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "solvers/blas.h"
+#include "solvers/gemm_accumulate_cuda.h"
 #include "solvers/gptq.h"
 #include "solvers/gptq_kernel.h"
 #include "solvers/gptq_row.h"
@@ -273,6 +275,41 @@ TEST(AtenPath, GptqCudaKernelMatchesAtenLoopOnGpu) {
         EXPECT_LT(apart, 0.02) << what;
       }
     }
+  }
+}
+
+// The arguments gemm_accumulate_cuda.cu gives cuBLAS (accumulate_gemm: acc ← α·aᵀ·y + β·acc as a
+// column-major GEMM), run through the CPU BLAS's sgemm, whose argument convention cuBLAS shares:
+// for a row-major a, a column-major one (a writer's reader form: a transposed view), and each
+// with a leading dimension beyond its extent (a view into a wider matrix), against ATen's
+// product in float32 (1e-5 relative: the same sums in another order).
+TEST(AtenPath, AccumulatingGemmArgumentsComputeTheProductPlusTheSum) {
+  using Sgemm = void (*)(const char*, const char*, const int*, const int*, const int*, const float*,
+                         const float*, const int*, const float*, const int*, const float*, float*,
+                         const int*);
+  const auto sgemm = blas_symbol<Sgemm>("sgemm_");
+  if (sgemm == nullptr) GTEST_SKIP() << "the loaded BLAS has no sgemm_";
+  at::manual_seed(12);
+  const int64_t m = 37, c = 12;
+  const at::Tensor y = at::randn({m, c});
+  const at::Tensor wide = at::randn({m, c + 5});
+  const at::Tensor tall = at::randn({c, m + 3});
+  const std::vector<at::Tensor> forms = {at::randn({m, c}), wide.narrow(1, 0, c),
+                                         at::randn({c, m}).t(), tall.narrow(1, 0, m).t()};
+  for (const at::Tensor& a : forms) {
+    const bool columns = a.stride(0) == 1;
+    const detail::AccumulateGemm g =
+        detail::accumulate_gemm(columns, columns ? a.stride(1) : a.stride(0), m, c);
+    at::Tensor acc = at::randn({c, c});
+    const at::Tensor want = acc + 0.7 * at::matmul(a.t(), y);
+    const float alpha = 0.7f, beta = 1.0f;
+    const int mi = static_cast<int>(g.m), ni = static_cast<int>(g.n), ki = static_cast<int>(g.k);
+    const int lda = static_cast<int>(g.lda), ldb = static_cast<int>(g.ldb);
+    const int ldc = static_cast<int>(g.ldc);
+    sgemm("N", g.transpose_b ? "T" : "N", &mi, &ni, &ki, &alpha, y.data_ptr<float>(), &lda,
+          a.data_ptr<float>(), &ldb, &beta, acc.data_ptr<float>(), &ldc);
+    EXPECT_LT(((acc - want).norm() / want.norm()).item<double>(), 1e-5)
+        << "strides " << a.strides();
   }
 }
 
