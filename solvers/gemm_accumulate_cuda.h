@@ -1,8 +1,8 @@
 // OptRot's bfloat16 gradient sums Σ_k α_k·A_kᵀ·Y_k over a step's terms (Y_k the rounded cube). As
-// ATen ops each term is a GEMM that writes A_kᵀY_k in float32 and an add that reads it back
-// with the running sum (three C×C float32 passes per term; ATen's bfloat16 GEMM with float32
-// results takes no float32 addend). cuBLAS's GemmEx does the sum in the GEMM's epilogue, acc ←
-// α·AᵀY + β·acc, so a term costs one pass over acc (224 terms of 4096×4096 per LLaMA-2-7B step).
+// ATen ops each term is a GEMM that writes A_kᵀY_k in float32 and an add that reads it back with
+// the running sum and writes the sum (four C×C float32 passes per term; ATen's bfloat16 GEMM with
+// float32 results takes no float32 addend). cuBLAS's GemmEx adds in the GEMM's epilogue,
+// acc ← α·AᵀY + β·acc: two passes (224 terms of 4096×4096 per LLaMA-2-7B step).
 #pragma once
 
 #include <cstdint>
