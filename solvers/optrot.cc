@@ -119,26 +119,28 @@ at::Tensor cube_for_product(at::Tensor& ar, at::ScalarType compute, bool consume
   return (consume ? ar.pow_(3) : ar.pow(3)).to(compute);
 }
 
-// acc ← alpha·aᵀ·y + beta·acc by one cuBLAS call (gemm_accumulate_cuda.h) where that applies:
-// CUDA, bfloat16 a and contiguous y, a row- or column-major, the ATen route not forced, and cuBLAS
-// not refused before (the first refusal is logged). False: nothing was done.
-bool gemm_accumulate_on_device(const at::Tensor& a, const at::Tensor& y, double alpha, double beta,
+// acc += alpha·aᵀ·y, or (`start`) acc = alpha·aᵀ·y in a new float32 tensor, by one cuBLAS call
+// (gemm_accumulate_cuda.h) where that applies: CUDA, bfloat16 a and contiguous y, a row- or
+// column-major, the ATen route not forced, and cuBLAS not refused before (the first refusal is
+// logged). False: nothing was done.
+bool gemm_accumulate_on_device(const at::Tensor& a, const at::Tensor& y, double alpha, bool start,
                                at::Tensor& acc) {
 #if defined(ROTQ_WITH_CUDA_KERNELS)
   static std::atomic<bool> refused{false};
   const bool rows = a.stride(1) == 1 && a.stride(0) >= a.size(1);
   const bool columns = !rows && a.stride(0) == 1 && a.stride(1) >= a.size(0);
   if (!a.is_cuda() || a.scalar_type() != at::kBFloat16 || y.scalar_type() != at::kBFloat16 ||
-      !y.is_contiguous() || !acc.is_contiguous() || acc.scalar_type() != at::kFloat ||
+      !y.is_contiguous() || !(start || (acc.is_contiguous() && acc.scalar_type() == at::kFloat)) ||
       !(rows || columns) || a.numel() == 0 || aten_kernels_forced() || refused.load()) {
     return false;
   }
   try {
+    if (start) acc = at::empty({a.size(1), y.size(1)}, y.options().dtype(at::kFloat));
     detail::gemm_bf16_accumulate_cuda(reinterpret_cast<const uint16_t*>(a.data_ptr<at::BFloat16>()),
                                       columns, rows ? a.stride(0) : a.stride(1),
                                       reinterpret_cast<const uint16_t*>(y.data_ptr<at::BFloat16>()),
                                       a.size(0), a.size(1), static_cast<float>(alpha),
-                                      static_cast<float>(beta), acc.data_ptr<float>());
+                                      start ? 0.0f : 1.0f, acc.data_ptr<float>());
     return true;
   } catch (const Error& e) {
     if (!refused.exchange(true)) {
@@ -150,7 +152,7 @@ bool gemm_accumulate_on_device(const at::Tensor& a, const at::Tensor& y, double 
     return false;
   }
 #else
-  (void)a, (void)y, (void)alpha, (void)beta, (void)acc;
+  (void)a, (void)y, (void)alpha, (void)start, (void)acc;
   return false;
 #endif
 }
@@ -175,14 +177,9 @@ class ProductSum {
       return;
     }
     const bool start = pending_ == 0;
-    if (start) run_ = at::empty({a.size(1), y.size(1)}, y.options().dtype(at::kFloat));
-    if (!gemm_accumulate_on_device(a, y, alpha, start ? 0.0 : 1.0, run_)) {
+    if (!gemm_accumulate_on_device(a, y, alpha, start, run_)) {
       at::Tensor g = product(a.t(), y);
-      if (start) {
-        run_ = g.mul_(alpha);
-      } else {
-        run_.add_(g, alpha);
-      }
+      run_ = start ? g.mul_(alpha) : run_.add_(g, alpha);
     }
     if (++pending_ == kFloat32Run) flush();
   }

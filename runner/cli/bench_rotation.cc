@@ -6,7 +6,9 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include "models/layer_groups.h"
 #include "models/synth.h"
+#include "models/weights.h"
 #include "runner/cli/cmd_common.h"
 #include "runner/dist/device.h"
 #include "solvers/dfrot.h"
@@ -31,28 +33,35 @@ struct RotationBenchArgs {
   bool json = false;
 };
 
-// Rows of a 7B/70B layer that R1 touches (q, k, v, gate, up as readers; o, down transposed).
-int64_t r1_rows_per_layer(const ModelConfig& c) {
-  return 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.hidden_dim;
+// Calls f(shape, reader) for each linear of a layer that R1 touches, as OptRot's objective takes
+// them (runner/rotate/optrot_model.cc): a reader W [out, C] as itself, a writer W [C, in] (o, down)
+// as the view Wᵀ.
+template <typename F>
+void for_each_r1_linear(const ModelConfig& c, F&& f) {
+  for (const LayerGroup& g : layer_groups()) {
+    for (const LayerTensor t : g.linears) f(expected_shape(c, t), g.residual_reader);
+  }
 }
 
-// One layer's R1 matrices at the model's shapes, held in bfloat16 as a bfloat16 model holds them:
-// q, k, v, gate and up as themselves, o and down as the transposed views of o_proj [C, q_dim] and
-// down_proj [C, hidden] that OptRot's objective takes. As seven terms they show the per-term work
-// (each term's product pair, cube and sum) that the one-matrix rows extrapolate away: a step at
-// 7B has 224 of them.
+// Rows of a 7B/70B layer that R1 touches: readers' outputs, writers' inputs.
+int64_t r1_rows_per_layer(const ModelConfig& c) {
+  int64_t rows = 0;
+  for_each_r1_linear(c, [&](const std::vector<int64_t>& shape, bool reader) {
+    rows += reader ? shape[0] : shape[1];
+  });
+  return rows;
+}
+
+// One layer's R1 matrices at the model's shapes, held in bfloat16 as a bfloat16 model holds them
+// (writers as transposed views). As seven terms they show the per-term work (each term's product
+// pair, cube and sum) that the one-matrix rows extrapolate away: a step at 7B has 224 of them.
 FourthPowerObjective layer_objective(const ModelConfig& c, at::Device dev) {
   FourthPowerObjective obj(c.dim, OptRotNorm::kNumel);
   uint64_t seed = 20;
-  const auto add = [&](int64_t rows, int64_t cols, bool transposed) {
-    const at::Tensor w = seeded_gaussian(rows, cols, seed++).to(dev, at::kBFloat16);
-    obj.add(transposed ? w.t() : w);
-  };
-  for (const int64_t rows : {c.q_dim(), c.kv_dim(), c.kv_dim(), c.hidden_dim, c.hidden_dim}) {
-    add(rows, c.dim, false);
-  }
-  add(c.dim, c.q_dim(), true);
-  add(c.dim, c.hidden_dim, true);
+  for_each_r1_linear(c, [&](const std::vector<int64_t>& shape, bool reader) {
+    const at::Tensor w = seeded_gaussian(shape[0], shape[1], seed++).to(dev, at::kBFloat16);
+    obj.add(reader ? w : w.t());
+  });
   return obj;
 }
 
@@ -208,7 +217,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
         timed([&] { layer.local_gradient(r0, nullptr, true, at::kBFloat16); });
     rows.push_back(cost_row(name, C, "OptRot gradient (bf16, one layer's 7 matrices)",
                             std::to_string(r1_rows_per_layer(c)) + " rows", t_layer_bf16,
-                            layer.gradient_flops(), tf32 ? gbf16.gflops : g32.gflops,
+                            layer.gradient_flops(), dev.is_cuda() ? gbf16.gflops : g32.gflops,
                             std::to_string(c.n_layers) + " layers",
                             t_layer_bf16 * static_cast<double>(c.n_layers) + t_cayley));
     rows.push_back(
