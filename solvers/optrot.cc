@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "solvers/error.h"
 #include "solvers/kernel_path.h"
@@ -49,6 +50,12 @@ int FourthPowerObjective::add_covariance(const at::Tensor& sigma) {
   return static_cast<int>(covariances_.size()) - 1;
 }
 
+double FourthPowerObjective::weight_of(double weight, double sq, double numel) const {
+  if (norm_ == OptRotNorm::kFrobenius4 && sq > 0) return weight / (sq * sq);
+  if (norm_ == OptRotNorm::kNumel && sq > 0) return weight / (numel * (sq / numel) * (sq / numel));
+  return weight;
+}
+
 void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int group) {
   require(group >= -1 && group < static_cast<int>(covariances_.size()), "OptRot: group ", group,
           " does not exist");
@@ -57,14 +64,44 @@ void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int
   const at::Tensor a = reader_form.to(at::kDouble);
   const double sq = a.pow(2).sum().item<double>();
   require(std::isfinite(sq), "OptRot: a matrix has NaN/Inf entries");
-  double c = weight;
-  if (norm_ == OptRotNorm::kFrobenius4 && sq > 0) c /= sq * sq;
-  if (norm_ == OptRotNorm::kNumel && sq > 0) {
-    const double n = static_cast<double>(a.numel());
-    c /= n * (sq / n) * (sq / n);
-  }
-  terms_.push_back({reader_form, c, group});
+  terms_.push_back({reader_form, weight_of(weight, sq, static_cast<double>(a.numel())), group});
   flops_ += 4.0 * static_cast<double>(a.size(0)) * dim_ * dim_;
+}
+
+void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
+                                     std::vector<int> groups) {
+  require(stacked.dim() == 3 && stacked.size(2) == dim_, "OptRot: a stack of shape ",
+          stacked.sizes(), " cannot be rotated by a ", dim_, "x", dim_, " rotation");
+  const int64_t n = stacked.size(0);
+  if (groups.empty()) groups.assign(static_cast<size_t>(n), -1);
+  require(static_cast<int64_t>(groups.size()) == n, "OptRot: ", groups.size(),
+          " groups for a stack of ", n, " matrices");
+  for (int g : groups) {
+    require(g >= -1 && g < static_cast<int>(covariances_.size()), "OptRot: group ", g,
+            " does not exist");
+  }
+  const at::Tensor sq = stacked.to(at::kDouble).pow(2).sum({1, 2}).cpu();
+  Stack s{stacked.contiguous(), {}, std::move(groups), {}, {}};
+  const double numel = static_cast<double>(stacked.size(1) * stacked.size(2));
+  std::vector<double> weight4;
+  std::vector<int64_t> slot;
+  for (int64_t k = 0; k < n; ++k) {
+    const double v = sq[k].item<double>();
+    require(std::isfinite(v), "OptRot: matrix ", k, " of a stack has NaN/Inf entries");
+    s.c.push_back(weight_of(weight, v, numel));
+    weight4.push_back(4.0 * s.c.back());
+    slot.push_back(s.group[static_cast<size_t>(k)] + 1);
+  }
+  s.weight = at::tensor(weight4, at::TensorOptions().dtype(at::kDouble)).to(stacked.device());
+  s.slot = at::tensor(slot, at::TensorOptions().dtype(at::kLong)).to(stacked.device());
+  stacks_.push_back(std::move(s));
+  flops_ += 4.0 * static_cast<double>(n * stacked.size(1)) * dim_ * dim_;
+}
+
+size_t FourthPowerObjective::size() const {
+  size_t n = terms_.size();
+  for (const Stack& s : stacks_) n += s.c.size();
+  return n;
 }
 
 double FourthPowerObjective::local_loss(const at::Tensor& r) const {
@@ -158,8 +195,8 @@ bool gemm_accumulate_on_device(const at::Tensor& a, const at::Tensor& y, double 
 }
 
 // Σ_k α_k·A_kᵀ·Y_k over one step's terms of one sum (the ungrouped terms, or one OptRot+ group),
-// Y_k the term's cube as the second product reads it; the result in float64. float32 and float64
-// products go into the float64 sum one by one. bfloat16 ones are summed in float32 over runs of
+// Y_k the term's cube as the second product reads it, added into a float64 destination. float32 and
+// float64 products go into it one by one. bfloat16 ones are summed in float32 over runs of
 // kFloat32Run terms, each run then added to the float64 sum: the rounded cube already moves each
 // product by up to 2⁻⁹ relative, eight float32 additions add at most 8·2⁻²⁴ ≈ 5e-7, and the
 // float64 sum keeps that from growing with the number of terms (224 in a LLaMA-2-7B step). On CUDA
@@ -167,13 +204,13 @@ bool gemm_accumulate_on_device(const at::Tensor& a, const at::Tensor& y, double 
 // instead of a float32 write and a float64 read-modify-write (≈ 50 GB less traffic per 7B step).
 class ProductSum {
  public:
-  explicit ProductSum(at::ScalarType compute) : compute_(compute) {}
+  ProductSum(at::ScalarType compute, at::Tensor dest) : compute_(compute), dest_(std::move(dest)) {}
+  ProductSum(const ProductSum&) = delete;
+  ProductSum& operator=(const ProductSum&) = delete;
 
   void add(const at::Tensor& a, const at::Tensor& y, double alpha) {
     if (compute_ != at::kBFloat16) {
-      const at::Tensor g = product(a.t(), y);
-      if (!total_.defined()) total_ = at::zeros(g.sizes(), g.options().dtype(at::kDouble));
-      total_.add_(g, alpha);
+      dest_.add_(product(a.t(), y), alpha);
       return;
     }
     const bool start = pending_ == 0;
@@ -184,28 +221,39 @@ class ProductSum {
     if (++pending_ == kFloat32Run) flush();
   }
 
-  // The float64 sum; undefined when no term was added.
-  at::Tensor total() {
-    if (pending_ > 0) flush();
-    return total_;
+  // Adds the pending run to the destination (after a step's last term).
+  void flush() {
+    if (pending_ > 0) dest_.add_(run_);
+    pending_ = 0;
   }
 
  private:
   static constexpr int kFloat32Run = 8;
 
-  void flush() {
-    if (total_.defined()) {
-      total_.add_(run_);
-    } else {
-      total_ = run_.to(at::kDouble);
-    }
-    pending_ = 0;
-  }
-
   at::ScalarType compute_;
-  at::Tensor total_, run_;
+  at::Tensor dest_, run_;
   int pending_ = 0;
 };
+
+// x·y batched over x's and y's first dimension, as product() computes one: bfloat16 inputs give
+// the float32 sums of their products (float32 GEMMs of the bfloat16 values: a stack's matrices are
+// small, and no bmm overload with float32 results is assumed).
+at::Tensor batched_product(const at::Tensor& x, const at::Tensor& y) {
+  if (x.scalar_type() != at::kBFloat16) return at::bmm(x, y);
+  return at::bmm(x.to(at::kFloat), y.to(at::kFloat));
+}
+
+// A stack's slices are taken in chunks of about this many entries: on a CPU the chunk's product
+// and cube stay in cache between the passes over them (≈ 4 MB in float64: one 7B R2 head), on a
+// GPU a chunk is as many launches as one slice (≈ 512 MB in float64: all of a 70B layer's heads).
+int64_t stack_chunk_elements(const at::Device& device) {
+  return device.is_cuda() ? int64_t{1} << 26 : int64_t{1} << 19;
+}
+
+// How many C×C float64 matrices of each kind the OptRot+ factor's pass holds per group at once
+// (M, M^∘3, Ŝ·R, the gradient's pieces): groups are batched up to kGroupBatchBytes.
+constexpr int64_t kGroupTemporaries = 6;
+constexpr int64_t kGroupBatchBytes = int64_t{256} << 20;
 
 }  // namespace
 
@@ -217,94 +265,132 @@ bool bf16_products_on_tensor_cores() {
 #endif
 }
 
-at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* loss,
-                                                bool want_gradient, at::ScalarType compute) const {
+FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_loss(
+    const at::Tensor& r, bool want_gradient, at::ScalarType compute) const {
   require(compute == at::kDouble || compute == at::kFloat || compute == at::kBFloat16,
           "OptRot: the gradient is computed in bfloat16, float32 or float64, got ", compute);
   const at::Tensor rd = r.to(at::kDouble);
   const at::Tensor rc = rd.to(compute);
-  const size_t groups = covariances_.size();
-  // Per group g: F_g and ∂F_g; the ungrouped terms go straight into the total.
-  std::vector<double> f(groups, 0.0);
-  ProductSum ungrouped(compute);
-  std::vector<ProductSum> grouped(groups, ProductSum(compute));
+  const int64_t groups = static_cast<int64_t>(covariances_.size());
   // R as the products saw it (for the sums read off the gradient), in float64.
   const at::Tensor r_seen = rc.to(at::kDouble);
-  // Without the gradient: each term's Σ (A R)^∘4, kept where the products run and read once after
-  // the loop (a read per term would wait for each term's kernels before queueing the next).
+  // Slot 0: the ungrouped terms' ∂ sum; slot 1 + g: group g's ∂F_g. Everything stays on the
+  // device, the loss too: a read per term or group would wait for its kernels before queueing the
+  // next, and the caller reads the loss once (with the all-reduce's result, in an optimizer).
   const at::Tensor sums =
-      want_gradient ? at::Tensor() : at::empty({static_cast<int64_t>(terms_.size())}, rd.options());
-  for (size_t k = 0; k < terms_.size(); ++k) {
-    const Term& t = terms_[k];
-    // The products from `compute` inputs (bfloat16: float32 results, and the cube in float32,
-    // rounded to bfloat16 only as the second product's input); sums and gradient in float64. The
-    // term's value is Σ (AR)∘(AR)^∘3 with the cube as the second product reads it: Σ (AR)^∘4 in
-    // float32 and float64, and within ~1e-5 of it in bfloat16 (the rounded cube).
-    const at::Tensor a = t.a.to(compute);
-    at::Tensor ar = product(a, rc);
-    if (!want_gradient) {
-      const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/false);
-      sums.select(0, static_cast<int64_t>(k)).copy_(at::sum(cube * ar, at::kDouble));
-      continue;
-    }
-    // The cube overwrites AR: its value is read off the gradient below, not from AR (memory
-    // traffic is what the elementwise work costs next to the two GEMMs).
-    const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/true);
-    (t.group < 0 ? ungrouped : grouped[t.group]).add(a, cube, 4.0 * t.c);
-  }
-  at::Tensor grad = ungrouped.total();
-  if (!grad.defined()) grad = at::zeros({dim_, dim_}, rd.options());
-  std::vector<at::Tensor> df(groups);
-  for (size_t g = 0; g < groups; ++g) df[g] = grouped[g].total();
-  double total = 0;
-  if (want_gradient) {
-    // Σ_k c_k Σ (A_k R)^∘4 = ⟨R, Σ_k c_k A_kᵀ(A_k R)^∘3⟩ = ⟨R, ∂F⟩/4: the ungrouped total and each
-    // group's F_g read off the accumulated gradients, one C×C product each instead of one per term;
-    // all read back at once, as the sums below.
-    const at::Tensor reads = at::zeros({static_cast<int64_t>(groups) + 1}, rd.options());
-    const auto read_into = [&](int64_t i, const at::Tensor& acc) {
-      reads.select(0, i).copy_(at::dot(r_seen.reshape({-1}), acc.reshape({-1})));
-    };
-    read_into(0, grad);
-    for (size_t g = 0; g < groups; ++g) {
-      if (df[g].defined()) read_into(static_cast<int64_t>(g) + 1, df[g]);
-    }
-    const at::Tensor host_reads = reads.cpu();
-    const double* rp = host_reads.data_ptr<double>();
-    total = rp[0] / 4.0;
-    for (size_t g = 0; g < groups; ++g) f[g] = rp[g + 1] / 4.0;
-  } else {
-    const at::Tensor host_sums = sums.cpu();
-    const double* sp = host_sums.data_ptr<double>();
-    for (size_t k = 0; k < terms_.size(); ++k) {
-      const double value = terms_[k].c * sp[k];
-      if (terms_[k].group < 0) {
-        total += value;
-      } else {
-        f[terms_[k].group] += value;
+      want_gradient ? at::zeros({groups + 1, dim_, dim_}, rd.options()) : at::Tensor();
+  // Without the gradient: each term's Σ (A R)^∘4 (a stack's slices one by one), summed into the
+  // slots after the loop with the term's weight.
+  const at::Tensor values =
+      want_gradient ? at::Tensor() : at::empty({static_cast<int64_t>(size())}, rd.options());
+  std::vector<double> value_weight;
+  std::vector<int64_t> value_slot;
+  {
+    std::vector<std::unique_ptr<ProductSum>> sum_of_slot;
+    if (want_gradient) {
+      for (int64_t s = 0; s <= groups; ++s) {
+        sum_of_slot.push_back(std::make_unique<ProductSum>(compute, sums.select(0, s)));
       }
     }
+    for (const Term& t : terms_) {
+      // The products from `compute` inputs (bfloat16: float32 results, and the cube in float32,
+      // rounded to bfloat16 only as the second product's input); sums and gradient in float64. The
+      // term's value is Σ (AR)∘(AR)^∘3 with the cube as the second product reads it: Σ (AR)^∘4 in
+      // float32 and float64, and within ~1e-5 of it in bfloat16 (the rounded cube).
+      const at::Tensor a = t.a.to(compute);
+      at::Tensor ar = product(a, rc);
+      if (!want_gradient) {
+        const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/false);
+        values.select(0, static_cast<int64_t>(value_weight.size()))
+            .copy_(at::sum(cube * ar, at::kDouble));
+        value_weight.push_back(t.c);
+        value_slot.push_back(t.group + 1);
+        continue;
+      }
+      // The cube overwrites AR: its value is read off the gradient below, not from AR (memory
+      // traffic is what the elementwise work costs next to the two GEMMs).
+      const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/true);
+      sum_of_slot[t.group + 1]->add(a, cube, 4.0 * t.c);
+    }
+    for (const auto& s : sum_of_slot) s->flush();
   }
-  const double c = static_cast<double>(dim_);
-  for (size_t g = 0; g < groups; ++g) {
-    // φ = C·Q/P², Q = Σ M⁴, P = Σ M² (= tr Ŝ² on the group); ∂Q = 8 Ŝ R M³, ∂P = 4 Ŝ R M.
-    const at::Tensor sr = at::matmul(covariances_[g], rd);
-    const at::Tensor m = at::matmul(rd.t(), sr);
-    const at::Tensor m3 = m.pow(3);
-    const double q = at::sum(m3 * m).item<double>();
-    const double p = at::sum(m * m).item<double>();
-    const double phi = c * q / (p * p);
-    total += phi * f[g];
-    if (want_gradient) {
-      if (df[g].defined()) grad.add_(df[g], phi);
-      const at::Tensor dphi = at::matmul(sr, m3)
-                                  .mul_(8.0 * c / (p * p))
-                                  .sub_(at::matmul(sr, m), 8.0 * c * q / (p * p * p));
-      grad.add_(dphi, f[g]);
+  for (const Stack& st : stacks_) {
+    const int64_t n = st.a.size(0), m = st.a.size(1);
+    const int64_t chunk = std::max<int64_t>(1, stack_chunk_elements(st.a.device()) / (m * dim_));
+    for (int64_t k0 = 0; k0 < n; k0 += chunk) {
+      const int64_t k = std::min(chunk, n - k0);
+      const at::Tensor a = st.a.narrow(0, k0, k).to(compute);  // [k, m, C]
+      at::Tensor ar = product(a.view({k * m, dim_}), rc);
+      if (!want_gradient) {
+        const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/false);
+        values.narrow(0, static_cast<int64_t>(value_weight.size()), k)
+            .copy_(at::sum((cube * ar).view({k, m, dim_}), {1, 2}, false, at::kDouble));
+        value_weight.insert(value_weight.end(), st.c.begin() + k0, st.c.begin() + k0 + k);
+        for (int64_t i = k0; i < k0 + k; ++i) value_slot.push_back(st.group[i] + 1);
+        continue;
+      }
+      const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/true).view({k, m, dim_});
+      sums.index_add_(0, st.slot.narrow(0, k0, k),
+                      batched_product(a.transpose(1, 2), cube)
+                          .to(at::kDouble)
+                          .mul_(st.weight.narrow(0, k0, k).view({k, 1, 1})));
     }
   }
-  if (loss) *loss = total;
-  return grad;
+  // Per slot: the ungrouped total (slot 0) and each group's F_g, on the device.
+  at::Tensor slot_values;
+  if (want_gradient) {
+    // Σ_k c_k Σ (A_k R)^∘4 = ⟨R, Σ_k c_k A_kᵀ(A_k R)^∘3⟩ = ⟨R, ∂F⟩/4: read off the accumulated
+    // sums, one C×C product per slot instead of one per term.
+    slot_values = at::mv(sums.view({groups + 1, dim_ * dim_}), r_seen.reshape({-1})).div_(4.0);
+  } else {
+    const at::Tensor weight =
+        at::tensor(value_weight, at::TensorOptions().dtype(at::kDouble)).to(rd.device());
+    const at::Tensor slot =
+        at::tensor(value_slot, at::TensorOptions().dtype(at::kLong)).to(rd.device());
+    slot_values = at::zeros({groups + 1}, rd.options()).index_add_(0, slot, values * weight);
+  }
+  at::Tensor total = slot_values.narrow(0, 0, 1).sum();
+  const at::Tensor grad = want_gradient ? sums.select(0, 0).clone() : at::Tensor();
+  // φ = C·Q/P², Q = Σ M⁴, P = Σ M² (= tr Ŝ² on the group); ∂Q = 8 Ŝ R M³, ∂P = 4 Ŝ R M. Groups in
+  // batches whose temporaries fit kGroupBatchBytes (R2's 128×128 ones all at once).
+  const double c = static_cast<double>(dim_);
+  const int64_t batch =
+      std::max<int64_t>(1, kGroupBatchBytes / (kGroupTemporaries * 8 * dim_ * dim_));
+  for (int64_t g0 = 0; g0 < groups; g0 += batch) {
+    const int64_t k = std::min(batch, groups - g0);
+    // One group (C×C at 7B: 134 MB) is read in place; a batch of small ones is copied together.
+    const at::Tensor cov =
+        k == 1 ? covariances_[static_cast<size_t>(g0)].unsqueeze(0)
+               : at::stack(at::TensorList(covariances_)
+                               .slice(static_cast<size_t>(g0), static_cast<size_t>(k)));
+    const at::Tensor sr = at::matmul(cov, rd);     // [k, C, C]
+    const at::Tensor mr = at::matmul(rd.t(), sr);  // M
+    const at::Tensor m3 = mr.pow(3);
+    const at::Tensor q = (m3 * mr).sum({1, 2});
+    const at::Tensor p = (mr * mr).sum({1, 2});
+    const at::Tensor phi = q.mul(c).div_(p * p);
+    const at::Tensor f = slot_values.narrow(0, 1 + g0, k);
+    total.add_((phi * f).sum());
+    if (!want_gradient) continue;
+    const auto weighted_sum = [&](const at::Tensor& x, const at::Tensor& w) {
+      return at::mv(x.reshape({k, dim_ * dim_}).t(), w).view({dim_, dim_});
+    };
+    grad.add_(weighted_sum(sums.narrow(0, 1 + g0, k), phi));
+    const at::Tensor p2 = p * p;
+    const at::Tensor dphi =
+        at::matmul(sr, m3)
+            .mul_((f * (8.0 * c) / p2).view({k, 1, 1}))
+            .sub_(at::matmul(sr, mr).mul_((f * (8.0 * c) * q / (p2 * p)).view({k, 1, 1})));
+    grad.add_(dphi.sum(0));
+  }
+  return {grad, total};
+}
+
+at::Tensor FourthPowerObjective::local_gradient(const at::Tensor& r, double* loss,
+                                                bool want_gradient, at::ScalarType compute) const {
+  GradientAndLoss g = local_gradient_and_loss(r, want_gradient, compute);
+  if (loss) *loss = g.loss.item<double>();
+  return g.gradient;
 }
 
 double fourth_power_loss(const FourthPowerObjective& obj, const at::Tensor& r, Comm* comm) {
@@ -326,21 +412,20 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
   std::vector<double> losses;
   LapClock laps;
   for (int64_t step = 0; step <= opts.steps; ++step) {
-    double local = 0;
-    at::Tensor grad;
+    FourthPowerObjective::GradientAndLoss local;
     {
       const Tf32Scope tf32(opts.tf32 && opts.gradient_dtype == at::kFloat);
-      grad = obj.local_gradient(r, &local, true, opts.gradient_dtype);
+      local = obj.local_gradient_and_loss(r, true, opts.gradient_dtype);
     }
     // One reduction for both: the gradient and, in an extra row, the loss.
-    at::Tensor packed = at::cat({grad.reshape({-1}), at::full({1}, local, grad.options())});
+    at::Tensor packed = at::cat({local.gradient.reshape({-1}), local.loss.reshape({1})});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);
     const double loss = packed[-1].item<double>();  // waits for the device: a step's end
     const double lap = laps.lap();
     if (step > 0 && trace) trace->step_seconds.push_back(lap);
     require(std::isfinite(loss), "OptRot: the loss became non-finite at step ", step,
             " (learning rate ", opts.lr, " too large?)");
-    grad = packed.narrow(0, 0, obj.dim() * obj.dim()).view({obj.dim(), obj.dim()});
+    const at::Tensor grad = packed.narrow(0, 0, obj.dim() * obj.dim()).view({obj.dim(), obj.dim()});
     losses.push_back(loss);
     if (loss < best_loss) {
       best_loss = loss;

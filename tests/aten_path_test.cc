@@ -365,5 +365,39 @@ TEST(AtenPath, OptRotBfloat16GradientOnGpuMatchesTheEmulation) {
   EXPECT_NEAR(loss_gpu / loss_aten, 1.0, 2e-6);
 }
 
+// A stack on the GPU (R2's heads: one GEMM over all slices, a batched GEMM back) is its slices
+// added one by one: in float64 to rounding (1e-12), in bfloat16 within the CPU emulation's 2e-4
+// (the flattened GEMM may sum each A·R in another order than one slice's, and a cube near a
+// bfloat16 rounding boundary then moves by an ulp, as in the test above).
+TEST(AtenPath, OptRotStackOnGpuIsItsSlices) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine";
+  at::manual_seed(8);
+  const int64_t d = 128, heads = 24;
+  const at::Tensor r = std::get<0>(at::linalg_qr(at::randn({d, d}, at::kDouble)));
+  const at::Tensor blocks = at::randn({heads, 1024, d}, at::kDouble);
+  FourthPowerObjective slices(d, OptRotNorm::kNumel), stack(d, OptRotNorm::kNumel),
+      emulated(d, OptRotNorm::kNumel);
+  for (int64_t h = 0; h < heads; ++h) slices.add(blocks[h].cuda());
+  stack.add_stack(blocks.cuda());
+  emulated.add_stack(blocks);
+  const auto rel = [](const at::Tensor& x, const at::Tensor& y) {
+    return ((x - y).norm() / y.norm()).item<double>();
+  };
+  for (const at::ScalarType dtype : {at::kDouble, at::kBFloat16}) {
+    const double tol = dtype == at::kDouble ? 1e-12 : 2e-4;
+    double l_slices = 0, l_stack = 0, l_emulated = 0;
+    const at::Tensor g_slices = slices.local_gradient(r.cuda(), &l_slices, true, dtype).cpu();
+    const at::Tensor g_stack = stack.local_gradient(r.cuda(), &l_stack, true, dtype).cpu();
+    const at::Tensor g_emulated = emulated.local_gradient(r, &l_emulated, true, dtype);
+    std::printf("stack on the GPU (%s): vs its slices %.3g, vs the CPU %.3g\n",
+                dtype == at::kDouble ? "float64" : "bf16", rel(g_stack, g_slices),
+                rel(g_stack, g_emulated));
+    EXPECT_LT(rel(g_stack, g_slices), tol) << dtype;
+    EXPECT_LT(rel(g_stack, g_emulated), tol) << dtype;
+    EXPECT_NEAR(l_stack / l_slices, 1.0, tol) << dtype;
+    EXPECT_NEAR(l_stack / l_emulated, 1.0, tol) << dtype;
+  }
+}
+
 }  // namespace
 }  // namespace rotq

@@ -497,6 +497,9 @@ TEST(Cli, BenchRotationPrintsCostsAtAGivenWidth) {
   EXPECT_EQ(j["dfrot_full_tokens"].get<int64_t>(), 2 * 2 * 2048);
   EXPECT_GT(j["optrot_full_step_seconds"].get<double>(), 0);
   EXPECT_GT(j["optrot_layer_bf16_seconds"].get<double>(), 0);
+  EXPECT_GT(j["optrot_r2_terms_bf16_seconds"].get<double>(), 0);
+  EXPECT_GT(j["optrot_r2_stacked_bf16_seconds"].get<double>(), 0);
+  EXPECT_GT(j["cayley_head_dim_seconds"].get<double>(), 0);
 }
 
 // rotq parity reads its inputs from .npy / .safetensors and writes what the library computes

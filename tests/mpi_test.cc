@@ -461,8 +461,8 @@ TEST(Sharded, StreamedGptqMatchesOneProcess) {
 }
 
 // DFRot (tokens sharded by layer) and OptRot / OptRot+ (matrices and covariances sharded with
-// their layers; R2 solved by each layer's owner): the same rotations as one process, within
-// float64 summation order.
+// their layers, or split by layer index on a replicated model; R2 solved by each layer's owner):
+// the same rotations as one process, within float64 summation order.
 TEST(Sharded, LearnedRotationsEqualOneProcess) {
   const auto tokens = sample_tokens();
   auto local = rotq::make_local_comm();
@@ -504,6 +504,14 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
       ASSERT_EQ(o1.r2.size(), on.r2.size());
       for (size_t l = 0; l < o1.r2.size(); ++l) {
         EXPECT_LT((o1.r2[l] - on.r2[l]).abs().max().item<double>(), 1e-9) << k.name << " R2 " << l;
+      }
+      // The whole model on every rank: R1's terms and the R2 problems split by layer index.
+      const rotq::Rotations orep =
+          rotq::optrot_rotations(s.full, oo, 2, *g_comm, nullptr, plus ? &covs_full : nullptr);
+      EXPECT_LT((o1.r1 - orep.r1).abs().max().item<double>(), 1e-9) << k.name << " replicated";
+      for (size_t l = 0; l < o1.r2.size(); ++l) {
+        EXPECT_LT((o1.r2[l] - orep.r2[l]).abs().max().item<double>(), 1e-9)
+            << k.name << " replicated R2 " << l;
       }
     }
   }

@@ -442,6 +442,111 @@ TEST(OptRotPlus, LossReadOffTheGradientIsTheTermByTermLoss) {
   EXPECT_GT(std::abs(l16 / l64 - 1.0), 1e-4);
 }
 
+// The largest entry of |got − want| relative to want's largest entry.
+double max_relative(const at::Tensor& got, const at::Tensor& want) {
+  return (got - want).abs().max().item<double>() / want.abs().max().item<double>();
+}
+
+// A stack (add_stack) is its slices added one by one: the same loss and gradient in every
+// precision, with and without the gradient, its slices in two groups and ungrouped (OptRot+)
+// beside a plain term; and its gradient matches finite differences. Tolerances: float64 rounding
+// (1e-12) in float64; in float32 and bfloat16 the one-by-one route sums runs of the products in
+// float32 where a stack sums each slice's in float64, so the float32 sums' 1e-6.
+TEST(OptRotPlus, StackedTermsAreTheirSlices) {
+  const int64_t c = 12;
+  std::vector<at::Tensor> slices;
+  for (uint64_t k = 0; k < 6; ++k) {
+    slices.push_back(rotq::seeded_gaussian(16, c, 40 + k) * (1.0 + static_cast<double>(k)));
+  }
+  slices[2].select(1, 4).mul_(10);  // an outlier column
+  const std::vector<int> groups = {-1, 0, 1, 0, -1, 1};
+  FourthPowerObjective one_by_one(c, OptRotNorm::kNumel), stacked(c, OptRotNorm::kNumel);
+  for (FourthPowerObjective* o : {&one_by_one, &stacked}) {
+    o->add_covariance(spiky_covariance(c, 3));
+    o->add_covariance(spiky_covariance(c, 4));
+    o->add(rotq::seeded_gaussian(30, c, 50), 2.0);
+  }
+  for (size_t k = 0; k < slices.size(); ++k) one_by_one.add(slices[k], 3.0, groups[k]);
+  stacked.add_stack(at::stack(slices), 3.0, groups);
+  EXPECT_EQ(stacked.size(), one_by_one.size());
+  EXPECT_EQ(stacked.gradient_flops(), one_by_one.gradient_flops());
+  const at::Tensor r = rotq::random_orthogonal(c, 9);
+  for (const auto& [dtype, tol] : {std::pair{at::kDouble, 1e-12}, std::pair{at::kFloat, 1e-6},
+                                   std::pair{at::kBFloat16, 1e-6}}) {
+    double la = 0, lb = 0;
+    const at::Tensor ga = one_by_one.local_gradient(r, &la, true, dtype);
+    const at::Tensor gb = stacked.local_gradient(r, &lb, true, dtype);
+    EXPECT_NEAR(lb / la, 1.0, tol) << dtype;
+    EXPECT_LT(max_relative(gb, ga), tol) << dtype;
+    one_by_one.local_gradient(r, &la, false, dtype);
+    stacked.local_gradient(r, &lb, false, dtype);
+    EXPECT_NEAR(lb / la, 1.0, tol) << dtype << " without the gradient";
+  }
+  const at::Tensor grad = stacked.local_gradient(r);
+  for (uint64_t s = 0; s < 3; ++s) {
+    const at::Tensor e = rotq::seeded_gaussian(c, c, 300 + s);
+    const double h = 1e-6;
+    const double fd = (stacked.local_loss(r + h * e) - stacked.local_loss(r - h * e)) / (2 * h);
+    const double an = (grad * e).sum().item<double>();
+    EXPECT_NEAR(fd, an, 1e-6 * std::max(1.0, std::abs(an)));
+  }
+  // Slices past a CPU chunk (2¹⁹ entries) are taken one chunk each: the same sums.
+  FourthPowerObjective big_one_by_one(c, OptRotNorm::kNumel), big_stacked(c, OptRotNorm::kNumel);
+  const int gb = big_stacked.add_covariance(spiky_covariance(c, 3));
+  big_one_by_one.add_covariance(spiky_covariance(c, 3));
+  const at::Tensor big = rotq::seeded_gaussian(3 * 50000, c, 60).view({3, 50000, c});
+  big_stacked.add_stack(big, 1.0, {gb, -1, gb});
+  for (int64_t k = 0; k < 3; ++k) big_one_by_one.add(big[k], 1.0, k == 1 ? -1 : gb);
+  double lb1 = 0, lb2 = 0;
+  const at::Tensor gb1 = big_one_by_one.local_gradient(r, &lb1),
+                   gb2 = big_stacked.local_gradient(r, &lb2);
+  EXPECT_NEAR(lb2 / lb1, 1.0, 1e-12);
+  EXPECT_LT(max_relative(gb2, gb1), 1e-12);
+
+  EXPECT_THROW(stacked.add_stack(at::stack(slices), 1.0, {0, 1}), rotq::Error);  // 2 of 6
+  EXPECT_THROW(stacked.add_stack(at::stack(slices), 1.0, {0, 0, 0, 0, 0, 2}), rotq::Error);
+  EXPECT_THROW(stacked.add_stack(at::ones({2, 3, c + 1}, at::kDouble)), rotq::Error);
+  at::Tensor nan = at::stack(slices);
+  nan[3][0][0] = std::nan("");
+  EXPECT_THROW(stacked.add_stack(nan), rotq::Error);
+}
+
+// R2's objective is each head's blocks: the rows of Wv·R1 of KV head h (reader form their
+// transpose) and the columns of R1ᵀ·Wo of head h, with OptRot+'s per-head covariances on o's;
+// built here head by head as separate terms, on stories260K (grouped-query: 4 KV heads for 8).
+TEST(OptRotPlus, R2ObjectiveIsThePerHeadBlocks) {
+  rotq::LoadOptions lo;
+  lo.dtype = at::kDouble;
+  rotq::Model model =
+      rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
+  rotq::fuse_norms(model);
+  const rotq::ModelConfig& cfg = model.config;
+  ASSERT_LT(cfg.n_kv_heads, cfg.n_heads);
+  const int64_t d = cfg.head_dim, layer = 1;
+  const at::Tensor r1 = rotq::random_orthogonal(cfg.dim, 3);
+  const rotq::LayerWeights& l = model.weights.layers[layer];
+  const at::Tensor wv = at::matmul(l[rotq::LayerTensor::kWv], r1);
+  const at::Tensor wo = at::matmul(r1.t(), l[rotq::LayerTensor::kWo]);
+  rotq::LayerCovariances cov;
+  for (int64_t h = 0; h < cfg.n_heads; ++h) cov.o_heads.push_back(spiky_covariance(d, 60 + h));
+  const at::Tensor r2 = rotq::random_orthogonal(d, 4);
+  for (bool plus : {false, true}) {
+    FourthPowerObjective by_head(d, OptRotNorm::kNumel);
+    for (int64_t h = 0; h < cfg.n_kv_heads; ++h) by_head.add(wv.narrow(0, h * d, d).t());
+    for (int64_t h = 0; h < cfg.n_heads; ++h) {
+      const int g = plus ? by_head.add_covariance(cov.o_heads[h]) : -1;
+      by_head.add(wo.narrow(1, h * d, d), 1.0, g);
+    }
+    const FourthPowerObjective built =
+        rotq::r2_objective(model, layer, r1, OptRotNorm::kNumel, plus ? &cov : nullptr);
+    ASSERT_EQ(built.size(), by_head.size());
+    double lb = 0, lh = 0;
+    const at::Tensor gb = built.local_gradient(r2, &lb), gh = by_head.local_gradient(r2, &lh);
+    EXPECT_NEAR(lb / lh, 1.0, 1e-12) << "plus " << plus;
+    EXPECT_LT(max_relative(gb, gh), 1e-12) << "plus " << plus;
+  }
+}
+
 TEST(OptRotPlus, BothOptimizersDescendFromHadamardAndStayOrthogonal) {
   auto comm = rotq::make_local_comm();
   FourthPowerObjective obj(16, OptRotNorm::kNumel);

@@ -6,6 +6,9 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "models/layer_groups.h"
 #include "models/synth.h"
 #include "models/weights.h"
@@ -65,6 +68,21 @@ FourthPowerObjective layer_objective(const ModelConfig& c, at::Device dev) {
   return obj;
 }
 
+// One layer's R2 objective at the model's shapes (runner/rotate/optrot_model.cc): the KV heads'
+// blocks of Wv·R1 and the heads' blocks of R1ᵀ·Wo, [C, head_dim] each, in float64 as R1's
+// float64 product leaves them; as one stack, or (`stacked` false) as separate terms.
+FourthPowerObjective r2_layer_objective(const ModelConfig& c, at::Device dev, bool stacked) {
+  const int64_t d = c.head_dim, heads = c.n_kv_heads + c.n_heads;
+  const at::Tensor blocks = seeded_gaussian(heads * c.dim, d, 30).view({heads, c.dim, d}).to(dev);
+  FourthPowerObjective obj(d, OptRotNorm::kNumel);
+  if (stacked) {
+    obj.add_stack(blocks);
+  } else {
+    for (int64_t h = 0; h < heads; ++h) obj.add(blocks[h]);
+  }
+  return obj;
+}
+
 // One table row: what was timed, its time and FLOPs, the rate and its ratio to the GEMM rate of
 // the row's precision, and (for the data-linear parts) the full model's count and extrapolated
 // time.
@@ -73,16 +91,11 @@ std::vector<std::string> cost_row(const std::string& model, int64_t c, const std
                                   double gemm_gflops, const std::string& full = "-",
                                   double full_seconds = -1) {
   const double gflops = flops / seconds / 1e9;
-  return {model,
-          std::to_string(c),
-          op,
-          timed_what,
-          fmt_double(seconds, 2),
-          fmt_double(flops / 1e9, 1),
-          fmt_double(gflops, 1),
-          fmt_double(gflops / gemm_gflops, 3),
-          full,
-          full_seconds < 0 ? "-" : fmt_double(full_seconds, 1)};
+  return {model, std::to_string(c), op, timed_what,
+          // Sub-second rows (R2's, small widths) in significant digits, not as 0.00.
+          seconds >= 1 ? fmt_double(seconds, 2) : fmt_significant(seconds, 3),
+          fmt_double(flops / 1e9, 1), fmt_double(gflops, 1), fmt_double(gflops / gemm_gflops, 3),
+          full, full_seconds < 0 ? "-" : fmt_double(full_seconds, 1)};
 }
 
 void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
@@ -106,6 +119,14 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
   const auto timed = [&](auto&& f) {
     if (dev.is_cuda()) f();
     return timed_on(dev, f);
+  };
+  // Calls of a millisecond or less: the median of several, each waited for as an optimizer's
+  // step waits for its loss.
+  const auto timed_median = [&](auto&& f) {
+    std::vector<double> t;
+    for (int i = 0; i < 9; ++i) t.push_back(timed(f));
+    std::nth_element(t.begin(), t.begin() + 4, t.end());
+    return t[4];
   };
   std::vector<std::vector<std::string>> rows;
   for (const std::string& name : a.models) {
@@ -222,6 +243,34 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                             t_layer_bf16 * static_cast<double>(c.n_layers) + t_cayley));
     rows.push_back(
         cost_row(name, C, "Cayley step", "C×C", t_cayley, 2.7 * cd * cd * cd, g64.gflops));
+    // R2: a layer's head_dim × head_dim problem, its heads' blocks as separate terms and as one
+    // stack (the pipeline's); small GEMMs, so launches and per-term passes are what costs. A whole
+    // model's R2 step is one per layer (solved layer by layer).
+    const int64_t d = c.head_dim;
+    const double dd = static_cast<double>(d);
+    const at::Tensor r2 = random_hadamard_matrix(d, 0).to(dev);
+    const at::Tensor skew2 = skew_gradient(r2, seeded_gaussian(d, d, 13).to(dev));
+    const double t_cayley2 = timed_median([&] { cayley_retract(r2, skew2, 1e-3); });
+    const std::string heads = std::to_string(c.n_kv_heads + c.n_heads) + " heads";
+    double t_r2_terms = 0, t_r2_stacked = 0;
+    for (const at::ScalarType dtype : {at::kDouble, at::kBFloat16}) {
+      const bool bf16 = dtype == at::kBFloat16;
+      const double rate = bf16 ? (dev.is_cuda() ? gbf16.gflops : g32.gflops) : g64.gflops;
+      for (const bool stacked : {false, true}) {
+        const FourthPowerObjective o2 = r2_layer_objective(c, dev, stacked);
+        const double t = timed_median([&] { o2.local_gradient(r2, nullptr, true, dtype); });
+        if (bf16) (stacked ? t_r2_stacked : t_r2_terms) = t;
+        rows.push_back(cost_row(name, C,
+                                std::string("OptRot R2 gradient (") + (bf16 ? "bf16" : "float64") +
+                                    (stacked ? ", stacked)" : ", heads as terms)"),
+                                heads, t, o2.gradient_flops(), rate,
+                                std::to_string(c.n_layers) + " layers",
+                                (t + t_cayley2) * static_cast<double>(c.n_layers)));
+      }
+    }
+    rows.push_back(cost_row(name, C, "Cayley step (head_dim)",
+                            std::to_string(d) + "×" + std::to_string(d), t_cayley2,
+                            2.7 * dd * dd * dd, g64.gflops));
     if (a.json) {
       print_json_line(rt.c(), {{"command", "bench rotation"},
                                {"model", name},
@@ -244,6 +293,9 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                                {"optrot_gradient_bf16_seconds", t_grad_bf16},  // -1: no GPU
                                {"optrot_layer_bf16_seconds", t_layer_bf16},
                                {"cayley_seconds", t_cayley},
+                               {"optrot_r2_terms_bf16_seconds", t_r2_terms},
+                               {"optrot_r2_stacked_bf16_seconds", t_r2_stacked},
+                               {"cayley_head_dim_seconds", t_cayley2},
                                {"optrot_full_rows", full_rows},
                                {"optrot_full_step_seconds", full_step},
                                {"gemm64_gflops", g64.gflops},

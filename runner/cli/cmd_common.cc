@@ -173,6 +173,12 @@ std::string fmt_double(double v, int precision) {
   return buf;
 }
 
+std::string fmt_significant(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+  return buf;
+}
+
 void run_plot_script(const std::string& script, const std::vector<std::string>& args,
                      const std::string& where_data) {
   namespace fs = std::filesystem;

@@ -65,6 +65,8 @@ void print_json_line(Comm& comm, const nlohmann::json& j);
 void print_table(Comm& comm, const std::vector<std::string>& header,
                  const std::vector<std::vector<std::string>>& rows);
 std::string fmt_double(double v, int precision = 3);
+// v with `digits` significant digits (%g).
+std::string fmt_significant(double v, int digits = 3);
 
 using CommandRegistrar = void (*)(CLI::App& app, Runtime& rt);
 void register_ppl(CLI::App& app, Runtime& rt);

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "models/layer_groups.h"
 #include "runner/core/stats.h"
@@ -85,18 +86,25 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
   }
   const int64_t d = c.head_dim;
   FourthPowerObjective obj(d, norm);
-  // R2ᵀ·Wv_h rotates head h's rows: reader form Wv_hᵀ [C, d]. Wo_h·R2: reader form Wo_h [C, d].
+  // All heads' blocks as one stack (equal shapes [C, d]): R2ᵀ·Wv_h rotates head h's rows, reader
+  // form Wv_hᵀ; Wo_h·R2 rotates head h's input columns, reader form Wo_h. Each o head is weighted
+  // by its own input's covariance (OptRot+).
+  std::vector<at::Tensor> blocks;
+  std::vector<int> groups;
   if (uses(matrices, LayerTensor::kWv)) {
-    for (int64_t h = 0; h < c.n_kv_heads; ++h) obj.add(wv.narrow(0, h * d, d).t());
+    blocks.push_back(wv.reshape({c.n_kv_heads, d, -1}).transpose(1, 2));  // [KVH, C, d]
+    groups.assign(static_cast<size_t>(c.n_kv_heads), -1);
   }
-  if (!uses(matrices, LayerTensor::kWo)) return obj;
-  require(!cov || static_cast<int64_t>(cov->o_heads.size()) == c.n_heads,
-          "OptRot+: ", cov ? cov->o_heads.size() : 0, " o_proj head covariances for ", c.n_heads,
-          " heads");
-  for (int64_t h = 0; h < c.n_heads; ++h) {
-    const int g = cov ? obj.add_covariance(cov->o_heads[h]) : -1;
-    obj.add(wo.narrow(1, h * d, d), 1.0, g);
+  if (uses(matrices, LayerTensor::kWo)) {
+    require(!cov || static_cast<int64_t>(cov->o_heads.size()) == c.n_heads,
+            "OptRot+: ", cov ? cov->o_heads.size() : 0, " o_proj head covariances for ", c.n_heads,
+            " heads");
+    blocks.push_back(wo.reshape({-1, c.n_heads, d}).permute({1, 0, 2}));  // [H, C, d]
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+      groups.push_back(cov ? obj.add_covariance(cov->o_heads[h]) : -1);
+    }
   }
+  if (!blocks.empty()) obj.add_stack(at::cat(blocks, 0), 1.0, groups);
   return obj;
 }
 
@@ -133,15 +141,29 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
   if (opts.r2 && (uses(opts.matrices, LayerTensor::kWv) || uses(opts.matrices, LayerTensor::kWo))) {
     CayleySgdOptions quiet = opts.sgd;
     quiet.log_every = 0;
-    for (int64_t l = 0; l < static_cast<int64_t>(model.weights.layers.size()); ++l) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> steps;
+    const int64_t layers = static_cast<int64_t>(model.weights.layers.size());
+    int64_t solved = 0;
+    for (int64_t l = 0; l < layers; ++l) {
+      // head_dim × head_dim problems, each solved by one rank alone: a shard's owner, or for a
+      // replicated model the rank its index falls to (as R1's terms are split).
+      if (!shard && l % comm.size() != comm.rank()) continue;
       const FourthPowerObjective obj2 =
           r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
-      // head_dim × head_dim problems: every rank solves each one alone, identically.
+      RotationTrace t2;
       rot.r2[l + model.layer_offset] =
-          minimize_fourth_power(obj2, init.r2[l + model.layer_offset].to(device), quiet, nullptr)
+          minimize_fourth_power(obj2, init.r2[l + model.layer_offset].to(device), quiet, nullptr,
+                                &t2)
               .cpu();
+      steps.insert(steps.end(), t2.step_seconds.begin(), t2.step_seconds.end());
+      ++solved;
     }
-    if (shard) {
+    spdlog::info("{} R2: {} of {} layers on this rank in {:.2f}s (median step {:.2g}s)",
+                 covs ? "optrot+" : "optrot", solved, c.n_layers,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                 median(steps));
+    if (shard || comm.size() > 1) {
       // Each owner's R2s to every rank: the others add zeros, so the sum is exact.
       at::Tensor all = at::zeros({c.n_layers, c.head_dim, c.head_dim}, at::kDouble);
       for (int64_t l = 0; l < c.n_layers; ++l) {
