@@ -46,8 +46,24 @@ int FourthPowerObjective::add_covariance(const at::Tensor& sigma) {
           " (no calibration data reached this input?)");
   // φ is scale-free; dividing by the mean eigenvalue only keeps the numbers O(1).
   covariances_.push_back(s * (static_cast<double>(dim_) / tr));
+  slot_of_group_.push_back(0);
   flops_ += 8.0 * std::pow(static_cast<double>(dim_), 3);
   return static_cast<int>(covariances_.size()) - 1;
+}
+
+int FourthPowerObjective::slot_of(int group) {
+  if (group < 0) return 0;
+  int& slot = slot_of_group_[static_cast<size_t>(group)];
+  if (slot == 0) {
+    group_of_slot_.push_back(group);
+    slot = static_cast<int>(group_of_slot_.size());
+  }
+  return slot;
+}
+
+void FourthPowerObjective::set_group_batch_bytes(int64_t bytes) {
+  require(bytes > 0, "OptRot+: the group batch must be positive, got ", bytes, " bytes");
+  group_batch_bytes_ = bytes;
 }
 
 double FourthPowerObjective::weight_of(double weight, double sq, double numel) const {
@@ -64,14 +80,16 @@ void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int
   const at::Tensor a = reader_form.to(at::kDouble);
   const double sq = a.pow(2).sum().item<double>();
   require(std::isfinite(sq), "OptRot: a matrix has NaN/Inf entries");
-  terms_.push_back({reader_form, weight_of(weight, sq, static_cast<double>(a.numel())), group});
+  terms_.push_back(
+      {reader_form, weight_of(weight, sq, static_cast<double>(a.numel())), slot_of(group)});
   flops_ += 4.0 * static_cast<double>(a.size(0)) * dim_ * dim_;
 }
 
 void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
                                      std::vector<int> groups) {
-  require(stacked.dim() == 3 && stacked.size(2) == dim_, "OptRot: a stack of shape ",
-          stacked.sizes(), " cannot be rotated by a ", dim_, "x", dim_, " rotation");
+  require(stacked.dim() == 3 && stacked.size(2) == dim_ && stacked.size(1) > 0,
+          "OptRot: a stack of shape ", stacked.sizes(), " cannot be rotated by a ", dim_, "x", dim_,
+          " rotation (expected [n, m > 0, ", dim_, "])");
   const int64_t n = stacked.size(0);
   if (groups.empty()) groups.assign(static_cast<size_t>(n), -1);
   require(static_cast<int64_t>(groups.size()) == n, "OptRot: ", groups.size(),
@@ -81,19 +99,17 @@ void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
             " does not exist");
   }
   const at::Tensor sq = stacked.to(at::kDouble).pow(2).sum({1, 2}).cpu();
-  Stack s{stacked.contiguous(), {}, std::move(groups), {}, {}};
+  Stack s{stacked.contiguous(), {}, {}, {}};
   const double numel = static_cast<double>(stacked.size(1) * stacked.size(2));
-  std::vector<double> weight4;
-  std::vector<int64_t> slot;
   for (int64_t k = 0; k < n; ++k) {
     const double v = sq[k].item<double>();
     require(std::isfinite(v), "OptRot: matrix ", k, " of a stack has NaN/Inf entries");
     s.c.push_back(weight_of(weight, v, numel));
-    weight4.push_back(4.0 * s.c.back());
-    slot.push_back(s.group[static_cast<size_t>(k)] + 1);
+    s.slot.push_back(slot_of(groups[static_cast<size_t>(k)]));
   }
-  s.weight = at::tensor(weight4, at::TensorOptions().dtype(at::kDouble)).to(stacked.device());
-  s.slot = at::tensor(slot, at::TensorOptions().dtype(at::kLong)).to(stacked.device());
+  at::Tensor mix = at::zeros({static_cast<int64_t>(group_of_slot_.size()) + 1, n}, at::kDouble);
+  for (int64_t k = 0; k < n; ++k) mix[s.slot[k]][k] = 4.0 * s.c[k];
+  s.mix = mix.to(stacked.device());
   stacks_.push_back(std::move(s));
   flops_ += 4.0 * static_cast<double>(n * stacked.size(1)) * dim_ * dim_;
 }
@@ -210,7 +226,7 @@ class ProductSum {
 
   void add(const at::Tensor& a, const at::Tensor& y, double alpha) {
     if (compute_ != at::kBFloat16) {
-      dest_.add_(product(a.t(), y), alpha);
+      write(product(a.t(), y), alpha);
       return;
     }
     const bool start = pending_ == 0;
@@ -223,16 +239,31 @@ class ProductSum {
 
   // Adds the pending run to the destination (after a step's last term).
   void flush() {
-    if (pending_ > 0) dest_.add_(run_);
+    if (pending_ > 0) write(run_, 1.0);
     pending_ = 0;
   }
+
+  // Whether any term reached the destination (which is uninitialised until then).
+  bool written() const { return written_; }
 
  private:
   static constexpr int kFloat32Run = 8;
 
+  // dest ← α·x at the first write (one pass, not a zero fill and an addition), dest += α·x after.
+  void write(const at::Tensor& x, double alpha) {
+    if (written_) {
+      dest_.add_(x, alpha);
+      return;
+    }
+    dest_.copy_(x);
+    if (alpha != 1.0) dest_.mul_(alpha);
+    written_ = true;
+  }
+
   at::ScalarType compute_;
   at::Tensor dest_, run_;
   int pending_ = 0;
+  bool written_ = false;
 };
 
 // x·y batched over x's and y's first dimension, as product() computes one: bfloat16 inputs give
@@ -245,15 +276,15 @@ at::Tensor batched_product(const at::Tensor& x, const at::Tensor& y) {
 
 // A stack's slices are taken in chunks of about this many entries: on a CPU the chunk's product
 // and cube stay in cache between the passes over them (≈ 4 MB in float64: one 7B R2 head), on a
-// GPU a chunk is as many launches as one slice (≈ 512 MB in float64: all of a 70B layer's heads).
+// GPU a chunk is as many launches as one slice (≈ 512 MB in float64: a 7B layer's 64 heads, 64 of a
+// 70B layer's 72).
 int64_t stack_chunk_elements(const at::Device& device) {
   return device.is_cuda() ? int64_t{1} << 26 : int64_t{1} << 19;
 }
 
-// How many C×C float64 matrices of each kind the OptRot+ factor's pass holds per group at once
-// (M, M^∘3, Ŝ·R, the gradient's pieces): groups are batched up to kGroupBatchBytes.
+// How many C×C float64 matrices the OptRot+ factors' pass holds per group at once (M, M^∘3, Ŝ·R,
+// the gradient's pieces): groups are batched up to the objective's group_batch_bytes_.
 constexpr int64_t kGroupTemporaries = 6;
-constexpr int64_t kGroupBatchBytes = int64_t{256} << 20;
 
 }  // namespace
 
@@ -271,24 +302,25 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
           "OptRot: the gradient is computed in bfloat16, float32 or float64, got ", compute);
   const at::Tensor rd = r.to(at::kDouble);
   const at::Tensor rc = rd.to(compute);
-  const int64_t groups = static_cast<int64_t>(covariances_.size());
+  // Slot 0: the ungrouped terms' sum; slot s ≥ 1: the s-th group to have received a term.
+  const int64_t slots = static_cast<int64_t>(group_of_slot_.size()) + 1;
   // R as the products saw it (for the sums read off the gradient), in float64.
   const at::Tensor r_seen = rc.to(at::kDouble);
-  // Slot 0: the ungrouped terms' ∂ sum; slot 1 + g: group g's ∂F_g. Everything stays on the
-  // device, the loss too: a read per term or group would wait for its kernels before queueing the
-  // next, and the caller reads the loss once (with the all-reduce's result, in an optimizer).
+  // Each slot's ∂ sum. Everything stays on the device, the loss too: a read per term or group
+  // would wait for its kernels before queueing the next, and the caller reads the loss once (with
+  // the all-reduce's result, in an optimizer).
   const at::Tensor sums =
-      want_gradient ? at::zeros({groups + 1, dim_, dim_}, rd.options()) : at::Tensor();
+      want_gradient ? at::empty({slots, dim_, dim_}, rd.options()) : at::Tensor();
   // Without the gradient: each term's Σ (A R)^∘4 (a stack's slices one by one), summed into the
   // slots after the loop with the term's weight.
   const at::Tensor values =
       want_gradient ? at::Tensor() : at::empty({static_cast<int64_t>(size())}, rd.options());
   std::vector<double> value_weight;
-  std::vector<int64_t> value_slot;
+  std::vector<int> value_slot;
   {
     std::vector<std::unique_ptr<ProductSum>> sum_of_slot;
     if (want_gradient) {
-      for (int64_t s = 0; s <= groups; ++s) {
+      for (int64_t s = 0; s < slots; ++s) {
         sum_of_slot.push_back(std::make_unique<ProductSum>(compute, sums.select(0, s)));
       }
     }
@@ -304,18 +336,21 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
         values.select(0, static_cast<int64_t>(value_weight.size()))
             .copy_(at::sum(cube * ar, at::kDouble));
         value_weight.push_back(t.c);
-        value_slot.push_back(t.group + 1);
+        value_slot.push_back(t.slot);
         continue;
       }
       // The cube overwrites AR: its value is read off the gradient below, not from AR (memory
       // traffic is what the elementwise work costs next to the two GEMMs).
       const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/true);
-      sum_of_slot[t.group + 1]->add(a, cube, 4.0 * t.c);
+      sum_of_slot[t.slot]->add(a, cube, 4.0 * t.c);
     }
-    for (const auto& s : sum_of_slot) s->flush();
+    for (int64_t s = 0; s < static_cast<int64_t>(sum_of_slot.size()); ++s) {
+      sum_of_slot[s]->flush();
+      if (!sum_of_slot[s]->written()) sums.select(0, s).zero_();  // only stacks' slices (or none)
+    }
   }
   for (const Stack& st : stacks_) {
-    const int64_t n = st.a.size(0), m = st.a.size(1);
+    const int64_t n = st.a.size(0), m = st.a.size(1), rows = st.mix.size(0);
     const int64_t chunk = std::max<int64_t>(1, stack_chunk_elements(st.a.device()) / (m * dim_));
     for (int64_t k0 = 0; k0 < n; k0 += chunk) {
       const int64_t k = std::min(chunk, n - k0);
@@ -326,14 +361,15 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
         values.narrow(0, static_cast<int64_t>(value_weight.size()), k)
             .copy_(at::sum((cube * ar).view({k, m, dim_}), {1, 2}, false, at::kDouble));
         value_weight.insert(value_weight.end(), st.c.begin() + k0, st.c.begin() + k0 + k);
-        for (int64_t i = k0; i < k0 + k; ++i) value_slot.push_back(st.group[i] + 1);
+        value_slot.insert(value_slot.end(), st.slot.begin() + k0, st.slot.begin() + k0 + k);
         continue;
       }
       const at::Tensor cube = cube_for_product(ar, compute, /*consume=*/true).view({k, m, dim_});
-      sums.index_add_(0, st.slot.narrow(0, k0, k),
-                      batched_product(a.transpose(1, 2), cube)
-                          .to(at::kDouble)
-                          .mul_(st.weight.narrow(0, k0, k).view({k, 1, 1})));
+      // Each slice's C×C product, weighted into its slot: sums[s] += Σ_k mix[s, k]·G_k.
+      const at::Tensor per_slice = batched_product(a.transpose(1, 2), cube).to(at::kDouble);
+      sums.narrow(0, 0, rows)
+          .view({rows, dim_ * dim_})
+          .addmm_(st.mix.narrow(1, k0, k), per_slice.view({k, dim_ * dim_}));
     }
   }
   // Per slot: the ungrouped total (slot 0) and each group's F_g, on the device.
@@ -341,28 +377,32 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
   if (want_gradient) {
     // Σ_k c_k Σ (A_k R)^∘4 = ⟨R, Σ_k c_k A_kᵀ(A_k R)^∘3⟩ = ⟨R, ∂F⟩/4: read off the accumulated
     // sums, one C×C product per slot instead of one per term.
-    slot_values = at::mv(sums.view({groups + 1, dim_ * dim_}), r_seen.reshape({-1})).div_(4.0);
+    slot_values = at::mv(sums.view({slots, dim_ * dim_}), r_seen.reshape({-1})).div_(4.0);
   } else {
-    const at::Tensor weight =
-        at::tensor(value_weight, at::TensorOptions().dtype(at::kDouble)).to(rd.device());
-    const at::Tensor slot =
-        at::tensor(value_slot, at::TensorOptions().dtype(at::kLong)).to(rd.device());
-    slot_values = at::zeros({groups + 1}, rd.options()).index_add_(0, slot, values * weight);
+    // The loss alone (fourth_power_loss, not an optimizer's step): the terms' values summed per
+    // slot on the host, in a fixed order.
+    const at::Tensor host_values = values.cpu();
+    std::vector<double> per_slot(static_cast<size_t>(slots), 0.0);
+    for (size_t k = 0; k < value_weight.size(); ++k) {
+      per_slot[value_slot[k]] +=
+          value_weight[k] * host_values[static_cast<int64_t>(k)].item<double>();
+    }
+    slot_values = at::tensor(per_slot, at::TensorOptions().dtype(at::kDouble)).to(rd.device());
   }
   at::Tensor total = slot_values.narrow(0, 0, 1).sum();
   const at::Tensor grad = want_gradient ? sums.select(0, 0).clone() : at::Tensor();
-  // φ = C·Q/P², Q = Σ M⁴, P = Σ M² (= tr Ŝ² on the group); ∂Q = 8 Ŝ R M³, ∂P = 4 Ŝ R M. Groups in
-  // batches whose temporaries fit kGroupBatchBytes (R2's 128×128 ones all at once).
+  // φ = C·Q/P², Q = Σ M⁴, P = Σ M² (= tr Ŝ² on the group); ∂Q = 8 Ŝ R M³, ∂P = 4 Ŝ R M. The groups
+  // with terms, in batches whose temporaries fit group_batch_bytes_.
   const double c = static_cast<double>(dim_);
+  const int64_t groups = slots - 1;
   const int64_t batch =
-      std::max<int64_t>(1, kGroupBatchBytes / (kGroupTemporaries * 8 * dim_ * dim_));
+      std::max<int64_t>(1, group_batch_bytes_ / (kGroupTemporaries * 8 * dim_ * dim_));
   for (int64_t g0 = 0; g0 < groups; g0 += batch) {
     const int64_t k = std::min(batch, groups - g0);
     // One group (C×C at 7B: 134 MB) is read in place; a batch of small ones is copied together.
-    const at::Tensor cov =
-        k == 1 ? covariances_[static_cast<size_t>(g0)].unsqueeze(0)
-               : at::stack(at::TensorList(covariances_)
-                               .slice(static_cast<size_t>(g0), static_cast<size_t>(k)));
+    std::vector<at::Tensor> covs;
+    for (int64_t i = g0; i < g0 + k; ++i) covs.push_back(covariances_[group_of_slot_[i]]);
+    const at::Tensor cov = k == 1 ? covs.front().unsqueeze(0) : at::stack(covs);
     const at::Tensor sr = at::matmul(cov, rd);     // [k, C, C]
     const at::Tensor mr = at::matmul(rd.t(), sr);  // M
     const at::Tensor m3 = mr.pow(3);

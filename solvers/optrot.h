@@ -70,6 +70,9 @@ class FourthPowerObjective {
   size_t covariances() const { return covariances_.size(); }
   // FLOPs of one local_gradient: A·R and Aᵀ·(A·R)^∘3 per term.
   double gradient_flops() const { return flops_; }
+  // OptRot+'s factors are computed for as many groups at once as fit this many bytes of float64
+  // temporaries (default 256 MiB: all of R2's 128×128 groups, one C×C group of R1 at a time).
+  void set_group_batch_bytes(int64_t bytes);
 
   // Loss and Euclidean gradient at R (float64; undefined without want_gradient), summed over this
   // rank's terms only.
@@ -88,24 +91,33 @@ class FourthPowerObjective {
                                           at::ScalarType compute = at::kDouble) const;
 
  private:
+  // A sum the gradient accumulates: slot 0 the ungrouped terms, slot s ≥ 1 the group
+  // group_of_slot_[s − 1], numbered as groups first receive a term (a group without terms has no
+  // sum and adds nothing: its F is 0).
   struct Term {
     at::Tensor a;  // [m, C]
     double c;
-    int group;
+    int slot;
   };
   struct Stack {
     at::Tensor a;           // [n, m, C], contiguous
     std::vector<double> c;  // per slice
-    std::vector<int> group;
-    at::Tensor weight, slot;  // 4·c and 1 + group per slice, where a is (the gradient's sums)
+    std::vector<int> slot;
+    // [slots when added, n], where a is: entry (slot_k, k) = 4·c_k. The slices' C×C products go
+    // into the sums as one GEMM with it (deterministic, as an index_add on CUDA is not).
+    at::Tensor mix;
   };
   // The normalisation's c for a term with Σ a² = `sq` over `numel` entries.
   double weight_of(double weight, double sq, double numel) const;
+  int slot_of(int group);  // numbers a group's slot at its first term
   int64_t dim_;
   OptRotNorm norm_;
   std::vector<Term> terms_;
   std::vector<Stack> stacks_;
   std::vector<at::Tensor> covariances_;  // Ŝ_g, float64
+  std::vector<int> slot_of_group_;       // 0: no term yet
+  std::vector<int> group_of_slot_;       // slot s ≥ 1 at [s − 1]
+  int64_t group_batch_bytes_ = int64_t{256} << 20;
   double flops_ = 0;
 };
 

@@ -365,10 +365,10 @@ TEST(AtenPath, OptRotBfloat16GradientOnGpuMatchesTheEmulation) {
   EXPECT_NEAR(loss_gpu / loss_aten, 1.0, 2e-6);
 }
 
-// A stack on the GPU (R2's heads: one GEMM over all slices, a batched GEMM back) is its slices
-// added one by one: in float64 to rounding (1e-12), in bfloat16 within the CPU emulation's 2e-4
-// (the flattened GEMM may sum each A·R in another order than one slice's, and a cube near a
-// bfloat16 rounding boundary then moves by an ulp, as in the test above).
+// A stack on the GPU (R2's heads: one GEMM over all slices, a batched GEMM back, OptRot+ groups)
+// is its slices added one by one: in float64 to rounding (1e-12), in bfloat16 within the CPU
+// emulation's 2e-4 (the flattened GEMM may sum each A·R in another order than one slice's, and a
+// cube near a bfloat16 rounding boundary then moves by an ulp, as in the test above).
 TEST(AtenPath, OptRotStackOnGpuIsItsSlices) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine";
   at::manual_seed(8);
@@ -377,9 +377,20 @@ TEST(AtenPath, OptRotStackOnGpuIsItsSlices) {
   const at::Tensor blocks = at::randn({heads, 1024, d}, at::kDouble);
   FourthPowerObjective slices(d, OptRotNorm::kNumel), stack(d, OptRotNorm::kNumel),
       emulated(d, OptRotNorm::kNumel);
-  for (int64_t h = 0; h < heads; ++h) slices.add(blocks[h].cuda());
-  stack.add_stack(blocks.cuda());
-  emulated.add_stack(blocks);
+  // OptRot+ as R2 has it: a third of the heads ungrouped, the others in three groups.
+  for (int64_t g = 0; g < 3; ++g) {
+    const at::Tensor x = at::randn({4 * d, d}, at::kDouble);
+    const at::Tensor sigma = at::matmul(x.t(), x);
+    slices.add_covariance(sigma.cuda());
+    stack.add_covariance(sigma.cuda());
+    emulated.add_covariance(sigma);
+  }
+  std::vector<int> groups;
+  for (int64_t h = 0; h < heads; ++h)
+    groups.push_back(h % 3 == 0 ? -1 : static_cast<int>(h % 4) % 3);
+  for (int64_t h = 0; h < heads; ++h) slices.add(blocks[h].cuda(), 1.0, groups[h]);
+  stack.add_stack(blocks.cuda(), 1.0, groups);
+  emulated.add_stack(blocks, 1.0, groups);
   const auto rel = [](const at::Tensor& x, const at::Tensor& y) {
     return ((x - y).norm() / y.norm()).item<double>();
   };

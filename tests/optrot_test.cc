@@ -450,8 +450,9 @@ double max_relative(const at::Tensor& got, const at::Tensor& want) {
 // A stack (add_stack) is its slices added one by one: the same loss and gradient in every
 // precision, with and without the gradient, its slices in two groups and ungrouped (OptRot+)
 // beside a plain term; and its gradient matches finite differences. Tolerances: float64 rounding
-// (1e-12) in float64; in float32 and bfloat16 the one-by-one route sums runs of the products in
-// float32 where a stack sums each slice's in float64, so the float32 sums' 1e-6.
+// (1e-12) in float64; in float32 the products are summed in another order (one GEMM over the
+// slices, a batched one back), and in bfloat16 the one-by-one route also sums runs of eight
+// products in float32 where a stack adds each slice's to float64, so the float32 sums' 1e-6.
 TEST(OptRotPlus, StackedTermsAreTheirSlices) {
   const int64_t c = 12;
   std::vector<at::Tensor> slices;
@@ -490,13 +491,17 @@ TEST(OptRotPlus, StackedTermsAreTheirSlices) {
     const double an = (grad * e).sum().item<double>();
     EXPECT_NEAR(fd, an, 1e-6 * std::max(1.0, std::abs(an)));
   }
-  // Slices past a CPU chunk (2¹⁹ entries) are taken one chunk each: the same sums.
+  // Slices of 240,000 entries go two to a CPU chunk (2¹⁹ entries): five of them take chunks of
+  // 2, 2 and 1, each weighted into its own slots.
   FourthPowerObjective big_one_by_one(c, OptRotNorm::kNumel), big_stacked(c, OptRotNorm::kNumel);
-  const int gb = big_stacked.add_covariance(spiky_covariance(c, 3));
-  big_one_by_one.add_covariance(spiky_covariance(c, 3));
-  const at::Tensor big = rotq::seeded_gaussian(3 * 50000, c, 60).view({3, 50000, c});
-  big_stacked.add_stack(big, 1.0, {gb, -1, gb});
-  for (int64_t k = 0; k < 3; ++k) big_one_by_one.add(big[k], 1.0, k == 1 ? -1 : gb);
+  for (FourthPowerObjective* o : {&big_one_by_one, &big_stacked}) {
+    o->add_covariance(spiky_covariance(c, 3));
+    o->add_covariance(spiky_covariance(c, 4));
+  }
+  const std::vector<int> big_groups = {1, -1, 0, 1, -1};
+  const at::Tensor big = rotq::seeded_gaussian(5 * 20000, c, 60).view({5, 20000, c});
+  big_stacked.add_stack(big, 1.0, big_groups);
+  for (int64_t k = 0; k < 5; ++k) big_one_by_one.add(big[k], 1.0, big_groups[k]);
   double lb1 = 0, lb2 = 0;
   const at::Tensor gb1 = big_one_by_one.local_gradient(r, &lb1),
                    gb2 = big_stacked.local_gradient(r, &lb2);
@@ -506,9 +511,49 @@ TEST(OptRotPlus, StackedTermsAreTheirSlices) {
   EXPECT_THROW(stacked.add_stack(at::stack(slices), 1.0, {0, 1}), rotq::Error);  // 2 of 6
   EXPECT_THROW(stacked.add_stack(at::stack(slices), 1.0, {0, 0, 0, 0, 0, 2}), rotq::Error);
   EXPECT_THROW(stacked.add_stack(at::ones({2, 3, c + 1}, at::kDouble)), rotq::Error);
+  EXPECT_THROW(stacked.add_stack(at::ones({2, 0, c}, at::kDouble)), rotq::Error);
   at::Tensor nan = at::stack(slices);
   nan[3][0][0] = std::nan("");
   EXPECT_THROW(stacked.add_stack(nan), rotq::Error);
+}
+
+// OptRot+'s factors in batches of groups are the same as all at once (three groups, one per
+// batch), the order the terms come in does not matter, and a group with a covariance but no terms
+// adds nothing (F = 0) and holds no sum.
+TEST(OptRotPlus, GroupBatchesAndEmptyGroupsChangeNothing) {
+  const int64_t c = 12;
+  // The terms in either order: groups get their sums in the order they receive a first term.
+  const auto build = [&](bool with_empty_group, bool reversed = false) {
+    FourthPowerObjective o(c, OptRotNorm::kNumel);
+    std::vector<int> g;
+    for (uint64_t k = 0; k < 3; ++k) g.push_back(o.add_covariance(spiky_covariance(c, 70 + k)));
+    if (with_empty_group) o.add_covariance(spiky_covariance(c, 80));
+    for (uint64_t i = 0; i < 6; ++i) {
+      const uint64_t k = reversed ? 5 - i : i;
+      o.add(rotq::seeded_gaussian(10, c, 90 + k), 1.0, g[k % 3]);
+    }
+    o.add(rotq::seeded_gaussian(10, c, 99));
+    return o;
+  };
+  const at::Tensor r = rotq::random_orthogonal(c, 11);
+  FourthPowerObjective all = build(false), one_by_one = build(false), with_empty = build(true);
+  one_by_one.set_group_batch_bytes(1);
+  double l_all = 0, l_one = 0, l_empty = 0;
+  const at::Tensor g_all = all.local_gradient(r, &l_all);
+  const at::Tensor g_one = one_by_one.local_gradient(r, &l_one);
+  const at::Tensor g_empty = with_empty.local_gradient(r, &l_empty);
+  EXPECT_NEAR(l_one / l_all, 1.0, 1e-12);
+  EXPECT_LT(max_relative(g_one, g_all), 1e-12);
+  EXPECT_NEAR(l_empty / l_all, 1.0, 1e-12);
+  EXPECT_LT(max_relative(g_empty, g_all), 1e-12);
+  double loss_only = 0;
+  one_by_one.local_gradient(r, &loss_only, false);
+  EXPECT_NEAR(loss_only / l_all, 1.0, 1e-12);
+  double l_reversed = 0;
+  const at::Tensor g_reversed = build(false, true).local_gradient(r, &l_reversed);
+  EXPECT_NEAR(l_reversed / l_all, 1.0, 1e-12);
+  EXPECT_LT(max_relative(g_reversed, g_all), 1e-12);
+  EXPECT_THROW(all.set_group_batch_bytes(0), rotq::Error);
 }
 
 // R2's objective is each head's blocks: the rows of Wv·R1 of KV head h (reader form their
