@@ -244,8 +244,12 @@ at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t)
   // (I + tA/2) Y = (I − tA/2) R; I + tA/2 is invertible for skew A (eigenvalues 1 + iλ). As
   // (I + B)⁻¹(I − B) = 2(I + B)⁻¹ − I, Y = 2(I + B)⁻¹R − R: the solve alone, without the C×C
   // product (I − B)·R (a third of the step's work).
+  // The solve's info is not checked: I + tA/2 is never singular, and checking it reads the device
+  // once per step (a NaN A gives a NaN R, which the caller's loss check catches).
   const at::Tensor rd = r.to(skew.device(), at::kDouble);
-  return at::linalg_solve(half.add_(eye), rd).mul_(2).sub_(rd);
+  const at::Tensor y = std::get<0>(at::linalg_solve_ex(half.add_(eye), rd, /*left=*/true,
+                                                       /*check_errors=*/false));
+  return y.mul_(2).sub_(rd);
 }
 
 double cosine_decay(double lr, int64_t step, int64_t steps) {
