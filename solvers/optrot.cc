@@ -105,8 +105,9 @@ void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
     const double v = sq[k].item<double>();
     require(std::isfinite(v), "OptRot: matrix ", k, " of a stack has NaN/Inf entries");
     s.c.push_back(weight_of(weight, v, numel));
-    s.slot.push_back(slot_of(groups[static_cast<size_t>(k)]));
   }
+  // Slots only once the whole stack is accepted: a refused one leaves the objective as it was.
+  for (int g : groups) s.slot.push_back(slot_of(g));
   at::Tensor mix = at::zeros({static_cast<int64_t>(group_of_slot_.size()) + 1, n}, at::kDouble);
   for (int64_t k = 0; k < n; ++k) mix[s.slot[k]][k] = 4.0 * s.c[k];
   s.mix = mix.to(stacked.device());
