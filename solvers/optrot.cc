@@ -72,9 +72,13 @@ double FourthPowerObjective::weight_of(double weight, double sq, double numel) c
   return weight;
 }
 
-void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int group) {
+void FourthPowerObjective::require_group(int group) const {
   require(group >= -1 && group < static_cast<int>(covariances_.size()), "OptRot: group ", group,
           " does not exist");
+}
+
+void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int group) {
+  require_group(group);
   require(reader_form.dim() == 2 && reader_form.size(1) == dim_, "OptRot: a matrix of shape ",
           reader_form.sizes(), " cannot be rotated by a ", dim_, "x", dim_, " rotation");
   const at::Tensor a = reader_form.to(at::kDouble);
@@ -94,10 +98,7 @@ void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
   if (groups.empty()) groups.assign(static_cast<size_t>(n), -1);
   require(static_cast<int64_t>(groups.size()) == n, "OptRot: ", groups.size(),
           " groups for a stack of ", n, " matrices");
-  for (int g : groups) {
-    require(g >= -1 && g < static_cast<int>(covariances_.size()), "OptRot: group ", g,
-            " does not exist");
-  }
+  for (int g : groups) require_group(g);
   const at::Tensor sq = stacked.to(at::kDouble).pow(2).sum({1, 2}).cpu();
   Stack s{stacked.contiguous(), {}, {}, {}};
   const double numel = static_cast<double>(stacked.size(1) * stacked.size(2));
@@ -383,11 +384,10 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
     // The loss alone (fourth_power_loss, not an optimizer's step): the terms' values summed per
     // slot on the host, in a fixed order.
     const at::Tensor host_values = values.cpu();
+    const double* vp = host_values.data_ptr<double>();
     std::vector<double> per_slot(static_cast<size_t>(slots), 0.0);
-    for (size_t k = 0; k < value_weight.size(); ++k) {
-      per_slot[value_slot[k]] +=
-          value_weight[k] * host_values[static_cast<int64_t>(k)].item<double>();
-    }
+    for (size_t k = 0; k < value_weight.size(); ++k)
+      per_slot[value_slot[k]] += value_weight[k] * vp[k];
     slot_values = at::tensor(per_slot, at::TensorOptions().dtype(at::kDouble)).to(rd.device());
   }
   at::Tensor total = slot_values.narrow(0, 0, 1).sum();

@@ -109,7 +109,8 @@ class FourthPowerObjective {
   };
   // The normalisation's c for a term with Σ a² = `sq` over `numel` entries.
   double weight_of(double weight, double sq, double numel) const;
-  int slot_of(int group);  // numbers a group's slot at its first term
+  int slot_of(int group);               // numbers a group's slot at its first term
+  void require_group(int group) const;  // -1 or an added covariance's id
   int64_t dim_;
   OptRotNorm norm_;
   std::vector<Term> terms_;

@@ -278,6 +278,11 @@ TEST(AtenPath, GptqCudaKernelMatchesAtenLoopOnGpu) {
   }
 }
 
+// ‖x − y‖ / ‖y‖ (Frobenius).
+double relative_distance(const at::Tensor& x, const at::Tensor& y) {
+  return ((x - y).norm() / y.norm()).item<double>();
+}
+
 // The arguments gemm_accumulate_cuda.cu gives cuBLAS (accumulate_gemm: acc ← α·aᵀ·y + β·acc as a
 // column-major GEMM), run through the CPU BLAS's sgemm, whose argument convention cuBLAS shares:
 // for a row-major a, a column-major one (a writer's reader form: a transposed view), and each
@@ -308,8 +313,7 @@ TEST(AtenPath, AccumulatingGemmArgumentsComputeTheProductPlusTheSum) {
     const int ldc = static_cast<int>(g.ldc);
     sgemm("N", g.transpose_b ? "T" : "N", &mi, &ni, &ki, &alpha, y.data_ptr<float>(), &lda,
           a.data_ptr<float>(), &ldb, &beta, acc.data_ptr<float>(), &ldc);
-    EXPECT_LT(((acc - want).norm() / want.norm()).item<double>(), 1e-5)
-        << "strides " << a.strides();
+    EXPECT_LT(relative_distance(acc, want), 1e-5) << "strides " << a.strides();
   }
 }
 
@@ -344,9 +348,6 @@ TEST(AtenPath, OptRotBfloat16GradientOnGpuMatchesTheEmulation) {
     cpu.add(a);
     gpu.add(a.cuda());
   }
-  const auto rel = [](const at::Tensor& x, const at::Tensor& y) {
-    return ((x - y).norm() / y.norm()).item<double>();
-  };
   double loss_cpu = 0, loss_gpu = 0, loss_aten = 0;
   const at::Tensor g_cpu = cpu.local_gradient(r, &loss_cpu, true, at::kBFloat16);
   const at::Tensor g32 = cpu.local_gradient(r, nullptr, true, at::kFloat);
@@ -355,13 +356,13 @@ TEST(AtenPath, OptRotBfloat16GradientOnGpuMatchesTheEmulation) {
   const at::Tensor g_aten = gpu.local_gradient(r.cuda(), &loss_aten, true, at::kBFloat16).cpu();
   force_aten_kernels(false);
   std::printf("bf16 gradient, GPU vs CPU emulation %.3g, emulation vs float32 %.3g\n",
-              rel(g_gpu, g_cpu), rel(g_cpu, g32));
+              relative_distance(g_gpu, g_cpu), relative_distance(g_cpu, g32));
   EXPECT_NEAR(loss_gpu / loss_cpu, 1.0, 2e-4);
-  EXPECT_LT(rel(g_gpu, g_cpu), 2e-4);
-  EXPECT_GT(rel(g_cpu, g32), 10 * rel(g_gpu, g_cpu));
-  std::printf("bf16 gradient, rotq's GPU route vs ATen's %.3g (loss %.3g)\n", rel(g_gpu, g_aten),
-              std::abs(loss_gpu / loss_aten - 1));
-  EXPECT_LT(rel(g_gpu, g_aten), 2e-6);
+  EXPECT_LT(relative_distance(g_gpu, g_cpu), 2e-4);
+  EXPECT_GT(relative_distance(g_cpu, g32), 10 * relative_distance(g_gpu, g_cpu));
+  std::printf("bf16 gradient, rotq's GPU route vs ATen's %.3g (loss %.3g)\n",
+              relative_distance(g_gpu, g_aten), std::abs(loss_gpu / loss_aten - 1));
+  EXPECT_LT(relative_distance(g_gpu, g_aten), 2e-6);
   EXPECT_NEAR(loss_gpu / loss_aten, 1.0, 2e-6);
 }
 
@@ -391,9 +392,6 @@ TEST(AtenPath, OptRotStackOnGpuIsItsSlices) {
   for (int64_t h = 0; h < heads; ++h) slices.add(blocks[h].cuda(), 1.0, groups[h]);
   stack.add_stack(blocks.cuda(), 1.0, groups);
   emulated.add_stack(blocks, 1.0, groups);
-  const auto rel = [](const at::Tensor& x, const at::Tensor& y) {
-    return ((x - y).norm() / y.norm()).item<double>();
-  };
   for (const at::ScalarType dtype : {at::kDouble, at::kBFloat16}) {
     const double tol = dtype == at::kDouble ? 1e-12 : 2e-4;
     double l_slices = 0, l_stack = 0, l_emulated = 0;
@@ -401,10 +399,10 @@ TEST(AtenPath, OptRotStackOnGpuIsItsSlices) {
     const at::Tensor g_stack = stack.local_gradient(r.cuda(), &l_stack, true, dtype).cpu();
     const at::Tensor g_emulated = emulated.local_gradient(r, &l_emulated, true, dtype);
     std::printf("stack on the GPU (%s): vs its slices %.3g, vs the CPU %.3g\n",
-                dtype == at::kDouble ? "float64" : "bf16", rel(g_stack, g_slices),
-                rel(g_stack, g_emulated));
-    EXPECT_LT(rel(g_stack, g_slices), tol) << dtype;
-    EXPECT_LT(rel(g_stack, g_emulated), tol) << dtype;
+                dtype == at::kDouble ? "float64" : "bf16", relative_distance(g_stack, g_slices),
+                relative_distance(g_stack, g_emulated));
+    EXPECT_LT(relative_distance(g_stack, g_slices), tol) << dtype;
+    EXPECT_LT(relative_distance(g_stack, g_emulated), tol) << dtype;
     EXPECT_NEAR(l_stack / l_slices, 1.0, tol) << dtype;
     EXPECT_NEAR(l_stack / l_emulated, 1.0, tol) << dtype;
   }
