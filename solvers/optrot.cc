@@ -13,6 +13,8 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <numeric>
+#include <string>
 
 #include "solvers/error.h"
 #include "solvers/kernel_path.h"
@@ -120,6 +122,13 @@ size_t FourthPowerObjective::size() const {
   size_t n = terms_.size();
   for (const Stack& s : stacks_) n += s.c.size();
   return n;
+}
+
+int64_t FourthPowerObjective::owned_bytes() const {
+  int64_t bytes = 0;
+  for (const Stack& st : stacks_) bytes += static_cast<int64_t>(st.a.nbytes() + st.mix.nbytes());
+  for (const at::Tensor& cov : covariances_) bytes += static_cast<int64_t>(cov.nbytes());
+  return bytes;
 }
 
 double FourthPowerObjective::local_loss(const at::Tensor& r) const {
@@ -440,40 +449,63 @@ double fourth_power_loss(const FourthPowerObjective& obj, const at::Tensor& r, C
   return l.item<double>();
 }
 
-at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tensor& r0,
-                                 const CayleySgdOptions& opts, Comm* comm, RotationTrace* trace) {
-  require(r0.dim() == 2 && r0.size(0) == obj.dim() && r0.size(1) == obj.dim(),
-          "OptRot: the initial rotation must be ", obj.dim(), "x", obj.dim());
+namespace {
+
+// The optimizer over a batch of independent problems ([B, C, C]; see minimize_fourth_power_batch),
+// the gradients and losses all-reduced over `comm` when given (one problem split across ranks).
+// Returns the best rotation of each problem by loss, projected onto O(C) in float64.
+at::Tensor minimize_batch(const std::vector<const FourthPowerObjective*>& objs,
+                          const at::Tensor& r0, const CayleySgdOptions& opts, Comm* comm,
+                          std::vector<RotationTrace>* traces) {
+  require(!objs.empty(), "OptRot: no problems to solve");
+  const int64_t b = static_cast<int64_t>(objs.size()), c = objs.front()->dim();
+  for (const FourthPowerObjective* o : objs) {
+    require(o != nullptr && o->dim() == c, "OptRot: the problems of one batch must share a width (",
+            c, "), got ", o ? o->dim() : 0);
+  }
+  require(r0.dim() == 3 && r0.size(0) == b && r0.size(1) == c && r0.size(2) == c,
+          "OptRot: the initial rotations must be ", b, "x", c, "x", c, ", got ", r0.sizes());
   require(opts.steps >= 0 && opts.lr > 0, "OptRot: steps must be >= 0 and lr > 0");
   const auto t0 = std::chrono::steady_clock::now();
   at::Tensor r = r0.to(at::kDouble).clone();
   at::Tensor best = r.clone();
-  double best_loss = std::numeric_limits<double>::infinity();
+  std::vector<double> best_loss(static_cast<size_t>(b), std::numeric_limits<double>::infinity());
   at::Tensor velocity, second;  // momentum (SGD) or Adam's first moment; Adam's second moment
-  std::vector<double> losses;
+  std::vector<std::vector<double>> losses(static_cast<size_t>(b));
+  std::vector<double> step_seconds;
+  const int64_t grad_numel = b * c * c;
+  // One buffer for the reduction and the host read: every problem's gradient, then the losses.
+  at::Tensor packed = at::empty({grad_numel + b}, r.options());
+  const at::Tensor grad = packed.narrow(0, 0, grad_numel).view({b, c, c});
   LapClock laps;
   for (int64_t step = 0; step <= opts.steps; ++step) {
-    FourthPowerObjective::GradientAndLoss local;
-    {
+    for (int64_t k = 0; k < b; ++k) {
       const Tf32Scope tf32(opts.tf32 && opts.gradient_dtype == at::kFloat);
-      local = obj.local_gradient_and_loss(r, true, opts.gradient_dtype);
+      const FourthPowerObjective::GradientAndLoss local =
+          objs[static_cast<size_t>(k)]->local_gradient_and_loss(r[k], true, opts.gradient_dtype);
+      grad[k].copy_(local.gradient);
+      packed.narrow(0, grad_numel + k, 1).copy_(local.loss.reshape({1}));
     }
-    // One reduction for both: the gradient and, in an extra row, the loss.
-    at::Tensor packed = at::cat({local.gradient.reshape({-1}), local.loss.reshape({1})});
     if (comm) comm->all_reduce(packed, ReduceOp::kSum);
-    const double loss = packed[-1].item<double>();  // waits for the device: a step's end
+    // Waits for the device: a step's end.
+    const at::Tensor host_losses = packed.narrow(0, grad_numel, b).cpu();
     const double lap = laps.lap();
-    if (step > 0 && trace) trace->step_seconds.push_back(lap);
-    require(std::isfinite(loss), "OptRot: the loss became non-finite at step ", step,
-            " (learning rate ", opts.lr, " too large?)");
-    const at::Tensor grad = packed.narrow(0, 0, obj.dim() * obj.dim()).view({obj.dim(), obj.dim()});
-    losses.push_back(loss);
-    if (loss < best_loss) {
-      best_loss = loss;
-      best.copy_(r);
+    if (step > 0) step_seconds.push_back(lap);
+    const double* lp = host_losses.data_ptr<double>();
+    for (int64_t k = 0; k < b; ++k) {
+      const double loss = lp[k];
+      require(std::isfinite(loss), "OptRot: the loss became non-finite at step ", step,
+              b > 1 ? " in problem " + std::to_string(k) + " of " + std::to_string(b) : "",
+              " (learning rate ", opts.lr, " too large?)");
+      losses[static_cast<size_t>(k)].push_back(loss);
+      if (loss < best_loss[static_cast<size_t>(k)]) {
+        best_loss[static_cast<size_t>(k)] = loss;
+        best[k].copy_(r[k]);
+      }
     }
     if (opts.log_every > 0 && (step % opts.log_every == 0 || step == opts.steps)) {
-      spdlog::info("optrot step {}/{}: loss {:.6g}", step, opts.steps, loss);
+      spdlog::info("optrot step {}/{}: loss {:.6g}", step, opts.steps,
+                   std::accumulate(lp, lp + b, 0.0));
     }
     if (step == opts.steps) break;
     const at::Tensor skew = skew_gradient(r, grad);
@@ -496,14 +528,43 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
     }
     r = cayley_retract(r, direction, lr);
   }
-  if (trace) {
-    trace->loss = losses;
-    trace->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double c3 = std::pow(static_cast<double>(obj.dim()), 3);
-    trace->flops = static_cast<double>(losses.size()) * obj.gradient_flops() +
-                   static_cast<double>(opts.steps) * 4.7 * c3;
+  if (traces) {
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double c3 = std::pow(static_cast<double>(c), 3);
+    traces->assign(static_cast<size_t>(b), RotationTrace{});
+    for (int64_t k = 0; k < b; ++k) {
+      RotationTrace& t = (*traces)[static_cast<size_t>(k)];
+      t.loss = losses[static_cast<size_t>(k)];
+      t.seconds = seconds;
+      t.step_seconds = step_seconds;
+      t.flops =
+          static_cast<double>(t.loss.size()) * objs[static_cast<size_t>(k)]->gradient_flops() +
+          static_cast<double>(opts.steps) * 4.7 * c3;
+    }
   }
-  return polar_project(best);
+  at::Tensor out = at::empty_like(best);
+  for (int64_t k = 0; k < b; ++k) out[k].copy_(polar_project(best[k]));
+  return out;
+}
+
+}  // namespace
+
+at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tensor& r0,
+                                 const CayleySgdOptions& opts, Comm* comm, RotationTrace* trace) {
+  require(r0.dim() == 2 && r0.size(0) == obj.dim() && r0.size(1) == obj.dim(),
+          "OptRot: the initial rotation must be ", obj.dim(), "x", obj.dim());
+  std::vector<RotationTrace> traces;
+  const at::Tensor r =
+      minimize_batch({&obj}, r0.unsqueeze(0), opts, comm, trace ? &traces : nullptr);
+  if (trace) *trace = std::move(traces.front());
+  return r.select(0, 0);
+}
+
+at::Tensor minimize_fourth_power_batch(const std::vector<const FourthPowerObjective*>& objs,
+                                       const at::Tensor& r0, const CayleySgdOptions& opts,
+                                       std::vector<RotationTrace>* traces) {
+  return minimize_batch(objs, r0, opts, nullptr, traces);
 }
 
 }  // namespace rotq

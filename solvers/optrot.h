@@ -68,6 +68,9 @@ class FourthPowerObjective {
   int64_t dim() const { return dim_; }
   size_t size() const;  // terms, a stack's slices counted one by one
   size_t covariances() const { return covariances_.size(); }
+  // Bytes of the tensors the objective holds copies of (stacks, covariances); plain terms are the
+  // caller's tensors, kept as given.
+  int64_t owned_bytes() const;
   // FLOPs of one local_gradient: A·R and Aᵀ·(A·R)^∘3 per term.
   double gradient_flops() const { return flops_; }
   // OptRot+'s factors are computed for as many groups at once as fit this many bytes of float64
@@ -163,6 +166,16 @@ struct RotationTrace {
 at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tensor& r0,
                                  const CayleySgdOptions& opts, Comm* comm,
                                  RotationTrace* trace = nullptr);
+
+// Independent problems side by side (R2: one per layer): problem b minimizes *objs[b] from r0[b]
+// ([B, C, C]; every objective of width C) and the result's [b] is what minimize_fourth_power would
+// return for it alone, up to the batched GEMMs' rounding. A step queues every problem's gradient,
+// reads all losses once, and takes one batched skew product and Cayley solve: the host waits and
+// small launches a step costs are paid once per batch rather than once per problem. `traces`
+// (optional) receives one trace per problem; their step_seconds are the batch's steps.
+at::Tensor minimize_fourth_power_batch(const std::vector<const FourthPowerObjective*>& objs,
+                                       const at::Tensor& r0, const CayleySgdOptions& opts,
+                                       std::vector<RotationTrace>* traces = nullptr);
 
 // Loss at R, all-reduced over `comm` when given.
 double fourth_power_loss(const FourthPowerObjective& obj, const at::Tensor& r, Comm* comm);

@@ -17,6 +17,12 @@ void require_square(const at::Tensor& m, const char* what) {
           m.sizes());
 }
 
+// A square matrix or a batch of them ([..., n, n]).
+void require_square_batch(const at::Tensor& m, const char* what) {
+  require(m.dim() >= 2 && m.size(-1) == m.size(-2), what,
+          ": expected a square matrix or a batch of them, got ", m.sizes());
+}
+
 at::Tensor polar_by_svd(const at::Tensor& m) {
   auto [u, s, vh] = at::linalg_svd(m, /*full_matrices=*/false);
   return at::matmul(u, vh);
@@ -229,16 +235,20 @@ at::Tensor polar_project(const at::Tensor& r) {
 }
 
 at::Tensor skew_gradient(const at::Tensor& r, const at::Tensor& euclidean_grad) {
-  require_square(r, "skew_gradient");
+  require_square_batch(r, "skew_gradient");
+  require(euclidean_grad.sizes() == r.sizes(), "skew_gradient: gradient ", euclidean_grad.sizes(),
+          " for rotations ", r.sizes());
   const at::Tensor rd = r.to(at::kDouble), g = euclidean_grad.to(at::kDouble);
   // R Gᵀ = (G Rᵀ)ᵀ: one C×C GEMM, and the result is skew to the last bit.
-  const at::Tensor grt = at::matmul(g, rd.t());
-  return grt - grt.t();
+  const at::Tensor grt = at::matmul(g, rd.transpose(-2, -1));
+  return grt - grt.transpose(-2, -1);
 }
 
 at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t) {
-  require_square(skew, "cayley_retract");
-  const int64_t n = skew.size(0);
+  require_square_batch(skew, "cayley_retract");
+  require(r.sizes() == skew.sizes(), "cayley_retract: direction ", skew.sizes(), " for rotations ",
+          r.sizes());
+  const int64_t n = skew.size(-1);
   const at::Tensor eye = at::eye(n, skew.options().dtype(at::kDouble));
   const at::Tensor half = skew.to(at::kDouble) * (t / 2);
   // (I + tA/2) Y = (I − tA/2) R; I + tA/2 is invertible for skew A (eigenvalues 1 + iλ). As

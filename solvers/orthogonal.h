@@ -62,7 +62,8 @@ at::Tensor procrustes(const at::Tensor& m, PolarMethod method = PolarMethod::kNe
 at::Tensor polar_project(const at::Tensor& r);
 
 // The Riemannian gradient direction of f at R on O(C) as a skew matrix A = G Rᵀ − R Gᵀ, where
-// G = ∂f/∂R (Euclidean). Moving along R(t) = cayley(−t A)·R decreases f for small t.
+// G = ∂f/∂R (Euclidean). Moving along R(t) = cayley(−t A)·R decreases f for small t. Both this
+// and cayley_retract also take batches [B, C, C], each matrix on its own.
 at::Tensor skew_gradient(const at::Tensor& r, const at::Tensor& euclidean_grad);
 
 // The Cayley retraction (I + t/2·A)⁻¹ (I − t/2·A) R of a skew A: orthogonal for any step t.

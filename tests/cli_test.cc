@@ -500,6 +500,8 @@ TEST(Cli, BenchRotationPrintsCostsAtAGivenWidth) {
   EXPECT_GT(j["optrot_r2_terms_bf16_seconds"].get<double>(), 0);
   EXPECT_GT(j["optrot_r2_stacked_bf16_seconds"].get<double>(), 0);
   EXPECT_GT(j["cayley_head_dim_seconds"].get<double>(), 0);
+  EXPECT_GT(j["optrot_r2_layer_step_alone_bf16_seconds"].get<double>(), 0);
+  EXPECT_GT(j["optrot_r2_layer_step_batched_bf16_seconds"].get<double>(), 0);
 }
 
 // rotq parity reads its inputs from .npy / .safetensors and writes what the library computes

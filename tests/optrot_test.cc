@@ -108,14 +108,20 @@ rotq::CayleySgdOptions optimizer_options(rotq::ManifoldOptimizer method, int64_t
   return o;
 }
 
-// R1's reader forms on stories260K's norm-fused weights, held in `dtype`: readers as themselves,
-// writers (o, down) transposed.
-std::vector<at::Tensor> stories_reader_forms(at::ScalarType dtype) {
+// stories260K with its RMSNorm scales folded into the next linears, held in `dtype`.
+rotq::Model fused_stories(at::ScalarType dtype) {
   rotq::LoadOptions lo;
   lo.dtype = dtype;
   rotq::Model m =
       rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
   rotq::fuse_norms(m);
+  return m;
+}
+
+// R1's reader forms on stories260K's norm-fused weights, held in `dtype`: readers as themselves,
+// writers (o, down) transposed.
+std::vector<at::Tensor> stories_reader_forms(at::ScalarType dtype) {
+  rotq::Model m = fused_stories(dtype);
   std::vector<at::Tensor> forms;
   for (const auto& l : m.weights.layers) {
     for (auto t : {rotq::LayerTensor::kWq, rotq::LayerTensor::kWk, rotq::LayerTensor::kWv,
@@ -336,6 +342,91 @@ TEST(OptRot, LearnedRotationsKeepTheModelAndLowerTheObjective) {
   EXPECT_LE((la - lb).abs().max().item<double>() / lb.abs().max().item<double>(), 1e-10);
 }
 
+// R2's problems solved side by side take each problem's own trajectory: stories260K's five layers
+// (head_dim 8), the first layer twice, both optimizers (SGD with momentum), float64 and float32
+// products, against each layer solved alone. Fails if the batch mixes problems (a step or a best
+// rotation taken from another layer, a loss summed over the batch).
+TEST(OptRot, BatchedProblemsAreEachSolvedAlone) {
+  rotq::Model m = fused_stories(at::kDouble);
+  const rotq::Rotations rh =
+      rotq::make_rotations(rotq::FixedRotationSpec{rotq::FixedRotation::kHadamard}, m.config.dim,
+                           m.config.head_dim, m.config.n_layers);
+  std::vector<FourthPowerObjective> objs;
+  std::vector<at::Tensor> starts;
+  for (int64_t l : {0, 1, 2, 3, 4, 0}) {
+    objs.push_back(rotq::r2_objective(m, l, rh.r1, OptRotNorm::kNumel));
+    starts.push_back(rh.r2[l]);
+  }
+  std::vector<const FourthPowerObjective*> ptrs;
+  for (const FourthPowerObjective& o : objs) ptrs.push_back(&o);
+  for (auto method :
+       {rotq::ManifoldOptimizer::kCayleySgd, rotq::ManifoldOptimizer::kRiemannianAdam}) {
+    for (at::ScalarType dt : {at::kDouble, at::kFloat}) {
+      rotq::CayleySgdOptions o = optimizer_options(method, 25, 0.05, 0.01);
+      o.momentum = 0.5;
+      o.gradient_dtype = dt;
+      SCOPED_TRACE(std::string(method == rotq::ManifoldOptimizer::kCayleySgd ? "sgd " : "adam ") +
+                   c10::toString(dt));
+      std::vector<rotq::RotationTrace> traces;
+      const at::Tensor batched =
+          rotq::minimize_fourth_power_batch(ptrs, at::stack(starts), o, &traces);
+      ASSERT_EQ(batched.sizes(), (std::vector<int64_t>{6, 8, 8}));
+      ASSERT_EQ(traces.size(), objs.size());
+      for (size_t k = 0; k < objs.size(); ++k) {
+        rotq::RotationTrace alone_trace;
+        const at::Tensor alone =
+            rotq::minimize_fourth_power(objs[k], starts[k], o, nullptr, &alone_trace);
+        EXPECT_LT((batched[static_cast<int64_t>(k)] - alone).abs().max().item<double>(), 1e-12)
+            << "problem " << k;
+        ASSERT_EQ(traces[k].loss.size(), alone_trace.loss.size());
+        for (size_t i = 0; i < alone_trace.loss.size(); ++i) {
+          EXPECT_NEAR(traces[k].loss[i], alone_trace.loss[i], 1e-12 * alone_trace.loss[i])
+              << "problem " << k << " step " << i;
+        }
+        EXPECT_LT(traces[k].loss.back(), traces[k].loss.front()) << "problem " << k;
+      }
+      EXPECT_TRUE(at::equal(batched[0], batched[5]));
+      EXPECT_EQ(traces[0].step_seconds.size(), 25u);
+    }
+  }
+  // Problems of different widths, starts of the wrong shape and an empty batch are refused.
+  FourthPowerObjective wide(16, OptRotNorm::kNumel);
+  wide.add(rotq::seeded_gaussian(24, 16, 3));
+  const rotq::CayleySgdOptions o =
+      optimizer_options(rotq::ManifoldOptimizer::kCayleySgd, 2, 0.02, 0);
+  EXPECT_THROW(
+      rotq::minimize_fourth_power_batch({ptrs[0], &wide}, at::stack(starts).narrow(0, 0, 2), o),
+      rotq::Error);
+  EXPECT_THROW(rotq::minimize_fourth_power_batch({ptrs[0], ptrs[1]}, at::stack(starts), o),
+               rotq::Error);
+  EXPECT_THROW(rotq::minimize_fourth_power_batch({}, at::empty({0, 8, 8}, at::kDouble), o),
+               rotq::Error);
+}
+
+// optrot_rotations' R2 batches (as many layers at once as fit the budget) change no rotation: one
+// layer per batch (a 1-byte budget and one layer's bytes), two (batches of 2, 2, 1) and all five.
+TEST(OptRot, R2BatchSizeChangesNoRotation) {
+  auto comm = rotq::make_local_comm();
+  rotq::Model m = fused_stories(at::kDouble);
+  rotq::OptRotOptions o;
+  o.sgd.steps = 15;
+  o.sgd.log_every = 0;
+  const int64_t layer_bytes = rotq::r2_objective(m, 0, at::Tensor(), o.norm).owned_bytes();
+  ASSERT_GT(layer_bytes, 0);
+  const rotq::Rotations all = rotq::optrot_rotations(m, o, 1, *comm);
+  ASSERT_EQ(rotq::r2_layers_of_rank(m, *comm), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  for (int64_t budget : {int64_t{1}, layer_bytes, 2 * layer_bytes + 1}) {
+    const rotq::Rotations some = rotq::optrot_rotations(m, o, 1, *comm, nullptr, nullptr, budget);
+    EXPECT_TRUE(at::equal(all.r1, some.r1));
+    ASSERT_EQ(some.r2.size(), all.r2.size());
+    for (size_t l = 0; l < all.r2.size(); ++l) {
+      EXPECT_LT((all.r2[l] - some.r2[l]).abs().max().item<double>(), 1e-12)
+          << "budget " << budget << " layer " << l;
+    }
+  }
+  EXPECT_THROW(rotq::optrot_rotations(m, o, 1, *comm, nullptr, nullptr, 0), rotq::Error);
+}
+
 TEST(OptRot, MatrixSelection) {
   using rotq::LayerTensor;
   const auto m = rotq::parse_optrot_matrices("q,down,q");
@@ -344,11 +435,7 @@ TEST(OptRot, MatrixSelection) {
   EXPECT_EQ(m[1], LayerTensor::kWDown);
   EXPECT_THROW(rotq::parse_optrot_matrices("q,lm_head"), rotq::Error);
   EXPECT_THROW(rotq::parse_optrot_matrices(","), rotq::Error);
-  rotq::LoadOptions lo;
-  lo.dtype = at::kDouble;
-  rotq::Model model =
-      rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
-  rotq::fuse_norms(model);
+  rotq::Model model = fused_stories(at::kDouble);
   EXPECT_EQ(rotq::r1_objective(model, OptRotNorm::kNumel, 0, 1, nullptr, m).size(),
             10u);  // 5 layers
   EXPECT_EQ(rotq::r2_objective(model, 0, at::Tensor(), OptRotNorm::kNumel, nullptr, m).size(), 0u);
@@ -560,11 +647,7 @@ TEST(OptRotPlus, GroupBatchesAndEmptyGroupsChangeNothing) {
 // transpose) and the columns of R1ᵀ·Wo of head h, with OptRot+'s per-head covariances on o's;
 // built here head by head as separate terms, on stories260K (grouped-query: 4 KV heads for 8).
 TEST(OptRotPlus, R2ObjectiveIsThePerHeadBlocks) {
-  rotq::LoadOptions lo;
-  lo.dtype = at::kDouble;
-  rotq::Model model =
-      rotq::load_model(rotq_test::shared_data("models/stories260K/stories260K.bin"), lo);
-  rotq::fuse_norms(model);
+  rotq::Model model = fused_stories(at::kDouble);
   const rotq::ModelConfig& cfg = model.config;
   ASSERT_LT(cfg.n_kv_heads, cfg.n_heads);
   const int64_t d = cfg.head_dim, layer = 1;

@@ -13,6 +13,7 @@
 #include "models/synth.h"
 #include "models/weights.h"
 #include "runner/cli/cmd_common.h"
+#include "runner/core/stats.h"
 #include "runner/dist/device.h"
 #include "solvers/dfrot.h"
 #include "solvers/error.h"
@@ -273,6 +274,40 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     rows.push_back(cost_row(name, C, "Cayley step (head_dim)",
                             std::to_string(d) + "×" + std::to_string(d), t_cayley2,
                             2.7 * dd * dd * dd, g64.gflops));
+    // R2 as the pipeline steps it (gradient, loss read, Cayley step), per layer-step: kR2Layers
+    // layers solved one after another, and side by side (minimize_fourth_power_batch: one loss
+    // read and one batched Cayley solve per step for all of them). The layers are one objective
+    // repeated: the cost does not depend on the values.
+    constexpr int64_t kR2Layers = 8, kR2Steps = 6;
+    CayleySgdOptions r2_sgd;
+    r2_sgd.steps = kR2Steps;
+    r2_sgd.log_every = 0;
+    r2_sgd.gradient_dtype = at::kBFloat16;
+    std::vector<double> alone_steps;
+    for (int64_t l = 0; l < kR2Layers; ++l) {
+      RotationTrace t;
+      minimize_fourth_power(r2_stacked, r2, r2_sgd, nullptr, &t);
+      alone_steps.insert(alone_steps.end(), t.step_seconds.begin(), t.step_seconds.end());
+    }
+    const double t_r2_alone = median(alone_steps);
+    std::vector<RotationTrace> batch_traces;
+    minimize_fourth_power_batch(std::vector<const FourthPowerObjective*>(kR2Layers, &r2_stacked),
+                                r2.unsqueeze(0).expand({kR2Layers, d, d}).contiguous(), r2_sgd,
+                                &batch_traces);
+    const double t_r2_batched =
+        median(batch_traces.front().step_seconds) / static_cast<double>(kR2Layers);
+    const std::string r2_timed =
+        std::to_string(kR2Layers) + " layers × " + std::to_string(kR2Steps) + " steps";
+    for (const bool batched : {false, true}) {
+      const double t = batched ? t_r2_batched : t_r2_alone;
+      rows.push_back(cost_row(name, C,
+                              std::string("OptRot R2 layer-step (bf16, ") +
+                                  (batched ? "layers side by side)" : "layers one by one)"),
+                              r2_timed, t, r2_stacked.gradient_flops() + 4.7 * dd * dd * dd,
+                              dev.is_cuda() ? gbf16.gflops : g32.gflops,
+                              std::to_string(c.n_layers) + " layers",
+                              t * static_cast<double>(c.n_layers)));
+    }
     if (a.json) {
       print_json_line(rt.c(), {{"command", "bench rotation"},
                                {"model", name},
@@ -298,6 +333,8 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
                                {"optrot_r2_terms_bf16_seconds", t_r2_terms},
                                {"optrot_r2_stacked_bf16_seconds", t_r2_stacked},
                                {"cayley_head_dim_seconds", t_cayley2},
+                               {"optrot_r2_layer_step_alone_bf16_seconds", t_r2_alone},
+                               {"optrot_r2_layer_step_batched_bf16_seconds", t_r2_batched},
                                {"optrot_full_rows", full_rows},
                                {"optrot_full_step_seconds", full_step},
                                {"gemm64_gflops", g64.gflops},

@@ -108,8 +108,84 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
   return obj;
 }
 
+std::vector<int64_t> r2_layers_of_rank(const Model& model, const Comm& comm) {
+  const int64_t layers = static_cast<int64_t>(model.weights.layers.size());
+  const bool shard = !(model.layer_offset == 0 && layers == model.config.n_layers);
+  std::vector<int64_t> out;
+  for (int64_t l = 0; l < layers; ++l) {
+    if (shard || l % comm.size() == comm.rank()) out.push_back(l);
+  }
+  return out;
+}
+
+namespace {
+
+// This rank's R2 problems, solved side by side in batches of layers (in order) whose objectives
+// fit `batch_bytes` together (at 7B a layer's float64 head stack is 268 MB: 8 layers per 2 GiB
+// batch; a layer larger than the budget is a batch of its own). Sets rot.r2 at the layers solved
+// here; returns the batches' step times.
+struct R2Solve {
+  int64_t layers = 0, batches = 0;
+  std::vector<double> step_seconds;
+};
+
+R2Solve solve_r2_layers(const Model& model, const OptRotOptions& opts, const Rotations& init,
+                        const at::Tensor& r1, const std::vector<LayerCovariances>* covs,
+                        const std::vector<int64_t>& layers, int64_t batch_bytes, Rotations& rot) {
+  CayleySgdOptions quiet = opts.sgd;
+  quiet.log_every = 0;
+  const at::Device device = model_device(model);
+  R2Solve out;
+  // A layer's objective joins the batch if the batch stays within the budget; otherwise it starts
+  // the next one.
+  std::vector<FourthPowerObjective> pending;
+  std::vector<int64_t> pending_layer;
+  size_t next = 0;
+  while (next < layers.size() || !pending.empty()) {
+    std::vector<FourthPowerObjective> objs = std::move(pending);
+    std::vector<int64_t> batch = std::move(pending_layer);
+    pending.clear();
+    pending_layer.clear();
+    int64_t bytes = objs.empty() ? 0 : objs.front().owned_bytes();
+    while (next < layers.size()) {
+      const int64_t l = layers[next++];
+      FourthPowerObjective obj =
+          r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
+      const int64_t b = obj.owned_bytes();
+      if (!objs.empty() && bytes + b > batch_bytes) {
+        pending.push_back(std::move(obj));
+        pending_layer.push_back(l);
+        break;
+      }
+      objs.push_back(std::move(obj));
+      batch.push_back(l);
+      bytes += b;
+    }
+    std::vector<const FourthPowerObjective*> ptrs;
+    std::vector<at::Tensor> starts;
+    for (size_t k = 0; k < objs.size(); ++k) {
+      ptrs.push_back(&objs[k]);
+      starts.push_back(init.r2[batch[k] + model.layer_offset]);
+    }
+    std::vector<RotationTrace> traces;
+    const at::Tensor r2 =
+        minimize_fourth_power_batch(ptrs, at::stack(starts).to(device), quiet, &traces).cpu();
+    for (size_t k = 0; k < batch.size(); ++k) {
+      rot.r2[batch[k] + model.layer_offset] = r2[static_cast<int64_t>(k)].clone();
+    }
+    out.step_seconds.insert(out.step_seconds.end(), traces.front().step_seconds.begin(),
+                            traces.front().step_seconds.end());
+    out.layers += static_cast<int64_t>(batch.size());
+    ++out.batches;
+  }
+  return out;
+}
+
+}  // namespace
+
 Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
-                           RotationTrace* trace, const std::vector<LayerCovariances>* covs) {
+                           RotationTrace* trace, const std::vector<LayerCovariances>* covs,
+                           int64_t r2_batch_bytes) {
   const ModelConfig& c = model.config;
   FixedRotationSpec start;
   start.kind = FixedRotation::kHadamard;
@@ -139,30 +215,16 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
       tr.loss.front(), opts.sgd.steps, tr.seconds, median(tr.step_seconds));
   rot.r1 = r1.cpu();
   if (opts.r2 && (uses(opts.matrices, LayerTensor::kWv) || uses(opts.matrices, LayerTensor::kWo))) {
-    CayleySgdOptions quiet = opts.sgd;
-    quiet.log_every = 0;
+    require(r2_batch_bytes > 0, "OptRot: the R2 batch budget must be positive, got ",
+            r2_batch_bytes);
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<double> steps;
-    const int64_t layers = static_cast<int64_t>(model.weights.layers.size());
-    int64_t solved = 0;
-    for (int64_t l = 0; l < layers; ++l) {
-      // head_dim × head_dim problems, each solved by one rank alone: a shard's owner, or for a
-      // replicated model the rank its index falls to (as R1's terms are split).
-      if (!shard && l % comm.size() != comm.rank()) continue;
-      const FourthPowerObjective obj2 =
-          r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
-      RotationTrace t2;
-      rot.r2[l + model.layer_offset] =
-          minimize_fourth_power(obj2, init.r2[l + model.layer_offset].to(device), quiet, nullptr,
-                                &t2)
-              .cpu();
-      steps.insert(steps.end(), t2.step_seconds.begin(), t2.step_seconds.end());
-      ++solved;
-    }
-    spdlog::info("{} R2: {} of {} layers on this rank in {:.2f}s (median step {:.2g}s)",
-                 covs ? "optrot+" : "optrot", solved, c.n_layers,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-                 median(steps));
+    const R2Solve solved = solve_r2_layers(model, opts, init, r1, covs,
+                                           r2_layers_of_rank(model, comm), r2_batch_bytes, rot);
+    spdlog::info(
+        "{} R2: {} of {} layers on this rank in {} batches, {:.2f}s (median batch step {:.2g}s)",
+        covs ? "optrot+" : "optrot", solved.layers, c.n_layers, solved.batches,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+        median(solved.step_seconds));
     if (shard || comm.size() > 1) {
       // Each owner's R2s to every rank: the others add zeros, so the sum is exact.
       at::Tensor all = at::zeros({c.n_layers, c.head_dim, c.head_dim}, at::kDouble);

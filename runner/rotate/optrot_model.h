@@ -51,11 +51,19 @@ FourthPowerObjective r2_objective(
     const LayerCovariances* cov = nullptr,
     const std::vector<LayerTensor>& matrices = OptRotOptions().matrices);
 
+// The layers (indices into model.weights.layers) whose R2 this rank solves: every layer of a shard
+// (a model sharded by layers); of a replicated model the layers l ≡ rank (mod size), as R1's terms
+// are split.
+std::vector<int64_t> r2_layers_of_rank(const Model& model, const Comm& comm);
+
 // R1 and R2 by OptRot, each started from the randomized Hadamard of `seed` (as make_rotations
-// draws it). `trace` (optional) receives R1's optimisation trace.
+// draws it). `trace` (optional) receives R1's optimisation trace. A rank's R2 problems are solved
+// side by side (minimize_fourth_power_batch), as many layers at once as their objectives fit
+// `r2_batch_bytes`.
 // `covs` (optional, OptRot+): one per layer of `model`.
 Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
                            RotationTrace* trace = nullptr,
-                           const std::vector<LayerCovariances>* covs = nullptr);
+                           const std::vector<LayerCovariances>* covs = nullptr,
+                           int64_t r2_batch_bytes = int64_t{2} << 30);
 
 }  // namespace rotq
