@@ -63,7 +63,7 @@ if want kernels; then
   stage "GPU kernels vs the ATen formulation (AtenPath.*)"
   timeout 120 "$B/tests/rotq_solver_tests" --gtest_filter='AtenPath.*' > "$OUT/kernels.log" 2>&1
   echo "rc=$?" >> "$OUT/kernels.log"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|rc=|tensor cores|GPU route|emulation|stack on the GPU" "$OUT/kernels.log" | head -20
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|rc=|tensor cores|GPU route|emulation|stack on the GPU|R2 batch on the GPU" "$OUT/kernels.log" | head -20
 fi
 
 if want bench && fits 90 "bench rotation"; then
