@@ -91,8 +91,28 @@ void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int
   flops_ += 4.0 * static_cast<double>(a.size(0)) * dim_ * dim_;
 }
 
+namespace {
+
+// Orders the products' dtypes: bfloat16 < float32 < float64.
+int precision_rank(at::ScalarType t) {
+  switch (t) {
+    case at::kBFloat16:
+    case at::kHalf:
+      return 1;
+    case at::kFloat:
+      return 2;
+    case at::kDouble:
+      return 3;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
 void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
-                                     std::vector<int> groups) {
+                                     std::vector<int> groups,
+                                     std::optional<at::ScalarType> store_as) {
   require(stacked.dim() == 3 && stacked.size(2) == dim_ && stacked.size(1) > 0,
           "OptRot: a stack of shape ", stacked.sizes(), " cannot be rotated by a ", dim_, "x", dim_,
           " rotation (expected [n, m > 0, ", dim_, "])");
@@ -101,8 +121,10 @@ void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
   require(static_cast<int64_t>(groups.size()) == n, "OptRot: ", groups.size(),
           " groups for a stack of ", n, " matrices");
   for (int g : groups) require_group(g);
+  require(!store_as || precision_rank(*store_as) > 0, "OptRot: a stack cannot be kept in ",
+          store_as ? c10::toString(*store_as) : "", " (expected bfloat16, float32 or float64)");
   const at::Tensor sq = stacked.to(at::kDouble).pow(2).sum({1, 2}).cpu();
-  Stack s{stacked.contiguous(), {}, {}, {}};
+  Stack s{store_as ? stacked.to(*store_as).contiguous() : stacked.contiguous(), {}, {}, {}};
   const double numel = static_cast<double>(stacked.size(1) * stacked.size(2));
   for (int64_t k = 0; k < n; ++k) {
     const double v = sq[k].item<double>();
@@ -361,6 +383,9 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
     }
   }
   for (const Stack& st : stacks_) {
+    require(precision_rank(st.a.scalar_type()) >= precision_rank(compute),
+            "OptRot: a stack kept in ", st.a.scalar_type(), " cannot be read by ", compute,
+            " products");
     const int64_t n = st.a.size(0), m = st.a.size(1), rows = st.mix.size(0);
     const int64_t chunk = std::max<int64_t>(1, stack_chunk_elements(st.a.device()) / (m * dim_));
     for (int64_t k0 = 0; k0 < n; k0 += chunk) {

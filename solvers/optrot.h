@@ -36,6 +36,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,7 +63,12 @@ class FourthPowerObjective {
   // its own, in group groups[k] (-1: ungrouped; empty: all ungrouped). A step runs their products
   // as one GEMM and one batched GEMM instead of n pairs: for many small matrices (R2's heads:
   // 64 [4096, 128] blocks per 7B layer) the per-term kernels, not the FLOPs, are the cost.
-  void add_stack(const at::Tensor& stacked, double weight = 1.0, std::vector<int> groups = {});
+  // `store_as` (default: the given dtype): the dtype the stack is kept in, the products' dtype of
+  // the steps that will read it (bfloat16: a quarter of float64's memory and no conversion per
+  // step); the weights c are taken from the given values. A step whose products are of a higher
+  // precision than a stack's is refused (it would silently solve the rounded problem).
+  void add_stack(const at::Tensor& stacked, double weight = 1.0, std::vector<int> groups = {},
+                 std::optional<at::ScalarType> store_as = std::nullopt);
   // OptRot+: the covariance [C, C] of the input the group's terms read; returns the group id.
   int add_covariance(const at::Tensor& sigma);
   int64_t dim() const { return dim_; }

@@ -540,6 +540,36 @@ double max_relative(const at::Tensor& got, const at::Tensor& want) {
 // (1e-12) in float64; in float32 the products are summed in another order (one GEMM over the
 // slices, a batched one back), and in bfloat16 the one-by-one route also sums runs of eight
 // products in float32 where a stack adds each slice's to float64, so the float32 sums' 1e-6.
+// A stack kept in its products' dtype (R2's in bfloat16 or float32) gives the steps of the same
+// stack kept in float64 and converted at each step: the same gradient and loss, bit for bit, and
+// the weights c of the float64 values. Products of a higher precision than the stack are refused.
+TEST(OptRotPlus, StackKeptInTheProductsDtypeGivesTheSameSteps) {
+  const int64_t c = 16;
+  const at::Tensor blocks = rotq::seeded_gaussian(5 * 40, c, 60).view({5, 40, c}) * 3.0;
+  const at::Tensor r = rotq::random_orthogonal(c, 10);
+  FourthPowerObjective kept64(c, OptRotNorm::kNumel);
+  const int g = kept64.add_covariance(spiky_covariance(c, 5));
+  kept64.add_stack(blocks, 1.0, {-1, g, g, -1, g});
+  for (at::ScalarType dt : {at::kBFloat16, at::kFloat}) {
+    FourthPowerObjective kept(c, OptRotNorm::kNumel);
+    kept.add_covariance(spiky_covariance(c, 5));
+    kept.add_stack(blocks, 1.0, {-1, g, g, -1, g}, dt);
+    EXPECT_LT(kept.owned_bytes(), kept64.owned_bytes()) << dt;
+    for (bool want_gradient : {true, false}) {
+      double l64 = 0, lkept = 0;
+      const at::Tensor g64 = kept64.local_gradient(r, &l64, want_gradient, dt);
+      const at::Tensor gkept = kept.local_gradient(r, &lkept, want_gradient, dt);
+      EXPECT_EQ(lkept, l64) << dt;
+      if (want_gradient) {
+        EXPECT_TRUE(at::equal(gkept, g64)) << dt;
+      }
+    }
+    EXPECT_THROW(kept.local_gradient(r, nullptr, true, at::kDouble), rotq::Error) << dt;
+  }
+  FourthPowerObjective bad(c, OptRotNorm::kNumel);
+  EXPECT_THROW(bad.add_stack(blocks, 1.0, {}, at::kLong), rotq::Error);
+}
+
 TEST(OptRotPlus, StackedTermsAreTheirSlices) {
   const int64_t c = 12;
   std::vector<at::Tensor> slices;

@@ -71,13 +71,15 @@ FourthPowerObjective layer_objective(const ModelConfig& c, at::Device dev) {
 
 // One layer's R2 objective at the model's shapes (runner/rotate/optrot_model.cc): the KV heads'
 // blocks of Wv·R1 and the heads' blocks of R1ᵀ·Wo, [C, head_dim] each, in float64 as R1's
-// float64 product leaves them; as one stack, or (`stacked` false) as separate terms.
-FourthPowerObjective r2_layer_objective(const ModelConfig& c, at::Device dev, bool stacked) {
+// float64 product leaves them; as separate terms (`stacked` false) or one stack kept in
+// `store_as` (the pipeline keeps it in its products' dtype).
+FourthPowerObjective r2_layer_objective(const ModelConfig& c, at::Device dev, bool stacked,
+                                        at::ScalarType store_as = at::kDouble) {
   const int64_t d = c.head_dim, heads = c.n_kv_heads + c.n_heads;
   const at::Tensor blocks = seeded_gaussian(heads * c.dim, d, 30).view({heads, c.dim, d}).to(dev);
   FourthPowerObjective obj(d, OptRotNorm::kNumel);
   if (stacked) {
-    obj.add_stack(blocks);
+    obj.add_stack(blocks, 1.0, {}, store_as);
   } else {
     for (int64_t h = 0; h < heads; ++h) obj.add(blocks[h]);
   }
@@ -255,12 +257,13 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     const std::string heads = std::to_string(c.n_kv_heads + c.n_heads) + " heads";
     double t_r2_terms = 0, t_r2_stacked = 0;
     const FourthPowerObjective r2_terms = r2_layer_objective(c, dev, false),
-                               r2_stacked = r2_layer_objective(c, dev, true);
+                               r2_stacked = r2_layer_objective(c, dev, true),
+                               r2_stacked16 = r2_layer_objective(c, dev, true, at::kBFloat16);
     for (const at::ScalarType dtype : {at::kDouble, at::kBFloat16}) {
       const bool bf16 = dtype == at::kBFloat16;
       const double rate = bf16 ? (dev.is_cuda() ? gbf16.gflops : g32.gflops) : g64.gflops;
       for (const bool stacked : {false, true}) {
-        const FourthPowerObjective& o2 = stacked ? r2_stacked : r2_terms;
+        const FourthPowerObjective& o2 = stacked ? (bf16 ? r2_stacked16 : r2_stacked) : r2_terms;
         const double t = timed_median([&] { o2.local_gradient(r2, nullptr, true, dtype); });
         if (bf16) (stacked ? t_r2_stacked : t_r2_terms) = t;
         rows.push_back(cost_row(name, C,
@@ -286,12 +289,12 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
     std::vector<double> alone_steps;
     for (int64_t l = 0; l < kR2Layers; ++l) {
       RotationTrace t;
-      minimize_fourth_power(r2_stacked, r2, r2_sgd, nullptr, &t);
+      minimize_fourth_power(r2_stacked16, r2, r2_sgd, nullptr, &t);
       alone_steps.insert(alone_steps.end(), t.step_seconds.begin(), t.step_seconds.end());
     }
     const double t_r2_alone = median(alone_steps);
     std::vector<RotationTrace> batch_traces;
-    minimize_fourth_power_batch(std::vector<const FourthPowerObjective*>(kR2Layers, &r2_stacked),
+    minimize_fourth_power_batch(std::vector<const FourthPowerObjective*>(kR2Layers, &r2_stacked16),
                                 r2.unsqueeze(0).expand({kR2Layers, d, d}).contiguous(), r2_sgd,
                                 &batch_traces);
     const double t_r2_batched =
@@ -303,7 +306,7 @@ void run_rotation_bench(Runtime& rt, const RotationBenchArgs& a) {
       rows.push_back(cost_row(name, C,
                               std::string("OptRot R2 layer-step (bf16, ") +
                                   (batched ? "layers side by side)" : "layers one by one)"),
-                              r2_timed, t, r2_stacked.gradient_flops() + 4.7 * dd * dd * dd,
+                              r2_timed, t, r2_stacked16.gradient_flops() + 4.7 * dd * dd * dd,
                               dev.is_cuda() ? gbf16.gflops : g32.gflops,
                               std::to_string(c.n_layers) + " layers",
                               t * static_cast<double>(c.n_layers)));

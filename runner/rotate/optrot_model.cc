@@ -74,7 +74,8 @@ FourthPowerObjective r1_objective(const Model& model, OptRotNorm norm, int rank,
 
 FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::Tensor& r1,
                                   OptRotNorm norm, const LayerCovariances* cov,
-                                  const std::vector<LayerTensor>& matrices) {
+                                  const std::vector<LayerTensor>& matrices,
+                                  at::ScalarType store_as) {
   const ModelConfig& c = model.config;
   const LayerWeights& l = model.weights.layers.at(layer);
   at::Tensor wv = l[LayerTensor::kWv].to(at::kDouble);  // [KVH·d, C]
@@ -104,7 +105,7 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
       groups.push_back(cov ? obj.add_covariance(cov->o_heads[h]) : -1);
     }
   }
-  if (!blocks.empty()) obj.add_stack(at::cat(blocks, 0), 1.0, groups);
+  if (!blocks.empty()) obj.add_stack(at::cat(blocks, 0), 1.0, groups, store_as);
   return obj;
 }
 
@@ -121,9 +122,9 @@ std::vector<int64_t> r2_layers_of_rank(const Model& model, const Comm& comm) {
 namespace {
 
 // This rank's R2 problems, solved side by side in batches of layers (in order) whose objectives
-// fit `batch_bytes` together (at 7B a layer's float64 head stack is 268 MB: 8 layers per 2 GiB
-// batch; a layer larger than the budget is a batch of its own). Sets rot.r2 at the layers solved
-// here; returns the batches' step times.
+// fit `batch_bytes` together (at 7B a layer's head stack is 268 MB in float64, 67 MB in bfloat16:
+// 8 or 30 layers per 2 GiB batch; a layer larger than the budget is a batch of its own). Sets
+// rot.r2 at the layers solved here; returns the batches' step times.
 struct R2Solve {
   int64_t layers = 0, batches = 0;
   std::vector<double> step_seconds;
@@ -149,8 +150,8 @@ R2Solve solve_r2_layers(const Model& model, const OptRotOptions& opts, const Rot
     int64_t bytes = objs.empty() ? 0 : objs.front().owned_bytes();
     while (next < layers.size()) {
       const int64_t l = layers[next++];
-      FourthPowerObjective obj =
-          r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices);
+      FourthPowerObjective obj = r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr,
+                                              opts.matrices, opts.sgd.gradient_dtype);
       const int64_t b = obj.owned_bytes();
       if (!objs.empty() && bytes + b > batch_bytes) {
         pending.push_back(std::move(obj));

@@ -45,11 +45,13 @@ FourthPowerObjective r1_objective(
     const std::vector<LayerTensor>& matrices = OptRotOptions().matrices);
 
 // Layer `layer`'s R2 terms on weights already rotated by `r1` (undefined = identity): the
-// per-head blocks of Wv·R1 (transposed) and of R1ᵀ·Wo.
+// per-head blocks of Wv·R1 (transposed) and of R1ᵀ·Wo, formed in float64 and kept as one stack in
+// `store_as`, the dtype of the products that will read it (optrot.h: add_stack).
 FourthPowerObjective r2_objective(
     const Model& model, int64_t layer, const at::Tensor& r1, OptRotNorm norm,
     const LayerCovariances* cov = nullptr,
-    const std::vector<LayerTensor>& matrices = OptRotOptions().matrices);
+    const std::vector<LayerTensor>& matrices = OptRotOptions().matrices,
+    at::ScalarType store_as = at::kDouble);
 
 // The layers (indices into model.weights.layers) whose R2 this rank solves: every layer of a shard
 // (a model sharded by layers); of a replicated model the layers l ≡ rank (mod size), as R1's terms
