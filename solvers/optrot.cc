@@ -93,11 +93,12 @@ void FourthPowerObjective::add(const at::Tensor& reader_form, double weight, int
 
 namespace {
 
-// Orders the products' dtypes: bfloat16 < float32 < float64.
+// Orders the dtypes a stack may be kept in and its products computed in: bfloat16 < float32 <
+// float64 (0: none of them; float16 is not one: its range ends at 65504, and bfloat16 products of
+// float16 values would round the problem twice).
 int precision_rank(at::ScalarType t) {
   switch (t) {
     case at::kBFloat16:
-    case at::kHalf:
       return 1;
     case at::kFloat:
       return 2;
@@ -124,7 +125,10 @@ void FourthPowerObjective::add_stack(const at::Tensor& stacked, double weight,
   require(!store_as || precision_rank(*store_as) > 0, "OptRot: a stack cannot be kept in ",
           store_as ? c10::toString(*store_as) : "", " (expected bfloat16, float32 or float64)");
   const at::Tensor sq = stacked.to(at::kDouble).pow(2).sum({1, 2}).cpu();
-  Stack s{store_as ? stacked.to(*store_as).contiguous() : stacked.contiguous(), {}, {}, {}};
+  const bool rounded =
+      store_as && precision_rank(*store_as) < precision_rank(stacked.scalar_type());
+  Stack s{
+      store_as ? stacked.to(*store_as).contiguous() : stacked.contiguous(), {}, {}, {}, rounded};
   const double numel = static_cast<double>(stacked.size(1) * stacked.size(2));
   for (int64_t k = 0; k < n; ++k) {
     const double v = sq[k].item<double>();
@@ -333,6 +337,11 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
     const at::Tensor& r, bool want_gradient, at::ScalarType compute) const {
   require(compute == at::kDouble || compute == at::kFloat || compute == at::kBFloat16,
           "OptRot: the gradient is computed in bfloat16, float32 or float64, got ", compute);
+  for (const Stack& st : stacks_) {
+    require(!st.rounded || precision_rank(st.a.scalar_type()) >= precision_rank(compute),
+            "OptRot: a stack rounded to ", st.a.scalar_type(), " when added cannot be read by ",
+            compute, " products (it would give the rounded problem's loss and gradient)");
+  }
   const at::Tensor rd = r.to(at::kDouble);
   const at::Tensor rc = rd.to(compute);
   // Slot 0: the ungrouped terms' sum; slot s ≥ 1: the s-th group to have received a term.
@@ -383,9 +392,6 @@ FourthPowerObjective::GradientAndLoss FourthPowerObjective::local_gradient_and_l
     }
   }
   for (const Stack& st : stacks_) {
-    require(precision_rank(st.a.scalar_type()) >= precision_rank(compute),
-            "OptRot: a stack kept in ", st.a.scalar_type(), " cannot be read by ", compute,
-            " products");
     const int64_t n = st.a.size(0), m = st.a.size(1), rows = st.mix.size(0);
     const int64_t chunk = std::max<int64_t>(1, stack_chunk_elements(st.a.device()) / (m * dim_));
     for (int64_t k0 = 0; k0 < n; k0 += chunk) {
@@ -483,10 +489,11 @@ at::Tensor minimize_batch(const std::vector<const FourthPowerObjective*>& objs,
                           const at::Tensor& r0, const CayleySgdOptions& opts, Comm* comm,
                           std::vector<RotationTrace>* traces) {
   require(!objs.empty(), "OptRot: no problems to solve");
+  for (const FourthPowerObjective* o : objs) require(o != nullptr, "OptRot: a null problem");
   const int64_t b = static_cast<int64_t>(objs.size()), c = objs.front()->dim();
   for (const FourthPowerObjective* o : objs) {
-    require(o != nullptr && o->dim() == c, "OptRot: the problems of one batch must share a width (",
-            c, "), got ", o ? o->dim() : 0);
+    require(o->dim() == c, "OptRot: the problems of one batch must share a width (", c, "), got ",
+            o->dim());
   }
   require(r0.dim() == 3 && r0.size(0) == b && r0.size(1) == c && r0.size(2) == c,
           "OptRot: the initial rotations must be ", b, "x", c, "x", c, ", got ", r0.sizes());
@@ -529,8 +536,13 @@ at::Tensor minimize_batch(const std::vector<const FourthPowerObjective*>& objs,
       }
     }
     if (opts.log_every > 0 && (step % opts.log_every == 0 || step == opts.steps)) {
-      spdlog::info("optrot step {}/{}: loss {:.6g}", step, opts.steps,
-                   std::accumulate(lp, lp + b, 0.0));
+      const double total = std::accumulate(lp, lp + b, 0.0);
+      if (b == 1) {
+        spdlog::info("optrot step {}/{}: loss {:.6g}", step, opts.steps, total);
+      } else {
+        spdlog::info("optrot step {}/{}: loss {:.6g} (summed over {} problems)", step, opts.steps,
+                     total, b);
+      }
     }
     if (step == opts.steps) break;
     const at::Tensor skew = skew_gradient(r, grad);

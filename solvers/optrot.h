@@ -63,10 +63,11 @@ class FourthPowerObjective {
   // its own, in group groups[k] (-1: ungrouped; empty: all ungrouped). A step runs their products
   // as one GEMM and one batched GEMM instead of n pairs: for many small matrices (R2's heads:
   // 64 [4096, 128] blocks per 7B layer) the per-term kernels, not the FLOPs, are the cost.
-  // `store_as` (default: the given dtype): the dtype the stack is kept in, the products' dtype of
-  // the steps that will read it (bfloat16: a quarter of float64's memory and no conversion per
-  // step); the weights c are taken from the given values. A step whose products are of a higher
-  // precision than a stack's is refused (it would silently solve the rounded problem).
+  // `store_as` (default: the given dtype): bfloat16, float32 or float64, the dtype the stack is
+  // kept in, i.e. the products' dtype of the steps that will read it (bfloat16: a quarter of
+  // float64's memory and no conversion per step); the weights c are taken from the given values.
+  // A stack that store_as rounded refuses products of a higher precision, local_loss's float64
+  // included: they would silently give the rounded problem's loss and gradient.
   void add_stack(const at::Tensor& stacked, double weight = 1.0, std::vector<int> groups = {},
                  std::optional<at::ScalarType> store_as = std::nullopt);
   // OptRot+: the covariance [C, C] of the input the group's terms read; returns the group id.
@@ -74,8 +75,9 @@ class FourthPowerObjective {
   int64_t dim() const { return dim_; }
   size_t size() const;  // terms, a stack's slices counted one by one
   size_t covariances() const { return covariances_.size(); }
-  // Bytes of the tensors the objective holds copies of (stacks, covariances); plain terms are the
-  // caller's tensors, kept as given.
+  // Bytes of the stacks and covariances the objective holds (a stack may share its storage with
+  // the tensor given, when that was contiguous and already of the kept dtype); plain terms are the
+  // caller's tensors, kept as given, and not counted.
   int64_t owned_bytes() const;
   // FLOPs of one local_gradient: A·R and Aᵀ·(A·R)^∘3 per term.
   double gradient_flops() const { return flops_; }
@@ -115,6 +117,9 @@ class FourthPowerObjective {
     // [slots when added, n], where a is: entry (slot_k, k) = 4·c_k. The slices' C×C products go
     // into the sums as one GEMM with it (deterministic, as an index_add on CUDA is not).
     at::Tensor mix;
+    // Kept in a lower precision than given (store_as): products of a higher precision than the
+    // kept values are refused.
+    bool rounded = false;
   };
   // The normalisation's c for a term with Σ a² = `sq` over `numel` entries.
   double weight_of(double weight, double sq, double numel) const;
@@ -175,7 +180,8 @@ at::Tensor minimize_fourth_power(const FourthPowerObjective& obj, const at::Tens
 
 // Independent problems side by side (R2: one per layer): problem b minimizes *objs[b] from r0[b]
 // ([B, C, C]; every objective of width C) and the result's [b] is what minimize_fourth_power would
-// return for it alone, up to the batched GEMMs' rounding. A step queues every problem's gradient,
+// return for it alone, up to the rounding of the batched GEMMs and solves (on CUDA a batch's LU is
+// cuBLAS's batched one, a single matrix's cuSOLVER's). A step queues every problem's gradient,
 // reads all losses once, and takes one batched skew product and Cayley solve: the host waits and
 // small launches a step costs are paid once per batch rather than once per problem. `traces`
 // (optional) receives one trace per problem; their step_seconds are the batch's steps.

@@ -495,6 +495,21 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
     for (size_t i = 0; i < covs_shard.size(); ++i) {
       EXPECT_TRUE(at::equal(covs_shard[i].attn, covs_full[i + s.shard.layer_offset].attn));
     }
+    // Each layer's R2 is solved on exactly one rank, replicated (split by index, at most
+    // ⌈L/ranks⌉ each) or sharded (the owner).
+    const int64_t n_layers = s.full.config.n_layers;
+    for (const rotq::Model* model : {&s.full, &s.shard}) {
+      const std::vector<int64_t> mine = rotq::r2_layers_of_rank(*model, *g_comm);
+      at::Tensor count = at::zeros({n_layers}, at::kDouble);
+      for (int64_t l : mine) count[l + model->layer_offset] += 1;
+      g_comm->all_reduce(count, rotq::ReduceOp::kSum);
+      EXPECT_TRUE(at::equal(count, at::ones({n_layers}, at::kDouble)))
+          << k.name << (model == &s.full ? " replicated" : " sharded");
+      if (model == &s.full) {
+        EXPECT_LE(static_cast<int64_t>(mine.size()),
+                  (n_layers + g_comm->size() - 1) / g_comm->size());
+      }
+    }
     for (bool plus : {false, true}) {
       const rotq::Rotations o1 =
           rotq::optrot_rotations(s.full, oo, 2, *local, nullptr, plus ? &covs_full : nullptr);
@@ -504,21 +519,6 @@ TEST(Sharded, LearnedRotationsEqualOneProcess) {
       ASSERT_EQ(o1.r2.size(), on.r2.size());
       for (size_t l = 0; l < o1.r2.size(); ++l) {
         EXPECT_LT((o1.r2[l] - on.r2[l]).abs().max().item<double>(), 1e-9) << k.name << " R2 " << l;
-      }
-      // Each layer's R2 is solved on exactly one rank, replicated (split by index, at most
-      // ⌈L/ranks⌉ each) or sharded (the owner).
-      const int64_t n_layers = s.full.config.n_layers;
-      for (const rotq::Model* model : {&s.full, &s.shard}) {
-        const std::vector<int64_t> mine = rotq::r2_layers_of_rank(*model, *g_comm);
-        at::Tensor count = at::zeros({n_layers}, at::kDouble);
-        for (int64_t l : mine) count[l + model->layer_offset] += 1;
-        g_comm->all_reduce(count, rotq::ReduceOp::kSum);
-        EXPECT_TRUE(at::equal(count, at::ones({n_layers}, at::kDouble)))
-            << k.name << (model == &s.full ? " replicated" : " sharded");
-        if (model == &s.full) {
-          EXPECT_LE(static_cast<int64_t>(mine.size()),
-                    (n_layers + g_comm->size() - 1) / g_comm->size());
-        }
       }
       // The whole model on every rank: R1's terms and the R2 problems split by layer index.
       const rotq::Rotations orep =

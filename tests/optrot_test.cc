@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -343,9 +345,10 @@ TEST(OptRot, LearnedRotationsKeepTheModelAndLowerTheObjective) {
 }
 
 // R2's problems solved side by side take each problem's own trajectory: stories260K's five layers
-// (head_dim 8), the first layer twice, both optimizers (SGD with momentum), float64 and float32
-// products, against each layer solved alone. Fails if the batch mixes problems (a step or a best
-// rotation taken from another layer, a loss summed over the batch).
+// (head_dim 8), the first layer twice, and one problem whose steps overshoot at the shared
+// learning rate (its best iterate is not its last), both optimizers (SGD with momentum), float64
+// and float32 products, against each problem solved alone. Fails if the batch mixes problems (a
+// step or a best rotation taken from another, the best chosen by the summed loss).
 TEST(OptRot, BatchedProblemsAreEachSolvedAlone) {
   rotq::Model m = fused_stories(at::kDouble);
   const rotq::Rotations rh =
@@ -357,6 +360,11 @@ TEST(OptRot, BatchedProblemsAreEachSolvedAlone) {
     objs.push_back(rotq::r2_objective(m, l, rh.r1, OptRotNorm::kNumel));
     starts.push_back(rh.r2[l]);
   }
+  // Unnormalised and large: at the learning rate that suits the others its steps overshoot.
+  objs.emplace_back(8, OptRotNorm::kNone);
+  objs.back().add(rotq::seeded_gaussian(40, 8, 61) * 6.0);
+  starts.push_back(rh.r2[0]);
+  const size_t overshooting = objs.size() - 1;
   std::vector<const FourthPowerObjective*> ptrs;
   for (const FourthPowerObjective& o : objs) ptrs.push_back(&o);
   for (auto method :
@@ -370,7 +378,7 @@ TEST(OptRot, BatchedProblemsAreEachSolvedAlone) {
       std::vector<rotq::RotationTrace> traces;
       const at::Tensor batched =
           rotq::minimize_fourth_power_batch(ptrs, at::stack(starts), o, &traces);
-      ASSERT_EQ(batched.sizes(), (std::vector<int64_t>{6, 8, 8}));
+      ASSERT_EQ(batched.sizes(), (std::vector<int64_t>{7, 8, 8}));
       ASSERT_EQ(traces.size(), objs.size());
       for (size_t k = 0; k < objs.size(); ++k) {
         rotq::RotationTrace alone_trace;
@@ -383,7 +391,21 @@ TEST(OptRot, BatchedProblemsAreEachSolvedAlone) {
           EXPECT_NEAR(traces[k].loss[i], alone_trace.loss[i], 1e-12 * alone_trace.loss[i])
               << "problem " << k << " step " << i;
         }
-        EXPECT_LT(traces[k].loss.back(), traces[k].loss.front()) << "problem " << k;
+        // The rotation returned is the best iterate's (float64: the trace's losses are exact).
+        if (dt == at::kDouble) {
+          const double best = *std::min_element(traces[k].loss.begin(), traces[k].loss.end());
+          EXPECT_NEAR(rotq::fourth_power_loss(objs[k], batched[static_cast<int64_t>(k)], nullptr),
+                      best, 1e-9 * best)
+              << "problem " << k;
+        }
+        if (k != overshooting) {
+          EXPECT_LT(traces[k].loss.back(), traces[k].loss.front()) << "problem " << k;
+        } else if (method == rotq::ManifoldOptimizer::kCayleySgd) {
+          const auto& l = traces[k].loss;
+          EXPECT_LT(std::min_element(l.begin(), l.end()) - l.begin(),
+                    static_cast<std::ptrdiff_t>(l.size()) - 1)
+              << "the overshooting problem's best iterate should come before its last";
+        }
       }
       EXPECT_TRUE(at::equal(batched[0], batched[5]));
       EXPECT_EQ(traces[0].step_seconds.size(), 25u);
@@ -403,28 +425,73 @@ TEST(OptRot, BatchedProblemsAreEachSolvedAlone) {
                rotq::Error);
 }
 
-// optrot_rotations' R2 batches (as many layers at once as fit the budget) change no rotation: one
-// layer per batch (a 1-byte budget and one layer's bytes), two (batches of 2, 2, 1) and all five.
+// optrot_rotations' R2 batches change no rotation: one layer per batch (a 1-byte budget and one
+// layer's bytes), batches of 2, 2, 1 and all five at once, with float64 and with bf16 products
+// (the pipeline's bf16-kept stacks).
 TEST(OptRot, R2BatchSizeChangesNoRotation) {
   auto comm = rotq::make_local_comm();
   rotq::Model m = fused_stories(at::kDouble);
-  rotq::OptRotOptions o;
-  o.sgd.steps = 15;
-  o.sgd.log_every = 0;
-  const int64_t layer_bytes = rotq::r2_objective(m, 0, at::Tensor(), o.norm).owned_bytes();
-  ASSERT_GT(layer_bytes, 0);
-  const rotq::Rotations all = rotq::optrot_rotations(m, o, 1, *comm);
   ASSERT_EQ(rotq::r2_layers_of_rank(m, *comm), (std::vector<int64_t>{0, 1, 2, 3, 4}));
-  for (int64_t budget : {int64_t{1}, layer_bytes, 2 * layer_bytes + 1}) {
-    const rotq::Rotations some = rotq::optrot_rotations(m, o, 1, *comm, nullptr, nullptr, budget);
-    EXPECT_TRUE(at::equal(all.r1, some.r1));
-    ASSERT_EQ(some.r2.size(), all.r2.size());
-    for (size_t l = 0; l < all.r2.size(); ++l) {
-      EXPECT_LT((all.r2[l] - some.r2[l]).abs().max().item<double>(), 1e-12)
-          << "budget " << budget << " layer " << l;
+  for (at::ScalarType dt : {at::kDouble, at::kBFloat16}) {
+    rotq::OptRotOptions o;
+    o.sgd.steps = 15;
+    o.sgd.log_every = 0;
+    o.sgd.gradient_dtype = dt;
+    const int64_t layer_bytes =
+        rotq::r2_objective(m, 0, at::Tensor(), o.norm, nullptr, o.matrices, dt).owned_bytes();
+    ASSERT_GT(layer_bytes, 0);
+    const rotq::Rotations all = rotq::optrot_rotations(m, o, 1, *comm);
+    for (int64_t budget : {int64_t{1}, layer_bytes, 2 * layer_bytes + 1}) {
+      const rotq::Rotations some = rotq::optrot_rotations(m, o, 1, *comm, nullptr, nullptr, budget);
+      EXPECT_TRUE(at::equal(all.r1, some.r1));
+      ASSERT_EQ(some.r2.size(), all.r2.size());
+      for (size_t l = 0; l < all.r2.size(); ++l) {
+        EXPECT_LT((all.r2[l] - some.r2[l]).abs().max().item<double>(), 1e-12)
+            << c10::toString(dt) << " budget " << budget << " layer " << l;
+      }
     }
+    EXPECT_THROW(rotq::optrot_rotations(m, o, 1, *comm, nullptr, nullptr, 0), rotq::Error);
   }
-  EXPECT_THROW(rotq::optrot_rotations(m, o, 1, *comm, nullptr, nullptr, 0), rotq::Error);
+}
+
+// A rank and a rank count, and no peers: what r2_layers_of_rank and a rank without R2 layers see.
+class RankOf final : public rotq::Comm {
+ public:
+  RankOf(int rank, int size) : rank_(rank), size_(size) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "test"; }
+  void all_reduce(at::Tensor&, rotq::ReduceOp) override {}
+  void broadcast(at::Tensor&, int) override {}
+  at::Tensor all_gather(const at::Tensor& t) override { return t.clone(); }
+  void send(const at::Tensor&, int, int) override {}
+  void recv(at::Tensor&, int, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+
+ private:
+  int rank_, size_;
+};
+
+// A replicated model's R2 layers over 1 to 7 ranks: each layer on exactly one rank, at most
+// ⌈5/size⌉ per rank; a rank with none (rank 5 of 6) still runs optrot_rotations through.
+TEST(OptRot, R2LayersAreSplitOncePerLayer) {
+  rotq::Model m = fused_stories(at::kDouble);
+  for (int size = 1; size <= 7; ++size) {
+    std::vector<int> count(5, 0);
+    for (int rank = 0; rank < size; ++rank) {
+      const std::vector<int64_t> mine = rotq::r2_layers_of_rank(m, RankOf(rank, size));
+      EXPECT_LE(static_cast<int>(mine.size()), (5 + size - 1) / size) << rank << "/" << size;
+      for (int64_t l : mine) ++count[static_cast<size_t>(l)];
+    }
+    EXPECT_EQ(count, std::vector<int>(5, 1)) << size << " ranks";
+  }
+  RankOf idle(5, 6);
+  ASSERT_TRUE(rotq::r2_layers_of_rank(m, idle).empty());
+  rotq::OptRotOptions o;
+  o.sgd.steps = 3;
+  o.sgd.log_every = 0;
+  EXPECT_EQ(rotq::optrot_rotations(m, o, 1, idle).r2.size(), 5u);
 }
 
 TEST(OptRot, MatrixSelection) {
@@ -534,15 +601,10 @@ double max_relative(const at::Tensor& got, const at::Tensor& want) {
   return (got - want).abs().max().item<double>() / want.abs().max().item<double>();
 }
 
-// A stack (add_stack) is its slices added one by one: the same loss and gradient in every
-// precision, with and without the gradient, its slices in two groups and ungrouped (OptRot+)
-// beside a plain term; and its gradient matches finite differences. Tolerances: float64 rounding
-// (1e-12) in float64; in float32 the products are summed in another order (one GEMM over the
-// slices, a batched one back), and in bfloat16 the one-by-one route also sums runs of eight
-// products in float32 where a stack adds each slice's to float64, so the float32 sums' 1e-6.
 // A stack kept in its products' dtype (R2's in bfloat16 or float32) gives the steps of the same
 // stack kept in float64 and converted at each step: the same gradient and loss, bit for bit, and
-// the weights c of the float64 values. Products of a higher precision than the stack are refused.
+// the weights c of the float64 values. Products of a higher precision than the rounded stack are
+// refused; a stack given in float32 (not rounded by store_as) is read in float64 as before.
 TEST(OptRotPlus, StackKeptInTheProductsDtypeGivesTheSameSteps) {
   const int64_t c = 16;
   const at::Tensor blocks = rotq::seeded_gaussian(5 * 40, c, 60).view({5, 40, c}) * 3.0;
@@ -566,10 +628,22 @@ TEST(OptRotPlus, StackKeptInTheProductsDtypeGivesTheSameSteps) {
     }
     EXPECT_THROW(kept.local_gradient(r, nullptr, true, at::kDouble), rotq::Error) << dt;
   }
+  FourthPowerObjective given32(c, OptRotNorm::kNumel), kept32(c, OptRotNorm::kNumel);
+  given32.add_stack(blocks.to(at::kFloat));
+  kept32.add_stack(blocks, 1.0, {}, at::kFloat);
+  EXPECT_GT(given32.local_loss(r), 0);
+  EXPECT_THROW(kept32.local_loss(r), rotq::Error);
   FourthPowerObjective bad(c, OptRotNorm::kNumel);
   EXPECT_THROW(bad.add_stack(blocks, 1.0, {}, at::kLong), rotq::Error);
+  EXPECT_THROW(bad.add_stack(blocks, 1.0, {}, at::kHalf), rotq::Error);
 }
 
+// A stack (add_stack) is its slices added one by one: the same loss and gradient in every
+// precision, with and without the gradient, its slices in two groups and ungrouped (OptRot+)
+// beside a plain term; and its gradient matches finite differences. Tolerances: float64 rounding
+// (1e-12) in float64; in float32 the products are summed in another order (one GEMM over the
+// slices, a batched one back), and in bfloat16 the one-by-one route also sums runs of eight
+// products in float32 where a stack adds each slice's to float64, so the float32 sums' 1e-6.
 TEST(OptRotPlus, StackedTermsAreTheirSlices) {
   const int64_t c = 12;
   std::vector<at::Tensor> slices;

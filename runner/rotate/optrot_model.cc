@@ -121,10 +121,12 @@ std::vector<int64_t> r2_layers_of_rank(const Model& model, const Comm& comm) {
 
 namespace {
 
-// This rank's R2 problems, solved side by side in batches of layers (in order) whose objectives
-// fit `batch_bytes` together (at 7B a layer's head stack is 268 MB in float64, 67 MB in bfloat16:
-// 8 or 30 layers per 2 GiB batch; a layer larger than the budget is a batch of its own). Sets
-// rot.r2 at the layers solved here; returns the batches' step times.
+// This rank's R2 problems, solved side by side in batches of layers whose objectives fit
+// `batch_bytes` together, the batches of equal size (every layer's objective has the first one's
+// shapes; a lone last layer would pay a whole batch's per-step overhead). At 7B a layer's stack is
+// 67 MB in bfloat16, 268 MB in float64: one batch of 32 layers or three (11, 11, 10) under 4 GiB.
+// Building a layer's objective also takes float64 temporaries of its v/o weights (~2.5× the
+// float64 stack) beyond the budget. Sets rot.r2 at the layers solved here.
 struct R2Solve {
   int64_t layers = 0, batches = 0;
   std::vector<double> step_seconds;
@@ -133,50 +135,42 @@ struct R2Solve {
 R2Solve solve_r2_layers(const Model& model, const OptRotOptions& opts, const Rotations& init,
                         const at::Tensor& r1, const std::vector<LayerCovariances>* covs,
                         const std::vector<int64_t>& layers, int64_t batch_bytes, Rotations& rot) {
+  R2Solve out;
+  if (layers.empty()) return out;
   CayleySgdOptions quiet = opts.sgd;
   quiet.log_every = 0;
   const at::Device device = model_device(model);
-  R2Solve out;
-  // A layer's objective joins the batch if the batch stays within the budget; otherwise it starts
-  // the next one.
-  std::vector<FourthPowerObjective> pending;
-  std::vector<int64_t> pending_layer;
-  size_t next = 0;
-  while (next < layers.size() || !pending.empty()) {
-    std::vector<FourthPowerObjective> objs = std::move(pending);
-    std::vector<int64_t> batch = std::move(pending_layer);
-    pending.clear();
-    pending_layer.clear();
-    int64_t bytes = objs.empty() ? 0 : objs.front().owned_bytes();
-    while (next < layers.size()) {
-      const int64_t l = layers[next++];
-      FourthPowerObjective obj = r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr,
-                                              opts.matrices, opts.sgd.gradient_dtype);
-      const int64_t b = obj.owned_bytes();
-      if (!objs.empty() && bytes + b > batch_bytes) {
-        pending.push_back(std::move(obj));
-        pending_layer.push_back(l);
-        break;
-      }
-      objs.push_back(std::move(obj));
-      batch.push_back(l);
-      bytes += b;
+  const auto objective_of = [&](int64_t l) {
+    return r2_objective(model, l, r1, opts.norm, covs ? &(*covs)[l] : nullptr, opts.matrices,
+                        opts.sgd.gradient_dtype);
+  };
+  const int64_t n = static_cast<int64_t>(layers.size());
+  std::vector<FourthPowerObjective> first;
+  first.push_back(objective_of(layers.front()));
+  const int64_t fit =
+      std::clamp<int64_t>(batch_bytes / std::max<int64_t>(1, first.front().owned_bytes()), 1, n);
+  const int64_t batches = (n + fit - 1) / fit, size = (n + batches - 1) / batches;
+  for (int64_t b0 = 0; b0 < n; b0 += size) {
+    std::vector<FourthPowerObjective> objs =
+        b0 == 0 ? std::move(first) : std::vector<FourthPowerObjective>{};
+    for (int64_t k = static_cast<int64_t>(objs.size()); k < std::min(size, n - b0); ++k) {
+      objs.push_back(objective_of(layers[b0 + k]));
     }
     std::vector<const FourthPowerObjective*> ptrs;
     std::vector<at::Tensor> starts;
     for (size_t k = 0; k < objs.size(); ++k) {
       ptrs.push_back(&objs[k]);
-      starts.push_back(init.r2[batch[k] + model.layer_offset]);
+      starts.push_back(init.r2[layers[b0 + k] + model.layer_offset]);
     }
     std::vector<RotationTrace> traces;
     const at::Tensor r2 =
         minimize_fourth_power_batch(ptrs, at::stack(starts).to(device), quiet, &traces).cpu();
-    for (size_t k = 0; k < batch.size(); ++k) {
-      rot.r2[batch[k] + model.layer_offset] = r2[static_cast<int64_t>(k)].clone();
+    for (size_t k = 0; k < objs.size(); ++k) {
+      rot.r2[layers[b0 + k] + model.layer_offset] = r2[static_cast<int64_t>(k)].clone();
     }
     out.step_seconds.insert(out.step_seconds.end(), traces.front().step_seconds.begin(),
                             traces.front().step_seconds.end());
-    out.layers += static_cast<int64_t>(batch.size());
+    out.layers += static_cast<int64_t>(objs.size());
     ++out.batches;
   }
   return out;

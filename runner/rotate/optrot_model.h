@@ -60,12 +60,12 @@ std::vector<int64_t> r2_layers_of_rank(const Model& model, const Comm& comm);
 
 // R1 and R2 by OptRot, each started from the randomized Hadamard of `seed` (as make_rotations
 // draws it). `trace` (optional) receives R1's optimisation trace. A rank's R2 problems are solved
-// side by side (minimize_fourth_power_batch), as many layers at once as their objectives fit
-// `r2_batch_bytes`.
+// side by side (minimize_fourth_power_batch), in batches of equal size whose objectives fit
+// `r2_batch_bytes` (at 7B: all 32 layers at once with bfloat16 products).
 // `covs` (optional, OptRot+): one per layer of `model`.
 Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64_t seed, Comm& comm,
                            RotationTrace* trace = nullptr,
                            const std::vector<LayerCovariances>* covs = nullptr,
-                           int64_t r2_batch_bytes = int64_t{2} << 30);
+                           int64_t r2_batch_bytes = int64_t{4} << 30);
 
 }  // namespace rotq
