@@ -545,10 +545,7 @@ at::Tensor minimize_batch(const std::vector<const FourthPowerObjective*>& objs,
       }
     }
     if (step == opts.steps) break;
-    // One problem on its [C, C] matrices (the 2-D GEMM and solve, not their batched forms: R1's
-    // step); a batch on [B, C, C].
-    const at::Tensor skew =
-        b == 1 ? skew_gradient(r[0], grad[0]).unsqueeze(0) : skew_gradient(r, grad);
+    const at::Tensor skew = skew_gradient(r, grad);
     const double lr = opts.cosine ? cosine_decay(opts.lr, step, opts.steps) : opts.lr;
     at::Tensor direction;
     if (opts.method == ManifoldOptimizer::kRiemannianAdam) {
@@ -566,8 +563,7 @@ at::Tensor minimize_batch(const std::vector<const FourthPowerObjective*>& objs,
           velocity.defined() && opts.momentum > 0 ? velocity.mul_(opts.momentum).add_(skew) : skew;
       direction = velocity;
     }
-    r = b == 1 ? cayley_retract(r[0], direction[0], lr).unsqueeze(0)
-               : cayley_retract(r, direction, lr);
+    r = cayley_retract(r, direction, lr);
   }
   if (traces) {
     const double seconds =

@@ -23,6 +23,10 @@ void require_square_batch(const at::Tensor& m, const char* what) {
           ": expected a square matrix or a batch of them, got ", m.sizes());
 }
 
+// A batch of one ([1, n, n]) is stepped as its matrix: the 2-D GEMM and solve rather than their
+// batched forms (R1's steps, minimize_fourth_power's batch of one, stay the 2-D ops they were).
+bool single_of_batch(const at::Tensor& m) { return m.dim() == 3 && m.size(0) == 1; }
+
 at::Tensor polar_by_svd(const at::Tensor& m) {
   auto [u, s, vh] = at::linalg_svd(m, /*full_matrices=*/false);
   return at::matmul(u, vh);
@@ -238,6 +242,7 @@ at::Tensor skew_gradient(const at::Tensor& r, const at::Tensor& euclidean_grad) 
   require_square_batch(r, "skew_gradient");
   require(euclidean_grad.sizes() == r.sizes(), "skew_gradient: gradient ", euclidean_grad.sizes(),
           " for rotations ", r.sizes());
+  if (single_of_batch(r)) return skew_gradient(r[0], euclidean_grad[0]).unsqueeze(0);
   const at::Tensor rd = r.to(at::kDouble), g = euclidean_grad.to(at::kDouble);
   // R Gᵀ = (G Rᵀ)ᵀ: one C×C GEMM, and the result is skew to the last bit.
   const at::Tensor grt = at::matmul(g, rd.transpose(-2, -1));
@@ -248,6 +253,7 @@ at::Tensor cayley_retract(const at::Tensor& r, const at::Tensor& skew, double t)
   require_square_batch(skew, "cayley_retract");
   require(r.sizes() == skew.sizes(), "cayley_retract: direction ", skew.sizes(), " for rotations ",
           r.sizes());
+  if (single_of_batch(skew)) return cayley_retract(r[0], skew[0], t).unsqueeze(0);
   const int64_t n = skew.size(-1);
   const at::Tensor eye = at::eye(n, skew.options().dtype(at::kDouble));
   const at::Tensor half = skew.to(at::kDouble) * (t / 2);

@@ -8,6 +8,7 @@
 
 #include "models/layer_groups.h"
 #include "runner/core/stats.h"
+#include "runner/dist/layer_pipeline.h"
 #include "runner/fuse/fusion.h"
 #include "solvers/error.h"
 
@@ -111,7 +112,7 @@ FourthPowerObjective r2_objective(const Model& model, int64_t layer, const at::T
 
 std::vector<int64_t> r2_layers_of_rank(const Model& model, const Comm& comm) {
   const int64_t layers = static_cast<int64_t>(model.weights.layers.size());
-  const bool shard = !(model.layer_offset == 0 && layers == model.config.n_layers);
+  const bool shard = !holds_all_layers(model);
   std::vector<int64_t> out;
   for (int64_t l = 0; l < layers; ++l) {
     if (shard || l % comm.size() == comm.rank()) out.push_back(l);
@@ -145,14 +146,13 @@ R2Solve solve_r2_layers(const Model& model, const OptRotOptions& opts, const Rot
                         opts.sgd.gradient_dtype);
   };
   const int64_t n = static_cast<int64_t>(layers.size());
-  std::vector<FourthPowerObjective> first;
-  first.push_back(objective_of(layers.front()));
+  // The first batch starts with the objective that sizes the batches.
+  std::vector<FourthPowerObjective> objs;
+  objs.push_back(objective_of(layers.front()));
   const int64_t fit =
-      std::clamp<int64_t>(batch_bytes / std::max<int64_t>(1, first.front().owned_bytes()), 1, n);
+      std::clamp<int64_t>(batch_bytes / std::max<int64_t>(1, objs.front().owned_bytes()), 1, n);
   const int64_t batches = (n + fit - 1) / fit, size = (n + batches - 1) / batches;
-  for (int64_t b0 = 0; b0 < n; b0 += size) {
-    std::vector<FourthPowerObjective> objs =
-        b0 == 0 ? std::move(first) : std::vector<FourthPowerObjective>{};
+  for (int64_t b0 = 0; b0 < n; b0 += size, objs.clear()) {
     for (int64_t k = static_cast<int64_t>(objs.size()); k < std::min(size, n - b0); ++k) {
       objs.push_back(objective_of(layers[b0 + k]));
     }
@@ -192,8 +192,7 @@ Rotations optrot_rotations(const Model& model, const OptRotOptions& opts, uint64
   // A shard (a model sharded by layers: every rank holds a disjoint range) contributes all of its
   // layers; a replicated model is split across ranks by layer index. Either way the all-reduced
   // objective counts every matrix once.
-  const bool shard =
-      !(model.layer_offset == 0 && static_cast<int64_t>(model.weights.layers.size()) == c.n_layers);
+  const bool shard = !holds_all_layers(model);
   const FourthPowerObjective obj1 = r1_objective(model, opts.norm, shard ? 0 : comm.rank(),
                                                  shard ? 1 : comm.size(), covs, opts.matrices);
   // The optimisation runs where the weights are; the rotations are returned on the host.
